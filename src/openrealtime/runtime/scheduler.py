@@ -1,0 +1,201 @@
+"""Admits, queues and prioritises CPU work on the engines across all sessions.
+
+Each engine gets a small pool of worker threads fed from a priority queue: a live turn's work
+(final transcript, LLM, speech) runs before background work (partial transcripts), and work
+queued for a response that was cancelled in the meantime is dropped before it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..engines.base import CancelToken
+
+T = TypeVar("T")
+
+PRIORITY_TURN = 0
+"""Work a caller is waiting for right now."""
+PRIORITY_BACKGROUND = 10
+"""Work that only makes a later step faster (e.g. partial transcripts)."""
+
+_DONE = object()
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int
+    seq: int
+    run: Callable[[], None] = field(compare=False)
+    cancel: CancelToken | None = field(compare=False, default=None)
+    enqueued: float = field(compare=False, default=0.0)
+
+
+class EngineQueue:
+    """A named priority queue with ``workers`` threads in front of one engine."""
+
+    def __init__(self, name: str, workers: int = 1) -> None:
+        self.name = name
+        self._queue: queue.PriorityQueue[_Job] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(max(1, workers))
+        ]
+        self.last_wait_s = 0.0
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job.cancel is not None and job.cancel.cancelled:
+                job.run = _noop
+            self.last_wait_s = time.monotonic() - job.enqueued
+            try:
+                job.run()
+            finally:
+                self._queue.task_done()
+
+    def executor(self, priority: int) -> QueueExecutor:
+        return QueueExecutor(self, priority)
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def _put(self, run: Callable[[], None], priority: int, cancel: CancelToken | None) -> None:
+        self._queue.put(_Job(priority, next(self._seq), run, cancel, time.monotonic()))
+
+    async def call(
+        self, fn: Callable[[], T], *, priority: int = PRIORITY_TURN, cancel: CancelToken | None = None
+    ) -> T:
+        """Run ``fn`` on this engine's workers and await its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def run() -> None:
+            try:
+                result = fn()
+            except BaseException as exc:
+                loop.call_soon_threadsafe(_set_exception, future, exc)
+            else:
+                loop.call_soon_threadsafe(_set_result, future, result)
+
+        def dropped() -> None:
+            loop.call_soon_threadsafe(_set_exception, future, asyncio.CancelledError())
+
+        self._put(run if cancel is None else _unless_cancelled(run, dropped, cancel), priority, None)
+        return await future
+
+    async def stream(
+        self,
+        make: Callable[[], Iterator[T]],
+        *,
+        priority: int = PRIORITY_TURN,
+        cancel: CancelToken | None = None,
+    ) -> AsyncIterator[T]:
+        """Drain the iterator ``make()`` on a worker; items arrive here as they are produced."""
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[Any] = asyncio.Queue()
+
+        def run() -> None:
+            iterator: Iterator[T] | None = None
+            try:
+                iterator = make()
+                for item in iterator:
+                    loop.call_soon_threadsafe(items.put_nowait, item)
+                    if cancel is not None and cancel.cancelled:
+                        break
+            except BaseException as exc:
+                loop.call_soon_threadsafe(items.put_nowait, _Failure(exc))
+            finally:
+                # generators may hold engine locks until closed: close them here, on this thread
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+                loop.call_soon_threadsafe(items.put_nowait, _DONE)
+
+        def dropped() -> None:
+            loop.call_soon_threadsafe(items.put_nowait, _DONE)
+
+        self._put(run if cancel is None else _unless_cancelled(run, dropped, cancel), priority, None)
+        while True:
+            item = await items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+
+
+class QueueExecutor(concurrent.futures.Executor):
+    """A ``concurrent.futures.Executor`` view of an engine queue at a fixed priority."""
+
+    def __init__(self, queue: EngineQueue, priority: int) -> None:
+        self.queue = queue
+        self.priority = priority
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self.queue._put(run, self.priority, None)
+        return future
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _noop() -> None:
+    return None
+
+
+def _unless_cancelled(
+    run: Callable[[], None], dropped: Callable[[], None], cancel: CancelToken
+) -> Callable[[], None]:
+    def guarded() -> None:
+        if cancel.cancelled:
+            dropped()
+        else:
+            run()
+
+    return guarded
+
+
+def _set_result(future: asyncio.Future[T], value: T) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+class Scheduler:
+    """One ``EngineQueue`` per engine kind, shared by every session of the process."""
+
+    def __init__(
+        self, *, llm_workers: int = 1, asr_workers: int = 1, tts_workers: int = 1, vad_workers: int = 1
+    ) -> None:
+        self.llm = EngineQueue("llm", llm_workers)
+        self.asr = EngineQueue("asr", asr_workers)
+        self.tts = EngineQueue("tts", tts_workers)
+        self.vad = EngineQueue("vad", vad_workers)

@@ -1,0 +1,426 @@
+"""The async driver of one live session.
+
+It feeds client frames to the sans-I/O core, carries out the core's commands on the shared
+engines (through the scheduler, never on the event loop), reports engine results back to the
+core, and hands every server event to the transport in order. A response's work is tied to a
+``CancelToken``: once the core has cancelled a response, nothing it still produces reaches the
+client, because the core ignores results for responses that are no longer live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..audio import formats
+from ..audio.resample import StreamingResampler
+from ..core.commands import (
+    CancelResponse,
+    CloseConnection,
+    Command,
+    InputAppended,
+    InputBufferCleared,
+    InputCommitted,
+    PredictEndOfTurn,
+    ResponseFinished,
+    SpeechStarted,
+    StartResponse,
+    TranscribeItem,
+)
+from ..core.session import SessionCore
+from ..engines.base import (
+    CancelToken,
+    ChatMessage,
+    ChatRequest,
+    GenerationDone,
+    TextDelta,
+    ToolCallDelta,
+    ToolSpec,
+)
+from ..engines.llm.tool_calling import validate_arguments
+from ..engines.tts.chunker import ClauseChunker
+from .engines import EngineSet
+from .listening import InputPipeline, usage_for
+from .scheduler import Scheduler
+
+log = logging.getLogger("openrealtime.runtime")
+
+APOLOGY = "Sorry, I couldn't work out how to do that. Could you say it another way?"
+TRANSCRIPT_WAIT_S = 30.0
+AUDIO_DELTA_MS = 200
+"""Speech is sent in deltas of at most this length, so clients can start playing early."""
+
+
+@dataclass
+class _Work:
+    token: CancelToken
+    task: asyncio.Task[None]
+
+
+@dataclass
+class TurnTimings:
+    """Per-response stage timings (monotonic seconds), for telemetry and benchmarks."""
+
+    created: float = 0.0
+    llm_first_token: float | None = None
+    tts_first_chunk: float | None = None
+    first_audio_sent: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class SessionRuntime:
+    """Runs one session: ``start``, then ``on_frame`` per client frame, ``aclose`` at the end."""
+
+    def __init__(
+        self,
+        core: SessionCore,
+        engines: EngineSet,
+        scheduler: Scheduler,
+        send: Callable[[str], None],
+        close: Callable[[int, str], Awaitable[None]],
+    ) -> None:
+        self.core = core
+        self.engines = engines
+        self.scheduler = scheduler
+        self._send = send
+        self._close = close
+        self._responses: dict[str, _Work] = {}
+        self._transcripts: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.timings: dict[str, TurnTimings] = {}
+        self.closed = False
+        self.listening = InputPipeline(self)
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self.speech_stopped_at: dict[str, float] = {}
+        self.transcript_ready_at: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ driving the core
+
+    def start(self) -> None:
+        self.core.start()
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_later(self.core.limits.max_session_minutes * 60, self._expire)
+        self.flush()
+
+    def _expire(self) -> None:
+        self.core.expire()
+        self.flush()
+
+    def on_frame(self, frame: str | bytes) -> None:
+        self.core.handle(frame)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the core emitted, then carry out what it asked for."""
+        for event in self.core.take_events():
+            self._send(event.to_json())
+        for command in self.core.take_commands():
+            self._execute(command)
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _execute(self, command: Command) -> None:
+        if isinstance(command, StartResponse):
+            token = CancelToken()
+            self.timings[command.response_id] = TurnTimings(created=time.monotonic())
+            task = self._spawn(self._respond(command, token), f"response:{command.response_id}")
+            self._responses[command.response_id] = _Work(token, task)
+        elif isinstance(command, CancelResponse):
+            work = self._responses.pop(command.response_id, None)
+            if work is not None:
+                work.token.cancel()
+        elif isinstance(command, TranscribeItem):
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._transcripts[command.item_id] = future
+            self._spawn(self._transcribe(command, future), f"transcribe:{command.item_id}")
+        elif isinstance(command, InputAppended):
+            self.listening.on_append(command)
+        elif isinstance(command, SpeechStarted):
+            self._cancel_idle_timer()
+            self.listening.on_speech_started(command)
+        elif isinstance(command, InputCommitted):
+            if command.by_vad:
+                self.speech_stopped_at[command.item_id] = time.monotonic()
+            self.listening.on_committed(command)
+        elif isinstance(command, PredictEndOfTurn):
+            self._spawn(self.listening.predict_end_of_turn(command), "end-of-turn")
+        elif isinstance(command, ResponseFinished):
+            self._arm_idle_timer(command)
+        elif isinstance(command, InputBufferCleared):
+            self.listening.on_cleared()
+        elif isinstance(command, CloseConnection):
+            self.closed = True
+            self._spawn(self._close(command.code, command.reason), "close")
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _arm_idle_timer(self, finished: ResponseFinished) -> None:
+        """``idle_timeout_ms`` counts from when the response's audio has finished playing."""
+        self._cancel_idle_timer()
+        detection = self.core.session.audio.input.turn_detection
+        if finished.out_of_band or detection is None or detection.type != "server_vad":
+            return
+        if detection.idle_timeout_ms is None:
+            return
+        timings = self.timings.get(finished.response_id)
+        played_from = timings.first_audio_sent if timings and timings.first_audio_sent else time.monotonic()
+        playback_left = max(0.0, played_from + finished.audio_ms / 1000 - time.monotonic())
+        delay = playback_left + detection.idle_timeout_ms / 1000
+
+        def fire() -> None:
+            self._idle_timer = None
+            self.core.idle_timeout()
+            self.flush()
+
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, fire)
+
+    async def aclose(self) -> None:
+        """Stop all work of this session (the client is gone)."""
+        self.closed = True
+        self._cancel_idle_timer()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        await self.listening.aclose()
+        for work in self._responses.values():
+            work.token.cancel()
+        self._responses.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ transcription
+
+    async def _transcribe(self, command: TranscribeItem, done: asyncio.Future[None]) -> None:
+        try:
+            if self.engines.transcriber is None:
+                self.core.transcription_failed(command.item_id, "No speech recognition engine is configured.")
+                return
+            result, seconds, deltas = await self.listening.transcribe(command)
+            self.transcript_ready_at[command.item_id] = time.monotonic()
+            text = result.text.strip()
+            usage = usage_for(seconds, result.output_tokens or self.engines.llm.count_tokens(text))
+            for delta in deltas:
+                self.core.transcription_delta(command.item_id, delta)
+            self.core.transcription_completed(command.item_id, text, usage)
+        except Exception as exc:
+            log.exception("transcription failed")
+            self.core.transcription_failed(command.item_id, f"The audio could not be transcribed: {exc}")
+        finally:
+            if not done.done():
+                done.set_result(None)
+            self.flush()
+
+    # ------------------------------------------------------------------ responses
+
+    async def _respond(self, command: StartResponse, token: CancelToken) -> None:
+        rid = command.response_id
+        try:
+            waits = [self._transcripts[i] for i in command.context_item_ids if i in self._transcripts]
+            if waits:
+                await asyncio.wait_for(asyncio.gather(*waits), TRANSCRIPT_WAIT_S)
+            request = self.core.build_request(rid)
+            if request is None or token.cancelled:
+                return
+            speech = _SpeechOut(self, command, token) if command.modality == "audio" else None
+            totals = [0, 0, 0]  # prompt, cached, completion
+            finish = await self._generate(rid, request, token, speech, totals, retry_allowed=True)
+            if speech is not None:
+                await speech.finish()
+            if token.cancelled:
+                return
+            self.core.response_done(
+                rid, finish, prompt_tokens=totals[0], cached_tokens=totals[1], completion_tokens=totals[2]
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("response %s failed", rid)
+            self.core.response_failed(rid, "engine_error", f"The response could not be generated: {exc}")
+        finally:
+            self._responses.pop(rid, None)
+            self.flush()
+
+    async def _generate(
+        self,
+        rid: str,
+        request: ChatRequest,
+        token: CancelToken,
+        speech: _SpeechOut | None,
+        totals: list[int],
+        *,
+        retry_allowed: bool,
+    ) -> str:
+        """Run the LLM once; a tool call with invalid arguments gets one retry, then an apology."""
+        llm = self.engines.llm
+        tools = {tool.name: tool for tool in request.tools}
+        finish = "stop"
+        said_anything = False
+        retry_note: str | None = None
+        timings = self.timings.get(rid)
+        async for event in self.scheduler.llm.stream(lambda: llm.generate(request, token), cancel=token):
+            if token.cancelled:
+                break
+            if isinstance(event, TextDelta):
+                if timings is not None and timings.llm_first_token is None:
+                    timings.llm_first_token = time.monotonic()
+                said_anything = said_anything or bool(event.text.strip())
+                if speech is not None:
+                    await speech.feed(event.text)
+                else:
+                    self.core.response_text(rid, event.text)
+                    self.flush()
+            elif isinstance(event, ToolCallDelta):
+                if timings is not None and timings.llm_first_token is None:
+                    timings.llm_first_token = time.monotonic()
+                call = event.call
+                problem = _call_problem(tools, call.name, call.arguments)
+                if problem is None:
+                    if speech is not None:
+                        await speech.finish()
+                    self.core.response_function_call(rid, call.name, call.call_id, call.arguments)
+                    self.flush()
+                else:
+                    log.info("invalid tool call %s: %s", call.name, problem)
+                    retry_note = f"The call to {call.name} had invalid arguments ({problem}). Call it again with valid arguments."
+            elif isinstance(event, GenerationDone):
+                totals[0] += event.prompt_tokens
+                totals[1] += event.cached_prompt_tokens
+                totals[2] += event.completion_tokens
+                if not self.core.responses.get(rid) or event.prompt_tokens:
+                    self.core.response_prompt(rid, totals[0], totals[1])
+                finish = "length" if event.finish_reason == "length" else "stop"
+        if retry_note is not None and not token.cancelled:
+            if retry_allowed and not said_anything:
+                again = ChatRequest(
+                    messages=(*request.messages, ChatMessage(role="system", content=retry_note)),
+                    tools=request.tools,
+                    tool_choice=request.tool_choice,
+                    max_output_tokens=request.max_output_tokens,
+                    temperature=max(0.1, request.temperature / 2),
+                )
+                return await self._generate(rid, again, token, speech, totals, retry_allowed=False)
+            if speech is not None:
+                await speech.feed(APOLOGY)
+            else:
+                self.core.response_text(rid, APOLOGY)
+                self.flush()
+        return finish
+
+
+def _call_problem(tools: dict[str, ToolSpec], name: str, arguments: str) -> str | None:
+    tool = tools.get(name)
+    if tool is None:
+        return f"unknown function '{name}'"
+    return validate_arguments(tool, arguments)
+
+
+class _SpeechOut:
+    """Speaks one response: clause-sized text pieces → TTS → 24 kHz → the output format.
+
+    Text arrives from the LLM while earlier pieces are still being synthesized; each piece's
+    transcript delta is sent just before its first audio so transcript and sound stay aligned.
+    """
+
+    def __init__(self, runtime: SessionRuntime, command: StartResponse, token: CancelToken) -> None:
+        self.runtime = runtime
+        self.command = command
+        self.token = token
+        self.chunker = ClauseChunker()
+        self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        self.encoder = formats.StreamEncoder(command.output_format)
+        self.worker: asyncio.Task[None] | None = None
+        self.finished = False
+
+    def _ensure_worker(self) -> None:
+        if self.worker is None:
+            self.worker = asyncio.ensure_future(self._speak_all())
+
+    async def feed(self, text: str) -> None:
+        for piece in self.chunker.push(text):
+            self._ensure_worker()
+            self.pieces.put_nowait(piece)
+
+    async def finish(self) -> None:
+        """Speak whatever text is left and wait until all of it has been sent."""
+        for piece in self.chunker.flush():
+            self._ensure_worker()
+            self.pieces.put_nowait(piece)
+        if self.worker is not None:
+            self.pieces.put_nowait(None)
+            worker, self.worker = self.worker, None
+            await worker
+            tail = self.encoder.flush()
+            if tail and not self.token.cancelled:
+                self.runtime.core.response_audio(self.command.response_id, tail)
+                self.runtime.flush()
+
+    async def _speak_all(self) -> None:
+        while True:
+            piece = await self.pieces.get()
+            if piece is None or self.token.cancelled:
+                return
+            await self._speak(piece)
+
+    async def _speak(self, text: str) -> None:
+        runtime = self.runtime
+        core = runtime.core
+        rid = self.command.response_id
+        voices = runtime.engines.voices
+        if voices is None:
+            core.response_text(rid, text)
+            runtime.flush()
+            return
+        synthesizer, voice_id = voices.resolve(self.command.voice)
+        resampler = StreamingResampler(synthesizer.sample_rate, formats.INTERNAL_RATE, dtype=np.int16)
+        first = True
+        spoken_text = (
+            text if not core.responses.get(rid) or not core.responses[rid].text else " " + text.lstrip()
+        )
+        timings = runtime.timings.get(rid)
+        max_samples = formats.INTERNAL_RATE * AUDIO_DELTA_MS // 1000
+
+        def emit(pcm24: npt.NDArray[np.int16] | npt.NDArray[np.float32]) -> None:
+            nonlocal first
+            for start in range(0, len(pcm24), max_samples):
+                data = self.encoder.encode(pcm24[start : start + max_samples].astype(np.int16, copy=False))
+                if not data:
+                    continue
+                if first:
+                    core.response_text(rid, spoken_text)
+                    first = False
+                    if timings is not None and timings.first_audio_sent is None:
+                        timings.first_audio_sent = time.monotonic()
+                core.response_audio(rid, data)
+            runtime.flush()
+
+        async for chunk in runtime.scheduler.tts.stream(
+            lambda: synthesizer.synthesize(text, voice=voice_id, speed=self.command.speed, cancel=self.token),
+            cancel=self.token,
+        ):
+            if self.token.cancelled:
+                return
+            if timings is not None and timings.tts_first_chunk is None:
+                timings.tts_first_chunk = time.monotonic()
+            emit(resampler.process(chunk))
+        if not self.token.cancelled:
+            emit(resampler.flush())
+            if first:
+                core.response_text(rid, spoken_text)
+                runtime.flush()

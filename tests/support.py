@@ -1,0 +1,110 @@
+"""Helpers shared by the tests: a real server process and strict event validation."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from openai.types.realtime.realtime_server_event import RealtimeServerEvent
+from pydantic import TypeAdapter
+
+SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+if not SHARED.exists():
+    SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+AUDIO_DIR = SHARED / "audio"
+
+
+def validate_server_event(raw: str | bytes) -> dict[str, Any]:
+    """Validate one server frame against the openai SDK's union; any violation fails."""
+    data: dict[str, Any] = json.loads(raw)
+    SERVER_EVENT.validate_python(data)
+    if data["type"] != "input_audio_buffer.dtmf_event_received":
+        assert data.get("event_id", "").startswith("event_"), data
+    return data
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    ws_url: str
+    api_key: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def run_server(
+    tmp: Path, *, args: list[str] | None = None, env: dict[str, str] | None = None, timeout: float = 300.0
+) -> Iterator[ServerProcess]:
+    """Start ``openrealtime serve`` on a free loopback port and wait until it is healthy."""
+    port = free_port()
+    key = "sk-test-" + os.urandom(8).hex()
+    log_path = tmp / f"server-{port}.log"
+    full_env = {
+        **os.environ,
+        "OPENREALTIME_API_KEYS": key,
+        "OPENREALTIME_DATA_DIR": str(tmp / "data"),
+        "HF_HUB_OFFLINE": "1",
+        **(env or {}),
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "openrealtime.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *(args or []),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+    server = ServerProcess(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", key, process, log_path)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{server.log()[-4000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(server.url + "/healthz", timeout=1.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not become healthy:\n{server.log()[-4000:]}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
