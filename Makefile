@@ -9,6 +9,8 @@ LLAMA_VERSION := 0.3.36
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# the embedded models `make serve` and the tests use (the 1.5B quality LLM is `make bench`'s)
+MODELS := qwen2.5-0.5b smollm2-135m whisper-base whisper-tiny.en piper-joe smart-turn-v3.2
 
 .PHONY: serve test install models system-deps lint typecheck bench clean
 
@@ -27,7 +29,7 @@ system-deps:
 	scripts/system-deps.sh
 
 models: install
-	$(BIN)/python -m openrealtime.engines.assets
+	$(BIN)/python -m openrealtime.engines.assets $(MODELS)
 
 serve: models
 	$(BIN)/openrealtime serve --host $(HOST) --port $(PORT)

@@ -171,7 +171,7 @@ def test_in_place_file_is_verified_and_needs_its_companion(site: Path, tmp_path:
     assert path.with_name("voice.onnx.json").is_file()
 
     path.with_name("voice.onnx.json").unlink()
-    with pytest.raises(MissingModelPackageError, match="voice.onnx.json"):
+    with pytest.raises(MissingModelPackageError, match=r"voice\.onnx\.json"):
         resolve("fake-voice", tmp_path / "cache")
 
 
@@ -249,3 +249,11 @@ def test_real_default_llm_resolves_from_the_shared_cache() -> None:
     """The 0.5B GGUF (assembled by ``make``/the first start) verifies against the pinned hash."""
     path = resolve("qwen2.5-0.5b")
     assert path.stat().st_size == 491_400_064
+
+
+def test_package_file_locates_side_files(site: Path) -> None:
+    assert assets.package_file("fake-dir", "config.json").read_bytes() == b"{}"
+    with pytest.raises(AssetError, match="no file named"):
+        assets.package_file("fake-dir", "nope.txt")
+    with pytest.raises(MissingModelPackageError):
+        assets.package_file("fake-missing", "model.bin")

@@ -42,6 +42,7 @@ __all__ = [
     "PackageFile",
     "default_model_dir",
     "main",
+    "package_file",
     "resolve",
     "sha256_file",
 ]
@@ -222,6 +223,21 @@ def _installed_file(spec: AssetSpec, ref: PackageFile) -> tuple[Path, str | None
         f"model {spec.name!r}: the installed package {ref.dist!r} has no file {ref.path!r} "
         f"(damaged or a different version?); reinstall it with: {spec.pip_install}"
     )
+
+
+def package_file(name: str, filename: str) -> Path:
+    """An installed side file of model ``name`` (e.g. its ``tokenizer.json``), by base name.
+
+    Only locates it (no hashing): for small helper files such as a tokenizer another engine
+    borrows. Use :func:`resolve` for weights.
+    """
+    spec = ASSETS.get(name)
+    if spec is None:
+        raise AssetError(f"unknown model {name!r}; known: {', '.join(sorted(ASSETS))}")
+    for ref in (*spec.parts, *spec.extras):
+        if ref.path.rsplit("/", 1)[-1] == filename:
+            return _installed_file(spec, ref)[0]
+    raise AssetError(f"model {name!r} ships no file named {filename!r}")
 
 
 # --------------------------------------------------------------------------- hashing & markers

@@ -198,7 +198,9 @@ class RealtimeSession(Strict):
     object: Literal["realtime.session"] = "realtime.session"
     id: str = ""
     model: str = "gpt-realtime"
-    output_modalities: list[Literal["audio", "text"]] = Field(default_factory=lambda: list[Modality](["audio"]))
+    output_modalities: list[Literal["audio", "text"]] = Field(
+        default_factory=lambda: list[Modality](["audio"])
+    )
     instructions: str = DEFAULT_INSTRUCTIONS
     tools: list[Tool] = Field(default_factory=list)
     tool_choice: ToolChoice = "auto"

@@ -177,6 +177,7 @@ class StreamingTranscription:
         speech_rms_floor: float = 0.004,
         speech_rms_ratio: float = 0.06,
         final_prefix: bool = False,
+        context_prompt: bool = True,
     ) -> None:
         self.transcriber = transcriber
         self.sample_rate = transcriber.sample_rate
@@ -193,6 +194,7 @@ class StreamingTranscription:
         self.speech_rms_floor = speech_rms_floor
         self.speech_rms_ratio = speech_rms_ratio
         self.final_prefix = final_prefix
+        self.context_prompt = context_prompt
         self._segments = isinstance(transcriber, SegmentTranscriber)
         self._prefix = bool(getattr(transcriber, "supports_prefix", False))
 
@@ -376,7 +378,7 @@ class StreamingTranscription:
             )
 
     def _prompt(self, cut_words: int) -> str | None:
-        before = _join(self._committed[:cut_words][-120:])
+        before = _join(self._committed[:cut_words][-120:]) if self.context_prompt else ""
         text = " ".join(part for part in (self.prompt or "", before) if part)
         return text or None
 

@@ -207,18 +207,12 @@ class WhisperTranscriber:
         if duration + self.window_margin_seconds > FULL_WINDOW_SECONDS:
             return self._long_form(samples, language, prompt, prefix, cancel)
         window = min(FULL_WINDOW_SECONDS, max(self.min_window_seconds, duration + self.window_margin_seconds))
-        result = self._decode_window(samples, window, language, prompt, prefix, cancel)
-        if result is None and window < FULL_WINDOW_SECONDS:
+        result, degenerate = self._decode_window(samples, window, language, prompt, prefix, cancel)
+        if degenerate and self.fallback and window < FULL_WINDOW_SECONDS:
             with self._lock:
                 self.fallbacks += 1
-            result = self._decode_window(samples, FULL_WINDOW_SECONDS, language, prompt, prefix, cancel)
-            if result is not None:
-                return SegmentedTranscript(result.transcript, result.segments, used_fallback=True)
-        if result is None:
-            result = self._decode_window(
-                samples, FULL_WINDOW_SECONDS, language, prompt, prefix, cancel, accept_degenerate=True
-            )
-            assert result is not None
+            result, _ = self._decode_window(samples, FULL_WINDOW_SECONDS, language, prompt, prefix, cancel)
+            return SegmentedTranscript(result.transcript, result.segments, used_fallback=True)
         return result
 
     def count_tokens(self, text: str) -> int:
@@ -245,10 +239,8 @@ class WhisperTranscriber:
         prompt: str | None,
         prefix: str | None,
         cancel: CancelToken | None,
-        *,
-        accept_degenerate: bool = False,
-    ) -> SegmentedTranscript | None:
-        """One encoder window; ``None`` when the output looks like a decoding loop."""
+    ) -> tuple[SegmentedTranscript, bool]:
+        """One encoder window; the flag is set when the output looks like a decoding loop."""
         duration = samples.size / SAMPLE_RATE
         frames = round(window_seconds * SAMPLE_RATE / _HOP)
         padded = np.pad(samples, (0, max(0, frames * _HOP - samples.size)))
@@ -278,12 +270,11 @@ class WhisperTranscriber:
         text = tokenizer.decode(text_ids).strip()
         generated = len(ids) - (len(tokens) - tokens.index(tokenizer.sot) - len(tokenizer.sot_sequence))
         degenerate = len(tokens) + generated >= budget or _looks_like_a_loop(text, duration)
-        if degenerate and not accept_degenerate:
-            return None
         score = float(result.scores[0]) if result.scores else 0.0
         if not prefix and result.no_speech_prob > _NO_SPEECH_THRESHOLD and score < _LOG_PROB_THRESHOLD:
             text, text_ids, segments = "", [], []
-        return SegmentedTranscript(Transcript(text, language, duration, len(text_ids)), tuple(segments))
+        transcript = Transcript(text, language, duration, len(text_ids))
+        return SegmentedTranscript(transcript, tuple(segments)), degenerate
 
     def _prompt_tokens(self, tokenizer: Any, prompt: str | None, prefix: str | None) -> list[int]:
         tokens: list[int] = []

@@ -18,13 +18,26 @@ Latency is dominated by prompt processing, so prompts are reused at two levels:
 ``GenerationDone.cached_prompt_tokens`` is exactly the number of prompt tokens that were not
 evaluated again (llama.cpp always re-evaluates at least the last prompt token to get logits).
 
-Tool calls (profiles with a tool-aware chat template and a single ``<tool_call>`` token, i.e.
-Qwen2.5): the probability of ``<tool_call>`` as the first answer token, read from the logits
-after the prompt, decides between a call and text; the threshold is calibrated by
-``bench/tool_accuracy.py``. Text then streams from the first token with no buffering. A call
-is written greedily under a GBNF grammar built from the tools' JSON schemas, so it is always
-well-formed and names a real tool; it is emitted only once complete. SmolLM2 has no tool
-support: tools are ignored and the model answers in text.
+Tool calls (profiles whose chat template renders tools and whose vocabulary has a single
+``<tool_call>`` token, i.e. Qwen2.5; SmolLM2 has no tool support, tools are ignored and it
+answers in text). The tools are rendered by the model's own template, so the decision is the
+model's, read at the first answer token:
+
+1. *Intent*: the probability that the first token starts a call in any form the model uses
+   (``<tool_call>``, bare JSON ``{"``, a code fence). Below ``tool_threshold`` the answer is
+   text, streamed from the first token with no buffering (call and markup tokens are banned at
+   that first position). The threshold is calibrated by ``bench/tool_accuracy.py``.
+2. *Name*: the model writes the function name freely and it is mapped to the closest real
+   tool (small models write ``track_order`` for ``lookup_order``).
+3. *Arguments*: written greedily under a GBNF grammar built from that tool's JSON schema, so
+   they always parse and fit the schema's shape.
+4. *Plausibility* (``auto`` only): a call whose required arguments do not come from what the
+   user said, or that repeats a function called since the user last spoke, is dropped and
+   the model answers in words instead (``tool_calling.ungrounded_arguments``).
+
+Calls are emitted only once complete. ``required`` and a named ``tool_choice`` skip steps 1,
+4 (and 2 for a named one). ``max_tool_calls`` (default 1) bounds calls per response: small
+models asked for more tend to repeat the first.
 """
 
 from __future__ import annotations
@@ -274,6 +287,7 @@ class LlamaCppModel:
         self.last_generation: GenerationStats | None = None
         self._call_start_ids: npt.NDArray[np.intp] | None = None
         self._text_ban_ids: npt.NDArray[np.intp] | None = None
+        self._syntax_ids: npt.NDArray[np.intp] | None = None
 
         import llama_cpp
 
@@ -406,9 +420,12 @@ class LlamaCppModel:
     def _sampler(
         self, *, temperature: float, bias: dict[int, float] | None = None, grammar: str | None = None
     ) -> Any:
-        from llama_cpp import LlamaGrammar, _internals
+        from llama_cpp import _internals
+        from llama_cpp.llama_grammar import LlamaGrammar
 
-        sampler = _internals.LlamaSampler()
+        # The sampler chain wrapper is untyped; keep it behind Any.
+        sampler_class: Any = _internals.LlamaSampler
+        sampler = sampler_class()
         if bias:
             sampler.add_logit_bias(self._n_vocab, bias)
         if grammar is not None:
@@ -428,8 +445,9 @@ class LlamaCppModel:
         logits = np.ctypeslib.as_array(
             self._lc.llama_get_logits_ith(self._llm.ctx, -1), shape=(self._n_vocab,)
         )
-        p = np.exp(logits.astype(np.float64) - float(logits.max()))
-        return p / p.sum()
+        p: npt.NDArray[np.float64] = np.exp(logits.astype(np.float64) - float(logits.max()))
+        p /= p.sum()
+        return p
 
     def _probability(self, token: int) -> float:
         return float(self._probabilities()[token])
@@ -438,19 +456,23 @@ class LlamaCppModel:
         """Tokens that begin a tool call in any form the model uses (tag, bare JSON, code fence)."""
         if self._call_start_ids is None:
             starts: list[int] = []
-            markup: list[int] = []
+            syntax: list[int] = []
+            silent: list[int] = []
             for t in range(self._n_vocab):
                 text = self._token_text(t).lstrip()
                 if text.startswith(("{", "`", TOOL_CALL_OPEN)):
                     starts.append(t)
-                elif text.startswith("<") or self._lc.llama_vocab_is_eog(self._vocab, t):
-                    markup.append(t)
+                elif any(c in text for c in "{}`") or text.startswith(("<", ">")):
+                    syntax.append(t)
+                elif not text or self._lc.llama_vocab_is_eog(self._vocab, t):
+                    silent.append(t)
             self._call_start_ids = np.asarray(starts, dtype=np.intp)
-            self._text_ban_ids = np.asarray(starts + markup, dtype=np.intp)
+            self._syntax_ids = np.asarray(starts + syntax, dtype=np.intp)
+            self._text_ban_ids = np.asarray(starts + syntax + silent, dtype=np.intp)
         return self._call_start_ids
 
     def _text_ban(self) -> npt.NDArray[np.intp]:
-        """First-token ban once the decision is 'text': no call, no markup read aloud, no silence."""
+        """First-token ban once the decision is 'text': no call, no markup, no empty answer."""
         self._call_starts()
         assert self._text_ban_ids is not None
         return self._text_ban_ids
@@ -534,7 +556,15 @@ class LlamaCppModel:
         self, request: ChatRequest, cancel: CancelToken, state: _Run, first_ban: npt.NDArray[np.intp] | None
     ) -> Iterator[LLMEvent]:
         """Sample a plain answer; ``first_ban`` keeps the first token from starting a call."""
-        bias = {self._tool_open: -math.inf} if self._tool_open is not None else {}
+        bias: dict[int, float] = {}
+        if first_ban is not None:
+            # Tools were offered and the answer is text: no pseudo-call or markup anywhere in it
+            # (small models otherwise echo the call or the tool result as JSON).
+            self._call_starts()
+            assert self._syntax_ids is not None
+            bias = dict.fromkeys(self._syntax_ids.tolist(), -math.inf)
+        elif self._tool_open is not None:
+            bias = {self._tool_open: -math.inf}
         sampler = self._sampler(temperature=request.temperature, bias=bias)
         first_sampler = sampler
         if first_ban is not None:
@@ -669,6 +699,7 @@ class LlamaCppModel:
     ) -> tuple[str, int | None, FinishReason]:
         """Write one JSON value under ``grammar``; return it and its last, unevaluated token."""
         sampler = self._sampler(temperature=0.0, grammar=grammar)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         body = ""
         while True:
             if cancel.cancelled:
@@ -677,7 +708,7 @@ class LlamaCppModel:
             if self._is_end(token):
                 return body, None, "stop"
             state.completion += 1
-            body += bytes(self._llm.detokenize([token])).decode("utf-8", "replace")
+            body += decoder.decode(bytes(self._llm.detokenize([token])))
             if body.rstrip().endswith("}"):
                 try:
                     json.loads(body)

@@ -17,6 +17,7 @@ context-window arithmetic close to the limit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -62,16 +63,11 @@ class _PendingCall:
 def _load_tokenizer(tokenizer_file: Path | None) -> Callable[[str], int] | None:
     path = tokenizer_file
     if path is None:
-        try:
-            from openrealtime.engines.assets import ASSETS, AssetError, _installed_file
+        from openrealtime.engines.assets import AssetError, package_file
 
-            spec = ASSETS["whisper-tiny.en"]
-            path = next(
-                _installed_file(spec, extra)[0]
-                for extra in spec.extras
-                if extra.path.endswith("tokenizer.json")
-            )
-        except (AssetError, StopIteration):
+        try:
+            path = package_file("whisper-tiny.en", "tokenizer.json")
+        except AssetError:
             return None
     try:
         from tokenizers import Tokenizer
@@ -203,15 +199,15 @@ class OpenAICompatibleModel:
                             text_parts.append(content)
                             yield TextDelta(content)
                         for frag in delta.get("tool_calls") or ():
-                            call = pending.setdefault(int(frag.get("index", 0)), _PendingCall())
-                            if frag.get("id") and not call.call_id:
-                                call.call_id = frag["id"]
+                            part = pending.setdefault(int(frag.get("index", 0)), _PendingCall())
+                            if frag.get("id") and not part.call_id:
+                                part.call_id = frag["id"]
                             function = frag.get("function") or {}
                             # Some servers repeat the name in every fragment; names never arrive split.
-                            if function.get("name") and not call.name:
-                                call.name = function["name"]
+                            if function.get("name") and not part.name:
+                                part.name = function["name"]
                             if function.get("arguments"):
-                                call.arguments.append(function["arguments"])
+                                part.arguments.append(function["arguments"])
                         if choice.get("finish_reason"):
                             finish = _FINISH.get(choice["finish_reason"], "stop")
         except httpx.HTTPError as exc:
@@ -220,10 +216,10 @@ class OpenAICompatibleModel:
             finish = "cancelled"
 
         if finish != "cancelled":
-            calls = [self._complete(call) for _, call in sorted(pending.items())]
-            for call in calls:
+            complete = [self._complete(fragments) for _, fragments in sorted(pending.items())]
+            for call in complete:
                 yield ToolCallDelta(call)
-            if calls:
+            if complete:
                 finish = "tool_calls"
         yield self._done(finish, request, text_parts, pending, usage)
 
@@ -232,10 +228,8 @@ class OpenAICompatibleModel:
         arguments = "".join(call.arguments).strip() or "{}"
         # The runtime validates the arguments against the schema; a normalised form keeps
         # the history identical to what a template would render.
-        try:
+        with contextlib.suppress(ValueError):
             arguments = json.dumps(json.loads(arguments), ensure_ascii=False)
-        except ValueError:
-            pass
         return ToolCall(call_id=call.call_id or new_call_id(), name=call.name, arguments=arguments)
 
     def _done(
