@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Comma-separated API keys; when empty a key is generated once into the data dir."""
     log_level: str = "info"
+    warm_up: bool = True
+    """Run every engine once at start-up (and prime the LLM's prompt cache)."""
 
     # language model
     llm: str = "qwen2.5-0.5b"
@@ -42,12 +44,13 @@ class Settings(BaseSettings):
     llm_api_key: str | None = None
     llm_threads: int = 1
     llm_context: int = 8192
-    llm_temperature: float = 0.7
 
     # speech
     asr: str = "whisper-base"
     """``whisper-base``, ``whisper-tiny.en`` or a CTranslate2 Whisper model directory."""
     asr_partials: Literal["whisper", "pocketsphinx", "none"] = "whisper"
+    """How the turn is transcribed while the caller speaks: Whisper re-passes (default),
+    PocketSphinx true streaming partials, or not at all (transcribe after the turn)."""
     asr_threads: int = 1
     tts_threads: int = 1
     voices: dict[str, str] = Field(default_factory=dict)

@@ -385,6 +385,23 @@ def test_remote_cancel_closes_the_stream(remote: OpenAICompatibleModel) -> None:
     assert text_of(run(remote, ChatRequest(ask("Hi!"), max_output_tokens=4)))
 
 
+def test_remote_cancel_while_the_server_reads_the_prompt(remote: OpenAICompatibleModel) -> None:
+    """Cancelling before the first chunk shuts the connection; the server stays usable."""
+    long_question = "Here is some context. " + "The shop sells apples, pears and plums. " * 25
+    cancel = CancelToken()
+    timer = threading.Timer(0.3, cancel.cancel)
+    timer.start()
+    try:
+        events = run(
+            remote, ChatRequest(ask(long_question + "What does it sell?"), max_output_tokens=64), cancel
+        )
+    finally:
+        timer.cancel()
+    assert done_of(events).finish_reason == "cancelled"
+    assert not [e for e in events if isinstance(e, TextDelta)]
+    assert text_of(run(remote, ChatRequest(ask("Hi!"), max_output_tokens=4)))
+
+
 def test_remote_errors_are_clear(llama_server: str) -> None:
     wrong_path = OpenAICompatibleModel(llama_server + "/nope", "smollm2")
     with pytest.raises(OpenAICompatibleError, match="404"):

@@ -173,7 +173,8 @@ def test_end_is_reported_before_the_vad_release_lag() -> None:
     stop = got[-1]
     assert isinstance(stop, SpeechStopped)
     assert stop.audio_end_ms == 25 * 32 - 96
-    assert stop.detected_at_ms == 25 * 32 + 224  # when it fires is unchanged
+    # silence counts from the refined end (704 ms): the first frame end at or past 904 ms
+    assert stop.detected_at_ms == 25 * 32 + 128
 
 
 def test_end_compensation_never_crosses_the_onset() -> None:

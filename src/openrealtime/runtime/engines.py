@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,4 +63,49 @@ def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
         from .speech import load_speech_engines
 
         load_speech_engines(engines, settings)
+    if settings.warm_up:
+        spent = warm_up(engines)
+        logging.getLogger("openrealtime.engines").info(
+            "engines warmed up: %s", ", ".join(f"{k} {v:.2f}s" for k, v in spent.items())
+        )
     return engines
+
+
+def warm_up(engines: EngineSet) -> dict[str, float]:
+    """Run each engine once so the first caller does not pay for lazy loading, and put the
+    default instructions into the LLM's prompt cache. Returns seconds per engine."""
+    import time
+
+    import numpy as np
+
+    from ..engines.base import CancelToken, ChatMessage, ChatRequest
+    from ..protocol.session import DEFAULT_INSTRUCTIONS
+
+    spent: dict[str, float] = {}
+    start = time.monotonic()
+    request = ChatRequest(
+        messages=(
+            ChatMessage(role="system", content=DEFAULT_INSTRUCTIONS),
+            ChatMessage(role="user", content="Hello."),
+        ),
+        max_output_tokens=1,
+    )
+    for _ in engines.llm.generate(request, CancelToken()):
+        pass
+    spent["llm"] = time.monotonic() - start
+    if engines.transcriber is not None:
+        start = time.monotonic()
+        engines.transcriber.transcribe(np.zeros(engines.transcriber.sample_rate, dtype=np.float32))
+        spent["asr"] = time.monotonic() - start
+    if engines.voices is not None:
+        start = time.monotonic()
+        for name in ("marin", "alloy"):
+            synthesizer, voice = engines.voices.resolve(name)
+            for _chunk in synthesizer.synthesize("Hello.", voice=voice):
+                pass
+        spent["tts"] = time.monotonic() - start
+    if engines.turn_detector is not None:
+        start = time.monotonic()
+        engines.turn_detector.end_of_turn_probability(np.zeros(16_000, dtype=np.float32))
+        spent["turn"] = time.monotonic() - start
+    return spent

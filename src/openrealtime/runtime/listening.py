@@ -89,13 +89,19 @@ class InputPipeline:
 
     def on_speech_started(self, command: SpeechStarted) -> None:
         transcriber = self.engines.transcriber
-        if transcriber is None:
+        mode = self.engines.extra.get("asr_partials", "whisper")
+        if transcriber is None or mode == "none":
             return
         self._drop_streaming()
         session = self.runtime.core.session
         transcription = session.audio.input.transcription
+        partials = None
+        sphinx = self.engines.partial_transcriber
+        if mode == "pocketsphinx" and sphinx is not None and hasattr(sphinx, "stream"):
+            partials = sphinx.stream()
         self.streaming = StreamingTranscription(
             transcriber,
+            partials=partials,
             language=transcription.language if transcription else None,
             prompt=transcription.prompt if transcription else None,
             busy=lambda: self.runtime.scheduler.asr.depth > 0,

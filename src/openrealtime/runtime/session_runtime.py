@@ -10,6 +10,7 @@ client, because the core ignores results for responses that are no longer live.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -70,6 +71,7 @@ class TurnTimings:
 
     created: float = 0.0
     llm_first_token: float | None = None
+    first_piece: float | None = None
     tts_first_chunk: float | None = None
     first_audio_sent: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
@@ -97,6 +99,7 @@ class SessionRuntime:
         self.timings: dict[str, TurnTimings] = {}
         self.closed = False
         self.listening = InputPipeline(self)
+        self.first_piece_words: int | None = 5
         self._idle_timer: asyncio.TimerHandle | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self.speech_stopped_at: dict[str, float] = {}
@@ -256,6 +259,34 @@ class SessionRuntime:
         finally:
             self._responses.pop(rid, None)
             self.flush()
+            self._log_timings(command)
+
+    def _log_timings(self, command: StartResponse) -> None:
+        """One structured line per response with its stage timings (ms after end of speech)."""
+        timings = self.timings.pop(command.response_id, None)
+        if timings is None:
+            return
+        user_items = [i for i in command.context_item_ids if i in self.speech_stopped_at]
+        origin = self.speech_stopped_at.get(user_items[-1]) if user_items else None
+        base = origin if origin is not None else timings.created
+
+        def ms(at: float | None) -> float | None:
+            return None if at is None else round((at - base) * 1000, 1)
+
+        ready = self.transcript_ready_at.get(user_items[-1]) if user_items else None
+        record = {
+            "response_id": command.response_id,
+            "from": "speech_stopped" if origin is not None else "response_created",
+            "transcript_ready_ms": ms(ready),
+            "response_created_ms": ms(timings.created),
+            "llm_first_token_ms": ms(timings.llm_first_token),
+            "first_piece_ms": ms(timings.first_piece),
+            "tts_first_chunk_ms": ms(timings.tts_first_chunk),
+            "first_audio_sent_ms": ms(timings.first_audio_sent),
+            "asr_queue_wait_ms": round(self.scheduler.asr.last_wait_s * 1000, 1),
+            "llm_queue_wait_ms": round(self.scheduler.llm.last_wait_s * 1000, 1),
+        }
+        log.info("turn timings %s", json.dumps(record))
 
     async def _generate(
         self,
@@ -342,7 +373,7 @@ class _SpeechOut:
         self.runtime = runtime
         self.command = command
         self.token = token
-        self.chunker = ClauseChunker()
+        self.chunker = ClauseChunker(min_first_words=3, max_first_words=runtime.first_piece_words)
         self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
         self.encoder = formats.StreamEncoder(command.output_format)
         self.worker: asyncio.Task[None] | None = None
@@ -354,6 +385,9 @@ class _SpeechOut:
 
     async def feed(self, text: str) -> None:
         for piece in self.chunker.push(text):
+            timings = self.runtime.timings.get(self.command.response_id)
+            if timings is not None and timings.first_piece is None:
+                timings.first_piece = time.monotonic()
             self._ensure_worker()
             self.pieces.put_nowait(piece)
 

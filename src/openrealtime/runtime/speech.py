@@ -24,6 +24,7 @@ def load_speech_engines(engines: EngineSet, settings: Settings) -> None:
     if Path(settings.asr).is_dir():
         asr_model = Path(settings.asr)
     engines.transcriber = WhisperTranscriber(asr_model, cpu_threads=settings.asr_threads)
+    engines.extra["asr_partials"] = settings.asr_partials
     if settings.asr_partials == "pocketsphinx":
         from ..engines.asr.pocketsphinx import PocketSphinxTranscriber
 

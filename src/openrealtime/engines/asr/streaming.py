@@ -452,6 +452,7 @@ class StreamingTranscription:
                 and last.cut == cut
                 and last.end >= self._voiced_end
                 and (self.partials is None or cut == 0)
+                and (not self.final_prefix or last.words[: len(region)] == region)
             )
             audio = self._audio[cut:total].copy()
             prompt = self._prompt(cut_words)

@@ -70,6 +70,8 @@ class ClauseChunker:
     ``max_chars``: a run without any boundary is cut (at the last clause boundary or space)
     once it grows past this, bounding the latency and the engines' input length.
     ``first_clause``: set False to cut at sentence ends only (``split_sentences``).
+    ``max_first_words``: when set, the first piece is cut at a word boundary once it holds
+    this many words even without punctuation, so speech starts after a few tokens.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class ClauseChunker:
         min_words: int = 3,
         max_chars: int = 300,
         first_clause: bool = True,
+        max_first_words: int | None = None,
     ) -> None:
         if min_first_words < 1 or min_words < 1:
             raise ValueError("word minimums must be at least 1")
@@ -88,6 +91,7 @@ class ClauseChunker:
         self.min_words = min_words
         self.max_chars = max_chars
         self.first_clause = first_clause
+        self.max_first_words = max_first_words
         self._buf = ""
         self._emitted = 0
 
@@ -197,6 +201,8 @@ class ClauseChunker:
             if found is None or isinstance(found, bool):
                 continue
             kind, end = found
+            if end > self.max_chars:
+                return self._forced_cut(last_clause)
             words = _word_count(buf[:end])
             if kind == "line":
                 if words:
@@ -209,6 +215,25 @@ class ClauseChunker:
                 continue
             if words >= (1 if first else self.min_words):
                 return end
+        if first and self.max_first_words is not None and not final:
+            return self._early_first_cut()
+        return None
+
+    def _early_first_cut(self) -> int | None:
+        """End of the ``max_first_words``-th word, once the next word has begun."""
+        buf = self._buf
+        count = 0
+        in_word = False
+        for i, ch in enumerate(buf):
+            if ch.isspace():
+                if in_word:
+                    count += 1
+                    in_word = False
+                    if count == self.max_first_words:
+                        rest = buf[i:]
+                        return i if rest.strip() else None
+            else:
+                in_word = True
         return None
 
     def _forced_cut(self, last_clause: int) -> int:

@@ -21,7 +21,8 @@ Decisions (both modes)
   minimum-duration rule; confirmed, speech continues (no event); dropped, its frames count as
   silence. While a resume candidate is open the turn does not end.
 * ``server_vad`` ends the turn once ``silence >= silence_duration_ms``, silence running from
-  ``speech_end`` to the end of the current frame.
+  the reported (refined) end of speech to the end of the current frame, so the VAD's release
+  lag does not add to the caller's wait.
 * ``semantic_vad`` asks the turn detector. Once ``silence >= min_silence_ms`` the segmenter
   emits :class:`EndOfTurnRequested` (one at a time, ids increase); the caller runs the detector
   on the turn's audio ``[audio_start_ms, audio_end_ms)`` on a worker thread and feeds the answer
@@ -494,7 +495,8 @@ class SpeechSegmenter:
 
     def _silence_frame(self, turn: _Turn, end_ms: float, events: list[SegmenterEvent]) -> None:
         assert turn.silence_start_ms is not None
-        silence = end_ms - turn.silence_start_ms
+        # silence counts from the (refined) end of speech, not from the VAD's late release
+        silence = end_ms - min(turn.silence_start_ms, turn.reported_end_ms)
         cfg = self._config
         if isinstance(cfg, ServerVadConfig):
             if silence >= cfg.silence_duration_ms - _EPS:
