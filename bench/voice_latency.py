@@ -33,6 +33,8 @@ import websockets
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import contextlib
+
 from tests.speech_audio import LEAD_MS, REFERENCE_EDGES, caller_audio  # noqa: E402
 from tests.support import ServerProcess, run_server, validate_server_event  # noqa: E402
 
@@ -77,7 +79,7 @@ async def one_turn(server: ServerProcess, name: str, silence_ms: int) -> dict[st
     url = server.ws_url + "/v1/realtime?model=gpt-realtime"
     headers = {"Authorization": f"Bearer {server.api_key}"}
     pcm = caller_audio(name)
-    onset, offset = REFERENCE_EDGES[name]
+    _onset, offset = REFERENCE_EDGES[name]
     speech_end_sample = (LEAD_MS + offset) * 24
     async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
         validate_server_event(await ws.recv())
@@ -133,10 +135,8 @@ async def one_turn(server: ServerProcess, name: str, silence_ms: int) -> dict[st
         silence = base64.b64encode(bytes(step * 2)).decode()
         while not done.is_set():
             await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": silence}))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), 0.04)
-            except TimeoutError:
-                pass
         await receiver
     first_audio = arrivals.get("response.output_audio.delta")
     stopped = arrivals.get("input_audio_buffer.speech_stopped")
