@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -32,8 +33,6 @@ import websockets
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-import contextlib
 
 from tests.speech_audio import LEAD_MS, REFERENCE_EDGES, caller_audio  # noqa: E402
 from tests.support import ServerProcess, run_server, validate_server_event  # noqa: E402
