@@ -443,3 +443,26 @@ async def test_idle_timeout_prompts_the_user(ws: Any) -> None:
     sender.cancel()
     committed = run.of("input_audio_buffer.committed")
     assert committed and committed[-1]["item_id"] == event["item_id"]
+
+
+async def test_two_sessions_talking_at_once(voice_server: ServerProcess) -> None:
+    """Shared engines, two callers at the same time: both are heard and both are answered."""
+    url = voice_server.ws_url + "/v1/realtime?model=gpt-realtime"
+    headers = {"Authorization": f"Bearer {voice_server.api_key}"}
+
+    async def caller(name: str) -> CallerRun:
+        async with websockets.connect(url, additional_headers=headers, max_size=None) as socket:
+            assert validate_server_event(await socket.recv())["type"] == "session.created"
+            await update(socket, instructions=FIXED_REPLY, audio=vad_audio(silence_duration_ms=300))
+            run = CallerRun()
+            receiver = asyncio.create_task(collect(socket, run, "response.done", timeout=120))
+            await stream_audio(socket, caller_audio(name))
+            await asyncio.wait_for(receiver, 120)
+            return run
+
+    runs = await asyncio.gather(caller("librivox-0930"), caller("cards-005"))
+    for name, run in zip(("librivox-0930", "cards-005"), runs, strict=True):
+        assert run.of("response.done")[0]["response"]["status"] == "completed"
+        assert len(output_audio(run)) > 48 * 500
+        heard = run.of("conversation.item.input_audio_transcription.completed")[0]["transcript"]
+        assert corpus_wer([(transcripts()[name], heard)]) <= 0.25
