@@ -60,13 +60,17 @@ class Settings(BaseSettings):
     vad_threads: int = 1
     kokoro: bool = False
     """Load the Kokoro voices (natural, but slower than real time on 2 busy cores)."""
+    kokoro_model: Path | None = None
+    """A user-supplied Kokoro ONNX model (default: the embedded int8 model)."""
+    kokoro_voices: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    """User-supplied Kokoro voice files (``.npz`` / ``.bin``)."""
 
     # limits
     max_session_minutes: int = 60
     max_message_bytes: int = 24 * 1024 * 1024
     max_input_buffer_seconds: int = 15 * 60
 
-    @field_validator("api_keys", "piper_voices", mode="before")
+    @field_validator("api_keys", "piper_voices", "kokoro_voices", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

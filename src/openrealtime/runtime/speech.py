@@ -31,7 +31,9 @@ def load_speech_engines(engines: EngineSet, settings: Settings) -> None:
         engines.partial_transcriber = PocketSphinxTranscriber()
     synthesizers = default_engines(
         piper_voices=[str(p) for p in settings.piper_voices],
-        kokoro=settings.kokoro,
+        kokoro=settings.kokoro or settings.kokoro_model is not None,
+        kokoro_model=settings.kokoro_model,
+        kokoro_voices=[str(p) for p in settings.kokoro_voices],
         onnx_threads=settings.tts_threads,
     )
     engines.voices = VoiceTable(synthesizers, overrides=settings.voices or None)
