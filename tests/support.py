@@ -108,3 +108,42 @@ def run_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def run_llama_cpp_server(tmp: Path, model: Path, *, timeout: float = 120.0) -> Iterator[str]:
+    """``python -m llama_cpp.server`` on ``model`` in its own process; yields its ``/v1`` URL."""
+    port = free_port()
+    log_path = tmp / f"llama-server-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "llama_cpp.server",
+                "--model", str(model),
+                "--host", "127.0.0.1", "--port", str(port),
+                "--n_threads", "1", "--n_ctx", "2048",
+                "--chat_format", "chatml-function-calling",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server did not come up: {log_path.read_text()[-2000:]}")
+            time.sleep(0.25)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -47,6 +47,7 @@ from ..engines.base import (
 )
 from ..engines.llm.tool_calling import validate_arguments
 from ..engines.tts.chunker import ClauseChunker
+from ..protocol.errors import RealtimeError
 from .engines import EngineSet
 from .listening import InputPipeline, usage_for
 from .scheduler import Scheduler
@@ -118,7 +119,13 @@ class SessionRuntime:
         self.flush()
 
     def on_frame(self, frame: str | bytes) -> None:
-        self.core.handle(frame)
+        try:
+            self.core.handle(frame)
+        except Exception:  # a bug on one event must not end the session
+            log.exception("unexpected failure handling a client event")
+            self.core.error(
+                RealtimeError("server_error", "The server failed to process the event.", type="server_error")
+            )
         self.flush()
 
     def flush(self) -> None:
