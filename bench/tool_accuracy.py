@@ -2,7 +2,8 @@
 
 48 single requests (24 that need one of four tools, 24 that need none: chit-chat, general
 knowledge, and questions near the tools' topics) are sent through ``LlamaCppModel.generate``
-with the voice-agent system prompt of ``llm_common``, ``tool_choice="auto"``, greedy. The same
+with the voice-agent system prompt of ``llm_common``, ``tool_choice="auto"``, greedy, no
+extra tool guidance in the system prompt (the engine's default). The same
 set is run again after a two-turn history (a greeting and a finished weather call), and four
 conversations end on a tool result (the model should answer, not call again).
 
@@ -13,7 +14,7 @@ minutes, order number, recipient). A false call is any call on a request needing
 Each case runs once with the decision threshold at 0 and records the model's call intent
 (probability that the answer starts a call); the call path is greedy and deterministic, so the
 result at any threshold follows (below it the engine answers in text). The report gives the
-sweep and the numbers at the engine's default threshold.
+sweep and the numbers at the profile's calibrated threshold (``LlamaProfile.tool_threshold``).
 
     python bench/tool_accuracy.py [--profiles qwen2.5-0.5b,qwen2.5-1.5b,smollm2-135m] [--threads 1]
 
@@ -163,8 +164,8 @@ def summarise(cases: list[tuple[Case, dict[str, Any]]], threshold: float) -> dic
 
 def bench_profile(profile: str, threads: int, history: bool) -> dict[str, Any]:
     load = time.perf_counter()
+    default_threshold = PROFILES[profile].tool_threshold if profile in PROFILES else DEFAULT_TOOL_THRESHOLD
     engine = LlamaCppModel(profile, n_threads=threads, n_ctx=4096, tool_threshold=0.0, seed=7)
-    default_threshold = DEFAULT_TOOL_THRESHOLD
     out: dict[str, Any] = {
         "load_s": round(time.perf_counter() - load, 2),
         "default_threshold": default_threshold,

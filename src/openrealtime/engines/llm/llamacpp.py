@@ -96,19 +96,28 @@ FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
 
 @dataclass(frozen=True)
 class LlamaProfile:
-    """A named embedded model: which asset holds its weights and whether it may call tools."""
+    """A named embedded model: its weights, whether it may call tools, and its calibration.
+
+    ``tool_threshold`` is the call intent above which ``auto`` calls, chosen per model with
+    ``bench/tool_accuracy.py`` (the 1.5B model is more reluctant to start a call than the 0.5B).
+    """
 
     name: str
     asset: str
     tools: bool
     description: str
+    tool_threshold: float = 0.05
 
 
 PROFILES: dict[str, LlamaProfile] = {
     p.name: p
     for p in (
-        LlamaProfile("qwen2.5-0.5b", "qwen2.5-0.5b", True, "Qwen2.5-Coder-0.5B-Instruct Q4_K_M: default"),
-        LlamaProfile("qwen2.5-1.5b", "qwen2.5-1.5b", True, "Qwen2.5-Coder-1.5B-Instruct Q4_K_M: quality"),
+        LlamaProfile(
+            "qwen2.5-0.5b", "qwen2.5-0.5b", True, "Qwen2.5-Coder-0.5B-Instruct Q4_K_M: default", 0.05
+        ),
+        LlamaProfile(
+            "qwen2.5-1.5b", "qwen2.5-1.5b", True, "Qwen2.5-Coder-1.5B-Instruct Q4_K_M: quality", 0.02
+        ),
         LlamaProfile(
             "smollm2-135m", "smollm2-135m", False, "SmolLM2-135M-Instruct Q4_1: fast tests, no tools"
         ),
@@ -116,7 +125,7 @@ PROFILES: dict[str, LlamaProfile] = {
 }
 DEFAULT_PROFILE = "qwen2.5-0.5b"
 DEFAULT_TOOL_THRESHOLD = 0.05
-"""Call intent above which ``auto`` calls; calibrated with bench/tool_accuracy.py (0.5B)."""
+"""Call-intent threshold for a GGUF given by path (profiles carry their own)."""
 
 _PROMPT_CHUNK = 64
 """Prompt tokens evaluated between cancellation checks."""
@@ -224,8 +233,10 @@ class LlamaCppModel:
 
     ``model`` is a profile name (see ``PROFILES``) or a path to any local GGUF file.
     ``n_threads`` defaults to 1: on a small shared CPU, more threads contend with ASR/TTS and
-    stall decoding. ``tool_threshold`` is the ``<tool_call>`` probability above which ``auto``
-    becomes a call; ``tool_guidance`` is appended to the system prompt when tools are offered.
+    stall decoding. ``tool_threshold`` overrides the profile's calibrated call-intent threshold;
+    ``tool_guidance`` (off by default: it made the 0.5B model call on greetings) is appended to
+    the system prompt when tools are offered. ``seed`` fixes sampling (each generation starts
+    from the same seed, so equal prompts give equal answers); None draws a fresh one.
     """
 
     def __init__(
@@ -239,7 +250,7 @@ class LlamaCppModel:
         seed: int | None = None,
         model_dir: Path | None = None,
         ram_cache_bytes: int = 256 << 20,
-        tool_threshold: float = DEFAULT_TOOL_THRESHOLD,
+        tool_threshold: float | None = None,
         tool_guidance: str | None = None,
         max_tool_calls: int = 1,
         chat_template: str | None = None,
@@ -264,7 +275,13 @@ class LlamaCppModel:
         self.model_path = path
         self.n_threads = n_threads
         self.seed = seed
-        self.tool_threshold = tool_threshold
+        self.tool_threshold: float = (
+            tool_threshold
+            if tool_threshold is not None
+            else profile.tool_threshold
+            if profile is not None
+            else DEFAULT_TOOL_THRESHOLD
+        )
         self.tool_guidance = tool_guidance
         self.max_tool_calls = max_tool_calls
         self._sampling = (top_k, top_p, min_p)
@@ -301,7 +318,6 @@ class LlamaCppModel:
         self._bos_text = self._token_text(self._bos)
         self._eos_text = self._token_text(int(self._llm.token_eos()))
         self._tool_open = self._single_token(TOOL_CALL_OPEN)
-        self._newline = self._tokenize("\n")
         template_has_tools = "tools" in source
         can_call = template_has_tools and self._tool_open is not None
         wanted = profile.tools if profile is not None else can_call
@@ -448,9 +464,6 @@ class LlamaCppModel:
         p: npt.NDArray[np.float64] = np.exp(logits.astype(np.float64) - float(logits.max()))
         p /= p.sum()
         return p
-
-    def _probability(self, token: int) -> float:
-        return float(self._probabilities()[token])
 
     def _call_starts(self) -> npt.NDArray[np.intp]:
         """Tokens that begin a tool call in any form the model uses (tag, bare JSON, code fence)."""
