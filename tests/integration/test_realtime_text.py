@@ -146,7 +146,7 @@ async def test_function_call_round_trip(client: Client) -> None:
         }
     )
     await client.until("conversation.item.done")
-    await client.send({"type": "response.create"})
+    await client.send({"type": "response.create", "response": {"max_output_tokens": 80}})
     answer = await client.until("response.done")
     text = next(e["text"] for e in answer if e["type"] == "response.output_text.done")
     assert "21" in text or "sunny" in text.lower(), text

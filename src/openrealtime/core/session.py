@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from ..engines.base import ChatRequest
+from ..audio import formats
 from ..engines.vad import segmenter as seg
 from ..protocol import client_events as ce
 from ..protocol import server_events as se
@@ -37,7 +38,7 @@ from .commands import (
     StartResponse,
     TranscribeItem,
 )
-from .context import build_chat_request
+from .context import build_chat_request, item_text
 from .conversation import AudioTrack, Conversation
 from .usage import Usage
 
@@ -82,6 +83,7 @@ class Response:
     audio: AudioTrack | None = None
     usage: Usage = field(default_factory=Usage)
     prompt_reported: bool = False
+    audio_ms_total: int = 0
     context_items: list[dict[str, Any]] = field(default_factory=list)
     request_options: dict[str, Any] = field(default_factory=dict)
 
@@ -265,7 +267,12 @@ class SessionCore:
                     )
         updated.id = self.session.id
         updated.expires_at = self.session.expires_at
+        old_format = self.input_format
         self.session = updated
+        if self.input_format != old_format and self.input_buffer:
+            # buffered audio keeps its duration: re-encode it in the new input format
+            pcm = formats.decode(old_format, bytes(self.input_buffer))
+            self.input_buffer = bytearray(formats.encode(self.input_format, pcm))
         self._configure_turn_detection()
         self.emit(se.SessionUpdated(session=self.session_wire()))
 
@@ -412,7 +419,7 @@ class SessionCore:
                 f"Item with id '{item_id}' already exists.",
                 param="item.id",
             )
-        audio_track: AudioTrack | None = None
+        audio_tracks: dict[int, AudioTrack] = {}
         if item["type"] == "message":
             role = item["role"]
             for index, part in enumerate(item["content"]):
@@ -433,8 +440,9 @@ class SessionCore:
                                 "Invalid 'audio': not valid base64.",
                                 param=f"item.content[{index}].audio",
                             ) from None
-                        audio_track = AudioTrack(bytes_per_ms=BYTES_PER_MS[self.input_format])
-                        audio_track.data.extend(data)
+                        track = AudioTrack(bytes_per_ms=BYTES_PER_MS[self.input_format])
+                        track.data.extend(data)
+                        audio_tracks[index] = track
                     part.setdefault("transcript", None)
         elif item["type"] == "function_call_output" and not self.conversation.has_call(item["call_id"]):
             raise RealtimeError(
@@ -452,8 +460,8 @@ class SessionCore:
         item["object"] = "realtime.item"
         item["status"] = "completed"
         prev = self.conversation.insert(item, previous)
-        if audio_track is not None:
-            self.conversation.audio[(item_id, 0)] = audio_track
+        for index, track in audio_tracks.items():
+            self.conversation.audio[(item_id, index)] = track
         wire = item_to_wire(item)
         self.emit(se.ConversationItemAdded(item=wire, previous_item_id=prev))
         self.emit(se.ConversationItemDone(item=wire, previous_item_id=prev))
@@ -514,8 +522,15 @@ class SessionCore:
             )
         part = content[event.content_index]
         part["transcript"] = track.transcript_heard(part.get("transcript") or "", event.audio_end_ms)
-        del track.data[event.audio_end_ms * track.bytes_per_ms :]
-        track.alignment = [(min(e, len(track.data)), t) for e, t in track.alignment if e <= len(track.data)]
+        cut = event.audio_end_ms * track.bytes_per_ms
+        del track.data[cut:]
+        kept: list[tuple[int, int]] = []
+        start = 0
+        for end, text_len in track.alignment:
+            if start < cut:  # this chunk began before the cut: its words were heard
+                kept.append((min(end, cut), text_len))
+            start = end
+        track.alignment = kept
         self.emit(
             se.ConversationItemTruncated(
                 item_id=event.item_id, content_index=event.content_index, audio_end_ms=event.audio_end_ms
@@ -846,15 +861,17 @@ class SessionCore:
             return
         self._commands.append(CancelResponse(response_id))
         if not response.prompt_reported:
-            response.usage.input_text_tokens = self._estimate_prompt_tokens()
+            response.usage.input_text_tokens = self._estimate_prompt_tokens(response)
         response.usage.output_text_tokens = self.count_tokens(response.text) if response.text else 0
         self._finish(response, "cancelled", {"type": "cancelled", "reason": reason})
 
-    def _estimate_prompt_tokens(self) -> int:
-        return sum(
-            self.count_tokens(str(item.get("content") or item.get("arguments") or ""))
-            for item in self.conversation.items()
-        )
+    def _estimate_prompt_tokens(self, response: Response) -> int:
+        """Input tokens of a response cancelled before the model reported its prompt."""
+        instructions = str(response.request_options.get("instructions") or "")
+        texts = [instructions] if instructions else []
+        for item in response.context_items:
+            texts.append(item_text(item) or str(item.get("arguments") or item.get("output") or ""))
+        return sum(self.count_tokens(text) for text in texts if text)
 
     def _close_open_item(self, response: Response, status: str) -> None:
         out = response.open_item
@@ -870,6 +887,8 @@ class SessionCore:
         }
         if response.modality == "audio":
             self.emit(se.ResponseOutputAudioDone(**ids))
+            if response.audio is not None:
+                response.audio_ms_total += response.audio.duration_ms
             self.emit(se.ResponseOutputAudioTranscriptDone(transcript=response.text, **ids))
             part_wire = {"type": "audio", "transcript": response.text}
             item["content"] = [{"type": "output_audio", "transcript": response.text}]
@@ -890,8 +909,7 @@ class SessionCore:
 
     def _finish(self, response: Response, status: str, details: dict[str, Any] | None) -> None:
         self._close_open_item(response, "completed" if status == "completed" else "incomplete")
-        if response.audio is not None:
-            response.usage.output_audio_ms = response.audio.duration_ms
+        response.usage.output_audio_ms = response.audio_ms_total
         response.usage.input_audio_ms = response.context_audio_ms
         usage = response.usage.wire()
         self.emit(se.ResponseDone(response=response.wire(status, details, usage)))
@@ -901,7 +919,7 @@ class SessionCore:
         self._commands.append(
             ResponseFinished(
                 response_id=response.id,
-                audio_ms=response.audio.duration_ms if response.audio is not None else 0,
+                audio_ms=response.audio_ms_total,
                 out_of_band=response.out_of_band,
             )
         )
@@ -977,7 +995,7 @@ class SessionCore:
             end_byte = int((event.detected_at_ms - buffer_start) * BYTES_PER_MS[self.input_format])
             end_byte -= end_byte % (2 if self.input_format == "audio/pcm" else 1)
             self.commit_input_buffer(end_byte, by_vad=True)
-            if detection.create_response:
+            if detection.create_response and not self.is_transcription:
                 self._auto_response()
         elif isinstance(event, seg.EndOfTurnRequested):
             self._commands.append(

@@ -199,7 +199,7 @@ class RealtimeSession(Strict):
     id: str = ""
     model: str = "gpt-realtime"
     output_modalities: list[Literal["audio", "text"]] = Field(
-        default_factory=lambda: list[Modality](["audio"])
+        default_factory=lambda: list[Modality](["audio"]), min_length=1, max_length=1
     )
     instructions: str = DEFAULT_INSTRUCTIONS
     tools: list[Tool] = Field(default_factory=list)

@@ -57,6 +57,8 @@ _ABBREVIATIONS = {
     "vs": "versus",
     "ok": "okay",
 }
+_CURRENCIES = {"$": "dollars", "\u20ac": "euros", "\u00a3": "pounds"}
+_CURRENCY = re.compile(r"([$\u20ac\u00a3])\s?(\d[\d,]*(?:\.\d+)?)")
 _SYMBOLS = {"%": " percent ", "&": " and ", "+": " plus ", "@": " at "}
 
 
@@ -116,6 +118,7 @@ def normalize(text: str) -> list[str]:
     """
     text = unicodedata.normalize("NFKC", text).lower()
     text = text.replace("\u2019", "'").replace("\u2018", "'")
+    text = _CURRENCY.sub(lambda m: f"{m.group(2)} {_CURRENCIES[m.group(1)]}", text)
     for symbol, spoken in _SYMBOLS.items():
         text = text.replace(symbol, spoken)
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
