@@ -672,7 +672,7 @@ def test_out_of_band_response_with_input_and_item_reference(h: Harness) -> None:
         ("user", "first words"),
         ("user", "Summarize"),
     ]
-    start = [c for c in h.take_commands() if isinstance(c, StartResponse)][0]
+    start = next(c for c in h.take_commands() if isinstance(c, StartResponse))
     assert start.context_item_ids[0] == "item_1"
     assert_error(
         h.send(
@@ -1263,8 +1263,8 @@ def test_bad_frames_become_errors_with_the_event_id(h: Harness) -> None:
     assert_error(h.send("output_audio_buffer.clear", event_id="u5"), "invalid_request_error", "u5", "type")
 
 
-# --------------------------------------------------------------------------- known core bugs
-# These tests describe the intended behaviour and fail until the core is fixed.
+# --------------------------------------------------------------------------- regressions
+# Core bugs found by these tests (and the fuzzing in test_core_ordering.py), fixed in 1988cc7.
 
 
 def test_bug_transcription_session_turns_do_not_try_to_create_responses() -> None:
@@ -1339,3 +1339,13 @@ def test_bug_cancel_estimate_counts_the_response_context_not_the_conversation(h:
     h.core.cancel_response(rid, "client_cancelled")
     usage = only(h.events(), "response.done")["response"]["usage"]
     assert usage["input_token_details"]["text_tokens"] == 0  # it read nothing
+
+
+def test_bug_input_format_change_keeps_the_input_clock_consistent(h: Harness) -> None:
+    """Buffered PCM16 must not be re-read as G.711 after ``audio.input.format`` changes."""
+    h.send("input_audio_buffer.append", audio=b64(pcm(256)))
+    h.update(audio={"input": {"format": {"type": "audio/pcma"}}})
+    h.send("input_audio_buffer.append", audio=b64(b"\xd5" * 800))  # 100 ms of G.711
+    h.core.idle_timeout()
+    triggered = only(h.events(), "input_audio_buffer.timeout_triggered")
+    assert 0 <= triggered["audio_start_ms"] <= triggered["audio_end_ms"] == 356
