@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     llm_model: str = "default"
     llm_api_key: str | None = None
     llm_threads: int = 1
+    llm_batch_threads: int = 1
+    """Threads for prompt evaluation (short bursts; decode stays on ``llm_threads``)."""
     llm_context: int = 8192
 
     # speech

@@ -52,7 +52,11 @@ def build_language_model(settings: Settings) -> LanguageModel:
     from ..engines.llm.llamacpp import LlamaCppModel
 
     return LlamaCppModel(
-        settings.llm, n_threads=settings.llm_threads, n_ctx=settings.llm_context, model_dir=settings.model_dir
+        settings.llm,
+        n_threads=settings.llm_threads,
+        n_threads_batch=settings.llm_batch_threads,
+        n_ctx=settings.llm_context,
+        model_dir=settings.model_dir,
     )
 
 
