@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import websockets
@@ -466,3 +467,58 @@ async def test_two_sessions_talking_at_once(voice_server: ServerProcess) -> None
         assert len(output_audio(run)) > 48 * 500
         heard = run.of("conversation.item.input_audio_transcription.completed")[0]["transcript"]
         assert corpus_wer([(transcripts()[name], heard)]) <= 0.25
+
+
+async def test_voices_route_lists_every_builtin_name(voice_server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=voice_server.url) as http:
+        assert (await http.get("/v1/voices")).status_code == 401
+        listed = (
+            await http.get("/v1/voices", headers={"Authorization": f"Bearer {voice_server.api_key}"})
+        ).json()
+    names = {entry["name"]: entry for entry in listed["data"]}
+    for name in ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"):
+        assert names[name]["engine"] and names[name]["voice"]
+    assert names["marin"]["engine"] == "piper"
+
+
+async def test_unknown_voice_is_refused_and_voice_locks_after_audio(ws: Any) -> None:
+    await ws.send(
+        json.dumps(
+            {
+                "type": "session.update",
+                "event_id": "v1",
+                "session": {"type": "realtime", "audio": {"output": {"voice": "nova"}}},
+            }
+        )
+    )
+    run = CallerRun()
+    await collect(ws, run, "error")
+    assert run.of("error")[0]["error"]["param"] == "session.audio.output.voice"
+    await update(ws, audio={"output": {"voice": "cedar", "speed": 1.3}})
+    await ws.send(
+        json.dumps(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "Say hello."}],
+                },
+            }
+        )
+    )
+    await ws.send(json.dumps({"type": "response.create", "response": {"max_output_tokens": 16}}))
+    await collect(ws, run, "response.done")
+    assert output_audio(run)
+    await ws.send(
+        json.dumps(
+            {
+                "type": "session.update",
+                "event_id": "v2",
+                "session": {"type": "realtime", "audio": {"output": {"voice": "ash"}}},
+            }
+        )
+    )
+    await collect(ws, run, "error")
+    error = run.of("error")[-1]["error"]
+    assert error["event_id"] == "v2" and error["param"] == "session.audio.output.voice"
