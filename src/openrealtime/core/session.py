@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from ..engines.base import ChatRequest
 from ..audio import formats
+from ..engines.base import ChatRequest
 from ..engines.vad import segmenter as seg
 from ..protocol import client_events as ce
 from ..protocol import server_events as se

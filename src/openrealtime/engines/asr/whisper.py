@@ -10,16 +10,18 @@ end of its window. Three guards keep it correct:
 
 * timestamp mode: the model marks where each segment starts, and segments that start past
   the end of the real audio (text invented over padding) are dropped;
-* a minimum window of 10 s, so short turns are followed by seconds of silence (5 s windows
-  still looped on tiny.en in 8 of 37 turns);
+* a minimum window of several seconds (5 s for base, 10 s for tiny.en, which still looped
+  in 8 of 37 turns at 5 s), so short turns are followed by seconds of silence;
 * a fallback: a decode that hits its token budget or looks like a loop (see
   ``_looks_like_a_loop``) is redone on the full 30 s window.
 
-Measured per turn on one thread (37 turns: the shared real speech plus synthetic ones), base
-went from 1.1 s to 0.4 s of CPU at 4.2 % WER against 3.8-4.0 % with the full window; tiny.en
-from 0.62 s to 0.22 s at the same 4.8 % WER. Greedy decoding matched beam search (beam 5: same
-WER at 10 s, 3.4 % at 30 s for 1.2 s of CPU). Audio longer than one window goes through
-faster-whisper's own long-form loop.
+Measured on one thread (``python bench/asr_latency.py --sweep``; shared real speech plus one
+25 s turn; and 37 turns adding 24 synthetic ones): base per-call p50 fell from 1.17 s (30 s
+window) to 0.30 s (10 s) and 0.17 s (5 s); WER 2.4 % -> 4.2 % on the real speech (two words)
+and 3.8 % -> 4.0-4.2 % on the 37 turns. tiny.en: 0.51 s -> 0.17 s at the same 4.8 %. Greedy
+decoding is the default: beam 5 cost ~15 % more and helped on the real speech (2.4 % at 10 s)
+but not on the 37 turns (4.0 % at 10 s, 4.6 % at 5 s). Audio longer than one window goes
+through faster-whisper's own long-form loop.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "DEFAULT_MIN_WINDOW_SECONDS",
     "DEFAULT_WINDOW_MARGIN_SECONDS",
     "FULL_WINDOW_SECONDS",
+    "MIN_WINDOW_SECONDS_BY_MODEL",
     "Segment",
     "SegmentedTranscript",
     "TranscriptionCancelled",
@@ -50,6 +53,10 @@ __all__ = [
 SAMPLE_RATE = 16_000
 FULL_WINDOW_SECONDS = 30.0
 DEFAULT_MIN_WINDOW_SECONDS = 10.0
+MIN_WINDOW_SECONDS_BY_MODEL = {"whisper-base": 5.0, "whisper-tiny.en": 10.0}
+"""Measured per embedded model: base kept its WER with 5 s windows (no loop in 49 turns) and
+is ~45 % faster than at 10 s on short turns; tiny.en looped in 8 of 37 turns at 5 s. Models
+from a user's directory get the safer 10 s."""
 DEFAULT_WINDOW_MARGIN_SECONDS = 2.0
 _HOP = 160
 _TIME_PRECISION = 0.02
@@ -106,8 +113,9 @@ def resolve_model_dir(model: str | Path) -> Path:
 class WhisperTranscriber:
     """``Transcriber`` for Whisper models in CTranslate2 format, int8 on CPU by default.
 
-    ``min_window_seconds`` and ``window_margin_seconds`` set the encoder window for audio
-    shorter than 30 s; ``min_window_seconds=30`` restores Whisper's standard full window.
+    ``min_window_seconds`` (default: per model, see ``MIN_WINDOW_SECONDS_BY_MODEL``) and
+    ``window_margin_seconds`` set the encoder window for audio shorter than 30 s;
+    ``min_window_seconds=30`` restores Whisper's standard full window.
     ``beam_size=1`` (greedy) is the default: on the test speech beam search did not lower WER
     but cost more time. Safe to call from several threads; ``num_workers`` > 1 lets calls run
     in parallel (each worker holds its own copy of the model's state, with more memory).
@@ -126,7 +134,7 @@ class WhisperTranscriber:
         device: str = "cpu",
         beam_size: int = 1,
         language: str | None = None,
-        min_window_seconds: float = DEFAULT_MIN_WINDOW_SECONDS,
+        min_window_seconds: float | None = None,
         window_margin_seconds: float = DEFAULT_WINDOW_MARGIN_SECONDS,
         timestamps: bool = True,
         fallback: bool = True,
@@ -137,6 +145,8 @@ class WhisperTranscriber:
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
+        if min_window_seconds is None:
+            min_window_seconds = MIN_WINDOW_SECONDS_BY_MODEL.get(str(model), DEFAULT_MIN_WINDOW_SECONDS)
         if not 0 < min_window_seconds <= FULL_WINDOW_SECONDS:
             raise ValueError("min_window_seconds must be in (0, 30]")
         if window_margin_seconds < 0:
