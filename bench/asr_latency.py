@@ -11,10 +11,16 @@ Configurations:
 
 * ``*-full-pass``: no streaming; one transcription of the whole turn after commit (``base-30s``
   is stock Whisper with its 30 s window, the others use the short encoder window);
-* ``*-streaming``: :class:`StreamingTranscription` re-transcribing while the user speaks;
+* ``*-streaming``: :class:`StreamingTranscription` re-transcribing while the user speaks
+  (``-prefix``: the final pass is forced to continue the words already shown);
+* ``tiny.en-deltas+base-final``: tiny.en passes for deltas, base for the end-of-speech pass;
 * ``sphinx-partials+base``: PocketSphinx deltas while speaking, Whisper base for the final.
 
     python bench/asr_latency.py [--configs a,b] [--threads 1] [--silence-ms 200] [--repeats 1]
+                                [--sweep]
+
+``--sweep`` also times the decoding options (window length, beam size, timestamps) on whole
+turns, for the shared files plus the long joined turn.
 
 Writes bench/results/asr_latency.json (and a PNG when matplotlib is installed).
 """
@@ -155,7 +161,7 @@ def run_streaming(
 ) -> tuple[str, float, StreamingTranscription, Any, float | None]:
     turn = np.concatenate([audio, np.zeros(int(silence_s * SR), np.float32)])
     first_delta: list[float] = []
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(2) as pool:
         stream = make(pool)
         start = time.perf_counter()
         stream.on_delta = lambda _delta: (
@@ -238,12 +244,20 @@ def bench_config(
 
 
 def streaming_factory(
-    engine: WhisperTranscriber, sphinx: PocketSphinxTranscriber | None = None, final_prefix: bool = False
+    engine: WhisperTranscriber,
+    sphinx: PocketSphinxTranscriber | None = None,
+    final_prefix: bool = False,
+    final: WhisperTranscriber | None = None,
 ) -> Callable[[ThreadPoolExecutor], StreamingTranscription]:
     def make(pool: ThreadPoolExecutor) -> StreamingTranscription:
         partials = sphinx.stream() if sphinx is not None else None
         return StreamingTranscription(
-            engine, language="en", executor=pool, partials=partials, final_prefix=final_prefix
+            engine,
+            language="en",
+            executor=pool,
+            partials=partials,
+            final_prefix=final_prefix,
+            final_transcriber=final,
         )
 
     return make
@@ -256,6 +270,7 @@ CONFIGS = [
     "base-streaming",
     "base-streaming-prefix",
     "tiny.en-streaming",
+    "tiny.en-deltas+base-final",
     "sphinx-partials+base",
 ]
 
@@ -271,6 +286,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "asr_latency.json")
+    parser.add_argument(
+        "--sweep", action="store_true", help="also time WhisperTranscriber options on whole turns"
+    )
     args = parser.parse_args()
 
     info = machine_info()
@@ -315,6 +333,18 @@ def main() -> None:
                 full=engine,
                 whisper=engine,
             )
+        elif name == "tiny.en-deltas+base-final":
+            engine = whisper("whisper-tiny.en")
+            final = whisper("whisper-base")
+            result = bench_config(
+                name,
+                "tiny.en re-transcribes while speaking for deltas, Whisper base for the final",
+                items,
+                silence_s,
+                args.repeats,
+                make=streaming_factory(engine, final=final),
+                whisper=final,
+            )
         elif "streaming" in name:
             engine = whisper(model)
             prefix = name.endswith("-prefix")
@@ -350,6 +380,7 @@ def main() -> None:
             flush=True,
         )
 
+    sweep = option_sweep(items, args.threads) if args.sweep else []
     info["load_average_end"] = list(os.getloadavg())
     payload = {
         "benchmark": "asr_latency",
@@ -362,6 +393,7 @@ def main() -> None:
             "repeats": args.repeats,
         },
         "results": [asdict(result) for result in results],
+        "option_sweep": sweep,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
@@ -376,6 +408,64 @@ def main() -> None:
             f"{result.deltas_match_fraction:6.0%} {result.cpu_seconds_per_audio_second:8.2f}"
         )
     plot(results, args.out.with_suffix(".png"))
+
+
+SWEEP: list[tuple[str, str, dict[str, Any]]] = [
+    ("whisper-base", "30 s window, greedy (stock)", {"min_window_seconds": 30.0}),
+    ("whisper-base", "30 s window, no timestamps", {"min_window_seconds": 30.0, "timestamps": False}),
+    ("whisper-base", "30 s window, beam 5", {"min_window_seconds": 30.0, "beam_size": 5}),
+    ("whisper-base", "15 s min window", {"min_window_seconds": 15.0}),
+    ("whisper-base", "10 s min window", {"min_window_seconds": 10.0}),
+    ("whisper-base", "10 s min window, beam 5", {"min_window_seconds": 10.0, "beam_size": 5}),
+    ("whisper-base", "10 s min window, no timestamps", {"min_window_seconds": 10.0, "timestamps": False}),
+    ("whisper-base", "5 s min window (default)", {}),
+    ("whisper-base", "5 s min window, beam 5", {"beam_size": 5}),
+    ("whisper-base", "5 s min window, no timestamps", {"timestamps": False}),
+    (
+        "whisper-base",
+        "window = audio + 1 s, no fallback",
+        {"min_window_seconds": 1.0, "window_margin_seconds": 1.0, "fallback": False},
+    ),
+    ("whisper-tiny.en", "30 s window (stock)", {"min_window_seconds": 30.0}),
+    ("whisper-tiny.en", "10 s min window (default)", {}),
+    ("whisper-tiny.en", "5 s min window", {"min_window_seconds": 5.0}),
+]
+
+
+def option_sweep(items: list[tuple[str, str, np.ndarray[Any, Any]]], threads: int) -> list[dict[str, Any]]:
+    """WER and time per whole-turn call for each decoding option (no streaming)."""
+    rows: list[dict[str, Any]] = []
+    for model, label, options in SWEEP:
+        engine = WhisperTranscriber(model, cpu_threads=threads, **options)
+        engine.transcribe(items[0][2], language="en")
+        walls: list[float] = []
+        cpus: list[float] = []
+        pairs: list[tuple[str, str]] = []
+        for _, reference, audio in items:
+            wall, cpu = time.perf_counter(), time.process_time()
+            text = engine.transcribe(audio, language="en").text
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+            pairs.append((reference, text))
+        error_rate, wall_p50, cpu_mean = corpus_wer(pairs), percentile(walls, 50), float(np.mean(cpus))
+        rows.append(
+            {
+                "model": model,
+                "option": label,
+                "wer": error_rate,
+                "wall_mean_s": float(np.mean(walls)),
+                "wall_p50_s": wall_p50,
+                "cpu_mean_s": cpu_mean,
+                "fallbacks": engine.fallbacks,
+                "hypotheses": [text for _, text in pairs],
+            }
+        )
+        print(
+            f"  {model:16s} {label:36s} WER {error_rate * 100:5.1f}%  wall p50 {wall_p50 * 1000:5.0f} ms"
+            f"  cpu mean {cpu_mean * 1000:5.0f} ms  fallbacks {engine.fallbacks}",
+            flush=True,
+        )
+    return rows
 
 
 def plot(results: list[ConfigResult], path: Path) -> None:

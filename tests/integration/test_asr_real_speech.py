@@ -20,7 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from openrealtime.engines.asr.pocketsphinx import PocketSphinxTranscriber
 from openrealtime.engines.asr.streaming import StreamingTranscription
 from openrealtime.engines.asr.wer import corpus_wer
-from openrealtime.engines.asr.whisper import TranscriptionCancelled, WhisperTranscriber
+from openrealtime.engines.asr.whisper import (
+    TranscriptionCancelled,
+    WhisperTranscriber,
+    resolve_model_dir,
+)
 from openrealtime.engines.base import CancelToken, FloatAudio, Transcriber
 from tests.support import AUDIO_DIR
 
@@ -96,9 +100,11 @@ def test_streaming_base_at_real_time_pace(
                     time.sleep(pause)
                 stream.feed(turn[offset : offset + chunk])
             final = stream.finish()
-            assert final.passes >= 2
-            assert final.deltas_match
-            assert "".join(stream.deltas) == final.transcript.text
+            assert final.passes >= 1
+            if final.deltas_match:
+                assert "".join(stream.deltas) == final.transcript.text
+            else:  # the final heard other words than were shown: it wins, no delta added
+                assert final.delta == ""
             assert final.transcript.input_audio_seconds == pytest.approx(turn.size / SR)
             pairs.append((reference, final.transcript.text))
     assert corpus_wer(pairs) <= 0.10, pairs
@@ -115,8 +121,11 @@ def test_streaming_long_turn_trims_and_stays_accurate(
     for offset in range(0, audio.size, SR // 10):
         stream.feed(audio[offset : offset + SR // 10])
     assert stream.text, "no words were committed while speaking"
+    assert stream.trimmed_seconds > 5.0
     final = stream.finish()
-    assert "".join(stream.deltas) == final.transcript.text
+    assert final.deltas_match or final.delta == ""
+    if final.deltas_match:
+        assert "".join(stream.deltas) == final.transcript.text
     assert corpus_wer([(reference, final.transcript.text)]) <= 0.10
 
 
@@ -175,3 +184,12 @@ def test_pocketsphinx_partials_and_final(corpus: list[tuple[str, str, FloatAudio
     assert (
         sphinx.transcribe(dict((n, a) for n, _, a in corpus)["goforward.wav"]).text == "go forward ten meters"
     )
+
+
+def test_model_directory_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        resolve_model_dir(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError):
+        resolve_model_dir(tmp_path)  # a directory without model.bin
+    with pytest.raises(ValueError):
+        WhisperTranscriber("whisper-tiny.en", min_window_seconds=40.0)

@@ -38,10 +38,22 @@ SCRIPT = [
 ]
 
 
+_spoken = [0]  # samples of speech produced so far in the current test
+
+
+@pytest.fixture(autouse=True)
+def _new_speaker() -> None:
+    _spoken[0] = 0
+
+
 def speech(seconds: float) -> FloatAudio:
-    rng = np.random.default_rng(int(seconds * 1000))
+    """Loud noise whose level encodes which word of the script is being said."""
     n = int(seconds * SR)
-    samples: FloatAudio = (rng.uniform(0.05, 0.2, n) * rng.choice([-1.0, 1.0], n)).astype(np.float32)
+    start = _spoken[0]
+    _spoken[0] += n
+    index = np.arange(start, start + n) // WORD
+    signs = np.random.default_rng(start).choice([-1.0, 1.0], n)
+    samples: FloatAudio = ((0.05 + 0.004 * index) * signs).astype(np.float32)
     return samples
 
 
@@ -75,12 +87,16 @@ class FakeTranscriber:
     calls: list[dict[str, object]] = field(default_factory=list)
     word_offset: int = 0
 
-    def _words(self, audio: FloatAudio, offset: int) -> list[str]:
-        voiced = int(np.count_nonzero(np.abs(audio) > 1e-3))
-        full, rest = divmod(voiced, WORD)
-        words = self.script[offset : offset + full]
-        if rest > WORD // 2 and offset + full < len(self.script):
-            words.append(self.script[offset + full][:2] + "~")
+    def _words(self, audio: FloatAudio) -> list[str]:
+        voiced = np.abs(audio[np.abs(audio) > 1e-3])
+        words = []
+        for start in range(0, voiced.size, WORD):
+            block = voiced[start : start + WORD]
+            word = self.script[min(len(self.script) - 1, round((float(block.mean()) - 0.05) / 0.004))]
+            if block.size == WORD:
+                words.append(word)
+            elif block.size > WORD // 2:
+                words.append(word[:2] + "~")
         return words
 
     def transcribe(
@@ -95,8 +111,7 @@ class FakeTranscriber:
         self.calls.append({"seconds": audio.size / SR, "prompt": prompt, "prefix": prefix})
         if self.delay:
             time.sleep(self.delay)
-        offset = len(prompt.split()) if prompt else 0
-        words = self._words(audio, offset)
+        words = self._words(audio)
         if prefix is not None and self.final_override is None:
             assert words[: len(prefix.split())] == prefix.split()
         text = self.final_override if self.final_override is not None else " ".join(words)
@@ -153,7 +168,9 @@ def test_deltas_are_agreed_append_only_and_add_up_to_final() -> None:
 
 
 def test_no_delta_before_two_passes_agree() -> None:
-    stream = StreamingTranscription(FakeTranscriber(), interval_seconds=0.8)
+    stream = StreamingTranscription(
+        FakeTranscriber(), interval_seconds=0.8, min_agree_seconds=0.0, hold_last_word=False
+    )
     feed_in_chunks(stream, speech(0.8))
     assert stream.passes == 1
     assert stream.deltas == []
@@ -162,6 +179,25 @@ def test_no_delta_before_two_passes_agree() -> None:
     assert stream.deltas == ["the quick"]
     assert stream.take_deltas() == ["the quick"]
     assert stream.take_deltas() == []
+
+
+def test_early_passes_and_last_word_are_not_committed() -> None:
+    stream = StreamingTranscription(FakeTranscriber(), interval_seconds=0.8, min_agree_seconds=1.5)
+    feed_in_chunks(stream, speech(1.6))
+    assert stream.passes == 2
+    # passes at 0.8 s and 1.6 s agree on "the quick", but the first was too short to vouch
+    assert stream.deltas == []
+    feed_in_chunks(stream, speech(0.8))
+    assert stream.deltas == ["the quick brown fox"]
+    _spoken[0] = 0  # a new turn
+    hold = StreamingTranscription(FakeTranscriber(), interval_seconds=0.8, silence_seconds=0.15)
+    feed_in_chunks(hold, speech(2.4))
+    feed_in_chunks(hold, silence(0.6))
+    # the pass at 2.4 s heard all six words; only the 1.6 s/2.4 s agreement is shown
+    assert hold.passes == 3
+    assert hold.text == " ".join(SCRIPT[:4])
+    final = hold.finish()
+    assert final.delta == " jumps over" and final.reused
 
 
 def test_pass_at_start_of_silence_becomes_the_final() -> None:
@@ -202,6 +238,18 @@ def test_final_pass_is_unconstrained_by_default() -> None:
     assert fake.calls[-1]["prefix"] is None and fake.calls[-1]["seconds"] == pytest.approx(3.3)
     assert final.deltas_match
     assert "".join(stream.deltas) == final.transcript.text == " ".join(SCRIPT[:8])
+
+
+def test_final_that_only_repunctuates_shown_words_keeps_them() -> None:
+    fake = FakeTranscriber()
+    stream = StreamingTranscription(fake, interval_seconds=0.8, silence_seconds=5.0)
+    feed_in_chunks(stream, speech(3.3))
+    assert stream.text == "the quick brown fox jumps over"
+    fake.final_override = "The quick, brown fox jumps over the lazy dog."
+    final = stream.finish()
+    assert final.deltas_match
+    assert final.transcript.text == "the quick brown fox jumps over the lazy dog."
+    assert "".join(stream.deltas) == final.transcript.text
 
 
 @pytest.mark.parametrize("final_prefix", [False, True])
@@ -245,16 +293,97 @@ def test_executor_skips_while_a_pass_runs_and_finish_waits() -> None:
     assert final.passes < 20
 
 
-def test_long_turn_trims_audio_and_prompts_with_committed_text() -> None:
+@pytest.mark.parametrize("context_prompt", [False, True])
+def test_long_turn_trims_audio(context_prompt: bool) -> None:
     fake = FakeSegmentTranscriber()
-    stream = StreamingTranscription(fake, interval_seconds=0.4, trim_after_seconds=2.0, silence_seconds=5.0)
+    stream = StreamingTranscription(
+        fake,
+        interval_seconds=0.4,
+        trim_after_seconds=2.0,
+        silence_seconds=5.0,
+        context_prompt=context_prompt,
+    )
     feed_in_chunks(stream, speech(5.2))
-    assert any(call["prompt"] for call in fake.calls), "no pass ran on a trimmed buffer"
+    assert stream.trimmed_seconds > 0
     assert max(float(str(call["seconds"])) for call in fake.calls[-3:]) < 5.0
+    prompts = [call["prompt"] for call in fake.calls]
+    if context_prompt:
+        assert prompts[-1] and SCRIPT[: len(str(prompts[-1]).split())] == str(prompts[-1]).split()
+    else:
+        assert set(prompts) == {None}
     final = stream.finish()
     assert float(str(fake.calls[-1]["seconds"])) < 5.0
     assert final.transcript.text == " ".join(SCRIPT[:13])
     assert "".join(stream.deltas) == final.transcript.text
+
+
+def test_cheap_model_for_deltas_and_better_model_for_the_final() -> None:
+    cheap = FakeTranscriber()
+    better = FakeTranscriber()
+    stream = StreamingTranscription(cheap, final_transcriber=better, interval_seconds=0.8)
+    feed_in_chunks(stream, speech(2.4))
+    assert len(cheap.calls) == 3 and better.calls == []
+    assert stream.text == " ".join(SCRIPT[:4])
+    feed_in_chunks(stream, silence(0.3))
+    assert len(better.calls) == 1 and len(cheap.calls) == 3
+    final = stream.finish()
+    assert final.reused and len(better.calls) == 1
+    assert "".join(stream.deltas) == final.transcript.text == " ".join(SCRIPT[:6])
+
+
+def test_stale_pass_is_cancelled_at_finish() -> None:
+    gate = threading.Event()
+    seen_cancelled: list[bool] = []
+
+    @dataclass
+    class Slow(FakeTranscriber):
+        def transcribe(
+            self,
+            audio: FloatAudio,
+            *,
+            language: str | None = None,
+            prompt: str | None = None,
+            cancel: CancelToken | None = None,
+            prefix: str | None = None,
+        ) -> Transcript:
+            if not self.calls:
+                gate.wait(5)
+                seen_cancelled.append(cancel is not None and cancel.cancelled)
+            return super().transcribe(audio, language=language, prompt=prompt, cancel=cancel, prefix=prefix)
+
+    slow = Slow()
+    with ThreadPoolExecutor(1) as pool:
+        stream = StreamingTranscription(slow, interval_seconds=0.8, silence_seconds=5.0, executor=pool)
+        feed_in_chunks(stream, speech(2.0))
+        threading.Timer(0.2, gate.set).start()
+        final = stream.finish()
+    assert seen_cancelled == [True]
+    assert not final.reused
+    assert final.transcript.text == " ".join(SCRIPT[:5])
+
+
+def test_a_failing_pass_does_not_end_the_turn() -> None:
+    @dataclass
+    class Flaky(FakeTranscriber):
+        def transcribe(
+            self,
+            audio: FloatAudio,
+            *,
+            language: str | None = None,
+            prompt: str | None = None,
+            cancel: CancelToken | None = None,
+            prefix: str | None = None,
+        ) -> Transcript:
+            result = super().transcribe(audio, language=language, prompt=prompt, cancel=cancel, prefix=prefix)
+            if len(self.calls) == 1:
+                raise RuntimeError("engine hiccup")
+            return result
+
+    flaky = Flaky()
+    stream = StreamingTranscription(flaky, interval_seconds=0.8)
+    feed_in_chunks(stream, speech(2.4))
+    assert len(flaky.calls) == 3 and stream.passes == 2
+    assert stream.finish().transcript.text == " ".join(SCRIPT[:6])
 
 
 def test_prompt_is_passed_to_every_pass() -> None:
@@ -296,6 +425,16 @@ def test_partials_decoder_gives_deltas_and_whisper_gives_final() -> None:
     final = stream.finish()
     assert partials.finished and final.reused and final.deltas_match
     assert "".join(stream.deltas) == final.transcript.text == " ".join(SCRIPT[:5])
+
+
+def test_cancel_releases_the_partials_decoder() -> None:
+    partials = FakePartials()
+    stream = StreamingTranscription(FakeTranscriber(), partials=partials)
+    feed_in_chunks(stream, speech(1.0))
+    stream.cancel()
+    assert partials.finished
+    stream.feed(speech(0.1))  # a late chunk after cancel is dropped
+    assert stream.audio_seconds == pytest.approx(1.0)
 
 
 def test_empty_and_misuse() -> None:
@@ -342,6 +481,7 @@ def test_normalize_numbers_case_punctuation() -> None:
     ]
     assert normalize("Mr. Dashwood's 21st birthday") == ["mister", "dashwoods", "twenty", "first", "birthday"]
     assert normalize("5, 5") == ["five", "five"]
+    assert normalize("Convert $100 to euros") == ["convert", "one", "hundred", "dollars", "to", "euros"]
     assert number_to_words(100) == "one hundred"
     assert number_to_words(47) == "forty seven"
     assert number_to_words(0) == "zero"
