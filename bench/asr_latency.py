@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import threading
 import time
 import wave
@@ -42,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from machine import machine_info
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -80,30 +80,6 @@ def utterances() -> list[tuple[str, str, np.ndarray[Any, np.dtype[np.float32]]]]
         long_text = " ".join(text for _, text, _ in libri)
         items.append(("long-librivox (5 joined)", long_text, np.concatenate([a for _, _, a in libri])))
     return items
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import ctranslate2
-    import faster_whisper
-
-    return {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "load_average_start": list(os.getloadavg()),
-        "ctranslate2": ctranslate2.__version__,
-        "faster_whisper": faster_whisper.__version__,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
 
 
 @dataclass
@@ -291,7 +267,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    info = machine_info()
+    info = machine_info("ctranslate2", "faster-whisper")
     print(json.dumps(info, indent=2), flush=True)
     items = utterances()
     silence_s = args.silence_ms / 1000.0

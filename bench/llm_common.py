@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
+from machine import machine_info as shared_machine_info
 from openrealtime.engines.base import ToolSpec
 
 SYSTEM_PROMPT = (
@@ -132,25 +130,5 @@ NO_TOOL_CASES: tuple[Case, ...] = (
 
 
 def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on (they mean little without it)."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = (0.0, 0.0, 0.0)
-    try:
-        llama_version = metadata.version("llama-cpp-python")
-    except metadata.PackageNotFoundError:
-        llama_version = None
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu,
-        "loadavg_at_start": [round(x, 2) for x in load],
-        "python": platform.python_version(),
-        "llama_cpp_python": llama_version,
-    }
+    """What the numbers were measured on."""
+    return shared_machine_info("llama-cpp-python")

@@ -16,15 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from machine import machine_info
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -80,28 +79,6 @@ class VoiceResult:
     chunker_first_audio_ms: float
     wer: float | None = None
     wer_hypotheses: list[str] | None = None
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-
-    return {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "load_average": list(os.getloadavg()),
-        "onnxruntime": onnxruntime.__version__,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -234,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "tts_latency.json")
     args = parser.parse_args(argv)
 
-    info = machine_info()
+    info = machine_info("onnxruntime", "piper-tts")
     print("machine:", json.dumps(info))
     results: list[VoiceResult] = []
     skipped: dict[str, str] = {}

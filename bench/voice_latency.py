@@ -20,8 +20,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,24 +35,9 @@ sys.path.insert(0, str(ROOT))
 from tests.speech_audio import LEAD_MS, REFERENCE_EDGES, caller_audio  # noqa: E402
 from tests.support import ServerProcess, run_server, validate_server_event  # noqa: E402
 
+from machine import machine_info  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -198,7 +181,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.axhline(500, color="tab:green", linestyle=":", linewidth=1, label="0.5 s goal")
     ax.set_ylabel("ms")
     ax.set_title(
-        f"openrealtime voice latency (silence_duration_ms={report['silence_ms']}, {report['machine']['cpus']} CPUs)"
+        f"openrealtime voice latency (silence_duration_ms={report['silence_ms']}, {report['machine']['logical_cpus']} CPUs)"
     )
     ax.legend()
     fig.tight_layout()
@@ -232,7 +215,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "benchmark": "voice_latency",
         "command": " ".join(["python", *sys.argv]),
-        "machine": machine(),
+        "machine": machine_info("llama-cpp-python", "faster-whisper", "piper-tts"),
         "silence_ms": args.silence_ms,
         "runs": [],
     }

@@ -8,14 +8,9 @@ Everything runs on one thread: the machine's two cores are shared.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 
 from openrealtime.engines.assets import resolve
@@ -34,7 +29,7 @@ from openrealtime.engines.base import (
 from openrealtime.engines.llm.llamacpp import LlamaCppModel
 from openrealtime.engines.llm.openai_compatible import OpenAICompatibleError, OpenAICompatibleModel
 from openrealtime.engines.llm.tool_calling import validate_arguments
-from tests.support import free_port
+from tests.support import free_port, run_llama_cpp_server
 
 pytestmark = pytest.mark.slow
 
@@ -300,42 +295,8 @@ def test_tool_result_is_answered_not_called_again(qwen: LlamaCppModel) -> None:
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m llama_cpp.server`` on SmolLM2, in its own process, on a free port."""
-    port = free_port()
-    log_path: Path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "llama_cpp.server",
-                "--model", str(resolve("smollm2-135m")),
-                "--host", "127.0.0.1", "--port", str(port),
-                "--n_threads", "1", "--n_ctx", "2048",
-                "--chat_format", "chatml-function-calling",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        base_url = f"http://127.0.0.1:{port}/v1"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
-                try:
-                    if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"llama_cpp.server did not come up: {log_path.read_text()[-2000:]}")
-                time.sleep(0.25)
-            yield base_url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with run_llama_cpp_server(tmp_path_factory.mktemp("llama-server"), resolve("smollm2-135m")) as base_url:
+        yield base_url
 
 
 @pytest.fixture
