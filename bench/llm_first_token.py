@@ -83,8 +83,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def bench_profile(profile: str, threads: int, runs: int) -> dict[str, Any]:
-    engine = LlamaCppModel(profile, n_threads=threads, n_ctx=4096, seed=7)
+def bench_profile(profile: str, threads: int, runs: int, batch_threads: int | None = None) -> dict[str, Any]:
+    engine = LlamaCppModel(profile, n_threads=threads, n_threads_batch=batch_threads, n_ctx=4096, seed=7)
     question = iter(QUESTIONS * 10)
     results: dict[str, list[dict[str, Any]]] = {
         "cold": [],
@@ -119,16 +119,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profiles", default=",".join(PROFILES))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-threads", type=int, default=None, help="prompt-evaluation threads")
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--out", type=Path, default=RESULTS / "llm_first_token.json")
     args = parser.parse_args()
 
     info = machine_info()
     print(f"machine: {info}")
-    report: dict[str, Any] = {"machine": info, "threads": args.threads, "profiles": {}}
+    report: dict[str, Any] = {
+        "machine": info,
+        "threads": args.threads,
+        "batch_threads": args.batch_threads or args.threads,
+        "profiles": {},
+    }
     for profile in args.profiles.split(","):
         print(f"== {profile}", flush=True)
-        res = bench_profile(profile, args.threads, args.runs)
+        res = bench_profile(profile, args.threads, args.runs, args.batch_threads)
         report["profiles"][profile] = res
         for name in ("cold", "next_turn", "new_session_same_prompt", "after_other_session"):
             s = res[name]

@@ -44,7 +44,10 @@ class Settings(BaseSettings):
     llm_api_key: str | None = None
     llm_threads: int = 1
     llm_batch_threads: int = 1
-    """Threads for prompt evaluation (short bursts; decode stays on ``llm_threads``)."""
+    """Threads for prompt evaluation when no other engine is busy (decode stays on
+    ``llm_threads``; with other work queued, prompt evaluation uses ``llm_threads`` too).
+    2 halves the cached first token for a single caller on 2 idle cores, but worsened p95
+    with two callers at once (bench/voice_latency.py), so the default is 1."""
     llm_context: int = 8192
 
     # speech

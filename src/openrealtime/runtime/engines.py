@@ -54,7 +54,7 @@ def build_language_model(settings: Settings) -> LanguageModel:
     return LlamaCppModel(
         settings.llm,
         n_threads=settings.llm_threads,
-        n_threads_batch=settings.llm_batch_threads,
+        n_threads_batch=settings.llm_threads,
         n_ctx=settings.llm_context,
         model_dir=settings.model_dir,
     )
@@ -63,6 +63,8 @@ def build_language_model(settings: Settings) -> LanguageModel:
 def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
     """Load every engine the settings ask for (once per process)."""
     engines = EngineSet(llm=build_language_model(settings))
+    engines.extra["llm_threads"] = settings.llm_threads
+    engines.extra["llm_batch_threads"] = settings.llm_batch_threads
     if speech:
         from .speech import load_speech_engines
 

@@ -50,6 +50,7 @@ class EngineQueue:
             for i in range(max(1, workers))
         ]
         self.last_wait_s = 0.0
+        self.running = 0
         for thread in self._threads:
             thread.start()
 
@@ -59,9 +60,11 @@ class EngineQueue:
             if job.cancel is not None and job.cancel.cancelled:
                 job.run = _noop
             self.last_wait_s = time.monotonic() - job.enqueued
+            self.running += 1
             try:
                 job.run()
             finally:
+                self.running -= 1
                 self._queue.task_done()
 
     def executor(self, priority: int) -> QueueExecutor:
@@ -70,6 +73,11 @@ class EngineQueue:
     @property
     def depth(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing running."""
+        return self.running == 0 and self._queue.qsize() == 0
 
     def _put(self, run: Callable[[], None], priority: int, cancel: CancelToken | None) -> None:
         self._queue.put(_Job(priority, next(self._seq), run, cancel, time.monotonic()))

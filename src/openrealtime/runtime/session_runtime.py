@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ from ..engines.base import (
     ChatMessage,
     ChatRequest,
     GenerationDone,
+    LLMEvent,
     TextDelta,
     ToolCallDelta,
     ToolSpec,
@@ -298,6 +299,18 @@ class SessionRuntime:
         }
         log.info("turn timings %s", json.dumps(record))
 
+    def _start_llm(self, request: ChatRequest, token: CancelToken) -> Iterator[LLMEvent]:
+        """On the LLM worker: give prompt evaluation the spare cores when no other engine is
+        busy (measured: halves the cached first token on 2 idle cores), else one thread."""
+        llm = self.engines.llm
+        set_threads = getattr(llm, "set_threads", None)
+        if set_threads is not None:
+            decode = int(self.engines.extra.get("llm_threads", 1))
+            batch = int(self.engines.extra.get("llm_batch_threads", decode))
+            queues = (self.scheduler.asr, self.scheduler.tts, self.scheduler.vad)
+            set_threads(decode, batch if all(q.idle for q in queues) else decode)
+        return llm.generate(request, token)
+
     async def _generate(
         self,
         rid: str,
@@ -309,13 +322,12 @@ class SessionRuntime:
         retry_allowed: bool,
     ) -> str:
         """Run the LLM once; a tool call with invalid arguments gets one retry, then an apology."""
-        llm = self.engines.llm
         tools = {tool.name: tool for tool in request.tools}
         finish = "stop"
         said_anything = False
         retry_note: str | None = None
         timings = self.timings.get(rid)
-        async for event in self.scheduler.llm.stream(lambda: llm.generate(request, token), cancel=token):
+        async for event in self.scheduler.llm.stream(lambda: self._start_llm(request, token), cancel=token):
             if token.cancelled:
                 break
             if isinstance(event, TextDelta):

@@ -339,6 +339,12 @@ class LlamaCppModel:
         ids = self._tokenize(text)
         return ids[0] if len(ids) == 1 else None
 
+    def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
+        """Change decode / prompt-evaluation threads between generations (the scheduler gives
+        prompt evaluation more threads when no other engine needs the CPU)."""
+        with self._lock:
+            self._lc.llama_set_n_threads(self._llm.ctx, n_threads, n_threads_batch)
+
     def count_tokens(self, text: str) -> int:
         """Exact count in this model's tokenizer (special-token text counted as plain text)."""
         return len(self._tokenize(text, special=False)) if text else 0
