@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -78,7 +77,6 @@ class InputPipeline:
         self.turn_streams: dict[str, StreamingTranscription] = {}
         self.task: asyncio.Task[None] | None = None
         self.last_frame_end_ms = 0.0
-        self.speech_stopped_at: dict[str, float] = {}
 
     # ------------------------------------------------------------------ commands
 
@@ -115,7 +113,6 @@ class InputPipeline:
     def on_committed(self, command: InputCommitted) -> None:
         if command.by_vad and self.streaming is not None:
             self.turn_streams[command.item_id] = self.streaming
-            self.speech_stopped_at[command.item_id] = time.monotonic()
             self.streaming = None
         else:
             self._drop_streaming()

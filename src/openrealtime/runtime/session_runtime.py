@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -79,7 +79,6 @@ class TurnTimings:
     first_piece: float | None = None
     tts_first_chunk: float | None = None
     first_audio_sent: float | None = None
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class SessionRuntime:
