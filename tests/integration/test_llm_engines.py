@@ -289,6 +289,27 @@ def test_tool_result_is_answered_not_called_again(qwen: LlamaCppModel) -> None:
     assert "19" in answer or "cloud" in answer.lower() or "rome" in answer.lower()
 
 
+def test_sampled_answers_to_a_tool_result_use_the_result(qwen: LlamaCppModel) -> None:
+    """At the default temperature, over several seeds, the follow-up answers from the result
+    instead of describing its JSON (one reply in five did, before the result guidance)."""
+    call = ToolCall("call_abcdefghijklmnopqrstu", "get_weather", '{"location": "Paris"}')
+    messages = (
+        ChatMessage("system", "You are terse. Answer in one short sentence."),
+        ChatMessage("user", "What's the weather like in Paris right now?"),
+        ChatMessage("assistant", tool_calls=(call,)),
+        ChatMessage(
+            "tool", '{"city": "Paris", "temperature_c": 21, "sky": "sunny"}', tool_call_id=call.call_id
+        ),
+    )
+    seed = qwen.seed
+    try:
+        for qwen.seed in range(1, 9):
+            answer = text_of(run(qwen, ChatRequest(messages, tools=TOOLS, max_output_tokens=40)))
+            assert "21" in answer or "sunny" in answer.lower(), (qwen.seed, answer)
+    finally:
+        qwen.seed = seed
+
+
 # --------------------------------------------------------------------------- OpenAI-compatible endpoint
 
 

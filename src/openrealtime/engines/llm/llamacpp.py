@@ -125,6 +125,9 @@ PROFILES: dict[str, LlamaProfile] = {
 }
 DEFAULT_PROFILE = "qwen2.5-0.5b"
 DEFAULT_TOOL_THRESHOLD = 0.05
+
+RESULT_GUIDANCE = "Answer the user's question from the function result above, in plain words."
+"""System turn placed after a function result that ends the prompt."""
 """Call-intent threshold for a GGUF given by path (profiles carry their own)."""
 
 _PROMPT_CHUNK = 64
@@ -235,7 +238,10 @@ class LlamaCppModel:
     ``n_threads`` defaults to 1: on a small shared CPU, more threads contend with ASR/TTS and
     stall decoding. ``tool_threshold`` overrides the profile's calibrated call-intent threshold;
     ``tool_guidance`` (off by default: it made the 0.5B model call on greetings) is appended to
-    the system prompt when tools are offered. ``seed`` fixes sampling (each generation starts
+    the system prompt when tools are offered. ``result_guidance`` follows a function result that
+    ends the prompt as a short system turn: without it the 0.5B model described the result's
+    JSON instead of answering from it in one reply in five; appended at the end, it keeps the
+    cached prompt prefix intact. ``seed`` fixes sampling (each generation starts
     from the same seed, so equal prompts give equal answers); None draws a fresh one.
     """
 
@@ -252,6 +258,7 @@ class LlamaCppModel:
         ram_cache_bytes: int = 256 << 20,
         tool_threshold: float | None = None,
         tool_guidance: str | None = None,
+        result_guidance: str | None = RESULT_GUIDANCE,
         max_tool_calls: int = 1,
         chat_template: str | None = None,
         tools: bool | None = None,
@@ -283,6 +290,7 @@ class LlamaCppModel:
             else DEFAULT_TOOL_THRESHOLD
         )
         self.tool_guidance = tool_guidance
+        self.result_guidance = result_guidance
         self.max_tool_calls = max_tool_calls
         self._sampling = (top_k, top_p, min_p)
         self._llm = Llama(
@@ -358,6 +366,8 @@ class LlamaCppModel:
                 chat[0] = {**chat[0], "content": f"{chat[0]['content']}\n\n{self.tool_guidance}".strip()}
             else:
                 chat.insert(0, {"role": "system", "content": self.tool_guidance})
+        if self.result_guidance and messages and messages[-1].role == "tool":
+            chat.append({"role": "system", "content": self.result_guidance})
         rendered: str = self._template.render(
             messages=chat,
             tools=to_chat_tools(tools) if tools else None,
