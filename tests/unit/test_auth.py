@@ -3,7 +3,15 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from openrealtime.server.auth import KeyStore, credential_from_headers
+from openrealtime.server.auth import (
+    Authenticator,
+    KeyStore,
+    MemorySecretStore,
+    Principal,
+    credential_from_headers,
+    key_id,
+    secret_hash,
+)
 
 
 def test_configured_keys_are_used_and_nothing_is_written(tmp_path: Path) -> None:
@@ -29,3 +37,46 @@ def test_credentials_from_each_place() -> None:
     assert found is not None and found.key == "sk-3" and found.source == "subprotocol"
     assert credential_from_headers({"authorization": "Basic abc"}) is None
     assert credential_from_headers({}) is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_ephemeral_keys_live_until_they_expire() -> None:
+    clock = FakeClock()
+    store = MemorySecretStore()
+    auth = Authenticator(KeyStore(["sk-parent"]), store, clock=clock)
+    parent = await auth.authenticate("sk-parent")
+    assert parent == Principal(key_id=key_id("sk-parent"))
+    value, expires_at = await auth.mint(parent, {"type": "realtime", "instructions": "hi"}, 60)
+    assert value.startswith("ek_") and expires_at == 1_000_060
+    principal = await auth.authenticate(value)
+    assert principal is not None and principal.ephemeral
+    assert principal.key_id == parent.key_id and principal.session == {
+        "type": "realtime",
+        "instructions": "hi",
+    }
+    # only the hash is stored
+    stored = await store.get_client_secret(secret_hash(value))
+    assert stored is not None and value not in repr(stored)
+    clock.now = 1_000_059.9
+    assert await auth.authenticate(value) is not None
+    clock.now = 1_000_060.0
+    assert await auth.authenticate(value) is None
+
+
+async def test_ephemeral_keys_are_refused_where_only_api_keys_may_act() -> None:
+    auth = Authenticator(KeyStore(["sk-parent"]), MemorySecretStore())
+    parent = await auth.authenticate("sk-parent")
+    assert parent is not None
+    value, _ = await auth.mint(parent, {}, 600)
+    assert await auth.authenticate(value, allow_ephemeral=False) is None
+    assert await auth.authenticate("ek_made_up") is None
+    assert await auth.authenticate("sk-other") is None
+    assert await auth.authenticate(None) is None
+    assert key_id("sk-parent") != key_id("sk-other") and "sk-parent" not in key_id("sk-parent")

@@ -6,15 +6,34 @@ in the data dir (mode 0600). Comparison is constant-time and never logs the key.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 KEY_FILE = "api_keys"
+EPHEMERAL_PREFIX = "ek_"
 BROWSER_KEY_PREFIX = "openai-insecure-api-key."
+
+
+def key_id(key: str) -> str:
+    """A stable, non-secret name for a key (ledger rows, logs, metrics): never the key itself."""
+    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for. For an ephemeral key, ``key_id`` is its parent API key's id and
+    ``session`` the session config bound to it at minting (the session's initial config)."""
+
+    key_id: str
+    ephemeral: bool = False
+    session: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,3 +99,90 @@ def credential_from_headers(
         if proto.startswith(BROWSER_KEY_PREFIX):
             return Credential(proto[len(BROWSER_KEY_PREFIX) :], "subprotocol")
     return None
+
+
+# --------------------------------------------------------------------------- ephemeral keys
+
+
+def secret_hash(value: str) -> str:
+    """What is stored of an ephemeral key: its SHA-256, never the key."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ClientSecret:
+    """A minted ephemeral key as persisted: hash, parent, bound session (wire JSON), times."""
+
+    key_hash: str
+    parent_key_id: str
+    session: dict[str, Any]
+    created_at: int
+    expires_at: int
+
+
+class SecretStore(Protocol):
+    """Where ephemeral keys live so that they survive a restart (see ``storage``)."""
+
+    async def put_client_secret(self, secret: ClientSecret) -> None: ...
+
+    async def get_client_secret(self, key_hash: str) -> ClientSecret | None: ...
+
+
+class MemorySecretStore:
+    """A process-local ``SecretStore`` (unit tests; the server persists through ``storage``)."""
+
+    def __init__(self) -> None:
+        self._secrets: dict[str, ClientSecret] = {}
+
+    async def put_client_secret(self, secret: ClientSecret) -> None:
+        self._secrets[secret.key_hash] = secret
+
+    async def get_client_secret(self, key_hash: str) -> ClientSecret | None:
+        return self._secrets.get(key_hash)
+
+
+class Authenticator:
+    """Turns a presented key into a ``Principal``: API keys from the ``KeyStore``, ``ek_`` keys
+    from the ``SecretStore`` until they expire."""
+
+    def __init__(
+        self, keys: KeyStore, secrets: SecretStore, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.keys = keys
+        self.secrets = secrets
+        self.clock = clock
+
+    async def authenticate(self, key: str | None, *, allow_ephemeral: bool = True) -> Principal | None:
+        """The principal for ``key``, or None. ``allow_ephemeral=False`` for admin routes and for
+        minting (an ``ek_`` key can never mint another)."""
+        if not key:
+            return None
+        if key.startswith(EPHEMERAL_PREFIX):
+            if not allow_ephemeral:
+                return None
+            wanted = secret_hash(key)
+            stored = await self.secrets.get_client_secret(wanted)
+            if stored is None or not hmac.compare_digest(stored.key_hash, wanted):
+                return None
+            if stored.expires_at <= self.clock():
+                return None
+            return Principal(key_id=stored.parent_key_id, ephemeral=True, session=stored.session)
+        if self.keys.is_valid(key):
+            return Principal(key_id=key_id(key))
+        return None
+
+    async def mint(self, parent: Principal, session: dict[str, Any], ttl_seconds: int) -> tuple[str, int]:
+        """A new ``ek_`` key bound to ``session``; returns the key and its expiry (epoch s)."""
+        value = EPHEMERAL_PREFIX + secrets.token_urlsafe(24)
+        now = int(self.clock())
+        expires_at = now + ttl_seconds
+        await self.secrets.put_client_secret(
+            ClientSecret(
+                key_hash=secret_hash(value),
+                parent_key_id=parent.key_id,
+                session=session,
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+        return value, expires_at
