@@ -1,0 +1,71 @@
+"""What the rest of the server may watch of a live session, without touching its logic.
+
+Metrics, the usage ledger and traces are observers (the pattern pipecat uses for latency
+metrics): the runtime tells them what happened; they never change what the client sees. An
+observer must be quick and must not raise; the runtime shields the session from one that does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..protocol.server_events import ServerEvent
+
+log = logging.getLogger("openrealtime.observer")
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """Identity of a session for observers: ids only, never secrets."""
+
+    session_id: str
+    key_id: str
+    transport: str  # "websocket", "webrtc" or "sip"
+    model: str
+
+
+class SessionObserver(Protocol):
+    def session_started(self, info: SessionInfo) -> None: ...
+
+    def client_event(self, info: SessionInfo, event_type: str) -> None:
+        """A client event arrived (``event_type`` is ``"invalid"`` when it did not parse)."""
+
+    def server_event(self, info: SessionInfo, event: ServerEvent) -> None:
+        """An event is about to be sent (errors, ``response.done`` with its usage, ...)."""
+
+    def turn_timings(self, info: SessionInfo, record: dict[str, Any]) -> None:
+        """Stage timings of one finished response (the ``turn timings`` log record)."""
+
+    def session_ended(self, info: SessionInfo) -> None: ...
+
+
+class Observers:
+    """Fans each notification out to several observers; one failing never affects the rest."""
+
+    def __init__(self, observers: Sequence[SessionObserver] = ()) -> None:
+        self.observers = list(observers)
+
+    def _each(self, method: str, *args: Any) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, method)(*args)
+            except Exception:
+                log.exception("session observer %s.%s failed", type(observer).__name__, method)
+
+    def session_started(self, info: SessionInfo) -> None:
+        self._each("session_started", info)
+
+    def client_event(self, info: SessionInfo, event_type: str) -> None:
+        self._each("client_event", info, event_type)
+
+    def server_event(self, info: SessionInfo, event: ServerEvent) -> None:
+        self._each("server_event", info, event)
+
+    def turn_timings(self, info: SessionInfo, record: dict[str, Any]) -> None:
+        self._each("turn_timings", info, record)
+
+    def session_ended(self, info: SessionInfo) -> None:
+        self._each("session_ended", info)
