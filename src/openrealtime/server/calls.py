@@ -1,0 +1,297 @@
+"""WebRTC calls: ``POST /v1/realtime/calls`` (SDP offer → answer), ``…/{call_id}/hangup``,
+and the registry of live calls (WebRTC and SIP) that hangup and sideband WebSockets
+(``/v1/realtime?call_id=``) find them in.
+
+Two request shapes (spec §4.1): raw ``application/sdp`` with an ``ek_`` key (the session bound
+to the key) or an API key (defaults), and ``multipart/form-data`` with ``sdp`` + ``session``
+parts, the way a backend relays a browser's offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fastapi import APIRouter, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from ..protocol.errors import RealtimeError
+from ..protocol.ids import new_id
+from ..protocol.server_events import ServerEvent
+from ..protocol.session import AnySession, RealtimeSession
+from ..runtime.session_runtime import SessionRuntime
+from ..telemetry.logs import session_id_var
+from ..transports.webrtc import EventSink, WebRTCCall, addresses_for_bind
+from ..transports.websocket import WebSocketConnection
+from .auth import Principal, credential_from_headers
+from .http import http_error
+from .session_factory import new_session_runtime
+from .sessions import build_session, restore_session
+
+if TYPE_CHECKING:
+    from .app import ServerState
+
+log = logging.getLogger("openrealtime.calls")
+
+MAX_SDP_BYTES = 64 * 1024
+CALL_ID_PREFIX = "rtc_"
+
+
+class LiveCall(Protocol):
+    """What the registry, hangup and sidebands need of a call (WebRTC or SIP)."""
+
+    call_id: str
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+    async def attach(self, sink: EventSink) -> None: ...
+
+    def detach(self, sink: EventSink) -> None: ...
+
+    def on_client_frame(self, frame: str | bytes) -> None: ...
+
+
+class CallRegistry:
+    """The live calls of this server (WebRTC and SIP), by call id."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, LiveCall] = {}
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def add(self, call: LiveCall) -> None:
+        self._calls[call.call_id] = call
+
+    def get(self, call_id: str) -> LiveCall | None:
+        return self._calls.get(call_id)
+
+    def remove(self, call: LiveCall) -> None:
+        if self._calls.get(call.call_id) is call:
+            del self._calls[call.call_id]
+
+    async def close_all(self) -> None:
+        calls = list(self._calls.values())
+        await asyncio.gather(*(call.close() for call in calls), return_exceptions=True)
+
+
+class _BadRequest(Exception):
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+async def _text_part(part: UploadFile | str | None) -> str | None:
+    if part is None:
+        return None
+    raw = await part.read() if isinstance(part, UploadFile) else part.encode()
+    if len(raw) > MAX_SDP_BYTES:
+        raise _BadRequest("invalid_value", "A request part is too large.")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _BadRequest("invalid_value", "Request parts must be UTF-8 text.") from None
+
+
+async def _read_offer(request: Request) -> tuple[str, Any, bool]:
+    """The SDP offer, the ``session`` config (or None) and whether a session part was sent."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/sdp":
+        body = await request.body()
+        if len(body) > MAX_SDP_BYTES:
+            raise _BadRequest("invalid_value", "The SDP offer is too large.", "sdp")
+        try:
+            return body.decode("utf-8"), None, False
+        except UnicodeDecodeError:
+            raise _BadRequest("invalid_value", "The SDP offer must be UTF-8 text.", "sdp") from None
+    if content_type == "multipart/form-data":
+        try:
+            form = await request.form()
+        except Exception:
+            raise _BadRequest("invalid_request_error", "The multipart body could not be parsed.") from None
+        sdp = await _text_part(form.get("sdp"))
+        if not sdp:
+            raise _BadRequest("missing_required_parameter", "Missing required parameter: 'sdp'.", "sdp")
+        raw_session = await _text_part(form.get("session"))
+        if raw_session is None:
+            return sdp, None, False
+        try:
+            return sdp, json.loads(raw_session), True
+        except json.JSONDecodeError:
+            raise _BadRequest("invalid_json", "The 'session' part is not valid JSON.", "session") from None
+    raise _BadRequest(
+        "unsupported_content_type",
+        "Send the SDP offer as 'application/sdp', or as 'multipart/form-data' with 'sdp' and 'session' parts.",
+    )
+
+
+def _check_offer(sdp: str) -> None:
+    if not sdp.lstrip().startswith("v=0") or "\nm=" not in sdp.replace("\r\n", "\n"):
+        raise _BadRequest("invalid_offer", "The SDP offer is not valid SDP (no 'v=0' or no media).", "sdp")
+    if "m=audio" not in sdp and "m=application" not in sdp:
+        raise _BadRequest(
+            "invalid_offer", "The SDP offer needs an audio track or an 'oai-events' data channel.", "sdp"
+        )
+
+
+def _initial_session(state: ServerState, principal: Principal, config: Any, sent: bool) -> AnySession:
+    """The session the call starts from: the ``session`` part, else the key's bound session."""
+    if sent:
+        return build_session(config, param="session", voice_check=state.engines.voice_problem)
+    if principal.session is not None:
+        return restore_session(principal.session)
+    return RealtimeSession()
+
+
+async def start_call(
+    state: ServerState, principal: Principal, sdp: str, session: AnySession
+) -> tuple[WebRTCCall, str]:
+    """Create the call, answer the offer and register it; returns the call and the answer."""
+    call_id = new_id(CALL_ID_PREFIX)
+    model = session.model if isinstance(session, RealtimeSession) else ""
+
+    def make_runtime(
+        send: Callable[[ServerEvent], None], close: Callable[[int, str], Awaitable[None]]
+    ) -> SessionRuntime:
+        return new_session_runtime(
+            state,
+            session,
+            key_id=principal.key_id,
+            transport="webrtc",
+            model=model or "",
+            send=send,
+            close=close,
+        )
+
+    def ended(call: WebRTCCall) -> None:
+        if state.calls.get(call.call_id) is call:
+            state.calls.remove(call)
+            state.active_sessions -= 1
+            state.limits.release(principal.key_id)
+
+    call = WebRTCCall(
+        call_id,
+        principal.key_id,
+        make_runtime,
+        on_ended=ended,
+        ice_hosts=addresses_for_bind(state.settings.host),
+    )
+    state.calls.add(call)
+    state.active_sessions += 1
+    session_id_var.set(call.runtime.core.session.id)  # the call's tasks log under it
+    try:
+        answer = await call.answer(sdp)
+    except BaseException:
+        await call.close()
+        raise
+    return call, answer
+
+
+def router(state: Any) -> APIRouter:
+    """The routes, bound to ``state`` (a callable returning the live ``ServerState``)."""
+    api = APIRouter()
+
+    @api.post("/v1/realtime/calls", response_model=None)
+    async def create_call(request: Request) -> Response:
+        server: ServerState = state()
+        credential = credential_from_headers(request.headers)
+        principal = await server.auth.authenticate(credential.key if credential else None)
+        if principal is None:
+            return http_error(401, "invalid_api_key", "Incorrect API key provided.")
+        try:
+            sdp, config, sent = await _read_offer(request)
+            _check_offer(sdp)
+            session = _initial_session(server, principal, config, sent)
+        except _BadRequest as bad:
+            return http_error(400, bad.code, bad.message, bad.param)
+        except RealtimeError as err:
+            return http_error(400, err.code, err.message, err.param)
+        refused = server.limits.admit(principal.key_id)
+        if refused is not None:
+            body = {"message": refused.message, "type": refused.type, "param": None, "code": refused.code}
+            return JSONResponse({"error": body}, status_code=429)
+        try:
+            call, answer = await start_call(server, principal, sdp, session)
+        except Exception as exc:
+            log.info("WebRTC offer refused: %s", exc)
+            return http_error(400, "invalid_offer", f"The SDP offer could not be used: {exc}", "sdp")
+        return Response(
+            content=answer,
+            status_code=201,
+            media_type="application/sdp",
+            headers={"Location": f"/v1/realtime/calls/{call.call_id}"},
+        )
+
+    @api.post("/v1/realtime/calls/{call_id}/hangup", response_model=None)
+    async def hangup(call_id: str, request: Request) -> Response:
+        server: ServerState = state()
+        credential = credential_from_headers(request.headers)
+        principal = await server.auth.authenticate(
+            credential.key if credential else None, allow_ephemeral=False
+        )
+        if principal is None:
+            return http_error(401, "invalid_api_key", "Incorrect API key provided.")
+        call = server.calls.get(call_id)
+        if call is None:
+            return http_error(404, "call_not_found", f"No call with id '{call_id}' is active.", "call_id")
+        await call.close()
+        return Response(status_code=200)
+
+    return api
+
+
+def live_call(state: ServerState, call_id: str, principal: Principal) -> LiveCall | None:
+    """The call a sideband may attach to: live, and the caller holds an API key (not ``ek_``)."""
+    if principal.ephemeral:
+        return None
+    call = state.calls.get(call_id)
+    return call if call is not None and not call.closed else None
+
+
+class _SidebandSink:
+    """A sideband socket as an event sink of the call."""
+
+    def __init__(self, connection: WebSocketConnection) -> None:
+        self.connection = connection
+
+    def send(self, event: ServerEvent) -> None:
+        self.connection.send(event)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.connection.close(code, reason)
+
+
+async def serve_sideband(call: LiveCall, websocket: WebSocket) -> None:
+    """Relay a sideband WebSocket (already accepted) to ``call`` until either side ends."""
+    connection = WebSocketConnection(websocket)
+    sink = _SidebandSink(connection)
+    await call.attach(sink)
+    writer = asyncio.create_task(connection._writer(), name="sideband-writer")
+
+    async def read() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            call.on_client_frame(text if text is not None else message.get("bytes") or b"")
+
+    reader = asyncio.create_task(read(), name="sideband-reader")
+    try:
+        await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        call.detach(sink)
+        reader.cancel()
+        writer.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(reader, writer, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await websocket.close(1000)

@@ -1,0 +1,56 @@
+"""Building a live session (core + runtime) the same way for every transport."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ..core.session import Limits, SessionCore
+from ..protocol.server_events import ServerEvent
+from ..protocol.session import AnySession
+from ..runtime.observer import SessionInfo
+from ..runtime.session_runtime import SessionRuntime
+from ..telemetry.ledger import budget_hooks
+
+if TYPE_CHECKING:
+    from .app import ServerState
+
+
+def new_session_runtime(
+    state: ServerState,
+    session: AnySession,
+    *,
+    key_id: str,
+    transport: str,
+    model: str,
+    send: Callable[[ServerEvent], None],
+    close: Callable[[int, str], Awaitable[None]],
+) -> SessionRuntime:
+    """A session starting from ``session`` with the server's limits, budgets, engines and
+    observers (admission, ``state.limits.admit``, is the caller's to do first)."""
+    settings = state.settings
+    limits = Limits(
+        max_input_buffer_ms=settings.max_input_buffer_seconds * 1000,
+        max_context_tokens=settings.llm_context,
+        max_session_minutes=settings.max_session_minutes,
+    )
+    core = SessionCore(
+        session,
+        count_tokens=state.engines.llm.count_tokens,
+        created_at=int(time.time()),
+        limits=limits,
+        voice_check=state.engines.voice_problem,
+        **budget_hooks(state.usage_ledger, key_id),
+    )
+    info = SessionInfo(session_id="", key_id=key_id, transport=transport, model=model)
+    return SessionRuntime(
+        core,
+        state.engines,
+        state.scheduler,
+        send,
+        close,
+        observers=state.observers,
+        info=info,
+        admit_event=lambda: state.limits.allow_event(key_id),
+    )

@@ -1,0 +1,334 @@
+"""WebRTC calls against the real server: aiortc as the browser, real recorded speech in,
+the assistant's voice back over RTP, events over the ``oai-events`` data channel and a
+sideband WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from openai import AsyncOpenAI, NotFoundError
+
+from tests.speech_audio import LEAD_MS, REFERENCE_EDGES, caller_audio
+from tests.support import ServerProcess, run_server, validate_server_event
+from tests.webrtc_client import Caller
+
+VOICE_SESSION = {
+    "type": "realtime",
+    "model": "gpt-realtime",
+    "instructions": "You are a helpful voice assistant. Answer in one or two short sentences.",
+    "audio": {"input": {"transcription": {"model": "whisper-1"}}},
+}
+
+
+def auth(server: ServerProcess) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.api_key}"}
+
+
+@pytest.fixture
+async def caller() -> AsyncIterator[Caller]:
+    call = Caller()
+    yield call
+    await call.close()
+
+
+async def live_webrtc_sessions(server: ServerProcess) -> float:
+    """The server's own count of open WebRTC sessions (Prometheus gauge)."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        text = (await http.get("/metrics", headers=auth(server))).text
+    for line in text.splitlines():
+        if line.startswith('openrealtime_active_sessions{transport="webrtc"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def sideband_recv(ws: Any, kind: str, timeout: float = 30.0) -> dict[str, Any]:
+    while True:
+        event = validate_server_event(await asyncio.wait_for(ws.recv(), timeout))
+        if event["type"] == kind:
+            return event
+
+
+# ------------------------------------------------------------------ signalling (no speech models)
+
+
+async def test_bad_offers_get_openai_shaped_errors(text_server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=text_server.url) as http:
+        missing_auth = await http.post(
+            "/v1/realtime/calls", content="v=0\r\n", headers={"Content-Type": "application/sdp"}
+        )
+        assert missing_auth.status_code == 401
+        assert missing_auth.json()["error"]["code"] == "invalid_api_key"
+
+        garbage = await http.post(
+            "/v1/realtime/calls",
+            content="this is not sdp",
+            headers={**auth(text_server), "Content-Type": "application/sdp"},
+        )
+        assert garbage.status_code == 400
+        error = garbage.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["param"] == "sdp"
+
+        broken = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        no_ice = await http.post(
+            "/v1/realtime/calls",
+            content=broken,
+            headers={**auth(text_server), "Content-Type": "application/sdp"},
+        )
+        assert no_ice.status_code == 400
+        assert set(no_ice.json()["error"]) == {"message", "type", "param", "code"}
+
+        bad_session = await http.post(
+            "/v1/realtime/calls",
+            headers=auth(text_server),
+            files={
+                "sdp": (None, broken, "application/sdp"),
+                "session": (None, json.dumps({"type": "realtime", "audio": {"output": {"speed": 9}}})),
+            },
+        )
+        assert bad_session.status_code == 400
+        assert bad_session.json()["error"]["param"].startswith("session.audio.output.speed")
+
+        unknown = await http.post("/v1/realtime/calls/rtc_nope/hangup", headers=auth(text_server))
+        assert unknown.status_code == 404
+        assert unknown.json()["error"]["code"] == "call_not_found"
+
+        unauthorised = await http.post("/v1/realtime/calls/rtc_nope/hangup")
+        assert unauthorised.status_code == 401
+
+
+async def test_call_session_sideband_and_hangup(text_server: ServerProcess, caller: Caller) -> None:
+    before = await live_webrtc_sessions(text_server)
+    call_id = await caller.connect(text_server, session={"type": "realtime", "model": "gpt-realtime"})
+    created = (await caller.until("session.created", timeout=30))[-1]
+    assert await live_webrtc_sessions(text_server) == before + 1
+    assert created["session"]["model"] == "gpt-realtime"
+
+    url = f"{text_server.ws_url}/v1/realtime?call_id={call_id}"
+    async with websockets.connect(url, additional_headers=auth(text_server)) as sideband:
+        await sideband.send(
+            json.dumps(
+                {"type": "session.update", "session": {"type": "realtime", "instructions": "Be brief."}}
+            )
+        )
+        on_sideband = await sideband_recv(sideband, "session.updated")
+        on_channel = (await caller.until("session.updated", timeout=30))[-1]
+        assert on_sideband["event_id"] == on_channel["event_id"]
+        assert on_channel["session"]["instructions"] == "Be brief."
+
+        # a client event on the data channel is answered on both
+        caller.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                     "content": [{"type": "input_text", "text": "hello"}]}})  # fmt: skip
+        await sideband_recv(sideband, "conversation.item.added")
+        await caller.until("conversation.item.added", timeout=30)
+
+        async with httpx.AsyncClient(base_url=text_server.url) as http:
+            hangup = await http.post(f"/v1/realtime/calls/{call_id}/hangup", headers=auth(text_server))
+            assert hangup.status_code == 200 and hangup.content == b""
+            again = await http.post(f"/v1/realtime/calls/{call_id}/hangup", headers=auth(text_server))
+            assert again.status_code == 404
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(sideband.recv(), 10)
+    assert sideband.close_code == 1000
+    assert await live_webrtc_sessions(text_server) == before  # the session was closed, not leaked
+
+    # the call left the registry: a new sideband is refused
+    async with websockets.connect(url, additional_headers=auth(text_server)) as late:
+        error = validate_server_event(await asyncio.wait_for(late.recv(), 10))
+        assert error["type"] == "error" and error["error"]["code"] == "call_not_found"
+
+
+@pytest.mark.parametrize("gone", ["peer connection", "data channel"])
+async def test_peer_closing_ends_the_call(text_server: ServerProcess, caller: Caller, gone: str) -> None:
+    call_id = await caller.connect(text_server, session={"type": "realtime", "model": "gpt-realtime"})
+    await caller.until("session.created", timeout=30)
+    url = f"{text_server.ws_url}/v1/realtime?call_id={call_id}"
+    async with websockets.connect(url, additional_headers=auth(text_server)) as sideband:
+        if gone == "peer connection":
+            await caller.pc.close()  # the browser tab goes away
+        else:
+            caller.channel.close()
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(sideband.recv(), 30)
+    async with httpx.AsyncClient(base_url=text_server.url) as http:
+        response = await http.post(f"/v1/realtime/calls/{call_id}/hangup", headers=auth(text_server))
+        assert response.status_code == 404
+
+
+async def test_ephemeral_key_with_raw_sdp(text_server: ServerProcess, caller: Caller) -> None:
+    async with httpx.AsyncClient(base_url=text_server.url) as http:
+        minted = await http.post(
+            "/v1/realtime/client_secrets",
+            headers=auth(text_server),
+            json={"session": {"type": "realtime", "model": "gpt-realtime", "instructions": "Bound here."}},
+        )
+    assert minted.status_code == 200, minted.text
+    key = minted.json()["value"]
+    call_id = await caller.connect(text_server, key=key)
+    created = (await caller.until("session.created", timeout=30))[-1]
+    assert created["session"]["instructions"] == "Bound here."
+    # an ek_ key may not hang up or attach a sideband
+    async with httpx.AsyncClient(base_url=text_server.url) as http:
+        refused = await http.post(
+            f"/v1/realtime/calls/{call_id}/hangup", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert refused.status_code == 401
+        ok = await http.post(f"/v1/realtime/calls/{call_id}/hangup", headers=auth(text_server))
+        assert ok.status_code == 200
+
+
+async def test_openai_sdk_creates_joins_and_hangs_up_a_call(
+    text_server: ServerProcess, caller: Caller
+) -> None:
+    """The official SDK's calls.create (multipart, ``Accept: application/sdp``), a sideband
+    through ``realtime.connect(call_id=...)`` and calls.hangup."""
+    client = AsyncOpenAI(base_url=text_server.base_url, api_key=text_server.api_key)
+    offer = await caller.offer()
+    raw = await client.realtime.calls.with_raw_response.create(
+        sdp=offer, session={"type": "realtime", "model": "gpt-realtime", "instructions": "From the SDK."}
+    )
+    assert raw.status_code == 201
+    call_id = await caller.accept(raw.parse().text, raw.headers["location"])
+    created = (await caller.until("session.created", timeout=30))[-1]
+    assert created["session"]["instructions"] == "From the SDK."
+    async with client.realtime.connect(call_id=call_id) as sideband:
+        await sideband.session.update(session={"type": "realtime", "instructions": "Changed aside."})
+        while True:
+            event = validate_server_event(await sideband.recv_bytes())
+            if event["type"] == "session.updated":
+                break
+        assert event["session"]["instructions"] == "Changed aside."
+        await client.realtime.calls.hangup(call_id)
+    assert (await caller.until("session.updated", timeout=30))[-1]["event_id"] == event["event_id"]
+    with pytest.raises(NotFoundError):
+        await client.realtime.calls.hangup(call_id)
+
+
+# ------------------------------------------------------------------ real speech, real models
+
+
+@pytest.fixture(scope="module")
+def voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with run_server(tmp_path_factory.mktemp("webrtc-voice")) as server:
+        yield server
+
+
+def speech_end_sample(name: str) -> int:
+    return (LEAD_MS + REFERENCE_EDGES[name][1]) * 24
+
+
+async def retrieve_audio_ms(caller: Caller, item_id: str) -> float:
+    """The assistant item's audio length as the server holds it (pcm16 24 kHz)."""
+    caller.send({"type": "conversation.item.retrieve", "item_id": item_id})
+    retrieved = (await caller.until("conversation.item.retrieved", timeout=30))[-1]
+    audio = retrieved["item"]["content"][0].get("audio") or ""
+    return len(base64.b64decode(audio)) / 48
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("codec", ["audio/opus", "audio/pcmu"])
+async def test_voice_turn_over_webrtc(voice_server: ServerProcess, caller: Caller, codec: str) -> None:
+    await caller.connect(voice_server, session=VOICE_SESSION, codec=codec)
+    assert f"{codec.split('/')[1]}/".lower() in caller.pc.remoteDescription.sdp.lower()
+    await caller.until("session.created", timeout=60)
+    name = "goforward"
+    speech_end = caller.mic.play(caller_audio(name), mark_at=speech_end_sample(name))
+    await caller.until("response.done", timeout=120)
+    stopped = (await caller.until("output_audio_buffer.stopped", timeout=60))[-1]
+
+    types = [e["type"] for _, e in caller.events]
+    assert "response.output_audio.delta" not in types  # the audio went over RTP
+    for kind in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped"):
+        assert len(caller.of(kind)) == 1, kind
+    transcript = caller.of("conversation.item.input_audio_transcription.completed")[0]["transcript"]
+    assert "forward" in transcript.lower()
+    done = caller.of("response.done")[0]["response"]
+    assert done["status"] == "completed"
+    started = caller.of("output_audio_buffer.started")
+    assert [e["response_id"] for e in started] == [done["id"]] == [stopped["response_id"]]
+    assert types.index("response.content_part.added") < types.index("output_audio_buffer.started")
+    assert types.index("response.done") < types.index("output_audio_buffer.stopped")
+    assert caller.of("response.output_audio_transcript.done")[0]["transcript"].strip()
+
+    # what the caller heard is the whole answer, at real-time pace
+    item_id = done["output"][0]["id"]
+    answer_ms = await retrieve_audio_ms(caller, item_id)
+    assert answer_ms > 500
+    t_started, t_stopped = caller.time_of(started[0]), caller.time_of(stopped)
+    played_ms = (t_stopped - t_started) * 1000  # real-time pace: never faster than the audio
+    assert answer_ms - 100 < played_ms < answer_ms + 3000  # (slower only by synthesis underruns)
+    voiced = caller.audio_between(t_started, t_stopped + 0.3)
+    assert voiced * 1000 > 0.5 * answer_ms
+    first_sound = caller.first_sound_after(await speech_end)
+    assert first_sound is not None and first_sound >= t_started - 0.1
+    latency_ms = (first_sound - speech_end.result()) * 1000
+    print(f"webrtc {codec} voice-to-voice {latency_ms:.0f} ms, answer {answer_ms:.0f} ms")
+    assert 0 < latency_ms < 10_000
+
+
+@pytest.mark.slow
+async def test_barge_in_and_client_clear_over_webrtc(voice_server: ServerProcess, caller: Caller) -> None:
+    session = {
+        **VOICE_SESSION,
+        "instructions": "You are a storyteller. Whatever the user says, answer with a long story "
+        "of at least six sentences.",
+    }
+    await caller.connect(voice_server, session=session)
+    await caller.until("session.created", timeout=60)
+    caller.mic.play(caller_audio("librivox-0880"))
+    first = (await caller.until("output_audio_buffer.started", timeout=120))[-1]
+    playing_from = caller.time_of(first)
+    while caller.audio_between(playing_from, 1e12) < 1.0:  # let a second of the answer play
+        await asyncio.sleep(0.05)
+
+    caller.mic.play(caller_audio("cards-001"))  # the caller talks over the answer
+    events = await caller.until("output_audio_buffer.cleared", timeout=60)
+    cleared = events[-1]
+    assert cleared["response_id"] == first["response_id"]
+    assert events[-2]["type"] == "input_audio_buffer.speech_started"
+    truncated = (await caller.until("conversation.item.truncated", timeout=30))[-1]
+    cancelled = [
+        e["response"] for e in caller.of("response.done") if e["response"]["id"] == first["response_id"]
+    ]
+    assert cancelled and cancelled[0]["status"] == "cancelled"
+    assert cancelled[0]["status_details"]["reason"] == "turn_detected"
+    assert truncated["item_id"] == cancelled[0]["output"][0]["id"]
+    assert not [
+        e for e in caller.of("output_audio_buffer.stopped") if e["response_id"] == first["response_id"]
+    ]
+    # the item keeps only what was heard
+    kept_ms = await retrieve_audio_ms(caller, truncated["item_id"])
+    assert abs(kept_ms - truncated["audio_end_ms"]) <= 1
+
+    # the answer to the interruption plays; the client stops it the way agents-js does
+    second = (await caller.until("output_audio_buffer.started", timeout=120))[-1]
+    assert second["response_id"] != first["response_id"]
+    # what reached the caller of the first answer (frames still in flight at the clear included):
+    # its audible frames are a lower bound, its whole span (pauses and synthesis underruns
+    # included) an upper bound of the audio the server played before cutting the item there
+    t_cleared, t_second = caller.time_of(cleared), caller.time_of(second)
+    answer = [h for h in caller.heard if playing_from - 0.05 <= h.at < t_second - 0.05]
+    audible = [h for h in answer if h.rms > 100]
+    audible_ms = sum(h.seconds for h in audible) * 1000
+    span_ms = (audible[-1].at - audible[0].at + 0.02) * 1000
+    after_clear_ms = sum(h.seconds for h in audible if h.at > t_cleared) * 1000
+    print(f"truncated at {truncated['audio_end_ms']} ms; heard {audible_ms:.0f}-{span_ms:.0f} ms")
+    assert audible_ms - 100 <= truncated["audio_end_ms"] <= span_ms + 100
+    assert after_clear_ms < 500  # only what was already on its way; the rest was dropped at once
+    caller.send({"type": "response.cancel"})
+    caller.send({"type": "output_audio_buffer.clear"})
+    manual = (await caller.until("output_audio_buffer.cleared", timeout=30))[-1]
+    assert manual["response_id"] == second["response_id"]
+    await caller.until("conversation.item.truncated", timeout=30)
+    assert "response.output_audio.delta" not in [e["type"] for _, e in caller.events]
+    assert not caller.of("error") or all(
+        e["error"]["code"] == "response_cancel_not_active" for e in caller.of("error")
+    )

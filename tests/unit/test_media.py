@@ -1,0 +1,206 @@
+"""Server-side playout: frames, playback events, barge-in accounting and real-time pacing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from openrealtime.audio import formats
+from openrealtime.transports.media import (
+    FramePacer,
+    InboundAudio,
+    PlaybackCleared,
+    PlaybackStarted,
+    PlaybackStopped,
+    Playout,
+    RateConverter,
+)
+
+RATE = 24000
+FRAME = 480  # 20 ms at 24 kHz
+
+
+def tone(ms: int, value: int = 1000) -> np.ndarray:
+    return np.full(RATE * ms // 1000, value, dtype=np.int16)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pull_all(playout: Playout, frames: int) -> tuple[list[np.ndarray], list[object]]:
+    out, events = [], []
+    for _ in range(frames):
+        frame, happened = playout.pull()
+        out.append(frame)
+        events.extend(happened)
+    return out, events
+
+
+def test_silence_when_nothing_is_queued() -> None:
+    playout = Playout()
+    frame, events = playout.pull()
+    assert frame.shape == (FRAME,) and not frame.any() and events == []
+    assert not playout.busy
+
+
+def test_started_on_first_frame_and_stopped_after_done_and_drained() -> None:
+    playout = Playout()
+    playout.push("resp_1", "item_1", tone(50))
+    assert playout.busy
+    frames, events = pull_all(playout, 2)
+    assert events == [PlaybackStarted("resp_1")]
+    assert all(f.all() for f in frames)
+    # 10 ms left; not done yet: the tail plays, then silence, and nothing stops
+    frames, events = pull_all(playout, 3)
+    assert events == []
+    assert frames[0][:240].all() and not frames[0][240:].any()
+    assert playout.current == "resp_1"
+    # response.done after the audio drained: stopped at once
+    assert playout.finish("resp_1") == [PlaybackStopped("resp_1")]
+    assert not playout.busy
+    assert playout.played_ms("item_1") == 50
+
+
+def test_done_before_drained_stops_on_the_last_frame() -> None:
+    playout = Playout()
+    playout.push("resp_1", "item_1", tone(40))
+    assert playout.finish("resp_1") == []
+    _, first = playout.pull()
+    _, second = playout.pull()
+    assert first == [PlaybackStarted("resp_1")]
+    assert second == [PlaybackStopped("resp_1")]
+    assert playout.pull()[1] == []  # reported once
+
+
+def test_next_response_starts_inside_the_same_frame() -> None:
+    playout = Playout()
+    playout.push("resp_1", "item_1", tone(10, 1))
+    playout.finish("resp_1")
+    playout.push("resp_2", "item_2", tone(30, 2))
+    frame, events = playout.pull()
+    assert events == [PlaybackStarted("resp_1"), PlaybackStopped("resp_1"), PlaybackStarted("resp_2")]
+    assert (frame[:240] == 1).all() and (frame[240:] == 2).all()
+
+
+def test_clear_reports_played_position_and_drops_the_rest() -> None:
+    playout = Playout()
+    playout.push("resp_1", "item_1", tone(1000))
+    pull_all(playout, 15)  # 300 ms played
+    cleared = playout.clear()
+    assert cleared == PlaybackCleared("resp_1", "item_1", 300)
+    assert not playout.busy and playout.queued_samples == 0
+    frame, events = playout.pull()
+    assert not frame.any() and events == []
+    # late audio of the cleared response is not played, and it never reports stopped
+    playout.push("resp_1", "item_1", tone(100))
+    assert playout.finish("resp_1") == []
+    assert not playout.pull()[0].any()
+    assert playout.clear() is None
+
+
+def test_clear_of_audio_not_yet_played() -> None:
+    playout = Playout()
+    playout.push("resp_1", "item_1", tone(100))
+    assert playout.clear() == PlaybackCleared("resp_1", "item_1", 0)
+
+
+def test_clear_during_an_underrun_still_targets_the_playing_response() -> None:
+    playout = Playout()
+    playout.push("resp_1", "item_1", tone(20))
+    pull_all(playout, 3)
+    assert playout.busy  # still synthesizing
+    assert playout.clear() == PlaybackCleared("resp_1", "item_1", 20)
+
+
+def test_two_items_of_one_response_count_separately() -> None:
+    playout = Playout()
+    playout.push("resp_1", "item_a", tone(20))
+    playout.push("resp_1", "item_b", tone(40))
+    _, events = pull_all(playout, 2)
+    assert events == [PlaybackStarted("resp_1")]
+    assert playout.played_ms("item_a") == 20 and playout.played_ms("item_b") == 20
+    assert playout.clear() == PlaybackCleared("resp_1", "item_b", 20)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=2000), min_size=1, max_size=12))
+def test_every_pushed_sample_plays_once_in_order(chunks: list[int]) -> None:
+    playout = Playout()
+    pushed = []
+    counter = 1
+    for size in chunks:
+        pcm = (np.arange(counter, counter + size) % 30000 + 1).astype(np.int16)
+        counter += size
+        pushed.append(pcm)
+        playout.push("resp_1", "item_1", pcm)
+    playout.finish("resp_1")
+    expected = np.concatenate(pushed)
+    frames, events = pull_all(playout, len(expected) // FRAME + 2)
+    played = np.concatenate(frames)
+    assert np.array_equal(played[: len(expected)], expected)
+    assert not played[len(expected) :].any()
+    assert events == [PlaybackStarted("resp_1"), PlaybackStopped("resp_1")]
+    assert playout.played_ms("item_1") == len(expected) * 1000 // RATE
+
+
+def test_pacer_keeps_real_time_against_the_clock() -> None:
+    clock = FakeClock()
+    pacer = FramePacer(clock)
+    assert pacer.next_delay() == 0.0  # first frame at once
+    assert pacer.next_delay() == pytest.approx(0.020)
+    clock.now += 0.005  # the sender woke up early
+    assert pacer.next_delay() == pytest.approx(0.035)
+    clock.now += 0.035 + 0.030  # woke up 30 ms late: frame 3 (due 10 ms ago) goes at once
+    assert pacer.next_delay() == 0.0
+    clock.now += 0.005  # and frame 4 is due in 5 ms, back on the original grid
+    assert pacer.next_delay() == pytest.approx(0.005)
+    assert pacer.frames == 5
+
+
+def test_pacer_resynchronises_after_a_stall_instead_of_bursting() -> None:
+    clock = FakeClock()
+    pacer = FramePacer(clock, max_lag_ms=200)
+    pacer.next_delay()
+    clock.now += 1.0  # the event loop was blocked for a second
+    assert pacer.next_delay() == 0.0
+    assert pacer.next_delay() == pytest.approx(0.020)  # not 49 frames at once
+
+
+def test_rate_converter_gives_exact_frames_with_the_signal() -> None:
+    converter = RateConverter(RATE, 48000)
+    t = np.arange(RATE) / RATE
+    signal = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    out = np.concatenate([converter.convert(signal[i : i + FRAME]) for i in range(0, RATE, FRAME)])
+    assert len(out) == 48000
+    spectrum = np.abs(np.fft.rfft(out[4800:].astype(np.float64)))
+    assert abs(np.argmax(spectrum) * 48000 / len(out[4800:]) - 440) < 2
+
+
+def test_inbound_stereo_48k_becomes_session_pcm() -> None:
+    inbound = InboundAudio()
+    t = np.arange(960 * 50) / 48000
+    mono = (6000 * np.sin(2 * np.pi * 300 * t)).astype(np.int16)
+    stereo = np.stack([mono, mono], axis=1).reshape(-1)
+    out = b"".join(
+        inbound.convert(stereo[i : i + 1920], 48000, 2, "audio/pcm") for i in range(0, len(stereo), 1920)
+    )
+    pcm = np.frombuffer(out, dtype=np.int16)
+    assert abs(len(pcm) - 24000) < 48  # 48 <-> 24 kHz holds back almost nothing
+    level = np.sqrt(np.mean(pcm[2400:].astype(np.float64) ** 2))
+    assert level == pytest.approx(6000 / np.sqrt(2), rel=0.05)
+
+
+def test_inbound_g711_session_format() -> None:
+    inbound = InboundAudio()
+    pcm8k = (4000 * np.sin(2 * np.pi * 200 * np.arange(8000) / 8000)).astype(np.int16)
+    out = b"".join(inbound.convert(pcm8k[i : i + 160], 8000, 1, "audio/pcmu") for i in range(0, 8000, 160))
+    assert len(out) == 8000  # same rate: encoded directly, nothing held back
+    decoded = np.frombuffer(formats.decode("audio/pcmu", out), dtype=np.int16)
+    assert np.sqrt(np.mean(decoded.astype(np.float64) ** 2)) == pytest.approx(4000 / np.sqrt(2), rel=0.05)

@@ -1,0 +1,200 @@
+"""A WebRTC caller built on aiortc, the way a browser talks to ``POST /v1/realtime/calls``:
+a microphone track that plays recorded speech at real-time pace (silence otherwise), the
+``oai-events`` data channel, and a recorder of the audio the server plays back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame
+
+from openrealtime.transports.media import FramePacer
+from openrealtime.transports.webrtc import frame_samples, ice_addresses, peer_configuration
+from tests.support import ServerProcess, validate_server_event
+
+RATE = 24000
+FRAME = RATE // 50  # 20 ms
+
+
+class Microphone(MediaStreamTrack):
+    """Sends queued 24 kHz speech at real-time pace, silence when nothing is queued, and
+    notes when each queued clip's marked sample left."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending = np.zeros(0, dtype=np.int16)
+        self.pacer = FramePacer(time.monotonic)
+        self.pts = 0
+        self.marks: list[tuple[int, asyncio.Future[float]]] = []
+
+    def play(self, pcm24: np.ndarray, mark_at: int | None = None) -> asyncio.Future[float]:
+        """Queue ``pcm24``; the future resolves (monotonic time) when sample ``mark_at`` (default:
+        the last one) has been sent."""
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        offset = len(self.pending) + (len(pcm24) - 1 if mark_at is None else mark_at)
+        self.marks.append((offset, future))
+        self.pending = np.concatenate([self.pending, pcm24.astype(np.int16)])
+        return future
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        delay = self.pacer.next_delay()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk = self.pending[:FRAME]
+        self.pending = self.pending[FRAME:]
+        now = time.monotonic()
+        kept = []
+        for offset, future in self.marks:
+            if offset < FRAME and not future.done():
+                future.set_result(now)
+            elif offset >= FRAME:
+                kept.append((offset - FRAME, future))
+        self.marks = kept
+        out = np.zeros(FRAME, dtype=np.int16)
+        out[: len(chunk)] = chunk
+        frame = AudioFrame.from_ndarray(out.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self.pts
+        frame.time_base = fractions.Fraction(1, RATE)
+        self.pts += FRAME
+        return frame
+
+
+@dataclass
+class Heard:
+    """One frame of received audio: arrival (monotonic s), duration (s) and RMS level."""
+
+    at: float
+    seconds: float
+    rms: float
+
+
+@dataclass
+class Caller:
+    """One call from the client side. ``events`` holds every validated server event with its
+    arrival time; ``heard`` every received audio frame."""
+
+    pc: RTCPeerConnection = field(default_factory=lambda: RTCPeerConnection(peer_configuration()))
+    mic: Microphone = field(default_factory=Microphone)
+    events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    heard: list[Heard] = field(default_factory=list)
+    call_id: str = ""
+    inbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def connect(
+        self,
+        server: ServerProcess,
+        *,
+        session: dict[str, Any] | None = None,
+        key: str | None = None,
+        codec: str | None = None,
+    ) -> str:
+        """Offer audio + ``oai-events``; multipart with ``session`` when given, else raw SDP
+        authenticated with ``key`` (an ``ek_`` key). Returns the call id."""
+        offer = await self.offer(codec)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            if session is not None:
+                response = await http.post(
+                    "/v1/realtime/calls",
+                    headers={"Authorization": f"Bearer {key or server.api_key}"},
+                    files={
+                        "sdp": (None, offer, "application/sdp"),
+                        "session": (None, json.dumps(session), "application/json"),
+                    },
+                )
+            else:
+                response = await http.post(
+                    "/v1/realtime/calls",
+                    headers={"Authorization": f"Bearer {key}", "Content-Type": "application/sdp"},
+                    content=offer,
+                )
+        assert response.status_code == 201, response.text
+        assert response.headers["content-type"].startswith("application/sdp")
+        return await self.accept(response.text, response.headers["location"])
+
+    async def offer(self, codec: str | None = None) -> str:
+        """The SDP offer: one microphone track and the ``oai-events`` channel, host candidates
+        on loopback gathered in full (no trickle)."""
+        self.channel = self.pc.createDataChannel("oai-events")
+        self.channel.on("message", self._on_message)
+        transceiver = self.pc.addTransceiver(self.mic, direction="sendrecv")
+        if codec is not None:
+            caps = RTCRtpSender.getCapabilities("audio")
+            transceiver.setCodecPreferences([c for c in caps.codecs if c.mimeType.lower() == codec])
+        self.pc.on("track", self._on_track)
+        with ice_addresses(("127.0.0.1",)):
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def accept(self, answer: str, location: str) -> str:
+        """Apply the server's answer; the call id is the last segment of ``Location``."""
+        self.call_id = location.rsplit("/", 1)[-1]
+        assert location == f"/v1/realtime/calls/{self.call_id}" and self.call_id.startswith("rtc_")
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        return self.call_id
+
+    def _on_message(self, message: str | bytes) -> None:
+        event = validate_server_event(message)
+        self.events.append((time.monotonic(), event))
+        self.inbox.put_nowait(event)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self.tasks.append(asyncio.ensure_future(self._record(track)))
+
+    async def _record(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, AudioFrame)
+            samples, _channels = frame_samples(frame)
+            level = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if len(samples) else 0.0
+            self.heard.append(Heard(time.monotonic(), frame.samples / frame.sample_rate, level))
+
+    async def until(self, kind: str, timeout: float = 120.0) -> list[dict[str, Any]]:
+        """Events up to and including the next one of type ``kind``."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            event = await asyncio.wait_for(self.inbox.get(), max(0.01, deadline - time.monotonic()))
+            out.append(event)
+            if event["type"] == kind:
+                return out
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.channel.send(json.dumps(event))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for _, e in self.events if e["type"] == kind]
+
+    def time_of(self, event: dict[str, Any]) -> float:
+        return next(at for at, e in self.events if e is event)
+
+    def audio_between(self, start: float, end: float, threshold: float = 100.0) -> float:
+        """Seconds of non-silent audio received between two instants."""
+        return sum(h.seconds for h in self.heard if start <= h.at <= end and h.rms > threshold)
+
+    def first_sound_after(self, start: float, threshold: float = 100.0) -> float | None:
+        return next((h.at for h in self.heard if h.at >= start and h.rms > threshold), None)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self.pc.close()
