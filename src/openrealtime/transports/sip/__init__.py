@@ -1,0 +1,1 @@
+"""SIP entry: a user agent server that answers phone calls into Realtime sessions."""
