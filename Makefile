@@ -30,12 +30,14 @@ system-deps:
 
 models: install
 	$(BIN)/python -m openrealtime.engines.assets $(MODELS)
+	PYTHON=$(PYTHON) scripts/vision-model.sh $(BIN)/python
 
 serve: models
 	$(BIN)/openrealtime serve --host $(HOST) --port $(PORT)
 
 test: models
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -58,9 +58,15 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def run_server(
-    tmp: Path, *, args: list[str] | None = None, env: dict[str, str] | None = None, timeout: float = 300.0
+    tmp: Path,
+    *,
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300.0,
+    scheme: str = "http",
 ) -> Iterator[ServerProcess]:
-    """Start ``openrealtime serve`` on a free loopback port and wait until it is healthy."""
+    """Start ``openrealtime serve`` on a free loopback port and wait until it is healthy
+    (``scheme="https"`` when ``args`` give it a TLS certificate)."""
     port = free_port()
     key = "sk-test-" + os.urandom(8).hex()
     log_path = tmp / f"server-{port}.log"
@@ -68,6 +74,7 @@ def run_server(
         **os.environ,
         "OPENREALTIME_API_KEYS": key,
         "OPENREALTIME_DATA_DIR": str(tmp / "data"),
+        "OPENREALTIME_LLM_SEED": "7",
         "HF_HUB_OFFLINE": "1",
         **(env or {}),
     }
@@ -88,14 +95,17 @@ def run_server(
             stderr=subprocess.STDOUT,
             env=full_env,
         )
-    server = ServerProcess(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", key, process, log_path)
+    ws_scheme = "wss" if scheme == "https" else "ws"
+    server = ServerProcess(
+        f"{scheme}://127.0.0.1:{port}", f"{ws_scheme}://127.0.0.1:{port}", key, process, log_path
+    )
     deadline = time.monotonic() + timeout
     try:
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{server.log()[-4000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(server.url + "/healthz", timeout=1.0).status_code == 200:
+                if httpx.get(server.url + "/healthz", timeout=1.0, verify=False).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server did not become healthy:\n{server.log()[-4000:]}")
@@ -113,6 +123,15 @@ def run_server(
 @contextlib.contextmanager
 def run_llama_cpp_server(tmp: Path, model: Path, *, timeout: float = 120.0) -> Iterator[str]:
     """``python -m llama_cpp.server`` on ``model`` in its own process; yields its ``/v1`` URL."""
+    with llama_cpp_server_process(tmp, model, timeout=timeout) as (base_url, _):
+        yield base_url
+
+
+@contextlib.contextmanager
+def llama_cpp_server_process(
+    tmp: Path, model: Path, *, timeout: float = 120.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Like ``run_llama_cpp_server`` but also yields the process (to make it fail on purpose)."""
     port = free_port()
     log_path = tmp / f"llama-server-{port}.log"
     with log_path.open("wb") as log:
@@ -139,7 +158,7 @@ def run_llama_cpp_server(tmp: Path, model: Path, *, timeout: float = 120.0) -> I
             if time.monotonic() > deadline:
                 raise RuntimeError(f"llama_cpp.server did not come up: {log_path.read_text()[-2000:]}")
             time.sleep(0.25)
-        yield base_url
+        yield base_url, process
     finally:
         process.terminate()
         try:

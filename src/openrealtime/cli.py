@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -21,17 +20,21 @@ def serve(
     port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
     llm: Annotated[str | None, typer.Option(help="LLM profile or GGUF path.")] = None,
     text_only: Annotated[bool, typer.Option(help="Load no speech engines (text sessions only).")] = False,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(help="TLS certificate (PEM): serve https:// and wss://.")
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
 ) -> None:
     """Start the server on the configured engines."""
     from .runtime.engines import build_engines
     from .server.app import create_app
     from .server.auth import KeyStore
+    from .telemetry.logs import configure_logging
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = Settings.load(host=host, port=port, llm=llm)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    secrets = [*settings.api_keys, *settings.usage_admin_keys, settings.llm_api_key or ""]
+    configure_logging(settings.log_level, settings.log_format, secrets)
     keys, generated = KeyStore.load(settings.api_keys, settings.data_dir)
     if generated:
         typer.echo(
@@ -46,6 +49,9 @@ def serve(
         port=settings.port,
         ws_max_size=settings.max_message_bytes,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's loggers go through the handler configured above
+        ssl_certfile=str(ssl_certfile or settings.ssl_certfile or "") or None,
+        ssl_keyfile=str(ssl_keyfile or settings.ssl_keyfile or "") or None,
     )
 
 
@@ -74,6 +80,87 @@ def models(
     from .engines import assets
 
     raise typer.Exit(assets.main(names or []))
+
+
+@app.command()
+def bench(
+    audio: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Audio files to speak (wav, flac, ...; default: the bundled real-speech samples)."
+        ),
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="A running server (default: start one here).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="OPENAI_API_KEY", help="Key for --url.")] = None,
+    max_concurrency: Annotated[int, typer.Option(min=1, help="Highest level of the sweep.")] = 8,
+    p95_limit_ms: Annotated[
+        float, typer.Option(help="A level holds at p95 voice-to-voice <= this.")
+    ] = 1500.0,
+    keep_going: Annotated[bool, typer.Option(help="Run every level even after one missed.")] = False,
+    turns: Annotated[int, typer.Option(min=1, help="Turns per session.")] = 3,
+    min_turns: Annotated[int, typer.Option(min=1, help="Turns per level at least.")] = 8,
+    silence_ms: Annotated[int, typer.Option(help="server_vad silence_duration_ms.")] = 300,
+    warm_up: Annotated[bool, typer.Option(help="One uncounted turn first.")] = True,
+    server_arg: Annotated[
+        list[str] | None, typer.Option(help="Extra argument for the self-started `serve`.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: bench/results in a checkout).")
+    ] = None,
+) -> None:
+    """Voice-to-voice latency over concurrent real-speech sessions; writes JSON and a PNG plot."""
+    import sys
+
+    from .benchmark.runner import BenchOptions, run_benchmark
+
+    options = BenchOptions(
+        audio=audio or [],
+        url=url,
+        api_key=api_key,
+        max_concurrency=max_concurrency,
+        p95_limit_ms=p95_limit_ms,
+        keep_going=keep_going,
+        turns=turns,
+        min_turns=min_turns,
+        silence_ms=silence_ms,
+        warm_up=warm_up,
+        serve_args=server_arg or [],
+        out=out,
+        command=" ".join(["openrealtime", *sys.argv[1:]]),
+    )
+    try:
+        run_benchmark(options)
+    except (ValueError, RuntimeError, OSError) as error:
+        typer.echo(f"bench failed: {error}", err=True)
+        raise typer.Exit(1) from error
+
+
+@app.command()
+def usage(
+    group_by: Annotated[str, typer.Option(help="key, session or day, or a comma list (key,day).")] = "key",
+    days: Annotated[float | None, typer.Option(help="Only the last N days.")] = None,
+    start: Annotated[float | None, typer.Option(help="From this time (epoch seconds).")] = None,
+    end: Annotated[float | None, typer.Option(help="Before this time (epoch seconds).")] = None,
+    key_id: Annotated[str | None, typer.Option(help="Only this key id (key_...).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Database URL (default: the data dir's).")] = None,
+) -> None:
+    """Token usage and cost from the usage ledger (reads the database directly)."""
+    import time
+
+    from .server.usage import BadQuery, parse_group_by
+    from .storage import UsageQuery
+    from .storage.report import print_usage
+
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    try:
+        groups = parse_group_by(group_by)
+    except BadQuery as err:
+        raise typer.BadParameter(str(err), param_hint="--group-by") from None
+    since = time.time() - days * 86_400 if days is not None else start
+    query = UsageQuery(group_by=groups, key_ids=[key_id] if key_id else None, start=since, end=end)
+    raise typer.Exit(print_usage(settings.database_url, settings.data_dir, query, as_json=as_json))
 
 
 def main() -> None:

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Comma-separated API keys; when empty a key is generated once into the data dir."""
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per log line (timestamp, level, logger, message, ids)."""
+    metrics_auth: bool = True
+    """``GET /metrics`` requires an API key; false opens it (for a scraper on a private network)."""
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP collector base URL for traces (else ``OTEL_EXPORTER_OTLP_ENDPOINT``); unset: off."""
     warm_up: bool = True
     """Run every engine once at start-up (and prime the LLM's prompt cache)."""
 
@@ -41,6 +47,9 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     """An OpenAI-compatible Chat Completions endpoint; when set it replaces the embedded LLM."""
     llm_model: str = "default"
+    llm_fallback: str | None = None
+    """Embedded profile (or GGUF path) that answers when ``llm_base_url`` fails before its
+    first token; unset: such a turn gets a short apology instead."""
     llm_api_key: str | None = None
     llm_threads: int = 1
     llm_batch_threads: int = 1
@@ -49,6 +58,19 @@ class Settings(BaseSettings):
     2 halves the cached first token for a single caller on 2 idle cores, but worsened p95
     with two callers at once (bench/voice_latency.py), so the default is 1."""
     llm_context: int = 8192
+    llm_seed: int | None = None
+    """Fixed sampling seed for the embedded LLM (equal prompts give equal answers); unset
+    draws a fresh one per process."""
+
+    llm_vision: bool = False
+    """The ``llm_base_url`` endpoint is a vision-language model: images go to it as
+    ``image_url`` parts instead of the embedded describer's text analysis."""
+
+    # images
+    vision: Literal["embedded", "none"] = "embedded"
+    """How images are described for a text-only LLM: ``embedded`` OCR + ImageNet labels, or
+    ``none`` (the LLM is told an image was shared, nothing more)."""
+    vision_threads: int = 1
 
     # speech
     asr: str = "whisper-base"
@@ -70,14 +92,100 @@ class Settings(BaseSettings):
     kokoro_voices: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     """User-supplied Kokoro voice files (``.npz`` / ``.bin``)."""
 
+    # playground
+    playground_enabled: bool = True
+    """Serve the browser playground at ``/`` (sign-in with an API key, then a cookie)."""
+    playground_session_hours: float = 12.0
+    """How long a playground sign-in lasts."""
+
     # limits
-    max_session_minutes: int = 60
+    max_session_minutes: float = 60
     max_message_bytes: int = 24 * 1024 * 1024
     max_input_buffer_seconds: int = 15 * 60
+    max_sessions: int = 100
+    """Concurrent sessions on this server (all transports); more are refused with an error."""
+    max_sessions_per_key: int = 20
+    """Concurrent sessions per API key (an ephemeral key counts against its parent)."""
+    max_events_per_second: float = 200.0
+    """Client events per second per API key across its sessions (0: unlimited); bursts up to
+    ``event_burst`` are allowed. Over the rate an event is refused with ``rate_limit_exceeded``."""
+    event_burst: float = 1000.0
+    max_send_queue_bytes: int = 64 * 1024 * 1024
+    idle_connection_seconds: float = 900.0
+    """A WebSocket that sends nothing for this long while no response runs gets ``idle_timeout``
+    and is closed (0: never)."""
+    max_request_bytes: int = 1024 * 1024
+    """Largest body accepted by the REST routes (SDP offers, session configs); more gets 413."""
+    ssl_certfile: Path | None = None
+    """TLS certificate (PEM) for ``serve``: some clients insist on ``https://``/``wss://``."""
+    ssl_keyfile: Path | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Origins allowed to call the REST routes from a browser page on another origin (none by
+    default: the playground is same-origin)."""
+    """Unsent output per connection before a client that stopped reading is disconnected (above
+    twice the largest message: a big item is echoed in both `added` and `done`)."""
 
-    @field_validator("api_keys", "piper_voices", "kokoro_voices", mode="before")
+    # storage, usage ledger, budgets
+    database_url: str | None = None
+    """``sqlite:///path.db`` or ``postgresql://user:pass@host:port/db``; default
+    ``openrealtime.db`` (SQLite) in the data dir."""
+    prices: Annotated[dict[str, float] | str | None, NoDecode] = None
+    """Price overrides in USD per 1M tokens: a JSON object or a JSON/TOML file path
+    (default: gpt-realtime list prices, see telemetry/prices.py)."""
+    budget_usd: float | None = None
+    """Spending limit per API key per ``budget_period``; past it new responses are refused."""
+    key_budgets_usd: dict[str, float] = Field(default_factory=dict)
+    """Per-key limits by key id (``{"key_ab12…": 5.0}``), overriding ``budget_usd``."""
+    budget_period: Literal["day", "month"] = "day"
+    budget_warn_fraction: float = Field(default=0.8, ge=0.0, le=1.0)
+    """Log a warning once a key has spent this fraction of its budget."""
+    usage_admin_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """API keys (or their ``key_…`` ids) that may read every key's usage at ``/v1/usage``."""
+
+    # MCP tools (run by the server)
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated hosts, IP addresses or CIDR networks MCP servers may be reached at even
+    when they are not public (loopback, private, link-local; ``*``: anywhere); by default only
+    public addresses are allowed (SSRF protection)."""
+    mcp_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Longest one MCP operation (listing tools, or one call) may take before it fails."""
+
+    # phone calls (SIP)
+    sip_enabled: bool = False
+    """Answer SIP calls (UDP and TCP) and hand them to the app through the webhook."""
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5060
+    sip_allowed_sources: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Trunk addresses or networks (``203.0.113.0/24``) admitted without digest auth. With
+    no allowlist and no digest user, only loopback callers are admitted."""
+    sip_digest_user: str | None = None
+    sip_digest_password: str | None = None
+    sip_ring_timeout_s: float = 30.0
+    """A call neither accepted nor rejected in this time is declined with 480."""
+    webhook_url: str | None = None
+    """Where ``realtime.call.incoming`` is POSTed."""
+    webhook_secret: str | None = None
+    """``whsec_<base64>``: the HMAC key that signs webhooks (Standard Webhooks)."""
+
+    @field_validator("sip_allowed_sources", mode="before")
+    @classmethod
+    def _split_sources(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator(
+        "api_keys", "piper_voices", "kokoro_voices", "usage_admin_keys", "cors_origins", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("mcp_allowed_hosts", mode="before")
+    @classmethod
+    def _split_mcp_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

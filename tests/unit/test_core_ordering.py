@@ -1,5 +1,8 @@
 """Stateful fuzzing of ``SessionCore``: random client events, engine results and VAD frames.
 
+MCP is played too: session tools of type ``mcp`` (listed or failing), model calls to MCP tools
+(run, failed, cancelled mid-call, or turned into approval requests) and approval responses.
+
 A hypothesis ``RuleBasedStateMachine`` plays client (valid and invalid events), engines (text,
 audio, tool calls, done, failed, cancel, transcripts, turn-detector answers) and VAD (speech
 probabilities over the audio it appended) against one core, and checks the emitted stream
@@ -25,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent
 from pydantic import TypeAdapter
 
-from openrealtime.core.commands import PredictEndOfTurn, TranscribeItem
+from openrealtime.core.commands import CallMcpTool, ListMcpTools, PredictEndOfTurn, TranscribeItem
 from openrealtime.core.session import BYTES_PER_MS, SessionCore
 from openrealtime.protocol.session import RealtimeSession
 
@@ -83,6 +86,17 @@ _SUCCESS_REPLY: dict[str, list[str]] = {
     "conversation.item.delete": ["conversation.item.deleted"],
     "response.create": ["response.created"],
 }
+_MCP_LISTING_START = ["conversation.item.added", "mcp_list_tools.in_progress"]
+_MCP_CALL_START = {
+    "response.output_item.added",
+    "conversation.item.added",
+    "response.mcp_call_arguments.delta",
+    "response.mcp_call_arguments.done",
+    "response.mcp_call.in_progress",
+    "response.mcp_call.failed",
+    "conversation.item.done",
+    "response.output_item.done",
+}
 
 
 class StreamChecker:
@@ -99,6 +113,7 @@ class StreamChecker:
         self.order: list[str] = []  # the conversation as a client rebuilds it from the events
         self.turn: tuple[str, str] | None = None  # (phase, item_id) of the committed-turn sequence
         self.transcription_on = False
+        self.list_items: set[str] = set()
         self.broken = False  # set once a check failed: later events prove nothing
 
     # ---- helpers
@@ -140,6 +155,13 @@ class StreamChecker:
             assert events[-2]["response"]["status_details"]["reason"] == "client_cancelled"
             return
         assert isinstance(kind, str) and kind in _SUCCESS_REPLY, f"{kind} should have failed: {kinds}"
+        if kind == "session.update":  # then one tools listing per new or changed MCP server
+            rest = kinds[1:]
+            assert kinds[:1] == ["session.updated"] and rest == _MCP_LISTING_START * (len(rest) // 2), kinds
+            return
+        if kind == "response.create":  # approved MCP calls start at once
+            assert kinds[:1] == ["response.created"] and set(kinds[1:]) <= _MCP_CALL_START, kinds
+            return
         assert kinds == _SUCCESS_REPLY[kind], f"{kind}: {kinds}"
 
     # ---- per event
@@ -164,6 +186,10 @@ class StreamChecker:
         rid = self._response_id(event)
         if rid is not None:
             self._check_response_event(event, rid)
+        elif kind.startswith("response.mcp_call."):
+            self._check_mcp_call_state(event)
+        elif kind.startswith("mcp_list_tools."):
+            assert event["item_id"] in self.list_items, f"{kind} for an unknown listing"
         elif kind.startswith("conversation.item."):
             self._check_conversation_event(event, client_event)
 
@@ -242,7 +268,7 @@ class StreamChecker:
             item_id = event["item"]["id"]
             assert resp.current == item_id, "rule 3: output_item.done for an item that is not open"
             out = self.items[item_id]
-            ready = "conv_done" if out.default else ("part_done" if out.kind == "message" else "args_done")
+            ready = "conv_done" if out.default else _ITEM_READY[out.kind]
             self._item(item_id, ready)
             assert event["item"]["status"] in ("completed", "incomplete")
             out.phase = "done"
@@ -279,16 +305,28 @@ class StreamChecker:
             assert needed <= out.done_streams, f"part done without {needed - out.done_streams}"
             assert event["part"]["type"] == out.part_type
             out.phase = "part_done"
-        elif kind == "response.function_call_arguments.delta":
+        elif kind in ("response.function_call_arguments.delta", "response.mcp_call_arguments.delta"):
             out = self._item(item_id, start, "args")
             out.phase = "args"
             out.arguments += event["delta"]
-        elif kind == "response.function_call_arguments.done":
+        elif kind in ("response.function_call_arguments.done", "response.mcp_call_arguments.done"):
             out = self._item(item_id, start, "args")
             assert event["arguments"] == out.arguments, "arguments.done must equal the deltas"
             out.phase = "args_done"
         else:
             raise AssertionError(f"unexpected event with a response_id: {kind}")
+
+    def _check_mcp_call_state(self, event: dict[str, Any]) -> None:
+        """``response.mcp_call.*`` carry no response_id: the call must be its response's open item."""
+        item_id = event["item_id"]
+        out = self.items.get(item_id)
+        assert out is not None and out.kind == "mcp_call", f"{event['type']} for {item_id}"
+        resp = self.open.get(out.response_id)
+        assert resp is not None and resp.current == item_id, f"{event['type']} outside its response"
+        if event["type"] == "response.mcp_call.in_progress":
+            self._item(item_id, "args_done").phase = "calling"
+        else:
+            self._item(item_id, "calling").phase = "called"
 
     def _check_usage(self, usage: dict[str, Any]) -> None:
         inp, out = usage["input_token_details"], usage["output_token_details"]
@@ -333,17 +371,29 @@ class StreamChecker:
                 self._item(item_id, "added").phase = "conv_added"
                 self.conversation.add(item_id)
             else:
-                ready = "part_done" if out.kind == "message" else "args_done"
+                ready = "conv_added" if out.kind == "mcp_approval_request" else _ITEM_READY[out.kind]
                 self._item(item_id, ready).phase = "conv_done"
             return
         if kind == "conversation.item.added":
             self.conversation.add(item_id)
+            if event["item"]["type"] == "mcp_list_tools":
+                self.list_items.add(item_id)
         elif kind == "conversation.item.deleted":
             self.conversation.discard(item_id)
         elif kind.startswith("conversation.item.input_audio_transcription."):
             # rule 7, and only when transcription is configured
             assert self.transcription_on, f"{kind} while audio.input.transcription is null"
             assert item_id in self.conversation, f"{kind} for an item not (or no longer) added"
+
+
+_ITEM_READY = {
+    "message": "part_done",
+    "function_call": "args_done",
+    "mcp_call": "called",
+    "mcp_approval_request": "added",
+}
+"""The phase an output item of an out-of-band response is in just before ``output_item.done``
+(default-conversation items are in ``conv_done``)."""
 
 
 # --------------------------------------------------------------------------- strategies
@@ -354,6 +404,25 @@ FORMATS = st.sampled_from(
 )
 VOICES = st.sampled_from(["alloy", "ash", "marin"])
 TOOLS = st.sampled_from([[], [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]])
+MCP_SHOP = {"type": "mcp", "server_label": "shop", "server_url": "https://mcp.example.com/mcp"}
+SESSION_TOOLS = st.one_of(
+    TOOLS,
+    st.sampled_from(
+        [
+            [MCP_SHOP],
+            [{**MCP_SHOP, "require_approval": "never"}],
+            [{**MCP_SHOP, "require_approval": {"never": {"tool_names": ["get_order_status"]}}}],
+            [
+                {"type": "function", "name": "get_weather"},
+                {**MCP_SHOP, "allowed_tools": ["get_order_status"]},
+            ],
+        ]
+    ),
+)
+MCP_LISTED = [
+    {"name": "get_order_status", "input_schema": {"type": "object"}, "description": "Status."},
+    {"name": "cancel_order", "input_schema": {"type": "object"}},
+]
 TOOL_CHOICE = st.sampled_from(["auto", "none", "required", {"type": "function", "name": "get_weather"}])
 
 SERVER_VAD = st.fixed_dictionaries(
@@ -407,7 +476,7 @@ VALID_SESSION_PATCH = st.fixed_dictionaries(
     optional={
         "instructions": st.sampled_from(["", "Be brief."]),
         "output_modalities": st.sampled_from([["audio"], ["text"]]),
-        "tools": TOOLS,
+        "tools": SESSION_TOOLS,
         "tool_choice": TOOL_CHOICE,
         "max_output_tokens": st.sampled_from([1, 100, "inf"]),
         "model": st.just("gpt-realtime-2.1"),
@@ -431,7 +500,11 @@ INVALID_SESSION_PATCH = st.sampled_from(
         {"type": "realtime", "max_output_tokens": 0},
         {"type": "realtime", "tool_choice": "maybe"},
         {"type": "realtime", "tools": [{"type": "function", "name": "bad name!"}]},
-        {"type": "realtime", "tools": [{"type": "mcp", "server_label": "x", "server_url": "http://x"}]},
+        {
+            "type": "realtime",
+            "tools": [{"type": "mcp", "server_label": "x", "connector_id": "connector_gmail"}],
+        },
+        {"type": "realtime", "tools": [MCP_SHOP, MCP_SHOP]},
         {"type": "realtime", "audio": {"input": {"transcription": {"model": "x", "bogus": 1}}}},
     ]
 )
@@ -527,6 +600,9 @@ class CoreMachine(RuleBasedStateMachine):
         self.finished: list[str] = []
         self.pending_eot: list[int] = []
         self.transcribing: list[str] = []  # items the runtime was asked to transcribe
+        self.listings: list[str] = []  # mcp_list_tools items the runtime was asked to fill
+        self.mcp_calls: list[tuple[str, str]] = []  # (response id, mcp_call item id) running
+        self.approval_ids: list[str] = ["mcpr_unknown"]
         self.core.start()
         self._drain(None)
 
@@ -543,6 +619,10 @@ class CoreMachine(RuleBasedStateMachine):
                 self.pending_eot.append(command.request_id)
             elif isinstance(command, TranscribeItem):
                 self.transcribing.append(command.item_id)
+            elif isinstance(command, ListMcpTools):
+                self.listings.append(command.item_id)
+            elif isinstance(command, CallMcpTool):
+                self.mcp_calls.append((command.response_id, command.item_id))
         self.checker.feed(events, client_event)
         for event in events:
             item = event.get("item")
@@ -550,6 +630,9 @@ class CoreMachine(RuleBasedStateMachine):
                 self.item_ids.append(item["id"])
             if isinstance(item, dict) and item.get("call_id") and item["call_id"] not in self.call_ids:
                 self.call_ids.append(item["call_id"])
+            is_request = isinstance(item, dict) and item.get("type") == "mcp_approval_request"
+            if is_request and item["id"] not in self.approval_ids:
+                self.approval_ids.append(item["id"])
             if event["type"] == "response.done":
                 self.finished.append(event["response"]["id"])
         return events
@@ -586,8 +669,15 @@ class CoreMachine(RuleBasedStateMachine):
     def item_create(self, data: st.DataObject) -> None:
         call_id = data.draw(st.sampled_from(self.call_ids))
         output = {"type": "function_call_output", "call_id": call_id, "output": "{}"}
+        approval = {
+            "type": "mcp_approval_response",
+            "approval_request_id": data.draw(st.sampled_from(self.approval_ids[-3:])),
+            "approve": data.draw(st.booleans()),
+        }
         item = data.draw(
-            st.sampled_from([*VALID_ITEMS, output, output, data.draw(st.sampled_from(INVALID_ITEMS))])
+            st.sampled_from(
+                [*VALID_ITEMS, output, output, approval, data.draw(st.sampled_from(INVALID_ITEMS))]
+            )
         )
         ids = self.core.conversation.ids()
         own_id = data.draw(st.sampled_from([None, None, None, "item_c1", "item_c2", *ids[-2:]]))
@@ -737,10 +827,63 @@ class CoreMachine(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         arguments=st.sampled_from(["", "{}", '{"city": "Paris", "unit": "celsius", "days": 3}']),
+        name=st.sampled_from(["get_weather", "get_weather", "get_order_status", "cancel_order"]),
     )
-    def engine_function_call(self, data: st.DataObject, arguments: str) -> None:
+    def engine_function_call(self, data: st.DataObject, arguments: str, name: str) -> None:
+        """A call to a function, or to an MCP tool (run, or held for approval)."""
         rid = data.draw(st.sampled_from(self._live()))
-        self.core.response_function_call(rid, "get_weather", f"call_{len(self.call_ids)}", arguments)
+        self.core.build_request(rid)  # the runtime reads the request before the model runs
+        self.core.response_function_call(rid, name, f"call_{len(self.call_ids)}", arguments)
+        self._drain(None)
+
+    @precondition(lambda self: bool(self.core.responses))
+    @rule(data=st.data())
+    def engine_build_request(self, data: st.DataObject) -> None:
+        """The runtime reads the request (this is when MCP tools are offered to the model)."""
+        request = self.core.build_request(data.draw(st.sampled_from(self._live())))
+        assert request is not None
+        for index, message in enumerate(request.messages):
+            if message.tool_calls:  # every call answered right after, in order
+                answers = request.messages[index + 1 : index + 1 + len(message.tool_calls)]
+                assert [m.tool_call_id for m in answers] == [c.call_id for c in message.tool_calls]
+            if message.role == "tool":
+                before = request.messages[index - 1]
+                assert index > 0 and (before.role == "tool" or before.tool_calls), request.messages
+        self._drain(None)
+
+    @rule(approval=st.sampled_from(["never", "always", {"never": {"tool_names": ["get_order_status"]}}]))
+    def configure_mcp(self, approval: Any) -> None:
+        """An MCP server whose tools are listed right away (the usual case)."""
+        self._send(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "tools": [{**MCP_SHOP, "require_approval": approval}]},
+            }
+        )
+        for item_id in self.listings:
+            self.core.mcp_tools_listed(item_id, MCP_LISTED)
+        self.listings.clear()
+        self._drain(None)
+
+    @precondition(lambda self: bool(self.listings))
+    @rule(data=st.data(), ok=st.sampled_from([True, True, True, False]))
+    def mcp_listed(self, data: st.DataObject, ok: bool) -> None:
+        item_id = data.draw(st.sampled_from(self.listings))
+        self.listings.remove(item_id)
+        if ok:
+            self.core.mcp_tools_listed(item_id, MCP_LISTED)
+        else:
+            self.core.mcp_tools_failed(item_id, "mcp_server_unreachable", "down")
+        self._drain(None)
+
+    @precondition(lambda self: bool(self.mcp_calls))
+    @rule(data=st.data(), ok=st.sampled_from([True, True, False]))
+    def mcp_call_result(self, data: st.DataObject, ok: bool) -> None:
+        """Results also arrive for calls whose response was cancelled meanwhile (dropped)."""
+        rid, item_id = data.draw(st.sampled_from(self.mcp_calls))
+        self.mcp_calls.remove((rid, item_id))
+        error = None if ok else {"type": "tool_execution_error", "message": "boom"}
+        self.core.mcp_call_result(rid, item_id, "ok" if ok else None, error)
         self._drain(None)
 
     @precondition(lambda self: bool(self.core.responses))
@@ -796,6 +939,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.core.response_done(rid, "stop", prompt_tokens=1, cached_tokens=0, completion_tokens=1)
         self.core.response_failed(rid, "x", "y")
         self.core.cancel_response(rid, "client_cancelled")
+        self.core.mcp_call_result(rid, "mcp_late", "late", None)
         assert self._drain(None) == []
 
     # ---- invariants

@@ -875,9 +875,12 @@ def test_function_call_round_trip(h: Harness) -> None:
     assert request.messages[3].tool_calls[0].call_id == "call_X"
 
 
-def test_mcp_tools_are_rejected(h: Harness) -> None:
+def test_mcp_tools_need_a_url_and_a_session_entry(h: Harness) -> None:
+    connector = {"type": "mcp", "server_label": "x", "connector_id": "connector_gmail"}
+    assert_error(
+        h.update("m1", tools=[connector]), "unsupported_tool_type", "m1", "session.tools[0].server_url"
+    )
     mcp = {"type": "mcp", "server_label": "x", "server_url": "http://localhost"}
-    assert_error(h.update("m1", tools=[mcp]), "unsupported_tool_type", "m1", "session.tools[0]")
     assert_error(
         h.send("response.create", event_id="m2", response={"tools": [mcp]}),
         "unsupported_tool_type",
@@ -908,13 +911,39 @@ def test_usage_shape_and_arithmetic(h: Harness) -> None:
             "text_tokens": 40,
             "audio_tokens": 10,  # 1000 ms of user audio: 1 token / 100 ms
             "image_tokens": 0,
-            "cached_tokens": 40,  # never more than the input
-            "cached_tokens_details": {"text_tokens": 40, "audio_tokens": 0, "image_tokens": 0},
+            "cached_tokens": 50,  # never more than the input; the audio sits in the cached prefix
+            "cached_tokens_details": {"text_tokens": 40, "audio_tokens": 10, "image_tokens": 0},
         },
         "output_token_details": {"text_tokens": 3, "audio_tokens": 10},  # 500 ms: 1 token / 50 ms
     }
     rate = only(h.log, "rate_limits.updated")["rate_limits"][0]
     assert rate["name"] == "tokens" and rate["remaining"] <= rate["limit"] - 63
+
+
+def test_context_audio_is_billed_as_audio_and_cached_with_its_prefix(h: Harness) -> None:
+    """Earlier user audio (1 token / 100 ms) and assistant audio (1 / 50 ms) are input audio of
+    every later response; the part inside the LLM's cached prefix counts as cached audio, and
+    the transcripts the LLM read in its place leave the text counts."""
+    h.update(instructions="Be brief.", audio={"input": {"turn_detection": None}})
+    h.send("input_audio_buffer.append", audio=b64(pcm(2000)))
+    item_id = only(h.send("input_audio_buffer.commit"), "input_audio_buffer.committed")["item_id"]
+    h.core.transcription_completed(item_id, "one two three four", {"type": "duration", "seconds": 2})
+    h.events()
+    first = h.create_response()
+    h.core.response_text(first, "five six")
+    h.core.response_audio(first, pcm(1000))
+    h.finish(first, prompt_tokens=30, cached_tokens=0, completion_tokens=2)
+    h.user_text("seven")
+    second = h.create_response()
+    usage = only(h.finish(second, prompt_tokens=45, cached_tokens=40, completion_tokens=1), "response.done")[
+        "response"
+    ]["usage"]
+    details = usage["input_token_details"]
+    assert details["audio_tokens"] == 20 + 20  # 2 s of user audio + 1 s of assistant audio
+    assert details["text_tokens"] == 45 - 4 - 2  # the two transcripts are billed as audio
+    assert details["cached_tokens_details"]["audio_tokens"] == 40  # both inside the cached prefix
+    assert details["cached_tokens_details"]["text_tokens"] == 40 - 4 - 2
+    assert usage["input_tokens"] == details["text_tokens"] + 40
 
 
 def test_usage_audio_tokens_round_down_and_prompt_report_wins_on_cancel(h: Harness) -> None:

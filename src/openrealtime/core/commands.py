@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -38,6 +38,18 @@ class TranscribeItem:
     model: str | None
     language: str | None
     prompt: str | None
+
+
+@dataclass(frozen=True)
+class AnalyzeImage:
+    """Describe the image in content part ``content_index`` of user item ``item_id`` for the
+    LLM, once; the result is cached on the item (``SessionCore.image_analyzed``)."""
+
+    item_id: str
+    content_index: int
+    image: bytes
+    detail: Literal["auto", "low", "high"]
+    question_hint: str | None
 
 
 @dataclass(frozen=True)
@@ -99,10 +111,37 @@ class CloseConnection:
     reason: str
 
 
+@dataclass(frozen=True)
+class ListMcpTools:
+    """List the tools of the MCP server ``server_label`` for the ``mcp_list_tools`` item
+    ``item_id``; report with ``SessionCore.mcp_tools_listed`` / ``mcp_tools_failed``."""
+
+    item_id: str
+    server_label: str
+    server_url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallMcpTool:
+    """Run tool ``name`` on an MCP server for the ``mcp_call`` item ``item_id`` of response
+    ``response_id``; report with ``SessionCore.mcp_call_result``. The response continues
+    (the model reads the result) once every call it started has been reported."""
+
+    response_id: str
+    item_id: str
+    server_label: str
+    server_url: str
+    name: str
+    arguments: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 Command = (
     StartResponse
     | CancelResponse
     | TranscribeItem
+    | AnalyzeImage
     | InputAppended
     | SpeechStarted
     | PredictEndOfTurn
@@ -110,4 +149,6 @@ Command = (
     | ResponseFinished
     | InputBufferCleared
     | CloseConnection
+    | ListMcpTools
+    | CallMcpTool
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,6 +20,8 @@ from pydantic import ValidationError
 from ..audio import formats
 from ..engines.base import ChatRequest
 from ..engines.vad import segmenter as seg
+from ..engines.vision.images import CheckedImage, ImageInputError, check_data_url
+from ..engines.vision.tokens import image_tokens
 from ..protocol import client_events as ce
 from ..protocol import server_events as se
 from ..protocol.errors import RealtimeError
@@ -26,21 +29,24 @@ from ..protocol.ids import new_id
 from ..protocol.items import item_to_wire
 from ..protocol.session import RealtimeSession, TranscriptionSession, merge_session_update
 from .commands import (
+    AnalyzeImage,
+    CallMcpTool,
     CancelResponse,
     CloseConnection,
     Command,
     InputAppended,
     InputBufferCleared,
     InputCommitted,
+    ListMcpTools,
     PredictEndOfTurn,
     ResponseFinished,
     SpeechStarted,
     StartResponse,
     TranscribeItem,
 )
-from .context import build_chat_request, item_text
+from .context import build_chat_request, conversation_messages, item_text
 from .conversation import AudioTrack, Conversation
-from .usage import Usage
+from .usage import PromptAudio, PromptImage, Usage, account_audio, account_images
 
 BYTES_PER_MS = {"audio/pcm": 48, "audio/pcmu": 8, "audio/pcma": 8}
 MIN_COMMIT_MS = 100
@@ -54,7 +60,7 @@ class Limits:
     max_input_buffer_ms: int = 15 * 60 * 1000
     max_context_tokens: int = 32_768
     max_items: int = 10_000
-    max_session_minutes: int = 60
+    max_session_minutes: float = 60
     rate_limit_tokens: int = 15_000_000
 
 
@@ -86,6 +92,10 @@ class Response:
     audio_ms_total: int = 0
     context_items: list[dict[str, Any]] = field(default_factory=list)
     request_options: dict[str, Any] = field(default_factory=dict)
+    mcp_routes: dict[str, str] = field(default_factory=dict)
+    """Tool name → MCP server label, for the MCP tools this response offers the model."""
+    pending_mcp: dict[str, OutputItem] = field(default_factory=dict)
+    """``mcp_call`` output items whose result the runtime has not reported yet."""
 
     @property
     def out_of_band(self) -> bool:
@@ -109,6 +119,65 @@ class Response:
         }
 
 
+@dataclass
+class McpServerState:
+    """An MCP server configured on the session: its tool entry and what listing it gave."""
+
+    config: dict[str, Any]
+    item_id: str
+    status: Literal["in_progress", "completed", "failed"] = "in_progress"
+    tools: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _mcp_filter_matches(filter_: Any, tool: dict[str, Any]) -> bool:
+    """An ``McpToolFilter`` (``tool_names`` and/or ``read_only``) against a listed tool."""
+    if not isinstance(filter_, dict):
+        return False
+    names, read_only = filter_.get("tool_names"), filter_.get("read_only")
+    if names is None and read_only is None:
+        return False
+    if names is not None and tool.get("name") not in names:
+        return False
+    hint = bool((tool.get("annotations") or {}).get("readOnlyHint"))
+    return read_only is None or hint == read_only
+
+
+def mcp_tool_allowed(config: dict[str, Any], tool: dict[str, Any]) -> bool:
+    allowed = config.get("allowed_tools")
+    if allowed is None:
+        return True
+    if isinstance(allowed, list):
+        return tool.get("name") in allowed
+    return _mcp_filter_matches(allowed, tool) or (
+        allowed.get("tool_names") is None and allowed.get("read_only") is None
+    )
+
+
+def mcp_needs_approval(config: dict[str, Any], tool: dict[str, Any]) -> bool:
+    """``require_approval``: ``never``, ``always`` (the default, as on OpenAI), or filters;
+    a tool matched by neither filter needs approval."""
+    policy = config.get("require_approval")
+    if policy == "never":
+        return False
+    if not isinstance(policy, dict):
+        return True
+    return not _mcp_filter_matches(policy.get("never"), tool)
+
+
+def _mcp_listing_key(config: dict[str, Any]) -> tuple[Any, ...]:
+    """What decides a server's listed tools: where it is, how we log in, which tools."""
+    keys = ("server_url", "headers", "authorization", "allowed_tools")
+    return tuple(repr(config.get(k)) for k in keys)
+
+
+def mcp_headers(config: dict[str, Any]) -> dict[str, str]:
+    """HTTP headers for an MCP server: ``headers`` plus ``authorization`` as a bearer token."""
+    headers = dict(config.get("headers") or {})
+    if config.get("authorization"):
+        headers["Authorization"] = f"Bearer {config['authorization']}"
+    return headers
+
+
 def _format_obj(kind: str) -> dict[str, Any]:
     return {"type": "audio/pcm", "rate": 24000} if kind == "audio/pcm" else {"type": kind}
 
@@ -129,16 +198,22 @@ class SessionCore:
         created_at: int,
         limits: Limits | None = None,
         voice_check: Callable[[str], str | None] | None = None,
+        budget_check: Callable[[], str | None] | None = None,
+        budget_rate_limit: Callable[[str, dict[str, Any]], dict[str, Any] | None] | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.session = session.model_copy(deep=True)
         if not self.session.id:
             self.session.id = new_id("sess_")
-        self.session.expires_at = created_at + self.limits.max_session_minutes * 60
+        self.session.expires_at = created_at + round(self.limits.max_session_minutes * 60)
         self.conversation_id = new_id("conv_")
         self.conversation = Conversation()
         self.count_tokens = count_tokens
         self.voice_check = voice_check
+        # spending budget of the session's key: a refusal message, and the
+        # ``rate_limits.updated`` entry after a response (see telemetry/budget.py)
+        self.budget_check = budget_check
+        self.budget_rate_limit = budget_rate_limit
         self._events: list[se.ServerEvent | se.InputAudioBufferDtmfEventReceived] = []
         self._commands: list[Command] = []
         self.responses: dict[str, Response] = {}
@@ -153,6 +228,9 @@ class SessionCore:
         self.tokens_used = 0
         self.segmenter: seg.SpeechSegmenter | None = None
         self._configure_turn_detection()
+        self.mcp_servers: dict[str, McpServerState] = {}
+        # approval request id → its request item and decision ("pending", "approved", "denied", "run")
+        self.mcp_approvals: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -193,7 +271,7 @@ class SessionCore:
         self.error(
             RealtimeError(
                 "session_expired",
-                f"Your session hit the maximum duration of {self.limits.max_session_minutes} minutes.",
+                f"Your session hit the maximum duration of {self.limits.max_session_minutes:g} minutes.",
                 fatal=True,
             )
         )
@@ -258,13 +336,23 @@ class SessionCore:
                 raise RealtimeError(
                     "invalid_value", "Tracing cannot be modified once enabled.", param="session.tracing"
                 )
+            labels: set[str] = set()
             for index, tool in enumerate(updated.tools):
                 if tool.type == "mcp":
-                    raise RealtimeError(
-                        "unsupported_tool_type",
-                        "MCP tools are not supported by this server yet.",
-                        param=f"session.tools[{index}]",
-                    )
+                    if not tool.server_url:
+                        raise RealtimeError(
+                            "unsupported_tool_type",
+                            "MCP tools need a 'server_url': connectors and tunnels are not supported "
+                            "by this server.",
+                            param=f"session.tools[{index}].server_url",
+                        )
+                    if tool.server_label in labels:
+                        raise RealtimeError(
+                            "invalid_value",
+                            f"Duplicate MCP server_label '{tool.server_label}'.",
+                            param=f"session.tools[{index}].server_label",
+                        )
+                    labels.add(tool.server_label)
         updated.id = self.session.id
         updated.expires_at = self.session.expires_at
         old_format = self.input_format
@@ -275,6 +363,81 @@ class SessionCore:
             self.input_buffer = bytearray(formats.encode(self.input_format, pcm))
         self._configure_turn_detection()
         self.emit(se.SessionUpdated(session=self.session_wire()))
+        self._sync_mcp_servers()
+
+    # ---- MCP servers (the runtime does the I/O; see runtime/mcp.py)
+
+    def _sync_mcp_servers(self) -> None:
+        """List the tools of every MCP server that is new or whose configuration changed."""
+        if not isinstance(self.session, RealtimeSession):
+            return
+        configs = {
+            tool.server_label: tool.model_dump(mode="json")
+            for tool in self.session.tools
+            if tool.type == "mcp"
+        }
+        for label in [label for label in self.mcp_servers if label not in configs]:
+            del self.mcp_servers[label]
+        for label, config in configs.items():
+            known = self.mcp_servers.get(label)
+            if known is not None and _mcp_listing_key(known.config) == _mcp_listing_key(config):
+                known.config = config  # e.g. require_approval changed: no need to list again
+                continue
+            item_id = new_id("item_")
+            item: dict[str, Any] = {
+                "id": item_id,
+                "object": "realtime.item",
+                "type": "mcp_list_tools",
+                "server_label": label,
+                "tools": [],
+            }
+            self.mcp_servers[label] = McpServerState(config=config, item_id=item_id)
+            previous = self.conversation.insert(item)
+            self.emit(se.ConversationItemAdded(item=dict(item), previous_item_id=previous))
+            self.emit(se.McpListToolsInProgress(item_id=item_id))
+            self._commands.append(
+                ListMcpTools(
+                    item_id=item_id,
+                    server_label=label,
+                    server_url=config["server_url"],
+                    headers=mcp_headers(config),
+                )
+            )
+
+    def _mcp_server_of_item(self, item_id: str) -> McpServerState | None:
+        return next((s for s in self.mcp_servers.values() if s.item_id == item_id), None)
+
+    def mcp_tools_listed(self, item_id: str, tools: list[dict[str, Any]]) -> None:
+        """The runtime listed an MCP server's tools (``name``, ``input_schema``, ...)."""
+        server = self._mcp_server_of_item(item_id)
+        allowed = [t for t in tools if server is None or mcp_tool_allowed(server.config, t)]
+        if server is not None:
+            server.status = "completed"
+            server.tools = allowed
+        item = self.conversation.get(item_id)
+        if item is not None:
+            item["tools"] = [dict(t) for t in allowed]
+        self.emit(se.McpListToolsCompleted(item_id=item_id))
+        if item is not None:
+            previous = self.conversation.previous_of(item_id)
+            self.emit(se.ConversationItemDone(item=item_to_wire(item), previous_item_id=previous))
+
+    def mcp_tools_failed(self, item_id: str, code: str, message: str) -> None:
+        """Listing an MCP server's tools failed (refused URL, unreachable, timeout, ...)."""
+        server = self._mcp_server_of_item(item_id)
+        if server is not None:
+            server.status = "failed"
+            server.tools = []
+        item = self.conversation.get(item_id)
+        self.emit(se.McpListToolsFailed(item_id=item_id))
+        if item is not None:
+            previous = self.conversation.previous_of(item_id)
+            self.emit(se.ConversationItemDone(item=item_to_wire(item), previous_item_id=previous))
+        self.emit(se.ErrorEvent(error=RealtimeError(code, message, type="server_error").as_dict()))
+
+    def mcp_listing_pending(self) -> list[str]:
+        """Ids of ``mcp_list_tools`` items still being listed (responses wait for them)."""
+        return [s.item_id for s in self.mcp_servers.values() if s.status == "in_progress"]
 
     def _check_voice(self, voice: Any, param: str) -> None:
         if self.voice_check is None:
@@ -321,6 +484,21 @@ class SessionCore:
         self.input_buffer.extend(data)
         self.total_input_ms += len(data) / per_ms
         self._commands.append(InputAppended(audio=data, input_format=self.input_format, start_ms=start_ms))
+
+    def append_media_audio(self, data: bytes) -> bool:
+        """Caller audio from a media transport (WebRTC/SIP), already in the session's input
+        format: appended like ``input_audio_buffer.append``. A full buffer drops the packet and
+        returns False, so the transport reports it once instead of an error per packet."""
+        per_ms = BYTES_PER_MS[self.input_format]
+        if self.closed or not data or len(data) % (2 if self.input_format == "audio/pcm" else 1):
+            return True  # nothing to keep (a session that ended, or not whole samples)
+        if (len(self.input_buffer) + len(data)) / per_ms > self.limits.max_input_buffer_ms:
+            return False
+        start_ms = self.total_input_ms
+        self.input_buffer.extend(data)
+        self.total_input_ms += len(data) / per_ms
+        self._commands.append(InputAppended(audio=data, input_format=self.input_format, start_ms=start_ms))
+        return True
 
     @property
     def input_buffer_ms(self) -> float:
@@ -420,6 +598,7 @@ class SessionCore:
                 param="item.id",
             )
         audio_tracks: dict[int, AudioTrack] = {}
+        images: dict[int, CheckedImage] = {}
         if item["type"] == "message":
             role = item["role"]
             for index, part in enumerate(item["content"]):
@@ -444,6 +623,8 @@ class SessionCore:
                         track.data.extend(data)
                         audio_tracks[index] = track
                     part.setdefault("transcript", None)
+                if part["type"] == "input_image":
+                    images[index] = self._accept_image(part, index)
         elif item["type"] == "function_call_output" and not self.conversation.has_call(item["call_id"]):
             raise RealtimeError(
                 "item_create_invalid_call_id",
@@ -453,9 +634,21 @@ class SessionCore:
         elif item["type"] == "function_call":
             item.setdefault("call_id", new_id("call_"))
         elif item["type"] == "mcp_approval_response":
-            raise RealtimeError(
-                "unsupported_content_type", "MCP is not supported by this server yet.", param="item.type"
-            )
+            approval = self.mcp_approvals.get(item["approval_request_id"])
+            if approval is None:
+                raise RealtimeError(
+                    "item_create_invalid_approval_request_id",
+                    f"No MCP approval request with id '{item['approval_request_id']}' exists in the "
+                    "conversation.",
+                    param="item.approval_request_id",
+                )
+            if approval["state"] == "run":
+                raise RealtimeError(
+                    "invalid_value",
+                    f"MCP approval request '{item['approval_request_id']}' was already approved and run.",
+                    param="item.approval_request_id",
+                )
+            approval["state"] = "approved" if item["approve"] else "denied"
         item["id"] = item_id
         item["object"] = "realtime.item"
         item["status"] = "completed"
@@ -465,6 +658,77 @@ class SessionCore:
         wire = item_to_wire(item)
         self.emit(se.ConversationItemAdded(item=wire, previous_item_id=prev))
         self.emit(se.ConversationItemDone(item=wire, previous_item_id=prev))
+        self._analyze_images(item, images)
+
+    # ---- images
+
+    llm_sees_images = False
+    """Set by the runtime when the LLM is given images themselves rather than their analysis."""
+
+    def _accept_image(self, part: dict[str, Any], index: int, prefix: str = "item") -> CheckedImage:
+        """Check an ``input_image`` data URL; its token count is kept on the part. (Images in a
+        ``response.create`` input are billed but not analysed: the model hears one was shared.)"""
+        try:
+            checked = check_data_url(part["image_url"])
+        except ImageInputError as exc:
+            raise RealtimeError(exc.code, exc.message, param=f"{prefix}.content[{index}].image_url") from None
+        part["_image_tokens"] = image_tokens(checked.width, checked.height, part.get("detail", "auto"))
+        return checked
+
+    def _analyze_images(self, item: dict[str, Any], images: dict[int, CheckedImage]) -> None:
+        """Ask the runtime to describe each new image once; the analysis is cached on the item."""
+        if not images or self.llm_sees_images:
+            return
+        hint = " ".join(
+            str(part.get("text") or "") for part in item["content"] if part.get("type") == "input_text"
+        ).strip()
+        for index, checked in images.items():
+            detail = item["content"][index].get("detail", "auto")
+            self._commands.append(AnalyzeImage(item["id"], index, checked.data, detail, hint or None))
+
+    def image_analyzed(self, item_id: str, content_index: int, text: str) -> None:
+        """The analysis of an image (or why there is none): what the LLM reads for it from now on."""
+        item = self.conversation.get(item_id)
+        content = (item or {}).get("content") or []
+        if content_index < len(content) and content[content_index].get("type") == "input_image":
+            content[content_index]["_analysis"] = text
+
+    def _prompt_audio(self, response: Response) -> list[PromptAudio]:
+        """The audio items in a response's context with where they sit in the prompt (estimated
+        the way ``_prompt_images`` does)."""
+        options = response.request_options
+        position = self.count_tokens(str(options.get("instructions") or "")) + sum(
+            self.count_tokens(json.dumps(tool)) for tool in options.get("tools") or ()
+        )
+        audio: list[PromptAudio] = []
+        for item in response.context_items:
+            text = item_text(item)
+            shown = self.count_tokens(text) if text else 0
+            position += shown + 6 if text else 0
+            track = self.conversation.audio.get((item.get("id") or "", 0))
+            role = item.get("role")
+            if track is None or track.duration_ms <= 0 or role not in ("user", "assistant"):
+                continue
+            audio.append(PromptAudio(track.duration_ms, role == "assistant", shown, position))
+        return audio
+
+    def _prompt_images(self, response: Response) -> list[PromptImage]:
+        """The images in a response's context with where they sit in the prompt (estimated)."""
+        options = response.request_options
+        position = self.count_tokens(str(options.get("instructions") or "")) + sum(
+            self.count_tokens(json.dumps(tool)) for tool in options.get("tools") or ()
+        )
+        images: list[PromptImage] = []
+        for item in response.context_items:
+            text = item_text(item)
+            position += self.count_tokens(text) + 6 if text else 0
+            for part in item.get("content") or ():
+                if part.get("type") != "input_image" or "_image_tokens" not in part:
+                    continue
+                billed = int(part["_image_tokens"])
+                shown = billed if self.llm_sees_images else self.count_tokens(item_text({"content": [part]}))
+                images.append(PromptImage(billed, shown, position))
+        return images
 
     def _on_conversation_item_retrieve(self, event: ce.ConversationItemRetrieve) -> None:
         item = self.conversation.get(event.item_id)
@@ -474,7 +738,7 @@ class SessionCore:
                 f"Item with item_id not found: {event.item_id}",
                 param="item_id",
             )
-        wire = item_to_wire(item)
+        wire = item_to_wire(item, include_audio=True)
         for index, part in enumerate(wire.get("content") or []):
             track = self.conversation.audio.get((event.item_id, index))
             if track is not None and part.get("type") in ("input_audio", "output_audio"):
@@ -552,12 +816,16 @@ class SessionCore:
                 f"Conversation already has an active response in progress: {self.active_default}. "
                 "Wait until the response is finished before creating a new one.",
             )
+        refusal = self.budget_check() if self.budget_check is not None else None
+        if refusal:
+            raise RealtimeError("insufficient_quota", refusal, type="insufficient_quota")
         session = self.session
         for index, tool in enumerate(params.tools or []):
-            if tool.type == "mcp":
+            if tool.type == "mcp" and tool.server_label not in self.mcp_servers:
                 raise RealtimeError(
                     "unsupported_tool_type",
-                    "MCP tools are not supported by this server yet.",
+                    f"MCP server '{tool.server_label}' is not configured on the session: add it with "
+                    "session.update first (its tools are listed once, there).",
                     param=f"response.tools[{index}]",
                 )
         if params.input is not None:
@@ -574,7 +842,11 @@ class SessionCore:
                     items.append(found)
                 else:
                     parsed = ce.parse_item(entry, f"response.input[{index}]", event.event_id)
-                    items.append(parsed.model_dump(mode="json", exclude_none=True))
+                    inline = parsed.model_dump(mode="json", exclude_none=True)
+                    for part_index, part in enumerate(inline.get("content") or ()):
+                        if part.get("type") == "input_image":
+                            self._accept_image(part, part_index, prefix=f"response.input[{index}]")
+                    items.append(inline)
         else:
             items = self.conversation.items()
         modality = (params.output_modalities or session.output_modalities)[0]
@@ -610,14 +882,15 @@ class SessionCore:
             "tools": tools,
             "tool_choice": tool_choice,
             "max_output_tokens": None if max_tokens == "inf" else int(max_tokens),
-            "max_input_tokens": None
-            if session.truncation == "disabled"
-            else self._max_input_tokens(max_tokens),
+            "max_input_tokens": self._max_input_tokens(max_tokens),
+            "truncate": session.truncation != "disabled",
         }
         self.responses[response.id] = response
         if not out_of_band:
             self.active_default = response.id
         self.emit(se.ResponseCreated(response=response.wire("in_progress", None, None)))
+        if not out_of_band:
+            self._run_approved_mcp_calls(response)
         self._commands.append(
             StartResponse(
                 response_id=response.id,
@@ -636,15 +909,61 @@ class SessionCore:
         if response is None:
             return None
         options = response.request_options
-        return build_chat_request(
-            response.context_items,
+        tools, response.mcp_routes = self._tools_for_model(options["tools"])
+        tool_choice = options["tool_choice"]
+        outputs = [out.item for out in response.outputs]
+        if any(item.get("type") == "mcp_call" for item in outputs):
+            tool_choice = "auto"  # continuing after MCP results: never force another call
+        request = build_chat_request(
+            [*response.context_items, *outputs],
             instructions=options["instructions"],
-            tools=options["tools"],
-            tool_choice=options["tool_choice"],
+            tools=tools,
+            tool_choice=tool_choice,
             max_output_tokens=options["max_output_tokens"],
             count_tokens=self.count_tokens,
             max_input_tokens=options["max_input_tokens"],
         )
+        if not options.get("truncate", True):
+            kept = sum(m.role != "tool" for m in request.messages) - 1  # without the instructions
+            whole = sum(m.role != "tool" for m in conversation_messages([*response.context_items, *outputs]))
+            if kept < whole:  # it would have needed truncating
+                self.response_failed(
+                    response_id,
+                    "context_length_exceeded",
+                    "The conversation no longer fits the model's context and the session's truncation "
+                    "is 'disabled'; delete items or enable truncation.",
+                )
+                return None
+        return request
+
+    def _tools_for_model(self, tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """Function tools as given plus the listed tools of the MCP servers among ``tools``
+        (as functions); function names win over MCP names, the first server over later ones."""
+        out = [t for t in tools if t.get("type") == "function"]
+        names = {t.get("name") for t in out}
+        routes: dict[str, str] = {}
+        for tool in tools:
+            server = (
+                self.mcp_servers.get(tool.get("server_label") or "") if tool.get("type") == "mcp" else None
+            )
+            if server is None:
+                continue
+            for listed in server.tools:
+                name = listed.get("name")
+                if not name or name in names:
+                    continue
+                names.add(name)
+                routes[name] = server.config["server_label"]
+                description = listed.get("description") or ""
+                out.append(
+                    {
+                        "type": "function",
+                        "name": name,
+                        "description": description,
+                        "parameters": listed.get("input_schema") or {"type": "object", "properties": {}},
+                    }
+                )
+        return out, routes
 
     def _max_input_tokens(self, max_tokens: int | str) -> int:
         reserve = 4096 if max_tokens == "inf" else int(max_tokens)
@@ -683,7 +1002,9 @@ class SessionCore:
     # ------------------------------------------------------------------ engine results
 
     def _live(self, response_id: str) -> Response | None:
-        """The response if it is still running; results for finished ones are stale."""
+        """The response if it is still running; results for finished ones are stale (and
+        text, audio or calls while one of its MCP calls runs are dropped, see
+        ``response_function_call``)."""
         return self.responses.get(response_id)
 
     def _open_message(self, response: Response) -> OutputItem:
@@ -735,7 +1056,7 @@ class SessionCore:
     def response_text(self, response_id: str, text: str) -> None:
         """Text produced by the model: ``output_text`` or the audio transcript, by modality."""
         response = self._live(response_id)
-        if response is None or not text:
+        if response is None or not text or response.pending_mcp:
             return
         out = self._open_message(response)
         response.text += text
@@ -753,7 +1074,7 @@ class SessionCore:
     def response_audio(self, response_id: str, data: bytes) -> None:
         """Speech for the text given so far, already encoded in the response's output format."""
         response = self._live(response_id)
-        if response is None or not data or response.modality != "audio":
+        if response is None or not data or response.modality != "audio" or response.pending_mcp:
             return
         out = self._open_message(response)
         assert response.audio is not None
@@ -771,11 +1092,24 @@ class SessionCore:
         )
 
     def response_function_call(self, response_id: str, name: str, call_id: str, arguments: str) -> None:
-        """A complete, validated tool call: emitted as one function_call output item."""
+        """A complete, validated tool call: emitted as one function_call output item (or, for
+        a tool of an MCP server, as an ``mcp_call`` the runtime runs or an approval request).
+
+        While an MCP call of the response is running, the response's output is that call's
+        item: model output arriving then is dropped (the runtime waits for the result first)."""
         response = self._live(response_id)
-        if response is None:
+        if response is None or response.pending_mcp:
             return
         self._close_open_item(response, "completed")
+        label = response.mcp_routes.get(name)
+        server = self.mcp_servers.get(label) if label is not None else None
+        if server is not None:
+            listed = next((t for t in server.tools if t.get("name") == name), {"name": name})
+            if mcp_needs_approval(server.config, listed):
+                self._mcp_approval_request(response, server, name, arguments)
+            else:
+                self._start_mcp_call(response, server, name, arguments, None)
+            return
         item: dict[str, Any] = {
             "id": new_id("item_"),
             "object": "realtime.item",
@@ -813,6 +1147,126 @@ class SessionCore:
         self.emit(
             se.ResponseOutputItemDone(response_id=response.id, output_index=out.output_index, item=dict(item))
         )
+
+    def _add_output_item(self, response: Response, item: dict[str, Any]) -> tuple[OutputItem, str | None]:
+        out = OutputItem(item=item, output_index=len(response.outputs))
+        response.outputs.append(out)
+        self.emit(
+            se.ResponseOutputItemAdded(
+                response_id=response.id, output_index=out.output_index, item=dict(item)
+            )
+        )
+        previous = None
+        if not response.out_of_band:
+            previous = self.conversation.last_id()
+            self.conversation.insert(item)
+            self.emit(se.ConversationItemAdded(item=dict(item), previous_item_id=previous))
+        return out, previous
+
+    def _end_output_item(self, response: Response, out: OutputItem, status: str) -> None:
+        item = out.item
+        item["status"] = status
+        if not response.out_of_band:
+            previous = self.conversation.previous_of(item["id"]) if item["id"] in self.conversation else None
+            self.emit(se.ConversationItemDone(item=dict(item), previous_item_id=previous))
+        self.emit(
+            se.ResponseOutputItemDone(response_id=response.id, output_index=out.output_index, item=dict(item))
+        )
+
+    def _mcp_approval_request(
+        self, response: Response, server: McpServerState, name: str, arguments: str
+    ) -> None:
+        item: dict[str, Any] = {
+            "id": new_id("mcpr_"),
+            "object": "realtime.item",
+            "type": "mcp_approval_request",
+            "status": "in_progress",
+            "server_label": server.config["server_label"],
+            "name": name,
+            "arguments": arguments,
+        }
+        out, _ = self._add_output_item(response, item)
+        self._end_output_item(response, out, "completed")
+        if not response.out_of_band:
+            self.mcp_approvals[item["id"]] = {"item": item, "state": "pending"}
+
+    def _run_approved_mcp_calls(self, response: Response) -> None:
+        """Approved requests run at the start of the next response, before the model speaks."""
+        for request_id, approval in self.mcp_approvals.items():
+            if approval["state"] != "approved":
+                continue
+            approval["state"] = "run"
+            request = approval["item"]
+            server = self.mcp_servers.get(request["server_label"])
+            self._start_mcp_call(response, server, request["name"], request["arguments"], request_id)
+
+    def _start_mcp_call(
+        self,
+        response: Response,
+        server: McpServerState | None,
+        name: str,
+        arguments: str,
+        approval_request_id: str | None,
+    ) -> None:
+        item: dict[str, Any] = {
+            "id": new_id("mcp_"),
+            "object": "realtime.item",
+            "type": "mcp_call",
+            "status": "in_progress",
+            "server_label": server.config["server_label"] if server is not None else "",
+            "name": name,
+            "arguments": "",
+            "approval_request_id": approval_request_id,
+            "output": None,
+            "error": None,
+        }
+        out, _ = self._add_output_item(response, item)
+        ids = {"response_id": response.id, "item_id": item["id"], "output_index": out.output_index}
+        for chunk in _chunks(arguments, 32):
+            self.emit(se.ResponseMcpCallArgumentsDelta(delta=chunk, **ids))
+        self.emit(se.ResponseMcpCallArgumentsDone(arguments=arguments, **ids))
+        item["arguments"] = arguments
+        self.emit(se.ResponseMcpCallInProgress(item_id=item["id"], output_index=out.output_index))
+        response.pending_mcp[item["id"]] = out
+        if server is None:
+            self.mcp_call_result(
+                response.id,
+                item["id"],
+                None,
+                {"type": "tool_execution_error", "message": "The MCP server is no longer configured."},
+            )
+            return
+        self._commands.append(
+            CallMcpTool(
+                response_id=response.id,
+                item_id=item["id"],
+                server_label=server.config["server_label"],
+                server_url=server.config["server_url"],
+                name=name,
+                arguments=arguments,
+                headers=mcp_headers(server.config),
+            )
+        )
+
+    def mcp_call_result(
+        self, response_id: str, item_id: str, output: str | None, error: dict[str, Any] | None
+    ) -> None:
+        """The runtime ran an MCP call: its text ``output``, or an ``error`` in wire shape."""
+        response = self._live(response_id)
+        out = response.pending_mcp.pop(item_id, None) if response is not None else None
+        if response is None or out is None:
+            return
+        out.item["output"] = output
+        out.item["error"] = error
+        if error is None:
+            self.emit(se.ResponseMcpCallCompleted(item_id=item_id, output_index=out.output_index))
+        else:
+            self.emit(se.ResponseMcpCallFailed(item_id=item_id, output_index=out.output_index))
+        self._end_output_item(response, out, "completed" if error is None else "incomplete")
+
+    def mcp_calls_pending(self, response_id: str) -> bool:
+        response = self._live(response_id)
+        return response is not None and bool(response.pending_mcp)
 
     def response_prompt(self, response_id: str, prompt_tokens: int, cached_tokens: int) -> None:
         """The model has read its prompt: input token counts for usage (also when cancelled)."""
@@ -909,8 +1363,18 @@ class SessionCore:
 
     def _finish(self, response: Response, status: str, details: dict[str, Any] | None) -> None:
         self._close_open_item(response, "completed" if status == "completed" else "incomplete")
+        for item_id in list(response.pending_mcp):
+            self.mcp_call_result(
+                response.id,
+                item_id,
+                None,
+                {"type": "tool_execution_error", "message": f"The call was stopped: the response {status}."},
+            )
         response.usage.output_audio_ms = response.audio_ms_total
         response.usage.input_audio_ms = response.context_audio_ms
+        cached_prefix = response.usage.cached_text_tokens
+        account_audio(response.usage, self._prompt_audio(response), cached_prefix)
+        account_images(response.usage, self._prompt_images(response), cached_prefix)
         usage = response.usage.wire()
         self.emit(se.ResponseDone(response=response.wire(status, details, usage)))
         del self.responses[response.id]
@@ -933,10 +1397,15 @@ class SessionCore:
                         limit=limit,
                         remaining=max(0, limit - usage["total_tokens"]),
                         reset_seconds=0.001,
-                    )
+                    ),
+                    *self._budget_rate_limits(response.id, usage),
                 ]
             )
         )
+
+    def _budget_rate_limits(self, response_id: str, usage: dict[str, Any]) -> list[se.RateLimit]:
+        entry = self.budget_rate_limit(response_id, usage) if self.budget_rate_limit is not None else None
+        return [se.RateLimit(**entry)] if entry else []
 
     # ------------------------------------------------------------------ turn taking
 

@@ -1,11 +1,13 @@
 """Usage per response, counted the way the real service bills it (spec §9.3).
 
 User audio costs 1 token per 100 ms, assistant audio 1 token per 50 ms (generated, played or
-not); text tokens come from the language model's own tokenizer and prompt cache.
+not); text tokens come from the language model's own tokenizer and prompt cache; images
+count by OpenAI's image rule (engines/vision/tokens.py), whatever the LLM was shown for them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,16 +20,27 @@ class Usage:
     input_text_tokens: int = 0
     cached_text_tokens: int = 0
     input_audio_ms: int = 0
+    input_audio_tokens: int | None = None
+    """Set by ``account_audio`` (user audio at 100 ms and assistant audio at 50 ms per token,
+    item by item); otherwise ``input_audio_ms`` is counted as user audio."""
+    cached_audio_tokens: int = 0
     input_image_tokens: int = 0
+    cached_image_tokens: int = 0
     output_text_tokens: int = 0
     output_audio_ms: int = 0
 
     def wire(self) -> dict[str, Any]:
-        input_audio = self.input_audio_ms // USER_AUDIO_MS_PER_TOKEN
+        input_audio = (
+            self.input_audio_tokens
+            if self.input_audio_tokens is not None
+            else self.input_audio_ms // USER_AUDIO_MS_PER_TOKEN
+        )
+        cached_audio = min(self.cached_audio_tokens, input_audio)
         output_audio = self.output_audio_ms // ASSISTANT_AUDIO_MS_PER_TOKEN
         input_total = self.input_text_tokens + input_audio + self.input_image_tokens
         output_total = self.output_text_tokens + output_audio
         cached = min(self.cached_text_tokens, self.input_text_tokens)
+        cached_image = min(self.cached_image_tokens, self.input_image_tokens)
         return {
             "total_tokens": input_total + output_total,
             "input_tokens": input_total,
@@ -36,8 +49,71 @@ class Usage:
                 "text_tokens": self.input_text_tokens,
                 "audio_tokens": input_audio,
                 "image_tokens": self.input_image_tokens,
-                "cached_tokens": cached,
-                "cached_tokens_details": {"text_tokens": cached, "audio_tokens": 0, "image_tokens": 0},
+                "cached_tokens": cached + cached_audio + cached_image,
+                "cached_tokens_details": {
+                    "text_tokens": cached,
+                    "audio_tokens": cached_audio,
+                    "image_tokens": cached_image,
+                },
             },
             "output_token_details": {"text_tokens": self.output_text_tokens, "audio_tokens": output_audio},
         }
+
+
+@dataclass(frozen=True)
+class PromptImage:
+    """One image in a response's context, as usage needs it."""
+
+    billed_tokens: int
+    """What the image is billed as (OpenAI's image rule, engines/vision/tokens.py)."""
+    prompt_tokens: int
+    """What it took in this LLM's prompt: its analysis text, or the image itself."""
+    prefix_tokens: int
+    """Estimated prompt tokens up to the end of the message that holds it."""
+
+
+def account_images(usage: Usage, images: Sequence[PromptImage], cached_prefix: int | None = None) -> None:
+    """Count images as image tokens: the LLM reported them inside its prompt (as analysis
+    text, or as the image), so they move out of the text counts. An image counts as cached
+    when the LLM's cached prefix (``cached_prefix``, default the cached text tokens) reaches
+    the end of its message."""
+    if not images:
+        return
+    limit = usage.cached_text_tokens if cached_prefix is None else cached_prefix
+    cached = [image for image in images if image.prefix_tokens <= limit]
+    usage.input_image_tokens += sum(image.billed_tokens for image in images)
+    usage.cached_image_tokens += sum(image.billed_tokens for image in cached)
+    usage.input_text_tokens = max(0, usage.input_text_tokens - sum(image.prompt_tokens for image in images))
+    usage.cached_text_tokens = max(0, usage.cached_text_tokens - sum(image.prompt_tokens for image in cached))
+
+
+@dataclass(frozen=True)
+class PromptAudio:
+    """One audio item in a response's context, as usage needs it."""
+
+    audio_ms: int
+    assistant: bool
+    """Assistant audio costs 1 token per 50 ms, user audio 1 per 100 ms."""
+    prompt_tokens: int
+    """What the LLM read in its place: the transcript's tokens."""
+    prefix_tokens: int
+    """Estimated prompt tokens up to the end of the item's message."""
+
+
+def account_audio(usage: Usage, audio: Sequence[PromptAudio], cached_prefix: int | None = None) -> None:
+    """Count the context's audio as OpenAI bills it: every audio item of the conversation is
+    input audio of every response (user and assistant alike), and it is cached when the LLM's
+    cached prefix reaches the end of its message. The LLM read transcripts in its place, so
+    those tokens move out of the text counts (as for images)."""
+    limit = usage.cached_text_tokens if cached_prefix is None else cached_prefix
+
+    def tokens(items: Sequence[PromptAudio]) -> int:
+        user = sum(a.audio_ms for a in items if not a.assistant)
+        assistant = sum(a.audio_ms for a in items if a.assistant)
+        return user // USER_AUDIO_MS_PER_TOKEN + assistant // ASSISTANT_AUDIO_MS_PER_TOKEN
+
+    cached = [a for a in audio if a.prefix_tokens <= limit]
+    usage.input_audio_tokens = tokens(audio)
+    usage.cached_audio_tokens = tokens(cached)
+    usage.input_text_tokens = max(0, usage.input_text_tokens - sum(a.prompt_tokens for a in audio))
+    usage.cached_text_tokens = max(0, usage.cached_text_tokens - sum(a.prompt_tokens for a in cached))

@@ -10,10 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 FloatAudio = npt.NDArray[np.float32]
 """Mono float32 samples in [-1, 1]."""
@@ -57,6 +60,14 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class ChatImage:
+    """An image the user shared, as a data URL, for models that see images themselves."""
+
+    url: str
+    detail: Literal["auto", "low", "high"] = "auto"
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     """One chat-completions style message built from conversation items."""
 
@@ -64,6 +75,10 @@ class ChatMessage:
     content: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    images: tuple[ChatImage, ...] = ()
+    """Images of a user message. ``content`` already carries their text analysis (for models
+    without vision); a vision model gets the images and ``content_without_images`` instead."""
+    content_without_images: str | None = None
 
 
 ToolChoice = Literal["auto", "none", "required"] | str
@@ -199,3 +214,55 @@ class Synthesizer(Protocol):
     def synthesize(
         self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
     ) -> Iterator[PcmAudio]: ...
+
+
+# --------------------------------------------------------------------------- images in
+
+
+@dataclass(frozen=True)
+class RecognizedText:
+    """One line of text read from an image, with the recogniser's confidence (0..1)."""
+
+    text: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class ImageLabel:
+    """One class a classifier assigned to the whole image, with its probability (0..1)."""
+
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    """What a describer recognised in one image, and the text a language model reads for it.
+
+    ``text`` says plainly what was recognised and what was not, so a text-only model does not
+    invent details; ``image_tokens`` is what the image is billed as (OpenAI's image rule).
+    """
+
+    text: str
+    image_tokens: int
+    ocr: tuple[RecognizedText, ...] = ()
+    labels: tuple[ImageLabel, ...] = ()
+    seconds: float = 0.0
+
+
+@runtime_checkable
+class VisionDescriber(Protocol):
+    """Turns an image into text a language model can read (OCR, labels, or a full caption)."""
+
+    name: str
+
+    def describe(
+        self,
+        image: bytes | PILImage,
+        *,
+        question_hint: str | None = None,
+        detail: Literal["auto", "low", "high"] = "auto",
+    ) -> ImageAnalysis:
+        """Analyse ``image`` (encoded bytes or a decoded Pillow image); ``question_hint`` is
+        the user's text next to it, which a describer may use to focus."""
+        ...

@@ -7,6 +7,7 @@ with the code, param and message the real service uses, and the client's ``event
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -181,7 +182,25 @@ def parse_json_frame(text: str | bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise RealtimeError("invalid_event", "An event must be a JSON object.")
+    if _ESCAPED_SURROGATE.search(text) is not None and _has_lone_surrogate(data):
+        raise RealtimeError(
+            "invalid_json",
+            "The event contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not valid Unicode.",
+            event_id=data.get("event_id") if isinstance(data.get("event_id"), str) else None,
+        )
     return data
+
+
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    """JSON may escape half of a surrogate pair; such text cannot be encoded again later."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def parse_client_event(text: str | bytes) -> ClientEvent:
@@ -189,9 +208,45 @@ def parse_client_event(text: str | bytes) -> ClientEvent:
     return validate_client_event(parse_json_frame(text))
 
 
+MAX_TEXT_CHARS = 262_144
+"""Longest string a client event may carry outside audio and image payloads: far beyond any
+context window the engines have, and cheap to tokenise (a 1 MB text took 1.3 s on 2 cores,
+stalling every session on the event loop)."""
+_BULK_FIELDS = {"audio", "image_url"}
+
+
+def _overlong_string(value: Any, path: str) -> tuple[str, int] | None:
+    """The first string longer than ``MAX_TEXT_CHARS`` (outside audio/image data) and its path."""
+    if isinstance(value, str):
+        return (path, len(value)) if len(value) > MAX_TEXT_CHARS else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in _BULK_FIELDS:
+                continue
+            found = _overlong_string(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _overlong_string(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
 def validate_client_event(data: dict[str, Any]) -> ClientEvent:
     raw_event_id = data.get("event_id")
     event_id = raw_event_id if isinstance(raw_event_id, str) else None
+    overlong = _overlong_string(data, "")
+    if overlong is not None:
+        param, length = overlong
+        raise RealtimeError(
+            "string_above_max_length",
+            f"Invalid '{param}': string too long. Expected a string with maximum length {MAX_TEXT_CHARS}, "
+            f"but got a string with length {length} instead.",
+            param=param,
+            event_id=event_id,
+        )
     if "type" not in data:
         raise RealtimeError("invalid_event", "The 'type' field is missing.", param="type", event_id=event_id)
     kind = data["type"]

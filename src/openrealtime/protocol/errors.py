@@ -30,3 +30,12 @@ class RealtimeError(Exception):
             "param": self.param,
             "event_id": self.event_id,
         }
+
+
+def rate_limited(event_id: str | None) -> RealtimeError:
+    """A client event refused because its key sends events faster than allowed."""
+    return RealtimeError(
+        "rate_limit_exceeded",
+        "Too many client events: this API key is sending faster than allowed; the event was not processed.",
+        event_id=event_id,
+    )

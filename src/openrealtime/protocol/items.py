@@ -108,14 +108,16 @@ ClientItem = Message | FunctionCall | FunctionCallOutput | McpApprovalResponse
 
 
 def item_to_wire(item: dict[str, Any], *, include_audio: bool = False) -> dict[str, Any]:
-    """Serialize a stored item for a server event; audio bytes only when asked (retrieve)."""
+    """Serialize a stored item for a server event; audio and image bytes only when asked
+    (retrieve). Keys starting with ``_`` are the server's own notes and never sent."""
     out = dict(item)
     if "content" in out:
         parts = []
         for part in out["content"]:
-            p = dict(part)
-            if not include_audio and "audio" in p:
-                p.pop("audio")
+            p = {key: value for key, value in part.items() if not key.startswith("_")}
+            if not include_audio:
+                p.pop("audio", None)
+                p.pop("image_url", None)
             parts.append(p)
         out["content"] = parts
     return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..config import Settings
-from ..engines.base import VAD, LanguageModel, Synthesizer, Transcriber, TurnDetector
+from ..engines.base import VAD, LanguageModel, Synthesizer, Transcriber, TurnDetector, VisionDescriber
 
 
 class VoiceResolver(Protocol):
@@ -28,6 +28,10 @@ class EngineSet:
     vad: VAD | None = None
     turn_detector: TurnDetector | None = None
     voices: VoiceResolver | None = None
+    vision: VisionDescriber | None = None
+    """Describes images for a text-only LLM (None: the LLM only hears that one was shared)."""
+    llm_vision: bool = False
+    """The LLM takes images itself (a vision endpoint); no describer runs."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def voice_problem(self, name: str) -> str | None:
@@ -44,18 +48,37 @@ class EngineSet:
 
 
 def build_language_model(settings: Settings) -> LanguageModel:
-    """The configured LLM: an OpenAI-compatible endpoint if set, else embedded llama.cpp."""
+    """The configured LLM: an OpenAI-compatible endpoint if set (with the embedded model as a
+    fallback when ``llm_fallback`` names one), else embedded llama.cpp."""
+    from ..engines.llm.llamacpp import LlamaCppModel
+
     if settings.llm_base_url:
         from ..engines.llm.openai_compatible import OpenAICompatibleModel
 
-        return OpenAICompatibleModel(settings.llm_base_url, settings.llm_model, api_key=settings.llm_api_key)
-    from ..engines.llm.llamacpp import LlamaCppModel
+        remote = OpenAICompatibleModel(
+            settings.llm_base_url,
+            settings.llm_model,
+            api_key=settings.llm_api_key,
+            vision=settings.llm_vision,
+        )
+        if not settings.llm_fallback:
+            return remote
+        from ..engines.llm.failover import FailoverLanguageModel
 
+        embedded = LlamaCppModel(
+            settings.llm_fallback,
+            n_threads=settings.llm_threads,
+            n_ctx=settings.llm_context,
+            seed=settings.llm_seed,
+            model_dir=settings.model_dir,
+        )
+        return FailoverLanguageModel(remote, embedded)
     return LlamaCppModel(
         settings.llm,
         n_threads=settings.llm_threads,
         n_threads_batch=settings.llm_threads,
         n_ctx=settings.llm_context,
+        seed=settings.llm_seed,
         model_dir=settings.model_dir,
     )
 
@@ -65,16 +88,39 @@ def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
     engines = EngineSet(llm=build_language_model(settings))
     engines.extra["llm_threads"] = settings.llm_threads
     engines.extra["llm_batch_threads"] = settings.llm_batch_threads
+    engines.extra["mcp_allowed_hosts"] = list(settings.mcp_allowed_hosts)
+    engines.extra["mcp_timeout_s"] = settings.mcp_timeout_seconds
     if speech:
         from .speech import load_speech_engines
 
         load_speech_engines(engines, settings)
+    load_vision(engines, settings)
     if settings.warm_up:
         spent = warm_up(engines)
         logging.getLogger("openrealtime.engines").info(
             "engines warmed up: %s", ", ".join(f"{k} {v:.2f}s" for k, v in spent.items())
         )
     return engines
+
+
+def load_vision(engines: EngineSet, settings: Settings) -> None:
+    """The image describer; a missing part (e.g. the classifier never exported) is logged and
+    the analysis says it is unavailable, instead of refusing to start."""
+    engines.llm_vision = bool(settings.llm_base_url) and settings.llm_vision
+    if engines.llm_vision or settings.vision == "none":
+        return
+    from ..engines.vision.embedded import EmbeddedDescriber
+
+    describer = EmbeddedDescriber(settings.model_dir, threads=settings.vision_threads)
+    engines.vision = describer
+    if settings.warm_up:  # load its models beside the other warm-ups, without delaying start-up
+        import threading
+
+        def check() -> None:
+            for problem in describer.check():
+                logging.getLogger("openrealtime.engines").warning("image analysis limited: %s", problem)
+
+        threading.Thread(target=check, name="vision-warm-up", daemon=True).start()
 
 
 def warm_up(engines: EngineSet) -> dict[str, float]:
@@ -96,8 +142,13 @@ def warm_up(engines: EngineSet) -> dict[str, float]:
         ),
         max_output_tokens=1,
     )
-    for _ in engines.llm.generate(request, CancelToken()):
-        pass
+    try:
+        for _ in engines.llm.generate(request, CancelToken()):
+            pass
+    except Exception as exc:  # a remote endpoint may come up later; turns apologise meanwhile
+        logging.getLogger("openrealtime.engines").warning(
+            "the language model did not answer at start-up: %s", exc
+        )
     spent["llm"] = time.monotonic() - start
     if engines.transcriber is not None:
         start = time.monotonic()

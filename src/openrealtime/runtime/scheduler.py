@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import queue
 import threading
@@ -27,6 +28,10 @@ PRIORITY_BACKGROUND = 10
 """Work that only makes a later step faster (e.g. partial transcripts)."""
 
 _DONE = object()
+
+
+class EngineStalled(TimeoutError):
+    """An engine took longer than its stall timeout to produce its next result."""
 
 
 @dataclass(order=True)
@@ -50,6 +55,8 @@ class EngineQueue:
             for i in range(max(1, workers))
         ]
         self.last_wait_s = 0.0
+        self.on_wait: Callable[[str, float], None] | None = None
+        """Told ``(engine name, seconds waited)`` on the worker thread as each job starts."""
         self.running = 0
         for thread in self._threads:
             thread.start()
@@ -60,6 +67,9 @@ class EngineQueue:
             if job.cancel is not None and job.cancel.cancelled:
                 job.run = _noop
             self.last_wait_s = time.monotonic() - job.enqueued
+            if self.on_wait is not None:
+                with contextlib.suppress(Exception):
+                    self.on_wait(self.name, self.last_wait_s)
             self.running += 1
             try:
                 job.run()
@@ -109,10 +119,15 @@ class EngineQueue:
         *,
         priority: int = PRIORITY_TURN,
         cancel: CancelToken | None = None,
+        stall_timeout: float | None = None,
     ) -> AsyncIterator[T]:
-        """Drain the iterator ``make()`` on a worker; items arrive here as they are produced."""
+        """Drain the iterator ``make()`` on a worker; items arrive here as they are produced.
+
+        With ``stall_timeout``, waiting longer than that for the next item (queueing included)
+        raises ``EngineStalled`` and the worker stops at its next item."""
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[Any] = asyncio.Queue()
+        abandoned = threading.Event()
 
         def run() -> None:
             iterator: Iterator[T] | None = None
@@ -120,7 +135,7 @@ class EngineQueue:
                 iterator = make()
                 for item in iterator:
                     loop.call_soon_threadsafe(items.put_nowait, item)
-                    if cancel is not None and cancel.cancelled:
+                    if (cancel is not None and cancel.cancelled) or abandoned.is_set():
                         break
             except BaseException as exc:
                 loop.call_soon_threadsafe(items.put_nowait, _Failure(exc))
@@ -135,13 +150,21 @@ class EngineQueue:
             loop.call_soon_threadsafe(items.put_nowait, _DONE)
 
         self._put(run if cancel is None else _unless_cancelled(run, dropped, cancel), priority, None)
-        while True:
-            item = await items.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(items.get(), stall_timeout)
+                except TimeoutError:
+                    raise EngineStalled(
+                        f"the {self.name} engine produced nothing for {stall_timeout:g} s"
+                    ) from None
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.exc
+                yield item
+        finally:
+            abandoned.set()
 
 
 class QueueExecutor(concurrent.futures.Executor):
@@ -207,3 +230,4 @@ class Scheduler:
         self.asr = EngineQueue("asr", asr_workers)
         self.tts = EngineQueue("tts", tts_workers)
         self.vad = EngineQueue("vad", vad_workers)
+        self.vision = EngineQueue("vision", 1)

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +23,15 @@ import numpy.typing as npt
 from ..audio import formats
 from ..audio.resample import StreamingResampler
 from ..core.commands import (
+    AnalyzeImage,
+    CallMcpTool,
     CancelResponse,
     CloseConnection,
     Command,
     InputAppended,
     InputBufferCleared,
     InputCommitted,
+    ListMcpTools,
     PredictEndOfTurn,
     ResponseFinished,
     SpeechStarted,
@@ -48,19 +51,35 @@ from ..engines.base import (
 )
 from ..engines.llm.tool_calling import validate_arguments
 from ..engines.tts.chunker import ClauseChunker
-from ..protocol.errors import RealtimeError
+from ..protocol import client_events as ce
+from ..protocol.errors import RealtimeError, rate_limited
+from ..protocol.server_events import ServerEvent
+from . import mcp as mcp_client
 from .engines import EngineSet
 from .listening import InputPipeline, usage_for
+from .observer import Observers, SessionInfo
 from .scheduler import Scheduler
 
 log = logging.getLogger("openrealtime.runtime")
 
 APOLOGY = "Sorry, I couldn't work out how to do that. Could you say it another way?"
+UNAVAILABLE_APOLOGY = "Sorry, I can't answer right now. Please try again in a moment."
+ENGINE_STALL_S = 60.0
+"""An engine that produces nothing for this long (queueing included) fails its response."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The language model failed before producing anything for a response."""
+
+
 TRANSCRIPT_WAIT_S = 30.0
 FIRST_PIECE_WORDS = 3
 """Speak the first few words of an answer without waiting for punctuation (measured: the
 best latency/prosody trade-off in bench/voice_latency.py on 2 cores)."""
 AUDIO_DELTA_MS = 200
+MAX_MCP_ROUNDS = 3
+"""A response continues after MCP results at most this many times (a model that keeps
+calling tools would otherwise never answer)."""
 """Speech is sent in deltas of at most this length, so clients can start playing early."""
 
 
@@ -82,23 +101,39 @@ class TurnTimings:
 
 
 class SessionRuntime:
-    """Runs one session: ``start``, then ``on_frame`` per client frame, ``aclose`` at the end."""
+    """Runs one session: ``start``, then ``on_frame`` per client frame, ``aclose`` at the end.
+
+    ``send`` receives every server event in order (the transport serialises it); ``observers``
+    are told what happens (metrics, ledger, traces) under the ids in ``info``.
+    """
 
     def __init__(
         self,
         core: SessionCore,
         engines: EngineSet,
         scheduler: Scheduler,
-        send: Callable[[str], None],
+        send: Callable[[ServerEvent], None],
         close: Callable[[int, str], Awaitable[None]],
+        *,
+        observers: Observers | None = None,
+        info: SessionInfo | None = None,
+        admit_event: Callable[[], bool] | None = None,
     ) -> None:
         self.core = core
         self.engines = engines
         self.scheduler = scheduler
         self._send = send
         self._close = close
+        self.observers = observers or Observers()
+        self.admit_event = admit_event
+        """Asked before each client event is processed (the per-key event rate)."""
+        self.info = info or SessionInfo(
+            session_id=core.session.id or "", key_id="", transport="websocket", model=""
+        )
         self._responses: dict[str, _Work] = {}
         self._transcripts: dict[str, asyncio.Future[None]] = {}
+        self._image_analyses: dict[str, list[asyncio.Future[None]]] = {}
+        core.llm_sees_images = engines.llm_vision
         self._tasks: set[asyncio.Task[Any]] = set()
         self.timings: dict[str, TurnTimings] = {}
         self.closed = False
@@ -108,11 +143,24 @@ class SessionRuntime:
         self._expiry: asyncio.TimerHandle | None = None
         self.speech_stopped_at: dict[str, float] = {}
         self.transcript_ready_at: dict[str, float] = {}
+        self.mcp_policy = mcp_client.McpPolicy.from_settings(
+            engines.extra.get("mcp_allowed_hosts"), engines.extra.get("mcp_timeout_s")
+        )
+        self._mcp_listings: dict[str, asyncio.Task[None]] = {}
+        self._mcp_calls: dict[str, dict[str, asyncio.Task[None]]] = {}  # response id → item id → call
 
     # ------------------------------------------------------------------ driving the core
 
     def start(self) -> None:
         self.core.start()
+        if not self.info.session_id:
+            self.info = SessionInfo(
+                session_id=self.core.session.id or "",
+                key_id=self.info.key_id,
+                transport=self.info.transport,
+                model=self.info.model,
+            )
+        self.observers.session_started(self.info)
         loop = asyncio.get_running_loop()
         self._expiry = loop.call_later(self.core.limits.max_session_minutes * 60, self._expire)
         self.flush()
@@ -123,7 +171,17 @@ class SessionRuntime:
 
     def on_frame(self, frame: str | bytes) -> None:
         try:
-            self.core.handle(frame)
+            try:
+                event = ce.parse_client_event(frame)
+            except RealtimeError as err:
+                self.observers.client_event(self.info, "invalid")
+                self.core.error(err)
+            else:
+                self.observers.client_event(self.info, event.type)
+                if self.admit_event is not None and not self.admit_event():
+                    self.core.error(rate_limited(event.event_id))
+                else:
+                    self.core.handle_event(event)
         except Exception:  # a bug on one event must not end the session
             log.exception("unexpected failure handling a client event")
             self.core.error(
@@ -131,10 +189,21 @@ class SessionRuntime:
             )
         self.flush()
 
+    @property
+    def busy(self) -> bool:
+        """A response is being generated for this session."""
+        return bool(self._responses)
+
+    def fail(self, error: RealtimeError) -> None:
+        """Report a transport-level problem as an ``error`` event (closing when it is fatal)."""
+        self.core.error(error)
+        self.flush()
+
     def flush(self) -> None:
         """Send what the core emitted, then carry out what it asked for."""
         for event in self.core.take_events():
-            self._send(event.to_json())
+            self.observers.server_event(self.info, event)  # type: ignore[arg-type]
+            self._send(event)  # type: ignore[arg-type]
         for command in self.core.take_commands():
             self._execute(command)
 
@@ -155,6 +224,19 @@ class SessionRuntime:
             work = self._responses.pop(command.response_id, None)
             if work is not None:
                 work.token.cancel()
+            for call in self._mcp_calls.pop(command.response_id, {}).values():
+                call.cancel()
+        elif isinstance(command, ListMcpTools):
+            listing = self._spawn(self._list_mcp_tools(command), f"mcp-list:{command.item_id}")
+            self._mcp_listings[command.item_id] = listing
+            listing.add_done_callback(lambda _: self._mcp_listings.pop(command.item_id, None))
+        elif isinstance(command, CallMcpTool):
+            call = self._spawn(self._call_mcp_tool(command), f"mcp-call:{command.item_id}")
+            self._mcp_calls.setdefault(command.response_id, {})[command.item_id] = call
+        elif isinstance(command, AnalyzeImage):
+            analysed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._image_analyses.setdefault(command.item_id, []).append(analysed)
+            self._spawn(self._analyze_image(command, analysed), f"image:{command.item_id}")
         elif isinstance(command, TranscribeItem):
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._transcripts[command.item_id] = future
@@ -210,6 +292,7 @@ class SessionRuntime:
         if self._expiry is not None:
             self._expiry.cancel()
         await self.listening.aclose()
+        self.observers.session_ended(self.info)
         for work in self._responses.values():
             work.token.cancel()
         self._responses.clear()
@@ -240,20 +323,67 @@ class SessionRuntime:
                 done.set_result(None)
             self.flush()
 
+    # ------------------------------------------------------------------ images
+
+    async def _analyze_image(self, command: AnalyzeImage, done: asyncio.Future[None]) -> None:
+        """Describe one image on the vision queue, once; the core caches the text on the item."""
+        describer = self.engines.vision
+        try:
+            if describer is None:
+                return
+            analysis = await self.scheduler.vision.call(
+                lambda: describer.describe(
+                    command.image, question_hint=command.question_hint, detail=command.detail
+                )
+            )
+            log.info(
+                "image %s[%d] analysed in %.2f s: %d text lines, labels %s",
+                command.item_id,
+                command.content_index,
+                analysis.seconds,
+                len(analysis.ocr),
+                ", ".join(label.label for label in analysis.labels[:3]),
+            )
+            self.core.image_analyzed(command.item_id, command.content_index, analysis.text)
+        except Exception as exc:
+            log.warning("image %s[%d] could not be analysed: %s", command.item_id, command.content_index, exc)
+            reason = getattr(exc, "message", None) or "the analysis failed"
+            self.core.image_analyzed(
+                command.item_id,
+                command.content_index,
+                f"[The user shared an image that could not be analysed ({reason}); nothing about it is known.]",
+            )
+        finally:
+            if not done.done():
+                done.set_result(None)
+            self.flush()
+
     # ------------------------------------------------------------------ responses
 
     async def _respond(self, command: StartResponse, token: CancelToken) -> None:
         rid = command.response_id
         try:
             waits = [self._transcripts[i] for i in command.context_item_ids if i in self._transcripts]
+            waits += [f for i in command.context_item_ids for f in self._image_analyses.get(i, ())]
             if waits:
                 await asyncio.wait_for(asyncio.gather(*waits), TRANSCRIPT_WAIT_S)
+            await self._mcp_ready(rid)
             request = self.core.build_request(rid)
             if request is None or token.cancelled:
                 return
             speech = _SpeechOut(self, command, token) if command.modality == "audio" else None
             totals = [0, 0, 0]  # prompt, cached, completion
             finish = await self._generate(rid, request, token, speech, totals, retry_allowed=True)
+            rounds = 0
+            while self.core.mcp_calls_pending(rid) and not token.cancelled and rounds < MAX_MCP_ROUNDS:
+                # the model called an MCP tool: wait for its result, then let the model use it
+                rounds += 1
+                await self._settle_mcp_calls(rid)
+                request = self.core.build_request(rid)
+                if request is None or token.cancelled:
+                    break
+                finish = await self._generate(rid, request, token, speech, totals, retry_allowed=True)
+            await self._settle_mcp_calls(rid)
             if speech is not None:
                 await speech.finish()
             if token.cancelled:
@@ -263,6 +393,9 @@ class SessionRuntime:
             )
         except asyncio.CancelledError:
             raise
+        except EngineUnavailable as exc:
+            log.error("response %s: the language model is unavailable (%s); apologising", rid, exc)
+            await self._apologise(command, token)
         except Exception as exc:
             log.exception("response %s failed", rid)
             self.core.response_failed(rid, "engine_error", f"The response could not be generated: {exc}")
@@ -270,6 +403,74 @@ class SessionRuntime:
             self._responses.pop(rid, None)
             self.flush()
             self._log_timings(command)
+
+    async def _apologise(self, command: StartResponse, token: CancelToken) -> None:
+        """Answer a turn the language model could not: a short apology, spoken when the
+        response is audio, so the caller is never left in silence."""
+        rid = command.response_id
+        if token.cancelled or rid not in self.core.responses:
+            return
+        if command.modality == "audio":
+            speech = _SpeechOut(self, command, token)
+            await speech.feed(UNAVAILABLE_APOLOGY)
+            await speech.finish()
+        else:
+            self.core.response_text(rid, UNAVAILABLE_APOLOGY)
+        if not token.cancelled:
+            self.core.response_done(rid, "stop", prompt_tokens=0, cached_tokens=0, completion_tokens=0)
+
+    # ------------------------------------------------------------------ MCP
+
+    async def _mcp_ready(self, rid: str) -> None:
+        """Before the model runs: MCP tool listings in progress and approved calls finish."""
+        listings = [self._mcp_listings[i] for i in self.core.mcp_listing_pending() if i in self._mcp_listings]
+        if listings:
+            await asyncio.wait(listings, timeout=self.mcp_policy.timeout_s + 5)
+        await self._settle_mcp_calls(rid)
+
+    async def _settle_mcp_calls(self, rid: str) -> None:
+        """Wait until every MCP call of the response has reported (or was cancelled)."""
+        calls = list(self._mcp_calls.get(rid, {}).values())
+        if calls:
+            await asyncio.gather(*calls, return_exceptions=True)
+        self._mcp_calls.pop(rid, None)
+
+    async def _list_mcp_tools(self, command: ListMcpTools) -> None:
+        try:
+            tools = await mcp_client.list_tools(command.server_url, command.headers, self.mcp_policy)
+            self.core.mcp_tools_listed(command.item_id, tools)
+        except mcp_client.McpFailure as failure:
+            self.core.mcp_tools_failed(
+                command.item_id,
+                failure.code,
+                f"Listing the tools of MCP server '{command.server_label}' failed: {failure.message}",
+            )
+        except Exception as exc:
+            log.exception("listing MCP tools failed")
+            self.core.mcp_tools_failed(
+                command.item_id,
+                "mcp_server_error",
+                f"Listing the tools of '{command.server_label}' failed: {exc}",
+            )
+        finally:
+            self.flush()
+
+    async def _call_mcp_tool(self, command: CallMcpTool) -> None:
+        try:
+            output = await mcp_client.call_tool(
+                command.server_url, command.headers, command.name, command.arguments, self.mcp_policy
+            )
+            self.core.mcp_call_result(command.response_id, command.item_id, output, None)
+        except mcp_client.McpFailure as failure:
+            self.core.mcp_call_result(command.response_id, command.item_id, None, failure.error)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("MCP call failed")
+            error = {"type": "tool_execution_error", "message": f"The MCP call failed: {exc}"}
+            self.core.mcp_call_result(command.response_id, command.item_id, None, error)
+        finally:
+            self.flush()
 
     def _log_timings(self, command: StartResponse) -> None:
         """One structured line per response with its stage timings (ms after end of speech)."""
@@ -297,6 +498,7 @@ class SessionRuntime:
             "llm_queue_wait_ms": round(self.scheduler.llm.last_wait_s * 1000, 1),
         }
         log.info("turn timings %s", json.dumps(record))
+        self.observers.turn_timings(self.info, record)
 
     def _start_llm(self, request: ChatRequest, token: CancelToken) -> Iterator[LLMEvent]:
         """On the LLM worker: give prompt evaluation the spare cores when no other engine is
@@ -309,6 +511,21 @@ class SessionRuntime:
             queues = (self.scheduler.asr, self.scheduler.tts, self.scheduler.vad)
             set_threads(decode, batch if all(q.idle for q in queues) else decode)
         return llm.generate(request, token)
+
+    async def _llm_events(self, request: ChatRequest, token: CancelToken) -> AsyncIterator[LLMEvent]:
+        """The LLM's stream; a failure before its first event becomes ``EngineUnavailable``
+        (the turn can still be answered with an apology), a later one propagates."""
+        produced = False
+        try:
+            async for event in self.scheduler.llm.stream(
+                lambda: self._start_llm(request, token), cancel=token, stall_timeout=ENGINE_STALL_S
+            ):
+                produced = True
+                yield event
+        except Exception as exc:
+            if produced or token.cancelled:
+                raise
+            raise EngineUnavailable(str(exc) or type(exc).__name__) from exc
 
     async def _generate(
         self,
@@ -326,7 +543,7 @@ class SessionRuntime:
         said_anything = False
         retry_note: str | None = None
         timings = self.timings.get(rid)
-        async for event in self.scheduler.llm.stream(lambda: self._start_llm(request, token), cancel=token):
+        async for event in self._llm_events(request, token):
             if token.cancelled:
                 break
             if isinstance(event, TextDelta):
@@ -468,6 +685,7 @@ class _SpeechOut:
         async for chunk in runtime.scheduler.tts.stream(
             lambda: synthesizer.synthesize(text, voice=voice_id, speed=self.command.speed, cancel=self.token),
             cancel=self.token,
+            stall_timeout=ENGINE_STALL_S,
         ):
             if self.token.cancelled:
                 return

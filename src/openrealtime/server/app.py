@@ -6,22 +6,32 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Settings
-from ..core.session import Limits, SessionCore
 from ..protocol.errors import RealtimeError
 from ..protocol.server_events import ErrorEvent
 from ..protocol.session import RealtimeSession, TranscriptionSession
 from ..runtime.engines import EngineSet
+from ..runtime.observer import Observers
 from ..runtime.scheduler import Scheduler
-from ..runtime.session_runtime import SessionRuntime
+from ..telemetry.ledger import UsageLedger, open_ledger
+from ..telemetry.logs import session_id_var
 from ..transports.websocket import WebSocketConnection
-from .auth import KeyStore, credential_from_headers
+from . import calls, client_secrets, playground, sip_calls, usage
+from .auth import Authenticator, KeyStore, SecretStore, credential_from_headers
+from .http import BodySizeLimit, http_error
+from .limits import SessionLimits
+from .metrics import Telemetry
+from .session_factory import new_session_runtime
+from .sessions import restore_session
 
 log = logging.getLogger("openrealtime.server")
 
@@ -42,16 +52,18 @@ REALTIME_MODEL_ALIASES = (
 class ServerState:
     settings: Settings
     keys: KeyStore
+    auth: Authenticator
     engines: EngineSet
     scheduler: Scheduler
+    observers: Observers = field(default_factory=Observers)
     active_sessions: int = 0
+    limits: SessionLimits = field(default_factory=SessionLimits)
+    calls: calls.CallRegistry = field(default_factory=lambda: calls.CallRegistry())
+    usage_ledger: UsageLedger | None = None
+    sip: sip_calls.SipServer | None = None
 
 
-def error_body(status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status
-    )
+error_body = http_error
 
 
 def create_app(
@@ -60,29 +72,82 @@ def create_app(
     keys: KeyStore,
     engines: EngineSet | Callable[[], EngineSet],
     scheduler: Scheduler | None = None,
+    secrets: SecretStore | None = None,
 ) -> FastAPI:
     """Build the app. ``engines`` may be a factory, called once at startup."""
     holder: dict[str, ServerState] = {}
+    telemetry = Telemetry()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         engine_set = engines() if callable(engines) else engines
+        ledger = await open_ledger(settings)  # storage: usage ledger and ephemeral keys
         holder["state"] = ServerState(
             settings=settings,
             keys=keys,
+            auth=Authenticator(keys, secrets or ledger.storage),
             engines=engine_set,
             scheduler=scheduler or Scheduler(llm_workers=1, asr_workers=1, tts_workers=1, vad_workers=1),
+            limits=SessionLimits(
+                max_sessions=settings.max_sessions,
+                max_sessions_per_key=settings.max_sessions_per_key,
+                events_per_second=settings.max_events_per_second,
+                event_burst=settings.event_burst,
+            ),
         )
-        yield
+        telemetry.attach(holder["state"])
+        holder["state"].usage_ledger = ledger
+        holder["state"].observers.observers.append(ledger)
+        holder["state"].sip = await sip_calls.start_sip(holder["state"])
+        try:
+            yield
+        finally:
+            if holder["state"].sip is not None:
+                await holder["state"].sip.stop()
+            await holder["state"].calls.close_all()
+            telemetry.shutdown()
+            await ledger.close()
+            await ledger.storage.close()
 
-    app = FastAPI(title="openrealtime", version="0.1.0", lifespan=lifespan)
+    # no /docs, /redoc or /openapi.json: every route but /healthz needs a key (tests build the
+    # schema in-process with ``app.openapi()``)
+    app = FastAPI(
+        title="openrealtime",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_exception(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Framework errors (404, 405, ...) in OpenAI's error shape too."""
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return http_error(exc.status_code, codes.get(exc.status_code), str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_exception(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+        return http_error(400, "invalid_value", str(first.get("msg", "Invalid request.")), param)
+
+    if settings.cors_origins:  # none by default: browsers get no cross-origin access
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Location"],
+        )
 
     def state() -> ServerState:
         return holder["state"]
 
-    def authorized(request: Request) -> bool:
+    async def authorized(request: Request) -> bool:
         credential = credential_from_headers(request.headers)
-        return credential is not None and state().keys.is_valid(credential.key)
+        return credential is not None and await state().auth.authenticate(credential.key) is not None
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -90,7 +155,7 @@ def create_app(
 
     @app.get("/v1/models", response_model=None)
     async def models(request: Request) -> dict[str, Any] | JSONResponse:
-        if not authorized(request):
+        if not await authorized(request):
             return error_body(401, "invalid_api_key", "Incorrect API key provided.")
         created = int(time.time())
         engine = state().engines.llm.name
@@ -102,10 +167,17 @@ def create_app(
 
     @app.get("/v1/voices", response_model=None)
     async def voices(request: Request) -> dict[str, Any] | JSONResponse:
-        if not authorized(request):
+        if not await authorized(request):
             return error_body(401, "invalid_api_key", "Incorrect API key provided.")
         table = state().engines.voices
         return {"object": "list", "data": table.describe() if table is not None else []}
+
+    app.include_router(client_secrets.router(state))
+    app.include_router(usage.router(state))
+    app.include_router(calls.router(state))
+    app.include_router(sip_calls.router(state))
+    app.include_router(telemetry.router(state))
+    app.include_router(playground.router(state, lifetime_seconds=settings.playground_session_hours * 3600))
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
@@ -115,7 +187,7 @@ def create_app(
 
 
 async def _reject(connection: WebSocketConnection, error: RealtimeError, code: int) -> None:
-    connection.send(ErrorEvent(error=error.as_dict()).to_json())
+    connection.send(ErrorEvent(error=error.as_dict()))
     await connection.close(code, error.code or "error")
 
 
@@ -124,10 +196,13 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
     offered = list(websocket.scope.get("subprotocols") or [])
     credential = credential_from_headers(websocket.headers, offered)
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-    connection = WebSocketConnection(websocket)
+    connection = WebSocketConnection(
+        websocket, state.settings.max_send_queue_bytes, state.settings.idle_connection_seconds
+    )
     params = websocket.query_params
     problem: tuple[RealtimeError, int] | None = None
-    if credential is None or not state.keys.is_valid(credential.key):
+    principal = await state.auth.authenticate(credential.key) if credential is not None else None
+    if principal is None:
         problem = (
             RealtimeError(
                 "invalid_api_key",
@@ -159,6 +234,10 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
             1008,
         )
     elif params.get("call_id"):
+        call = calls.live_call(state, params["call_id"], principal)
+        if call is not None:
+            await calls.serve_sideband(call, websocket)
+            return
         problem = (
             RealtimeError(
                 "call_not_found",
@@ -173,33 +252,40 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
             RealtimeError("missing_model", "Missing required parameter: 'model'.", param="model", fatal=True),
             1008,
         )
+    if problem is None and principal is not None:
+        refused = state.limits.admit(principal.key_id)
+        if refused is not None:
+            problem = (refused, 1013)  # try again later
     if problem is not None:
         writer = WebSocketConnection(websocket)
         await _reject(writer, *problem)
         await writer._writer()
         return
 
-    settings = state.settings
+    assert principal is not None  # checked above
     session: RealtimeSession | TranscriptionSession
-    if params.get("intent") == "transcription":
+    if principal.session is not None:  # an ephemeral key's bound config is the starting point
+        session = restore_session(principal.session)
+        if isinstance(session, RealtimeSession) and params.get("model"):
+            session.model = params["model"]
+    elif params.get("intent") == "transcription":
         session = TranscriptionSession()
     else:
         session = RealtimeSession(model=params["model"])
-    limits = Limits(
-        max_input_buffer_ms=settings.max_input_buffer_seconds * 1000,
-        max_context_tokens=settings.llm_context,
-        max_session_minutes=settings.max_session_minutes,
-    )
-    core = SessionCore(
+    runtime = new_session_runtime(
+        state,
         session,
-        count_tokens=state.engines.llm.count_tokens,
-        created_at=int(time.time()),
-        limits=limits,
-        voice_check=state.engines.voice_problem,
+        key_id=principal.key_id,
+        transport="websocket",
+        model=params.get("model") or "",
+        send=connection.send,
+        close=connection.close,
     )
-    runtime = SessionRuntime(core, state.engines, state.scheduler, connection.send, connection.close)
+    core = runtime.core
     state.active_sessions += 1
+    session_id_var.set(core.session.id)  # log records of this connection's tasks carry it
     try:
         await connection.serve(runtime)
     finally:
         state.active_sessions -= 1
+        state.limits.release(principal.key_id)

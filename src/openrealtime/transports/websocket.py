@@ -2,7 +2,8 @@
 
 Reading and writing run as two tasks so that a client sending fast never waits for our
 output, and our output never waits for the client's next frame. Outgoing events are sent in
-the order the session emitted them.
+the order the session emitted them. The send queue is bounded: a client that stops reading is
+disconnected once ``max_queued_bytes`` are waiting, instead of growing the server's memory.
 """
 
 from __future__ import annotations
@@ -10,29 +11,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from ..protocol.errors import RealtimeError
+from ..protocol.server_events import ServerEvent
 from ..runtime.session_runtime import SessionRuntime
 
 log = logging.getLogger("openrealtime.websocket")
 
 _CLOSE = object()
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+SLOW_CONSUMER_CLOSE = 1008
 
 
 class WebSocketConnection:
     """Owns the socket: an ordered send queue and a close that flushes it first."""
 
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(
+        self, websocket: WebSocket, max_queued_bytes: int = MAX_QUEUED_BYTES, idle_timeout_s: float = 0.0
+    ) -> None:
         self.websocket = websocket
+        self.idle_timeout_s = idle_timeout_s
+        """Close a connection that sent nothing for this long while no response ran (0: never)."""
+        self.last_frame_at = time.monotonic()
         self.outbox: asyncio.Queue[object] = asyncio.Queue()
         self.close_code = 1000
         self.close_reason = ""
         self.closing = asyncio.Event()
+        self.max_queued_bytes = max_queued_bytes
+        self.queued_bytes = 0
+        self.overflowed = asyncio.Event()
 
-    def send(self, frame: str) -> None:
-        if not self.closing.is_set():
-            self.outbox.put_nowait(frame)
+    def send(self, event: ServerEvent) -> None:
+        if self.closing.is_set():
+            return
+        frame = event.to_json()
+        self.queued_bytes += len(frame)
+        if self.queued_bytes > self.max_queued_bytes:
+            log.warning("client is not reading: %d bytes queued; disconnecting it", self.queued_bytes)
+            self.close_code, self.close_reason = SLOW_CONSUMER_CLOSE, "slow consumer: too much unread output"
+            self.closing.set()
+            self.overflowed.set()
+            return
+        self.outbox.put_nowait(frame)
 
     async def close(self, code: int, reason: str) -> None:
         """Close after everything queued so far has been sent."""
@@ -51,10 +74,12 @@ class WebSocketConnection:
                 return
             assert isinstance(item, str)
             await self.websocket.send_text(item)
+            self.queued_bytes -= len(item)
 
     async def _reader(self, runtime: SessionRuntime) -> None:
         while True:
             message = await self.websocket.receive()
+            self.last_frame_at = time.monotonic()
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
@@ -63,13 +88,37 @@ class WebSocketConnection:
             else:
                 runtime.on_frame(message.get("bytes") or b"")
 
+    async def _idle_watch(self, runtime: SessionRuntime) -> None:
+        """Close the session once the client has sent nothing for ``idle_timeout_s`` while no
+        response was running."""
+        if self.idle_timeout_s <= 0:
+            return
+        while not self.closing.is_set():
+            idle_for = time.monotonic() - self.last_frame_at
+            if idle_for >= self.idle_timeout_s and not runtime.busy:
+                runtime.fail(
+                    RealtimeError(
+                        "idle_timeout",
+                        f"The connection was idle for {self.idle_timeout_s:g} seconds and is being closed.",
+                        fatal=True,
+                    )
+                )
+                return
+            await asyncio.sleep(max(0.05, self.idle_timeout_s - idle_for))
+
     async def serve(self, runtime: SessionRuntime) -> None:
         """Run the session until either side closes; then release all of its work."""
         writer = asyncio.create_task(self._writer(), name="ws-writer")
         reader = asyncio.create_task(self._reader(runtime), name="ws-reader")
+        overflow = asyncio.create_task(self.overflowed.wait(), name="ws-overflow")
+        idle = asyncio.create_task(self._idle_watch(runtime), name="ws-idle")
         try:
             runtime.start()
-            done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({writer, reader, overflow}, return_when=asyncio.FIRST_COMPLETED)
+            if overflow in done:  # the writer may be stuck on a full socket: do not wait for it
+                writer.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.websocket.close(self.close_code, self.close_reason), 1.0)
             for task in done:
                 exc = task.exception()
                 if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
@@ -77,6 +126,8 @@ class WebSocketConnection:
         finally:
             reader.cancel()
             writer.cancel()
+            overflow.cancel()
+            idle.cancel()
             await runtime.aclose()
             if self.websocket.application_state == WebSocketState.CONNECTED:
                 with contextlib.suppress(Exception):

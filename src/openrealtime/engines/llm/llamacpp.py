@@ -491,10 +491,12 @@ class LlamaCppModel:
                 text = self._token_text(t).lstrip()
                 if text.startswith(("{", "`", TOOL_CALL_OPEN)):
                     starts.append(t)
+                elif not text or self._lc.llama_vocab_is_eog(self._vocab, t):
+                    # end-of-generation tokens look like markup (``<|im_end|>``) but must stay
+                    # allowed after the first token, or a text answer could never end
+                    silent.append(t)
                 elif any(c in text for c in "{}`") or text.startswith(("<", ">")):
                     syntax.append(t)
-                elif not text or self._lc.llama_vocab_is_eog(self._vocab, t):
-                    silent.append(t)
             self._call_start_ids = np.asarray(starts, dtype=np.intp)
             self._syntax_ids = np.asarray(starts + syntax, dtype=np.intp)
             self._text_ban_ids = np.asarray(starts + syntax + silent, dtype=np.intp)

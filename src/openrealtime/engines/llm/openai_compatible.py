@@ -131,8 +131,11 @@ class OpenAICompatibleModel:
         tokenizer_file: Path | None = None,
         include_usage: bool = True,
         client: httpx.Client | None = None,
+        vision: bool = False,
     ) -> None:
         self.name = model
+        self.vision = vision
+        """The endpoint takes images (``image_url`` content parts) instead of their analysis."""
         self.model = model
         self.base_url = base_url.rstrip("/")
         self._extra_body = dict(extra_body or {})
@@ -170,7 +173,7 @@ class OpenAICompatibleModel:
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": to_chat_messages(request.messages),
+            "messages": self._messages(request),
             "stream": True,
             "temperature": request.temperature,
         }
@@ -186,6 +189,23 @@ class OpenAICompatibleModel:
             )
         body.update(self._extra_body)
         return body
+
+    def _messages(self, request: ChatRequest) -> list[dict[str, Any]]:
+        """Chat messages; a vision endpoint gets user images as ``image_url`` content parts."""
+        messages = to_chat_messages(request.messages)
+        if not self.vision:
+            return messages
+        for out, message in zip(messages, request.messages, strict=True):
+            if message.images:
+                words = message.content_without_images or ""
+                out["content"] = [
+                    *([{"type": "text", "text": words}] if words else []),
+                    *(
+                        {"type": "image_url", "image_url": {"url": image.url, "detail": image.detail}}
+                        for image in message.images
+                    ),
+                ]
+        return messages
 
     def generate(self, request: ChatRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
         """Stream text deltas, then complete tool calls, then one ``GenerationDone``."""
