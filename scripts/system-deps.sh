@@ -7,6 +7,7 @@ command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the playground browser tests (tests/e2e)
 command -v baresip >/dev/null 2>&1 || missing+=(baresip)  # the SIP phone in tests/e2e/test_sip_call.py
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)  # tests/integration/test_gateway_replicas.py
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "please install: sudo apt-get install -y ${missing[*]}" >&2

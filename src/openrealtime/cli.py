@@ -163,6 +163,97 @@ def usage(
     raise typer.Exit(print_usage(settings.database_url, settings.data_dir, query, as_json=as_json))
 
 
+engines_app = typer.Typer(help="Engines on a Ray cluster (needs the `ray` extra).")
+app.add_typer(engines_app, name="engines")
+_ENGINE_LIST_HELP = "Comma list of engines: llm,asr,tts,vision."
+
+
+@engines_app.command("up")
+def engines_up(
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster: GCS HOST:PORT or auto (default RAY_ADDRESS)."),
+    ] = None,
+    engines: Annotated[
+        str | None, typer.Option(help=_ENGINE_LIST_HELP + " Default RAY_ENGINES or all.")
+    ] = None,
+    cpus: Annotated[float, typer.Option(help="CPUs each replica reserves.")] = 1.0,
+    gpus: Annotated[float, typer.Option(help="GPUs each replica reserves (0: CPU only).")] = 0.0,
+    min_replicas: Annotated[int, typer.Option(min=1, help="Replicas per engine at least.")] = 1,
+    max_replicas: Annotated[int, typer.Option(min=1, help="Replicas per engine at most.")] = 1,
+    target_ongoing: Annotated[
+        float, typer.Option(help="Autoscaling target: requests in flight per replica.")
+    ] = 1.0,
+    upscale_delay: Annotated[
+        float | None, typer.Option(help="Seconds above target before adding a replica (Serve's default: 30).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the replicas to run.")] = 600.0,
+) -> None:
+    """Deploy (or update) the engine deployments on a Ray cluster with Ray Serve."""
+    try:
+        from .engines.ray.deploy import check_engines, engine_options
+        from .engines.ray.deploy import engines_up as deploy
+        from .engines.ray.deployments import ENGINES, ReplicaResources
+    except ImportError as err:
+        typer.echo(f"engines up needs Ray Serve: pip install 'openrealtime[ray]' ({err})", err=True)
+        raise typer.Exit(1) from err
+
+    settings = Settings.load()
+    try:
+        chosen = check_engines((engines or ",".join(settings.ray_engines or ENGINES)).split(","))
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--engines") from None
+    replica = ReplicaResources(
+        num_cpus=cpus,
+        num_gpus=gpus,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        target_ongoing_requests=target_ongoing,
+        upscale_delay_s=upscale_delay,
+    )
+    options = engine_options(settings, {engine: replica for engine in chosen})
+    try:
+        states = deploy(
+            address or settings.ray_address or "auto",
+            chosen,
+            options,
+            prefix=settings.ray_app,
+            timeout_s=timeout,
+        )
+    except (RuntimeError, ConnectionError) as err:
+        typer.echo(f"engines up failed: {err}", err=True)
+        raise typer.Exit(1) from err
+    for name, state in states.items():
+        typer.echo(f"{name}: {state.rsplit('.', 1)[-1]}")
+
+
+@engines_app.command("down")
+def engines_down(
+    address: Annotated[str | None, typer.Option(help="Ray cluster (default RAY_ADDRESS).")] = None,
+    engines: Annotated[str, typer.Option(help=_ENGINE_LIST_HELP)] = "llm,asr,tts,vision",
+) -> None:
+    """Delete the engine deployments from the Ray cluster."""
+    try:
+        from .engines.ray.deploy import check_engines
+        from .engines.ray.deploy import engines_down as undeploy
+    except ImportError as err:
+        typer.echo(f"engines down needs Ray Serve: pip install 'openrealtime[ray]' ({err})", err=True)
+        raise typer.Exit(1) from err
+
+    settings = Settings.load()
+    try:
+        chosen = check_engines(engines.split(","))
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--engines") from None
+    try:
+        deleted = undeploy(address or settings.ray_address or "auto", chosen, prefix=settings.ray_app)
+    except (RuntimeError, ConnectionError) as err:
+        typer.echo(f"engines down failed: {err}", err=True)
+        raise typer.Exit(1) from err
+    for name in deleted:
+        typer.echo(f"{name}: deleted")
+
+
 def main() -> None:
     app()
 

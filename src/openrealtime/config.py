@@ -92,6 +92,19 @@ class Settings(BaseSettings):
     kokoro_voices: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     """User-supplied Kokoro voice files (``.npz`` / ``.bin``)."""
 
+    # engines on a Ray cluster (optional extra ``openrealtime[ray]``)
+    ray_address: str | None = None
+    """Ray cluster the engines run on: its GCS address ``HOST:6379`` or ``auto``; this process
+    joins it as a driver (Ray Client ``ray://`` addresses are untested with streaming handles)."""
+    ray_engines: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Engines called on Ray Serve instead of loaded here: a subset of ``llm,asr,tts,vision``
+    (deployed with ``openrealtime engines up``); empty: everything runs in this process."""
+    ray_app: str = "openrealtime"
+    """Prefix of the Serve applications (``<ray_app>-llm``, ``-asr``, ``-tts``, ``-vision``)."""
+    ray_concurrency: int = Field(default=4, ge=1)
+    """Requests per engine this process keeps in flight on Ray (its scheduler's workers for the
+    engines on Ray, published as ``EngineSet.extra["scheduler_workers"]``)."""
+
     # playground
     playground_enabled: bool = True
     """Serve the browser playground at ``/`` (sign-in with an API key, then a cookie)."""
@@ -142,6 +155,15 @@ class Settings(BaseSettings):
     usage_admin_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """API keys (or their ``key_…`` ids) that may read every key's usage at ``/v1/usage``."""
 
+    # gateway replicas (server/cluster.py)
+    redis_url: str | None = None
+    """``redis://host:port/db``: share ephemeral keys, per-key limits and the call registry with
+    other gateways through Redis; unset: this process keeps them to itself."""
+    gateway_url: str | None = None
+    """This gateway's URL as the other gateways reach it (default ``http://{host}:{port}``)."""
+    gateway_lease_seconds: float = Field(default=15.0, gt=0)
+    """How long a gateway's session counts and call entries outlive its last heartbeat."""
+
     # MCP tools (run by the server)
     mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Comma-separated hosts, IP addresses or CIDR networks MCP servers may be reached at even
@@ -181,6 +203,16 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("ray_engines", mode="before")
+    @classmethod
+    def _split_ray_engines(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip().lower() for part in value.split(",") if part.strip()]
+        unknown = sorted(set(value or ()) - {"llm", "asr", "tts", "vision"})
+        if unknown:
+            raise ValueError(f"unknown engine(s) {unknown}: choose from llm, asr, tts, vision")
         return value
 
     @field_validator("mcp_allowed_hosts", mode="before")

@@ -85,6 +85,8 @@ def build_language_model(settings: Settings) -> LanguageModel:
 
 def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
     """Load every engine the settings ask for (once per process)."""
+    if settings.ray_engines:
+        return _build_with_ray(settings, speech=speech)
     engines = EngineSet(llm=build_language_model(settings))
     engines.extra["llm_threads"] = settings.llm_threads
     engines.extra["llm_batch_threads"] = settings.llm_batch_threads
@@ -95,6 +97,32 @@ def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
 
         load_speech_engines(engines, settings)
     load_vision(engines, settings)
+    if settings.warm_up:
+        spent = warm_up(engines)
+        logging.getLogger("openrealtime.engines").info(
+            "engines warmed up: %s", ", ".join(f"{k} {v:.2f}s" for k, v in spent.items())
+        )
+    return engines
+
+
+def _build_with_ray(settings: Settings, *, speech: bool) -> EngineSet:
+    """Engines listed in ``ray_engines`` are called on Ray Serve; the others load here."""
+    from ..engines.ray.adapters import load_ray_engines, ray_language_model
+
+    remote_llm = "llm" in settings.ray_engines
+    engines = EngineSet(llm=ray_language_model(settings) if remote_llm else build_language_model(settings))
+    load_ray_engines(engines, settings, speech=speech)
+    engines.extra["llm_threads"] = settings.llm_threads
+    engines.extra["llm_batch_threads"] = settings.llm_batch_threads
+    engines.extra["mcp_allowed_hosts"] = list(settings.mcp_allowed_hosts)
+    engines.extra["mcp_timeout_s"] = settings.mcp_timeout_seconds
+    engines.extra["scheduler_workers"] = {
+        f"{engine}_workers": settings.ray_concurrency
+        for engine in ("llm", "asr", "tts")
+        if engine in settings.ray_engines
+    }
+    if "vision" not in settings.ray_engines:
+        load_vision(engines, settings)
     if settings.warm_up:
         spent = warm_up(engines)
         logging.getLogger("openrealtime.engines").info(

@@ -22,10 +22,11 @@ from ..protocol.session import RealtimeSession, TranscriptionSession
 from ..runtime.engines import EngineSet
 from ..runtime.observer import Observers
 from ..runtime.scheduler import Scheduler
+from ..storage.redis_state import SharedStateUnavailable
 from ..telemetry.ledger import UsageLedger, open_ledger
 from ..telemetry.logs import session_id_var
 from ..transports.websocket import WebSocketConnection
-from . import calls, client_secrets, playground, sip_calls, usage
+from . import calls, client_secrets, cluster, playground, sip_calls, usage
 from .auth import Authenticator, KeyStore, SecretStore, credential_from_headers
 from .http import BodySizeLimit, http_error
 from .limits import SessionLimits
@@ -61,6 +62,7 @@ class ServerState:
     calls: calls.CallRegistry = field(default_factory=lambda: calls.CallRegistry())
     usage_ledger: UsageLedger | None = None
     sip: sip_calls.SipServer | None = None
+    cluster: cluster.Cluster | None = None  # gateway replicas sharing state through Redis
 
 
 error_body = http_error
@@ -82,12 +84,23 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         engine_set = engines() if callable(engines) else engines
         ledger = await open_ledger(settings)  # storage: usage ledger and ephemeral keys
+        shared = await cluster.start_cluster(settings)  # None without OPENREALTIME_REDIS_URL
         holder["state"] = ServerState(
             settings=settings,
             keys=keys,
-            auth=Authenticator(keys, secrets or ledger.storage),
+            auth=Authenticator(keys, secrets or (shared.redis if shared else None) or ledger.storage),
             engines=engine_set,
-            scheduler=scheduler or Scheduler(llm_workers=1, asr_workers=1, tts_workers=1, vad_workers=1),
+            # one worker per engine in-process; engines on Ray take several requests at once
+            scheduler=scheduler
+            or Scheduler(
+                **{
+                    "llm_workers": 1,
+                    "asr_workers": 1,
+                    "tts_workers": 1,
+                    "vad_workers": 1,
+                    **engine_set.extra.get("scheduler_workers", {}),
+                }
+            ),
             limits=SessionLimits(
                 max_sessions=settings.max_sessions,
                 max_sessions_per_key=settings.max_sessions_per_key,
@@ -95,6 +108,8 @@ def create_app(
                 event_burst=settings.event_burst,
             ),
         )
+        if shared is not None:
+            shared.attach(holder["state"])
         telemetry.attach(holder["state"])
         holder["state"].usage_ledger = ledger
         holder["state"].observers.observers.append(ledger)
@@ -105,6 +120,8 @@ def create_app(
             if holder["state"].sip is not None:
                 await holder["state"].sip.stop()
             await holder["state"].calls.close_all()
+            if shared is not None:
+                await shared.close()
             telemetry.shutdown()
             await ledger.close()
             await ledger.storage.close()
@@ -126,6 +143,10 @@ def create_app(
         """Framework errors (404, 405, ...) in OpenAI's error shape too."""
         codes = {404: "not_found", 405: "method_not_allowed"}
         return http_error(exc.status_code, codes.get(exc.status_code), str(exc.detail))
+
+    @app.exception_handler(SharedStateUnavailable)
+    async def shared_state_unavailable(_: Request, exc: SharedStateUnavailable) -> JSONResponse:
+        return http_error(503, exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def validation_exception(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -181,7 +202,10 @@ def create_app(
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
-        await serve_realtime(state(), websocket)
+        try:
+            await serve_realtime(state(), websocket)
+        except SharedStateUnavailable as unavailable:  # e.g. an ek_ key while Redis is down
+            await cluster.refuse_websocket(websocket, unavailable.error)
 
     return app
 
@@ -238,6 +262,10 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
         if call is not None:
             await calls.serve_sideband(call, websocket)
             return
+        if not principal.ephemeral and await cluster.forward_sideband(
+            state, websocket, params["call_id"], credential
+        ):
+            return
         problem = (
             RealtimeError(
                 "call_not_found",
@@ -253,7 +281,7 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
             1008,
         )
     if problem is None and principal is not None:
-        refused = state.limits.admit(principal.key_id)
+        refused = await state.limits.admit_shared(principal.key_id)
         if refused is not None:
             problem = (refused, 1013)  # try again later
     if problem is not None:

@@ -78,6 +78,12 @@ class CallRegistry:
         if self._calls.get(call.call_id) is call:
             del self._calls[call.call_id]
 
+    def call_ids(self) -> list[str]:
+        return list(self._calls)
+
+    async def published(self, call_id: str) -> None:
+        """Wait until other gateways can find the call (a no-op without replicas)."""
+
     async def close_all(self) -> None:
         calls = list(self._calls.values())
         await asyncio.gather(*(call.close() for call in calls), return_exceptions=True)
@@ -214,15 +220,17 @@ def router(state: Any) -> APIRouter:
             return http_error(400, bad.code, bad.message, bad.param)
         except RealtimeError as err:
             return http_error(400, err.code, err.message, err.param)
-        refused = server.limits.admit(principal.key_id)
+        refused = await server.limits.admit_shared(principal.key_id)
         if refused is not None:
             body = {"message": refused.message, "type": refused.type, "param": None, "code": refused.code}
-            return JSONResponse({"error": body}, status_code=429)
+            unavailable = refused.code == "shared_state_unavailable"
+            return JSONResponse({"error": body}, status_code=503 if unavailable else 429)
         try:
             call, answer = await start_call(server, principal, sdp, session)
         except Exception as exc:
             log.info("WebRTC offer refused: %s", exc)
             return http_error(400, "invalid_offer", f"The SDP offer could not be used: {exc}", "sdp")
+        await server.calls.published(call.call_id)
         return Response(
             content=answer,
             status_code=201,
@@ -241,6 +249,11 @@ def router(state: Any) -> APIRouter:
             return http_error(401, "invalid_api_key", "Incorrect API key provided.")
         call = server.calls.get(call_id)
         if call is None:
+            from .cluster import forward_call_request
+
+            forwarded = await forward_call_request(server, request, call_id)
+            if forwarded is not None:  # the call lives on another gateway
+                return forwarded
             return http_error(404, "call_not_found", f"No call with id '{call_id}' is active.", "call_id")
         await call.close()
         return Response(status_code=200)

@@ -74,6 +74,11 @@ class SessionLimits:
         self.active[key_id] = self.active.get(key_id, 0) + 1
         return None
 
+    async def admit_shared(self, key_id: str) -> RealtimeError | None:
+        """``admit`` for callers that can wait; gateway replicas (server/cluster.py) also count
+        the key's sessions on the other gateways here."""
+        return self.admit(key_id)
+
     def release(self, key_id: str) -> None:
         left = self.active.get(key_id, 0) - 1
         if left > 0:

@@ -16,7 +16,6 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from ..protocol.errors import RealtimeError
 from ..protocol.session import RealtimeSession
@@ -86,7 +85,7 @@ def router(state: Any) -> APIRouter:
     ``sip`` is the running listener or None)."""
     api = APIRouter()
 
-    async def sip_call(request: Request, call_id: str) -> tuple[Any, SipCall] | JSONResponse:
+    async def sip_call(request: Request, call_id: str) -> tuple[Any, SipCall] | Response:
         server: ServerState = state()
         credential = credential_from_headers(request.headers)
         principal = await server.auth.authenticate(
@@ -97,13 +96,18 @@ def router(state: Any) -> APIRouter:
         listener = server.sip
         call = listener.calls.get(call_id) if listener is not None else None
         if call is None:
+            from .cluster import forward_call_request
+
+            forwarded = await forward_call_request(server, request, call_id)
+            if forwarded is not None:  # the call rings on another gateway
+                return forwarded
             return http_error(404, "call_not_found", f"No SIP call with id '{call_id}' is active.", "call_id")
         return principal, call
 
     @api.post("/v1/realtime/calls/{call_id}/accept", response_model=None)
     async def accept(call_id: str, request: Request) -> Response:
         found = await sip_call(request, call_id)
-        if isinstance(found, JSONResponse):
+        if isinstance(found, Response):
             return found
         principal, call = found
         server: ServerState = state()
@@ -133,9 +137,10 @@ def router(state: Any) -> APIRouter:
                 close=close,
             )
 
-        refused = server.limits.admit(principal.key_id)
+        refused = await server.limits.admit_shared(principal.key_id)
         if refused is not None:
-            return http_error(429, refused.code, refused.message)
+            unavailable = refused.code == "shared_state_unavailable"
+            return http_error(503 if unavailable else 429, refused.code, refused.message)
         try:
             await call.accept(make_runtime, principal.key_id)
         except CallStateError as err:
@@ -152,7 +157,7 @@ def router(state: Any) -> APIRouter:
     @api.post("/v1/realtime/calls/{call_id}/reject", response_model=None)
     async def reject(call_id: str, request: Request) -> Response:
         found = await sip_call(request, call_id)
-        if isinstance(found, JSONResponse):
+        if isinstance(found, Response):
             return found
         _, call = found
         try:
@@ -177,7 +182,7 @@ def router(state: Any) -> APIRouter:
     @api.post("/v1/realtime/calls/{call_id}/refer", response_model=None)
     async def refer(call_id: str, request: Request) -> Response:
         found = await sip_call(request, call_id)
-        if isinstance(found, JSONResponse):
+        if isinstance(found, Response):
             return found
         _, call = found
         try:
