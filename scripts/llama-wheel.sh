@@ -28,7 +28,10 @@ mkdir -p "$cache_root"
 tmp=$(mktemp -d "$cache_root/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
-CMAKE_ARGS="$cmake_args" "${PIP:-pip}" wheel --no-deps "llama-cpp-python==$version" -w "$tmp/wheel" >&2
+# --no-cache-dir: pip would otherwise reuse a wheel it built earlier from the same sdist,
+# whatever CMAKE_ARGS that build had
+CMAKE_ARGS="$cmake_args" "${PIP:-pip}" wheel --no-cache-dir --no-deps "llama-cpp-python==$version" \
+  -w "$tmp/wheel" >&2
 {
   echo "llama-cpp-python $version, key $key, built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $(($(date +%s) - start)) s"
   echo "CMAKE_ARGS=$cmake_args"

@@ -162,7 +162,9 @@ def test_this_machine() -> None:
 
 
 FAKE_PIP = """#!/usr/bin/env bash
-# stands in for `pip wheel --no-deps llama-cpp-python==V -w DIR`: records CMAKE_ARGS, writes a wheel
+# stands in for `pip wheel --no-cache-dir --no-deps llama-cpp-python==V -w DIR`: records
+# CMAKE_ARGS, writes a wheel; pip's own cache would hand back a wheel built with other flags
+[[ " $* " == *" --no-cache-dir "* ]] || { echo "pip's wheel cache must be off" >&2; exit 9; }
 echo "$CMAKE_ARGS" >> "$FAKE_PIP_LOG"
 out="${@: -1}"
 mkdir -p "$out"
