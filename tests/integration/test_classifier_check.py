@@ -47,7 +47,7 @@ def test_the_reference_inputs_are_bit_exact() -> None:
     cases = check.reference()["inputs"]
     assert set(cases) == {"photo", *check.SYNTHETIC}
     for name, image in check.reference_inputs().items():
-        assert check._tensor_digest(preprocess(image)) == cases[name]["input_sha256"], name
+        assert check.input_digest(preprocess(image)) == cases[name]["input_sha256"], name
 
 
 def test_the_reference_leaves_room_for_rounding() -> None:

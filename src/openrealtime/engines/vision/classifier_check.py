@@ -38,9 +38,13 @@ from ..assets import ModelIntegrityError, sha256_file
 
 __all__ = [
     "REFERENCE_FILE",
+    "SYNTHETIC",
     "BehaviourReport",
     "check_behaviour",
     "ensure_verified",
+    "input_digest",
+    "install_export",
+    "onnx_runner",
     "reference",
     "reference_inputs",
     "reference_path",
@@ -128,7 +132,7 @@ def reference_inputs(names: tuple[str, ...] | None = None) -> dict[str, Image.Im
     return images
 
 
-def _tensor_digest(tensor: npt.NDArray[np.float32]) -> str:
+def input_digest(tensor: npt.NDArray[np.float32]) -> str:
     return hashlib.sha256(np.ascontiguousarray(tensor, dtype="<f4").tobytes()).hexdigest()
 
 
@@ -194,7 +198,7 @@ def check_behaviour(run: Runner, expected: dict[str, Any] | None = None) -> Beha
             )
         if error > tolerance:
             problems.append(f"{name}: logits differ by up to {error:.4f} (tolerance {tolerance})")
-        if problems and _tensor_digest(tensor) != case.get("input_sha256"):
+        if problems and input_digest(tensor) != case.get("input_sha256"):
             problems.append(f"{name}: note: the preprocessed input itself differs from the reference's")
     return BehaviourReport(max_logit_error=worst, tolerance=tolerance, problems=tuple(problems))
 
@@ -343,7 +347,7 @@ def write_reference(model: Path, out: Path, labels: list[str]) -> dict[str, Any]
             "top": [[int(i), labels[int(i)], round(float(logits[i]), 4)] for i in order[:RECORDED]],
             "mean": round(float(logits.mean()), 5),
             "std": round(float(logits.std()), 5),
-            "input_sha256": _tensor_digest(tensor),
+            "input_sha256": input_digest(tensor),
         }
     data["inputs"] = cases
     out.write_text(_dump(data))
