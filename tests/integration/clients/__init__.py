@@ -5,6 +5,9 @@ server's: the clients' dependency pins are their own. The test process starts it
 ``python -m tests.integration.clients NAME SPEC.json RESULT.json``; ``RUNNERS`` in
 ``__main__`` names every client. Nothing here imports ``openrealtime``.
 
-To add a client (for example an Azure flavour of one below): write a module with
-``async def run(spec: TurnSpec) -> TurnResult`` and add it to ``RUNNERS``.
+To add a client, or a flavour of one (pipecat's ``AzureRealtimeLLMService``, LiveKit's
+``RealtimeModel.with_azure``): write a module with ``async def run(spec: TurnSpec) ->
+TurnResult`` (a flavour calls the existing runner with its own ``build`` and ``name``), add it
+to ``RUNNERS`` and its name to ``CLIENTS`` in ``test_client_libraries.py``. The test's proxy
+forwards any path and the ``api-key`` header as they come.
 """

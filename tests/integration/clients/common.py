@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 SAMPLE_RATE = 24000
 FRAME_MS = 20
@@ -54,7 +53,6 @@ class TurnResult:
     audio_sample_rate: int = 0
     errors: list[str] = field(default_factory=list)
     """Errors the client reported (its error frames, events or callbacks)."""
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2))

@@ -37,6 +37,8 @@ def build_model(spec: TurnSpec, http: aiohttp.ClientSession) -> RealtimeModel:
 
 
 async def run(spec: TurnSpec, *, name: str = NAME, build: Any = build_model) -> TurnResult:
+    """One turn through the model ``build(spec, http)`` makes (another flavour, e.g.
+    ``RealtimeModel.with_azure``, passes its own ``build`` and ``name``)."""
     logging.basicConfig(level=logging.WARNING)
     result = TurnResult(client=name, audio_path=str(Path(spec.speech_path).with_suffix(f".{name}.pcm")))
     answered = asyncio.Event()

@@ -85,26 +85,35 @@ class Recorder(BaseObserver):
         self.audio.close()
 
 
-async def run(spec: TurnSpec) -> TurnResult:
-    logger.remove()
-    logger.add(lambda message: print(message, end=""), level="WARNING")
-    result = TurnResult(client=NAME, audio_path=str(Path(spec.speech_path).with_suffix(f".{NAME}.pcm")))
-    llm = OpenAIRealtimeLLMService(
+def session_properties() -> SessionProperties:
+    """Input transcription on, server VAD: what a pipecat voice bot configures."""
+    return SessionProperties(
+        audio=AudioConfiguration(
+            input=AudioInput(
+                transcription=InputAudioTranscription(model="whisper-1", language="en"),
+                turn_detection=TurnDetection(silence_duration_ms=500),
+            )
+        )
+    )
+
+
+def build_service(spec: TurnSpec) -> Any:
+    return OpenAIRealtimeLLMService(
         api_key=spec.api_key,
         base_url=spec.ws_base,
         settings=OpenAIRealtimeLLMService.Settings(
-            model=spec.model,
-            system_instruction=spec.instructions,
-            session_properties=SessionProperties(
-                audio=AudioConfiguration(
-                    input=AudioInput(
-                        transcription=InputAudioTranscription(model="whisper-1", language="en"),
-                        turn_detection=TurnDetection(silence_duration_ms=500),
-                    )
-                )
-            ),
+            model=spec.model, system_instruction=spec.instructions, session_properties=session_properties()
         ),
     )
+
+
+async def run(spec: TurnSpec, *, name: str = NAME, build: Any = build_service) -> TurnResult:
+    """One turn through the service ``build(spec)`` makes (another flavour of the service,
+    e.g. pipecat's Azure one, passes its own ``build`` and ``name``)."""
+    logger.remove()
+    logger.add(lambda message: print(message, end=""), level="WARNING")
+    result = TurnResult(client=name, audio_path=str(Path(spec.speech_path).with_suffix(f".{name}.pcm")))
+    llm = build(spec)
     aggregators = LLMContextAggregatorPair(LLMContext())
     pipeline = Pipeline([aggregators.user(), llm, aggregators.assistant()])
     recorder = Recorder(llm, result, Path(result.audio_path))
