@@ -172,6 +172,7 @@ class Bundle:
 
     manifest: dict[str, Any]
     _zip: zipfile.ZipFile
+    _source: BinaryIO
 
     @property
     def recording_id(self) -> str:
@@ -197,13 +198,20 @@ class Bundle:
                     yield json.loads(line)
 
     def _track(self, name: str, start: int = 0, end: int | None = None) -> npt.NDArray[np.int16]:
-        with self._zip.open(name) as entry:
-            header = entry.read(44)
-            total = struct.unpack("<I", header[40:44])[0] // 2
-            stop = total if end is None else max(0, min(end, total))
-            first = max(0, min(start, stop))
-            entry.seek(44 + first * 2)
-            data = entry.read((stop - first) * 2)
+        info = self._zip.getinfo(name)
+        total = (info.file_size - 44) // 2
+        stop = total if end is None else max(0, min(end, total))
+        first = max(0, min(start, stop))
+        if info.compress_type == zipfile.ZIP_STORED:  # read the slice in place: no decoding up to it
+            self._source.seek(info.header_offset)
+            local = self._source.read(30)
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            self._source.seek(info.header_offset + 30 + name_length + extra_length + 44 + first * 2)
+            data = self._source.read((stop - first) * 2)
+        else:
+            with self._zip.open(name) as entry:
+                entry.seek(44 + first * 2)
+                data = entry.read((stop - first) * 2)
         return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
     def caller_audio(self, start: int = 0, end: int | None = None) -> npt.NDArray[np.int16]:
@@ -215,6 +223,7 @@ class Bundle:
 
     def close(self) -> None:
         self._zip.close()
+        self._source.close()
 
     def __enter__(self) -> Bundle:
         return self
@@ -226,13 +235,21 @@ class Bundle:
 def read_bundle(source: Path | str | bytes | BinaryIO) -> Bundle:
     """Open a bundle from a path, its bytes or a binary file; raises ``ValueError`` when it is
     not an openrealtime recording."""
-    handle: Any = io.BytesIO(source) if isinstance(source, bytes) else source
+    handle: BinaryIO
+    if isinstance(source, bytes):
+        handle = io.BytesIO(source)
+    elif isinstance(source, str | Path):
+        handle = open(source, "rb")  # noqa: SIM115 - the bundle closes it
+    else:
+        handle = source
     try:
         archive = zipfile.ZipFile(handle)
         manifest = json.loads(archive.read(MANIFEST))
     except (zipfile.BadZipFile, KeyError, ValueError) as error:
+        handle.close()
         raise ValueError(f"not an openrealtime recording bundle ({error})") from None
     if manifest.get("format") != FORMAT:
         archive.close()
+        handle.close()
         raise ValueError("not an openrealtime recording bundle (unknown format)")
-    return Bundle(manifest, archive)
+    return Bundle(manifest, archive, handle)
