@@ -15,29 +15,14 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from ..server.auth import ClientSecret
-from .base import (
-    RECORDING_COLUMNS,
-    USAGE_COLUMNS,
-    RecordingMeta,
-    RecordingQuery,
-    UsageAggregate,
-    UsageQuery,
-    UsageRecord,
-)
-from .schema import (
-    MIGRATIONS,
-    VERSION_TABLE,
-    Placeholders,
-    aggregate_sql,
-    insert_usage_sql,
-    list_recordings_sql,
-    upsert_recording_sql,
-)
+from .base import USAGE_COLUMNS, UsageAggregate, UsageQuery, UsageRecord
+from .recordings import PostgresRecordingIndex
+from .schema import MIGRATIONS, VERSION_TABLE, Placeholders, aggregate_sql, insert_usage_sql
 
 MIGRATION_LOCK = 0x6F72_7473  # any constant shared by every node
 
 
-class PostgresStorage:
+class PostgresStorage(PostgresRecordingIndex):
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4) -> None:
         self.url = url
         self._sizes = (min_size, max_size)
@@ -139,23 +124,3 @@ class PostgresStorage:
             float(since),
         )
         return {str(row[0]): float(row[1]) for row in rows}
-
-    # ------------------------------------------------------------------ recordings index
-
-    async def put_recording(self, meta: RecordingMeta) -> None:
-        sql = upsert_recording_sql(Placeholders(numbered=True).many(len(RECORDING_COLUMNS)))
-        await self.pool.execute(sql, *astuple(meta))
-
-    async def get_recording(self, recording_id: str) -> RecordingMeta | None:
-        row = await self.pool.fetchrow(
-            f"SELECT {', '.join(RECORDING_COLUMNS)} FROM recordings WHERE id = $1", recording_id
-        )
-        return None if row is None else RecordingMeta(*tuple(row))
-
-    async def list_recordings(self, query: RecordingQuery) -> list[RecordingMeta]:
-        sql, args = list_recordings_sql(query, Placeholders(numbered=True))
-        return [RecordingMeta(*tuple(row)) for row in await self.pool.fetch(sql, *args)]
-
-    async def delete_recording(self, recording_id: str) -> bool:
-        status: str = await self.pool.execute("DELETE FROM recordings WHERE id = $1", recording_id)
-        return int(status.rsplit(" ", 1)[-1]) > 0

@@ -18,29 +18,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..server.auth import ClientSecret
-from .base import (
-    RECORDING_COLUMNS,
-    USAGE_COLUMNS,
-    RecordingMeta,
-    RecordingQuery,
-    UsageAggregate,
-    UsageQuery,
-    UsageRecord,
-)
-from .schema import (
-    MIGRATIONS,
-    VERSION_TABLE,
-    Placeholders,
-    aggregate_sql,
-    insert_usage_sql,
-    list_recordings_sql,
-    upsert_recording_sql,
-)
+from .base import USAGE_COLUMNS, UsageAggregate, UsageQuery, UsageRecord
+from .recordings import SqliteRecordingIndex
+from .schema import MIGRATIONS, VERSION_TABLE, Placeholders, aggregate_sql, insert_usage_sql
 
 T = TypeVar("T")
 
 
-class SqliteStorage:
+class SqliteStorage(SqliteRecordingIndex):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
@@ -160,41 +145,6 @@ class SqliteStorage:
             ).fetchall()
 
         return {str(key): float(cost) for key, cost in await self._run(read)}
-
-    # ------------------------------------------------------------------ recordings index
-
-    async def put_recording(self, meta: RecordingMeta) -> None:
-        sql = upsert_recording_sql(["?"] * len(RECORDING_COLUMNS))
-        row = astuple(meta)
-
-        def put(db: sqlite3.Connection) -> None:
-            db.execute(sql, row)
-
-        await self._run(put)
-
-    async def get_recording(self, recording_id: str) -> RecordingMeta | None:
-        sql = f"SELECT {', '.join(RECORDING_COLUMNS)} FROM recordings WHERE id = ?"
-
-        def get(db: sqlite3.Connection) -> tuple[Any, ...] | None:
-            row: tuple[Any, ...] | None = db.execute(sql, (recording_id,)).fetchone()
-            return row
-
-        row = await self._run(get)
-        return None if row is None else RecordingMeta(*row)
-
-    async def list_recordings(self, query: RecordingQuery) -> list[RecordingMeta]:
-        sql, args = list_recordings_sql(query, Placeholders(numbered=False))
-
-        def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return db.execute(sql, args).fetchall()
-
-        return [RecordingMeta(*row) for row in await self._run(read)]
-
-    async def delete_recording(self, recording_id: str) -> bool:
-        def delete(db: sqlite3.Connection) -> bool:
-            return db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,)).rowcount > 0
-
-        return await self._run(delete)
 
 
 def _record_filter(key_id: str | None, session_id: str | None) -> tuple[str, list[object]]:
