@@ -35,23 +35,33 @@ from machine import machine_info
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import itertools
+
 from openrealtime.audio.resample import resample
-from openrealtime.engines.turn.backchannel import BackchannelConfig, Verdict, classify
+from openrealtime.engines.turn.backchannel import BACKCHANNEL_PROMPT, BackchannelConfig, Verdict, classify
 from openrealtime.engines.vad.segmenter import ServerVadConfig, SpeechSegmenter, SpeechStarted, SpeechStopped
 
 RESULTS = Path(__file__).resolve().parent / "results"
-AUDIO = Path(os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[3] / "shared" / "audio"))
+AUDIO = Path(
+    os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[3] / "shared" / "audio")
+)
 RATE = 16_000
 FRAME = 512
 BACKCHANNELS = ["mhm", "uh-huh", "okay", "yeah", "right", "yeah, okay", "I see", "got it", "sure", "oh wow"]
 VOICES = [("en-us", 170), ("en-gb+f3", 200)]
-SHORT_WORDS = {"cards-001": "ten", "cards-002": "four", "cards-003": "seven", "cards-004": "five", "goforward": "go"}
+SHORT_WORDS = {
+    "cards-001": "ten",
+    "cards-002": "four",
+    "cards-003": "seven",
+    "cards-004": "five",
+    "goforward": "go",
+}
 
 
 def load_clip(name: str) -> np.ndarray:
     import soundfile  # type: ignore[import-untyped]
 
-    data, rate = soundfile.read(str(AUDIO / f"{name}.wav"), dtype="float32")
+    data, _rate = soundfile.read(str(AUDIO / f"{name}.wav"), dtype="float32")
     return np.asarray(data, dtype=np.float32)
 
 
@@ -99,12 +109,14 @@ def sample_set() -> list[tuple[str, str, np.ndarray]]:
     else:
         from faster_whisper import WhisperModel
 
-        model = WhisperModel(str(assets.resolve("whisper-base")), device="cpu", compute_type="int8", local_files_only=True)
+        model = WhisperModel(
+            str(assets.resolve("whisper-base")), device="cpu", compute_type="int8", local_files_only=True
+        )
         boundaries = {}
         for name in SHORT_WORDS:
             segments, _ = model.transcribe(load_clip(name), language="en", word_timestamps=True)
             words = [w for s in segments for w in (s.words or [])]
-            boundaries[name] = [1000 * (a.end + b.start) / 2 for a, b in zip(words, words[1:], strict=False)]
+            boundaries[name] = [1000 * (a.end + b.start) / 2 for a, b in itertools.pairwise(words)]
     for name, word in SHORT_WORDS.items():
         out.append((f"real word '{word}' ({name})", "interruption", first_word(name, boundaries)))
     for path in sorted(AUDIO.glob("*.wav")):
@@ -132,24 +144,45 @@ def main() -> None:
         audio[lead : lead + sound.size] += sound * level
         segmenter = SpeechSegmenter(ServerVadConfig(silence_duration_ms=300))
         onset: float | None = None
+        voiced_end = 0.0
         verdict, decided_at, transcript, pass_ms = Verdict.UNDECIDED, None, None, None
         with vad.new_stream() as stream:
             for i in range(0, audio.size - FRAME + 1, FRAME):
                 t0, t1 = i * 1000 / RATE, (i + FRAME) * 1000 / RATE
-                for event in segmenter.process(stream.speech_probability(audio[i : i + FRAME]), t0, t1):
+                p = stream.speech_probability(audio[i : i + FRAME])
+                if p >= 0.35:
+                    voiced_end = t1
+                for event in segmenter.process(p, t0, t1):
                     if isinstance(event, SpeechStarted) and onset is None:
                         onset = event.speech_start_ms
-                    elif isinstance(event, SpeechStopped) and onset is not None and verdict is Verdict.UNDECIDED:
-                        speech = audio[int(max(0, onset - 100) * RATE / 1000) : int((event.audio_end_ms + 150) * RATE / 1000)]
+                    elif (
+                        isinstance(event, SpeechStopped)
+                        and onset is not None
+                        and verdict is Verdict.UNDECIDED
+                    ):
+                        speech = audio[
+                            int(max(0, onset - 100) * RATE / 1000) : int(
+                                (event.audio_end_ms + 150) * RATE / 1000
+                            )
+                        ]
                         started = time.perf_counter()
-                        transcript = whisper.transcribe(speech, language="en").text.strip()
+                        transcript = whisper.transcribe(
+                            speech, language="en", prompt=BACKCHANNEL_PROMPT
+                        ).text.strip()
                         pass_ms = 1000 * (time.perf_counter() - started)
                         arrival = event.audio_end_ms + 150 + pass_ms
                         speech_ms = event.audio_end_ms - onset
-                        verdict = classify(speech_ms, speech_ended=True, transcript=transcript, waited_ms=arrival - event.audio_end_ms, config=config)
+                        verdict = classify(
+                            speech_ms,
+                            speech_ended=True,
+                            transcript=transcript,
+                            waited_ms=arrival - event.audio_end_ms,
+                            config=config,
+                        )
                         decided_at = arrival
                 if onset is not None and verdict is Verdict.UNDECIDED and segmenter.in_speech:
-                    verdict = classify(t1 - onset, speech_ended=False, transcript=None, config=config)
+                    # speech so far: onset to the last voiced frame (not the silence being waited out)
+                    verdict = classify(voiced_end - onset, speech_ended=False, transcript=None, config=config)
                     decided_at = t1 if verdict is not Verdict.UNDECIDED else None
                 if verdict is not Verdict.UNDECIDED and transcript is None and decided_at is not None:
                     break
@@ -164,7 +197,9 @@ def main() -> None:
             "vad_heard_speech": onset is not None,
             "transcript": transcript,
             "whisper_pass_ms": None if pass_ms is None else round(pass_ms),
-            "decided_ms_after_onset": None if decided_at is None or onset is None else round(decided_at - onset),
+            "decided_ms_after_onset": None
+            if decided_at is None or onset is None
+            else round(decided_at - onset),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -47,7 +47,9 @@ from openrealtime.engines.vad.segmenter import ServerVadConfig, SpeechSegmenter,
 from openrealtime.engines.vad.silero import SileroVAD
 
 RESULTS = Path(__file__).resolve().parent / "results"
-AUDIO = Path(os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[3] / "shared" / "audio"))
+AUDIO = Path(
+    os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[3] / "shared" / "audio")
+)
 RATE = 16_000
 FRAME = 512
 PLAY_AT_MS = 500.0
@@ -175,7 +177,11 @@ def run_trial(
     canceller.close()
     if trial.talker_onset_ms is not None:
         for name in VARIANTS:
-            hits = [t - trial.talker_onset_ms for t in trial.starts.get(name, []) if t >= trial.talker_onset_ms - 50]
+            hits = [
+                t - trial.talker_onset_ms
+                for t in trial.starts.get(name, [])
+                if t >= trial.talker_onset_ms - 50
+            ]
             trial.detect_ms[name] = round(hits[0], 1) if hits else None
     return trial
 
@@ -183,7 +189,9 @@ def run_trial(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--noise-reduction", default="near_field", choices=["near_field", "far_field", "none"])
+    parser.add_argument(
+        "--noise-reduction", default="near_field", choices=["near_field", "far_field", "none"]
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "echo_barge_in.json")
     args = parser.parse_args()
     mode: NoiseReduction = None if args.noise_reduction == "none" else args.noise_reduction
@@ -278,7 +286,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
     left.set_ylabel(f"false barge-ins (of {len(echo_trials)} answers)")
     left.set_title("assistant's echo at -6 dB, 50-250 ms")
     for v, marker in zip(variants, "oxs", strict=True):
-        pts = [(t["talker"] + " " + t["kind"][7:], t["detect_ms"].get(v)) for t in report["trials"] if t["kind"] != "echo"]
+        pts = [
+            (t["talker"] + " " + t["kind"][7:], t["detect_ms"].get(v))
+            for t in report["trials"]
+            if t["kind"] != "echo"
+        ]
         xs = [x for x, y in pts if y is not None]
         ys = [y for x, y in pts if y is not None]
         right.scatter(xs, ys, marker=marker, label=v)
@@ -287,7 +299,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     right.set_ylabel("speech_started after onset (ms)")
     right.set_title("real caller over the answer, same level")
     right.legend()
-    fig.suptitle(f"echo canceller: {report['setup']['noise_reduction']}, CPU {report['aec_cpu_ms_per_audio_s']} ms/s")
+    fig.suptitle(
+        f"echo canceller: {report['setup']['noise_reduction']}, CPU {report['aec_cpu_ms_per_audio_s']} ms/s"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

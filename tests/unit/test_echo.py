@@ -31,7 +31,9 @@ def babble(seconds: float, seed: int, level: float = 0.1) -> np.ndarray:
 
 def run(canceller: EchoCanceller, mic: np.ndarray, frame: int = 512) -> np.ndarray:
     usable = mic[: mic.size // frame * frame]
-    return np.concatenate([canceller.process(usable[i : i + frame], i * 1000 / RATE) for i in range(0, usable.size, frame)])
+    return np.concatenate(
+        [canceller.process(usable[i : i + frame], i * 1000 / RATE) for i in range(0, usable.size, frame)]
+    )
 
 
 def test_level_db() -> None:

@@ -64,7 +64,11 @@ def test_a_clear_end_is_quick_and_a_clear_pause_is_patient() -> None:
     unsure = TurnEvidence(smart_turn=0.5, text=0.45)
     midway = TurnEvidence(smart_turn=0.1, text=0.08, prosody=0.4)
     assert policy.required_silence_ms(done) <= 600
-    assert policy.required_silence_ms(done) < policy.required_silence_ms(unsure) < policy.required_silence_ms(midway)
+    assert (
+        policy.required_silence_ms(done)
+        < policy.required_silence_ms(unsure)
+        < policy.required_silence_ms(midway)
+    )
     assert policy.required_silence_ms(midway) > 900  # a 0.9 s mid-sentence pause does not end the turn
     assert not policy.should_end(900, midway)
     assert policy.should_end(policy.budget.max_ms, midway)

@@ -279,7 +279,7 @@ class EchoDelayEstimator:
             raise ValueError("near must hold window samples and far window + max_lag")
         if level_db(far[self.max_lag :]) < -60.0 or level_db(near) < -70.0:
             return None
-        n = 1 << int(math.ceil(math.log2(far.size + near.size)))
+        n = 1 << math.ceil(math.log2(far.size + near.size))
         spectrum = np.fft.rfft(near, n) * np.conj(np.fft.rfft(far, n))
         freqs = np.fft.rfftfreq(n, 1.0 / self.sample_rate)
         band = (freqs >= 300.0) & (freqs <= 3400.0)
@@ -386,10 +386,14 @@ class EchoCanceller:
         samples = np.asarray(pcm)
         if samples.ndim != 1:
             raise ValueError("playback must be mono")
-        audio = samples.astype(np.float32) / 32768.0 if samples.dtype == np.int16 else samples.astype(np.float32)
+        audio = (
+            samples.astype(np.float32) / 32768.0 if samples.dtype == np.int16 else samples.astype(np.float32)
+        )
         stream = self._far_stream
-        continues = stream is not None and stream.rate == rate and (
-            at_ms is None or abs(at_ms - stream.next_ms) <= 2.0
+        continues = (
+            stream is not None
+            and stream.rate == rate
+            and (at_ms is None or abs(at_ms - stream.next_ms) <= 2.0)
         )
         if not continues:
             if stream is not None:
@@ -474,7 +478,9 @@ class EchoCanceller:
             self._ratios.append(near_db - far_db)
             if near_db > self._floor_gate():  # echo well above the noise: cancellation shows
                 self._reductions.append(near_db - linear_db)
-        self.frames.append(EchoFrame(start_ms, end_ms, near_db, out_db, predicted, talker, linear_db, allowed))
+        self.frames.append(
+            EchoFrame(start_ms, end_ms, near_db, out_db, predicted, talker, linear_db, allowed)
+        )
         return cleaned
 
     def _window_level(self, window: FloatAudio) -> float:
@@ -576,7 +582,9 @@ class _PlaybackStream:
 
     def push(self, audio: FloatAudio) -> tuple[FloatAudio, int]:
         self.next_ms += audio.size * 1000 / self.rate
-        out = audio if self._resampler is None else np.asarray(self._resampler.process(audio), dtype=np.float32)
+        out = (
+            audio if self._resampler is None else np.asarray(self._resampler.process(audio), dtype=np.float32)
+        )
         position = self.position
         self.position += out.size
         return out, position
@@ -593,4 +601,5 @@ def _power_mean(levels: list[float]) -> float:
 
 
 def _to_int16(audio: FloatAudio) -> npt.NDArray[np.int16]:
-    return np.clip(np.rint(audio * 32768.0), -32768, 32767).astype(np.int16)
+    out: npt.NDArray[np.int16] = np.clip(np.rint(audio * 32768.0), -32768, 32767).astype(np.int16)
+    return out

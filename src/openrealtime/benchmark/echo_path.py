@@ -44,13 +44,14 @@ def room_impulse_response(rate: int, rt60_s: float, seed: int) -> FloatAudio:
     h += 0.12 * tail
     speaker = np.array([1.0, -0.92])  # a small loudspeaker: little below ~200 Hz
     h = np.convolve(h, speaker)[:n]
-    return (h / np.sqrt((h**2).sum())).astype(np.float32)
+    out: FloatAudio = (h / np.sqrt((h**2).sum())).astype(np.float32)
+    return out
 
 
 def echo_of(far: FloatAudio, rate: int, *, delay_ms: float, level_db: float, ir: FloatAudio) -> FloatAudio:
     """The microphone's copy of ``far``: ``delay_ms`` late, through ``ir``, ``level_db``
     relative to ``far``'s active level. Same length as ``far``."""
-    delay = int(round(delay_ms * rate / 1000))
+    delay = round(delay_ms * rate / 1000)
     wet = np.convolve(far.astype(np.float64), ir.astype(np.float64))[: far.size]
     wet = np.concatenate((np.zeros(delay), wet))[: far.size]
     gain = 10 ** ((rms_db(far) + level_db - rms_db(wet)) / 20)

@@ -278,8 +278,23 @@ def run_benchmark(options: BenchOptions, console: Console | None = None) -> dict
         "levels": levels,
         "by_turn_detection": {
             mode: [
-                {k: level[k] for k in ("concurrency", "turn_count", "answered", "p50_ms", "p95_ms", "underruns", "verdict")}
-                | {"speech_stopped_p50_ms": level["stages_ms_after_speech_end"].get("speech_stopped", {}).get("p50")}
+                {
+                    k: level[k]
+                    for k in (
+                        "concurrency",
+                        "turn_count",
+                        "answered",
+                        "p50_ms",
+                        "p95_ms",
+                        "underruns",
+                        "verdict",
+                    )
+                }
+                | {
+                    "speech_stopped_p50_ms": level["stages_ms_after_speech_end"]
+                    .get("speech_stopped", {})
+                    .get("p50")
+                }
                 for level in mode_levels
             ]
             for mode, mode_levels in by_mode.items()
@@ -331,10 +346,16 @@ def _print_summary(console: Console, report: dict[str, Any], stem: Path, name: s
         )
     modes = report["by_turn_detection"]
     if len(modes) > 1:
-        console.print("voice-to-voice by turn detection (" + report["config"]["eagerness"] + " eagerness for semantic_vad):")
+        console.print(
+            "voice-to-voice by turn detection ("
+            + report["config"]["eagerness"]
+            + " eagerness for semantic_vad):"
+        )
         for mode, mode_levels in modes.items():
             for level in mode_levels:
                 p50, p95 = level["p50_ms"], level["p95_ms"]
                 text = "no answers" if p50 is None else f"p50 {p50:.0f} ms, p95 {p95:.0f} ms"
-                console.print(f"  {mode:13s} {level['concurrency']} session(s): {text} ({level['turn_count']} turns)")
+                console.print(
+                    f"  {mode:13s} {level['concurrency']} session(s): {text} ({level['turn_count']} turns)"
+                )
     console.print(f"wrote {stem}.json and {stem}.png (and {stem.parent / name}-latest.*)")

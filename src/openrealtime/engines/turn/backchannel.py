@@ -29,17 +29,77 @@ import enum
 import re
 from dataclasses import dataclass
 
-__all__ = ["BACKCHANNEL_WORDS", "BackchannelConfig", "Verdict", "classify", "transcript_words"]
+__all__ = [
+    "BACKCHANNEL_PROMPT",
+    "BACKCHANNEL_WORDS",
+    "BackchannelConfig",
+    "Verdict",
+    "classify",
+    "transcript_words",
+]
+
+BACKCHANNEL_PROMPT = "Mhm. Uh-huh. Okay. Yeah. Right. I see."
+"""Whisper's initial prompt for the short-speech pass: without it Whisper spells a "mhm" as
+whatever word it resembles ("image him")."""
 
 BACKCHANNEL_WORDS = frozenset(
-    """mhm mm mmm mm-hmm mmhmm hmm hm uh-huh uhhuh uh huh um ah oh aha ooh wow ok okay k kay
-    yeah yea yes yep yup ya right sure alright all i see got it cool nice great good fine true
-    exactly indeed totally absolutely gotcha thanks thank you so""".split()
+    [
+        "mhm",
+        "mm",
+        "mmm",
+        "mm-hmm",
+        "mmhmm",
+        "hmm",
+        "hm",
+        "uh-huh",
+        "uhhuh",
+        "uh",
+        "huh",
+        "um",
+        "ah",
+        "oh",
+        "aha",
+        "ooh",
+        "wow",
+        "ok",
+        "okay",
+        "k",
+        "kay",
+        "yeah",
+        "yea",
+        "yes",
+        "yep",
+        "yup",
+        "ya",
+        "right",
+        "sure",
+        "alright",
+        "all",
+        "i",
+        "see",
+        "got",
+        "it",
+        "cool",
+        "nice",
+        "great",
+        "good",
+        "fine",
+        "true",
+        "exactly",
+        "indeed",
+        "totally",
+        "absolutely",
+        "gotcha",
+        "thanks",
+        "thank",
+        "you",
+        "so",
+    ]
 )
 """Words a listener says without taking the turn ("all right", "I see", "got it", "thank
 you" are made of them)."""
 
-_WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
+_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 
 
 def transcript_words(text: str) -> list[str]:

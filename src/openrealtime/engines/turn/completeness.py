@@ -33,19 +33,130 @@ import numpy as np
 __all__ = [
     "INCOMPLETE_ENDINGS",
     "WEAK_ENDINGS",
-    "LlamaEndOfUtterance", "RuleCompleteness", "TextCompleteness", "normalise"]
+    "LlamaEndOfUtterance",
+    "RuleCompleteness",
+    "TextCompleteness",
+    "normalise",
+]
 
 INCOMPLETE_ENDINGS = frozenset(
-    """a an the and or but nor because if unless although though whereas of to into onto from
-    with than my your his her its our their whose um uh er erm let's gonna wanna""".split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "nor",
+        "because",
+        "if",
+        "unless",
+        "although",
+        "though",
+        "whereas",
+        "of",
+        "to",
+        "into",
+        "onto",
+        "from",
+        "with",
+        "than",
+        "my",
+        "your",
+        "his",
+        "her",
+        "its",
+        "our",
+        "their",
+        "whose",
+        "um",
+        "uh",
+        "er",
+        "erm",
+        "let's",
+        "gonna",
+        "wanna",
+    ]
 )
 """Words after which an English utterance is almost never finished, whatever the punctuation."""
 
 WEAK_ENDINGS = frozenset(
-    """in on at for by about as like that which who whom when where while is are was were be been
-    being am will would can could should shall may might must do does did have has had this
-    these those some any every each no not very more most less i we you he she they it's i'm
-    we're you're they're he's she's what how why just really then also even such so""".split()
+    [
+        "in",
+        "on",
+        "at",
+        "for",
+        "by",
+        "about",
+        "as",
+        "like",
+        "that",
+        "which",
+        "who",
+        "whom",
+        "when",
+        "where",
+        "while",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "will",
+        "would",
+        "can",
+        "could",
+        "should",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "do",
+        "does",
+        "did",
+        "have",
+        "has",
+        "had",
+        "this",
+        "these",
+        "those",
+        "some",
+        "any",
+        "every",
+        "each",
+        "no",
+        "not",
+        "very",
+        "more",
+        "most",
+        "less",
+        "i",
+        "we",
+        "you",
+        "he",
+        "she",
+        "they",
+        "it's",
+        "i'm",
+        "we're",
+        "you're",
+        "they're",
+        "he's",
+        "she's",
+        "what",
+        "how",
+        "why",
+        "just",
+        "really",
+        "then",
+        "also",
+        "even",
+        "such",
+        "so",
+    ]
 )
 """Words that end a sentence now and then ("that's what he was."): they count only when the
 transcript shows no end punctuation."""
@@ -55,7 +166,7 @@ _WORD = re.compile(r"[a-z0-9']+")
 
 def normalise(text: str) -> str:
     """Lower case, words and apostrophes only, single spaces."""
-    return " ".join(_WORD.findall(text.lower().replace("’", "'")))
+    return " ".join(_WORD.findall(text.lower().replace("\u2019", "'")))
 
 
 @runtime_checkable

@@ -50,7 +50,7 @@ def _pitch(window: npt.NDArray[np.float64]) -> float | None:
     energy = float(np.dot(x, x))
     if energy <= 1e-9:
         return None
-    n = 1 << int(math.ceil(math.log2(2 * x.size)))
+    n = 1 << math.ceil(math.log2(2 * x.size))
     spectrum = np.fft.rfft(x, n)
     corr = np.fft.irfft(spectrum * np.conj(spectrum), n)[: _MAX_LAG + 1]
     # normalise by the overlap so long lags are not penalised
@@ -61,7 +61,11 @@ def _pitch(window: npt.NDArray[np.float64]) -> float | None:
         return None
     # the first strong peak guards against octave errors
     for candidate in range(_MIN_LAG, lag):
-        if corr[candidate] >= 0.9 * corr[lag] and corr[candidate] >= corr[candidate - 1] and corr[candidate] >= corr[candidate + 1]:
+        if (
+            corr[candidate] >= 0.9 * corr[lag]
+            and corr[candidate] >= corr[candidate - 1]
+            and corr[candidate] >= corr[candidate + 1]
+        ):
             lag = candidate
             break
     return SAMPLE_RATE / lag
@@ -80,7 +84,7 @@ def prosody_at_end(audio: npt.ArrayLike, *, tail_ms: float = 300.0) -> ProsodyFe
         levels.append(10.0 * math.log10(float(np.mean(window * window)) + 1e-12))
         pitches.append(_pitch(window))
     level = np.asarray(levels)
-    tail = max(1, int(round(tail_ms / 10.0)))
+    tail = max(1, round(tail_ms / 10.0))
     loud = np.percentile(level, 80)
     energy_end = float(np.mean(level[-tail:]) - loud)
     voiced = [(i, p) for i, p in enumerate(pitches) if p is not None]
