@@ -95,6 +95,37 @@ class Settings(BaseSettings):
     kokoro_voices: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     """User-supplied Kokoro voice files (``.npz`` / ``.bin``)."""
 
+    # speech engines on a remote OpenAI-compatible audio API (local engines are the fallback)
+    asr_base_url: str | None = None
+    """``/v1`` base of an OpenAI-compatible transcription endpoint (another openrealtime,
+    speaches, vLLM, OpenAI): turns are transcribed there, locally when it fails."""
+    asr_model: str = "whisper-1"
+    asr_api_key: str | None = None
+    asr_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Longest wait for the remote transcription of one turn before it is done locally."""
+    tts_base_url: str | None = None
+    """``/v1`` base of an OpenAI-compatible speech endpoint (another openrealtime,
+    Kokoro-FastAPI, speaches, OpenAI): answers are spoken there, locally when it fails."""
+    tts_model: str = "tts-1"
+    tts_api_key: str | None = None
+    tts_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Longest wait for the remote's first (or next) audio bytes of a piece (a stall)."""
+    tts_remote_voices: dict[str, str] = Field(default_factory=dict)
+    """Voice names mapped to the remote's voice ids, e.g. ``{"marin": "af_heart"}``; unmapped
+    names are sent as they are."""
+    remote_concurrency: int = Field(default=4, ge=1)
+    """Requests kept in flight per remote speech engine (its scheduler's workers)."""
+
+    # the OpenAI audio endpoints this server offers (server/audio.py)
+    max_audio_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    """Largest ``/v1/audio/transcriptions`` upload (OpenAI's limit is 25 MB)."""
+    max_transcription_seconds: float = Field(default=1500.0, gt=0)
+    """Longest audio one transcription request may hold."""
+    max_speech_input_chars: int = Field(default=4096, ge=1)
+    """Longest ``input`` of ``/v1/audio/speech`` (OpenAI's limit)."""
+    max_audio_requests_per_key: int = Field(default=4, ge=1)
+    """Audio API requests one API key may have running at once; more get 429."""
+
     # engines on a Ray cluster (optional extra ``openrealtime[ray]``)
     ray_address: str | None = None
     """Ray cluster the engines run on: its GCS address ``HOST:6379`` or ``auto``; this process

@@ -32,8 +32,15 @@ ROUTES = (
     )
     + PLAYGROUND
 )
-# where only API keys may act (an ephemeral key is for opening sessions, not for administration)
-ADMIN = {"/v1/usage", "/metrics", "/v1/realtime/client_secrets"} | {p for m, p in ROUTES if "/calls/" in p}
+# where only API keys may act (an ephemeral key is for opening sessions, not for administration
+# or for the audio endpoints, as on OpenAI where ephemeral keys are realtime-only)
+ADMIN = {
+    "/v1/usage",
+    "/metrics",
+    "/v1/realtime/client_secrets",
+    "/v1/audio/transcriptions",
+    "/v1/audio/speech",
+} | {p for m, p in ROUTES if "/calls/" in p}
 
 
 def test_the_route_list_is_not_empty() -> None:
@@ -44,6 +51,8 @@ def test_the_route_list_is_not_empty() -> None:
         "/v1/realtime/calls",
         "/v1/usage",
         "/metrics",
+        "/v1/audio/transcriptions",
+        "/v1/audio/speech",
     } <= paths
 
 

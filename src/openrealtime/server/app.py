@@ -25,7 +25,7 @@ from ..storage.redis_state import SharedStateUnavailable
 from ..telemetry.ledger import UsageLedger, open_ledger
 from ..telemetry.logs import session_id_var
 from ..transports.websocket import WebSocketConnection
-from . import calls, client_secrets, cluster, playground, sip_calls, usage
+from . import audio, calls, client_secrets, cluster, playground, sip_calls, usage
 from .auth import Authenticator, KeyStore, SecretStore, credential_from_headers
 from .http import BodySizeLimit, RouteCors, http_error
 from .limits import SessionLimits
@@ -135,7 +135,9 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes, path_limits=audio.upload_limits(settings)
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_exception(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -189,6 +191,7 @@ def create_app(
 
     app.include_router(client_secrets.router(state))
     app.include_router(usage.router(state))
+    app.include_router(audio.router(state))
     app.include_router(calls.router(state))
     app.include_router(sip_calls.router(state))
     app.include_router(telemetry.router(state))
