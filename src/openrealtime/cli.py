@@ -1,4 +1,4 @@
-"""The ``openrealtime`` command: serve, keys, models."""
+"""The ``openrealtime`` command: serve, keys, models, bench, replay, usage, engines."""
 
 from __future__ import annotations
 
@@ -33,7 +33,13 @@ def serve(
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = Settings.load(host=host, port=port, llm=llm)
-    secrets = [*settings.api_keys, *settings.usage_admin_keys, settings.llm_api_key or ""]
+    secrets = [
+        *settings.api_keys,
+        *settings.usage_admin_keys,
+        settings.llm_api_key or "",
+        *(part.strip() for part in (settings.recording_key or "").split(",")),
+        settings.moderation_api_key or "",
+    ]
     configure_logging(settings.log_level, settings.log_format, secrets)
     keys, generated = KeyStore.load(settings.api_keys, settings.data_dir)
     if generated:
@@ -146,6 +152,50 @@ def bench(
         run_benchmark(options)
     except (ValueError, RuntimeError, OSError) as error:
         typer.echo(f"bench failed: {error}", err=True)
+        raise typer.Exit(1) from error
+
+
+@app.command()
+def replay(
+    recordings: Annotated[
+        list[str],
+        typer.Argument(help="Recording bundles (from GET /v1/recordings/{id}) or recording ids (rec_...)."),
+    ],
+    url: Annotated[str, typer.Option(help="The server to replay against (http(s)://host:port).")],
+    api_key: Annotated[str | None, typer.Option(envvar="OPENAI_API_KEY", help="API key for --url.")] = None,
+    session_config: Annotated[
+        Path | None,
+        typer.Option(help="JSON or YAML session object merged over the recorded configuration."),
+    ] = None,
+    server_log: Annotated[
+        Path | None, typer.Option(help="The server's log, for its per-stage timings (optional).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: bench/results in a checkout).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Output file stem.")] = "replay",
+    turn_timeout: Annotated[float, typer.Option(help="Longest wait for an answer, seconds.")] = 60.0,
+) -> None:
+    """Speak recorded caller turns into a server at real-time pace and report what changed."""
+    import sys
+
+    from .recording.replay import ReplayOptions, run_replay
+
+    options = ReplayOptions(
+        recordings=recordings,
+        url=url,
+        api_key=api_key or "",
+        session_config=session_config,
+        server_log=server_log,
+        out=out,
+        name=name,
+        turn_timeout_s=turn_timeout,
+        command=" ".join(["openrealtime", *sys.argv[1:]]),
+    )
+    try:
+        run_replay(options)
+    except (ValueError, RuntimeError, OSError) as error:
+        typer.echo(f"replay failed: {error}", err=True)
         raise typer.Exit(1) from error
 
 

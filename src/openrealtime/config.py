@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+RecordingMode = Literal["off", "metadata", "full"]
+DTMF_KEYS = "0123456789*#"
+
 
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -185,6 +188,73 @@ class Settings(BaseSettings):
     """Log a warning once a key has spent this fraction of its budget."""
     usage_admin_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """API keys (or their ``key_…`` ids) that may read every key's usage at ``/v1/usage``."""
+
+    # recording and retention (recording/)
+    recording: RecordingMode = "off"
+    """What is kept of each session: ``off``; ``metadata`` (every event with timestamps,
+    transcripts, tool calls, timings and usage, no audio); ``full`` (that plus the caller's
+    audio and the assistant's audio as played). Encrypted at rest with ``recording_key``."""
+    recording_keys: dict[str, RecordingMode] = Field(default_factory=dict)
+    """Per-key modes overriding ``recording``: JSON ``{"key_ab12…" or the key: "full"}``."""
+    recording_key: str | None = None
+    """AES-256 key(s) that encrypt recordings: base64 of 32 bytes, optionally ``id:base64``,
+    comma-separated, or a file path holding such lines (or 32 raw bytes). The last one encrypts
+    new recordings, every one decrypts: append a key to rotate. Required unless recording is off."""
+    recording_path: Path | None = None
+    """Folder of the encrypted recording files (default ``recordings`` in the data dir); gateways
+    sharing PostgreSQL must share it too (a network file system)."""
+    retention_days: float = Field(default=30.0, ge=0)
+    """Recordings older than this are deleted (at start-up and every ``recording_sweep_minutes``);
+    0 keeps them until deleted through the API."""
+    recording_sweep_minutes: float = Field(default=60.0, gt=0)
+
+    # content safety (safety/)
+    moderation: Literal["none", "rules", "endpoint"] = "none"
+    """Checks caller transcripts and model text before it is spoken: ``rules`` (a rules file of
+    ``block``/``redact`` patterns) or ``endpoint`` (an OpenAI-compatible ``/v1/moderations``)."""
+    moderation_rules: Path | None = None
+    """The rules file (YAML or JSON) for ``moderation=rules``."""
+    moderation_url: str | None = None
+    """The moderation endpoint for ``moderation=endpoint``, e.g. ``https://api.openai.com/v1/moderations``."""
+    moderation_api_key: str | None = None
+    moderation_model: str = "omni-moderation-latest"
+    moderation_timeout_seconds: float = Field(default=2.0, gt=0)
+    moderation_fail_closed: bool = True
+    """When the endpoint fails or times out, treat the text as blocked (true) or let it pass."""
+    moderation_refusal: str = "Sorry, I can't help with that."
+    """What the assistant says instead of answering a blocked caller turn."""
+
+    # AI disclosure and consent
+    disclosure: str | None = None
+    """A sentence spoken at the start of every SIP and WebRTC call before the first turn, e.g.
+    "You are talking to an automated assistant; this call may be recorded." """
+    recording_opt_out_dtmf: str | None = None
+    """A DTMF key (``0``-``9``, ``*``, ``#``) SIP callers press to stop the recording of their
+    call; what was recorded of the call is deleted."""
+
+    @field_validator("recording_opt_out_dtmf", mode="before")
+    @classmethod
+    def _one_dtmf_key(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip() or None
+        if value is not None and (not isinstance(value, str) or len(value) != 1 or value not in DTMF_KEYS):
+            raise ValueError("recording_opt_out_dtmf must be one DTMF key: 0-9, * or #")
+        return value
+
+    @model_validator(mode="after")
+    def _moderation_needs_its_source(self) -> Settings:
+        if self.moderation == "rules" and self.moderation_rules is None:
+            raise ValueError("moderation=rules needs moderation_rules (a YAML or JSON rules file)")
+        if self.moderation == "endpoint" and not self.moderation_url:
+            raise ValueError(
+                "moderation=endpoint needs moderation_url (an OpenAI-compatible /v1/moderations)"
+            )
+        return self
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Where recording files live, default applied."""
+        return self.recording_path or self.data_dir / "recordings"
 
     # gateway replicas (server/cluster.py)
     redis_url: str | None = None
