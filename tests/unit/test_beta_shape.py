@@ -1200,3 +1200,19 @@ def test_clamping_and_rest_errors() -> None:
         {"client_secret": {"expires_after": {"anchor": "created_at", "seconds": 30}}}
     )
     assert secret == {"expires_after": {"anchor": "created_at", "seconds": 30}}
+
+
+def test_a_translation_bug_costs_one_event_not_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = BetaHarness()
+
+    def broken(self: beta.BetaShape, data: dict[str, Any]) -> Any:
+        raise KeyError("bug")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(beta.BetaShape, "client_event", broken)
+        (error,) = h.errors(h.update(event_id="evt_b", instructions="x"))
+    assert (error["type"], error["code"], error["event_id"]) == ("server_error", "server_error", "evt_b")
+    with monkeypatch.context() as patched:
+        patched.setattr(beta.BetaShape, "server_event", lambda self, data: 1 / 0)
+        assert h.update(instructions="y") == []  # the event is lost, the connection is not
+    assert h.update(instructions="z")[-1]["session"]["instructions"] == "z"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,8 @@ from .errors import RealtimeError
 from .ids import new_id
 from .session import MaxOutputTokens, ToolChoiceFunction, TracingConfig, VoiceId
 from .shape import Deliver, Refuse, WireEvent
+
+log = logging.getLogger("openrealtime.beta")
 
 BETA_FORMATS: dict[str, dict[str, Any]] = {
     "pcm16": {"type": "audio/pcm", "rate": 24000},
@@ -667,7 +670,8 @@ class BetaShape:
             return
         try:
             translated, session_temperature, response_temperature = self.client_event(data)
-        except RealtimeError as err:
+        except Exception as exc:  # a bug on one event must not end the session
+            err = exc if isinstance(exc, RealtimeError) else _translation_failed(data, exc)
             self._refusing = True  # its params are beta already
             try:
                 refuse(err)
@@ -761,7 +765,12 @@ class BetaShape:
             data: dict[str, Any] = event.model_dump(mode="json")
         else:
             data = json.loads(event.to_json())
-        return [json.dumps(out, separators=(",", ":"), ensure_ascii=False) for out in self.server_event(data)]
+        try:
+            translated = self.server_event(data)
+        except Exception:  # a bug on one event must not end the session
+            log.exception("could not translate a %s event to the beta shape", event.type)
+            return []
+        return [json.dumps(out, separators=(",", ":"), ensure_ascii=False) for out in translated]
 
     def server_event(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         """One GA server event (wire form) as the beta events it becomes (none, one or two)."""
@@ -854,3 +863,14 @@ class BetaShape:
             used = self._response_temperature.pop(rid, self.temperature)
         beta = response_to_beta(response, temperature=used, conversation_id=self.conversation_id)
         return {**data, "response": beta}
+
+
+def _translation_failed(data: dict[str, Any], exc: Exception) -> RealtimeError:
+    log.exception("could not translate a beta client event", exc_info=exc)
+    raw = data.get("event_id")
+    return RealtimeError(
+        "server_error",
+        "The server failed to process the event.",
+        type="server_error",
+        event_id=raw if isinstance(raw, str) else None,
+    )

@@ -111,8 +111,11 @@ def openai_request(
 def azure_request(
     query: Mapping[str, str], headers: Mapping[str, str], subprotocols: list[str]
 ) -> RealtimeRequest:
-    """``/openai/realtime?api-version=…&deployment=…``: the api-version picks the shape."""
+    """``/openai/realtime?api-version=…&deployment=…``: the api-version picks the shape. On a
+    transcription socket a deployment names the transcription deployment, not a session model."""
     model = query.get("deployment") or query.get("model") or None
+    if query.get("intent") == "transcription":
+        model = None
     problem: RealtimeError | None = None
     shape: Shape = "beta" if wants_beta(headers, subprotocols) else "ga"
     try:
