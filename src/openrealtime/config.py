@@ -166,6 +166,10 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = None
     """TLS certificate (PEM) for ``serve``: some clients insist on ``https://``/``wss://``."""
     ssl_keyfile: Path | None = None
+    beta_shape: bool = True
+    """Serve clients of the retired beta shape (``OpenAI-Beta: realtime=v1``, the
+    ``openai-beta.realtime-v1`` subprotocol, Azure's preview api-versions, ``/realtime/sessions``)
+    by translating it at the edge; false refuses them with ``beta_api_shape_disabled`` (GA only)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the REST routes from a browser page on another origin (none by
     default: the playground is same-origin)."""

@@ -15,9 +15,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Settings
+from ..protocol.beta import BETA_EXTRAS_KEY, BetaShape
 from ..protocol.errors import RealtimeError
 from ..protocol.server_events import ErrorEvent
 from ..protocol.session import RealtimeSession, TranscriptionSession
+from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.engines import EngineSet
 from ..runtime.observer import Observers
 from ..runtime.scheduler import Scheduler
@@ -25,8 +27,9 @@ from ..storage.redis_state import SharedStateUnavailable
 from ..telemetry.ledger import UsageLedger, open_ledger
 from ..telemetry.logs import session_id_var
 from ..transports.websocket import WebSocketConnection
-from . import audio, calls, client_secrets, cluster, playground, sip_calls, usage
+from . import audio, beta_sessions, calls, client_secrets, cluster, playground, sip_calls, usage
 from .auth import Authenticator, KeyStore, SecretStore, credential_from_headers
+from .dialects import AzureCredentials, RealtimeRequest, azure_request, openai_request
 from .http import BodySizeLimit, RouteCors, http_error
 from .limits import SessionLimits
 from .metrics import Telemetry
@@ -158,6 +161,7 @@ def create_app(
     # browser apps on any origin may open WebRTC calls with ek_ keys; other routes only from
     # the listed origins (none by default)
     app.add_middleware(RouteCors, listed_origins=settings.cors_origins)
+    app.add_middleware(AzureCredentials)  # outermost: ``?api-key=`` never travels further
 
     def state() -> ServerState:
         return holder["state"]
@@ -190,6 +194,7 @@ def create_app(
         return {"object": "list", "data": table.describe() if table is not None else []}
 
     app.include_router(client_secrets.router(state))
+    app.include_router(beta_sessions.router(state))
     app.include_router(usage.router(state))
     app.include_router(audio.router(state))
     app.include_router(calls.router(state))
@@ -197,12 +202,23 @@ def create_app(
     app.include_router(telemetry.router(state))
     app.include_router(playground.router(state, lifetime_seconds=settings.playground_session_hours * 3600))
 
-    @app.websocket("/v1/realtime")
-    async def realtime(websocket: WebSocket) -> None:
+    async def realtime_socket(websocket: WebSocket, request: RealtimeRequest) -> None:
         try:
-            await serve_realtime(state(), websocket)
+            await serve_realtime(state(), websocket, request)
         except SharedStateUnavailable as unavailable:  # e.g. an ek_ key while Redis is down
             await cluster.refuse_websocket(websocket, unavailable.error)
+
+    # OpenAI's path, and Azure's two (real routes each: a WebSocket upgrade is never redirected)
+    @app.websocket("/v1/realtime")
+    @app.websocket("/openai/v1/realtime")
+    async def realtime(websocket: WebSocket) -> None:
+        offered = list(websocket.scope.get("subprotocols") or [])
+        await realtime_socket(websocket, openai_request(websocket.query_params, websocket.headers, offered))
+
+    @app.websocket("/openai/realtime")
+    async def azure_realtime(websocket: WebSocket) -> None:
+        offered = list(websocket.scope.get("subprotocols") or [])
+        await realtime_socket(websocket, azure_request(websocket.query_params, websocket.headers, offered))
 
     return app
 
@@ -212,15 +228,19 @@ async def _reject(connection: WebSocketConnection, error: RealtimeError, code: i
     await connection.close(code, error.code or "error")
 
 
-async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
+async def serve_realtime(
+    state: ServerState, websocket: WebSocket, request: RealtimeRequest | None = None
+) -> None:
     """Admit a WebSocket connection, then run its session to the end."""
     offered = list(websocket.scope.get("subprotocols") or [])
     credential = credential_from_headers(websocket.headers, offered)
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-    connection = WebSocketConnection(
-        websocket, state.settings.max_send_queue_bytes, state.settings.idle_connection_seconds
-    )
-    params = websocket.query_params
+    request = request or openai_request(websocket.query_params, websocket.headers, offered)
+    params = {
+        key: value
+        for key, value in (("model", request.model), ("intent", request.intent), ("call_id", request.call_id))
+        if value
+    }
     problem: tuple[RealtimeError, int] | None = None
     principal = await state.auth.authenticate(credential.key) if credential is not None else None
     if principal is None:
@@ -232,10 +252,9 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
             ),
             1008,
         )
-    elif (
-        websocket.headers.get("openai-beta", "").startswith("realtime")
-        or "openai-beta.realtime-v1" in offered
-    ):
+    elif request.problem is not None:
+        problem = (request.problem, 1008)
+    elif request.shape == "beta" and not state.settings.beta_shape:
         problem = (
             RealtimeError(
                 "beta_api_shape_disabled",
@@ -243,6 +262,16 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
                 fatal=True,
             ),
             4000,
+        )
+    elif request.shape == "beta" and params.get("call_id"):
+        problem = (
+            RealtimeError(
+                "beta_api_shape_unsupported",
+                "Sideband connections ('call_id') speak the GA shape only; connect without the beta shape.",
+                param="call_id",
+                fatal=True,
+            ),
+            1008,
         )
     elif params.get("intent") == "transcription" and params.get("model"):
         problem = (
@@ -297,6 +326,13 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
         session = TranscriptionSession()
     else:
         session = RealtimeSession(model=params["model"])
+    shape: EventShape = GA_SHAPE
+    if request.shape == "beta":
+        bound = (principal.session or {}).get(BETA_EXTRAS_KEY)
+        shape = BetaShape(temperature=bound.get("temperature") if isinstance(bound, dict) else None)
+    connection = WebSocketConnection(
+        websocket, state.settings.max_send_queue_bytes, state.settings.idle_connection_seconds, shape
+    )
     runtime = new_session_runtime(
         state,
         session,
@@ -307,6 +343,8 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
         close=connection.close,
     )
     core = runtime.core
+    if isinstance(shape, BetaShape):
+        shape.conversation_id = core.conversation_id
     state.active_sessions += 1
     session_id_var.set(core.session.id)  # log records of this connection's tasks carry it
     try:

@@ -9,8 +9,15 @@ from fastapi.responses import JSONResponse
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-EPHEMERAL_KEY_ROUTES = frozenset({"/v1/realtime/calls"})
-"""Routes a browser app calls itself with an ``ek_`` key (spec §3, §4.1)."""
+EPHEMERAL_KEY_ROUTES = frozenset(
+    {
+        "/v1/realtime/calls",
+        "/openai/v1/realtime/calls",  # Azure
+        "/v1/realtime",  # beta WebRTC (POST with the SDP offer)
+        "/v1/realtimertc",  # Azure's preview WebRTC
+    }
+)
+"""Routes a browser app calls itself with an ``ek_`` key (spec §3, §4.1, §13)."""
 
 
 def http_error(status: int, code: str | None, message: str, param: str | None = None) -> JSONResponse:

@@ -123,6 +123,7 @@ def router(state: Any) -> APIRouter:
         return principal, call
 
     @api.post("/v1/realtime/calls/{call_id}/accept", response_model=None)
+    @api.post("/openai/v1/realtime/calls/{call_id}/accept", response_model=None)  # Azure
     async def accept(call_id: str, request: Request) -> Response:
         found = await sip_call(request, call_id)
         if isinstance(found, Response):
@@ -173,6 +174,7 @@ def router(state: Any) -> APIRouter:
         return Response(status_code=200)
 
     @api.post("/v1/realtime/calls/{call_id}/reject", response_model=None)
+    @api.post("/openai/v1/realtime/calls/{call_id}/reject", response_model=None)  # Azure
     async def reject(call_id: str, request: Request) -> Response:
         found = await sip_call(request, call_id)
         if isinstance(found, Response):
@@ -198,6 +200,7 @@ def router(state: Any) -> APIRouter:
         return Response(status_code=200)
 
     @api.post("/v1/realtime/calls/{call_id}/refer", response_model=None)
+    @api.post("/openai/v1/realtime/calls/{call_id}/refer", response_model=None)  # Azure
     async def refer(call_id: str, request: Request) -> Response:
         found = await sip_call(request, call_id)
         if isinstance(found, Response):
