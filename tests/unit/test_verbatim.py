@@ -14,6 +14,7 @@ from openrealtime.engines.tts.verbatim import (
     parse_verbatim,
     render_tool_output,
     verbatim_texts,
+    with_verbatim_instructions,
 )
 
 LEGAL = "By confirming, you agree that the fare of $25 is non-refundable after 24 hours."
@@ -40,6 +41,12 @@ def test_render_shows_marker_and_words_and_leaves_other_results_alone() -> None:
     assert render_tool_output(json.dumps({"verbatim": {"terms": LEGAL}}), "call_1")[1] == table
     assert render_tool_output(json.dumps({"verbatim": {"terms": LEGAL}}), "call_2")[1].keys() != table.keys()
     assert "[[say:" in VERBATIM_INSTRUCTIONS
+
+
+def test_instructions_mention_markers_only_when_needed() -> None:
+    assert with_verbatim_instructions("Be brief.", {}) == "Be brief."
+    assert with_verbatim_instructions("Be brief.", {"v1": "x"}) == f"Be brief.\n\n{VERBATIM_INSTRUCTIONS}"
+    assert with_verbatim_instructions("", {"v1": "x"}) == VERBATIM_INSTRUCTIONS
 
 
 def test_verbatim_texts_of_a_conversation() -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "parse_verbatim",
     "render_tool_output",
     "verbatim_texts",
+    "with_verbatim_instructions",
 ]
 
 VERBATIM_FIELD = "verbatim"
@@ -57,6 +58,14 @@ VERBATIM_INSTRUCTIONS = (
     "translate them yourself, and never invent a marker."
 )
 """Added to the instructions of a response whose context holds any verbatim text."""
+
+
+def with_verbatim_instructions(instructions: str, texts: Mapping[str, str]) -> str:
+    """The response's instructions, plus :data:`VERBATIM_INSTRUCTIONS` when its context holds
+    verbatim texts (unchanged otherwise, so other prompts and their cache are untouched)."""
+    if not texts:
+        return instructions
+    return f"{instructions.rstrip()}\n\n{VERBATIM_INSTRUCTIONS}" if instructions.strip() else VERBATIM_INSTRUCTIONS
 
 
 def marker(marker_id: str) -> str:

@@ -30,6 +30,16 @@ Without Kokoro, ``alloy``, ``marin`` and ``cedar`` all speak with Piper joe: one
 three times beats a robotic voice on the names clients default to. The espeak variants were
 picked by intelligibility through Whisper tiny.en (5-17 % WER on a 53-word set; joe 0-2 %).
 
+Every resolved voice reads its text through :mod:`normalize` first (codes letter by letter,
+phone numbers digit by digit, amounts, dates; the transcript keeps the written text), so the
+runtime gets this for free from :meth:`VoiceTable.resolve`.
+
+Languages: each engine says which languages a voice speaks (Piper: its training language;
+Kokoro: :data:`kokoro.LANGUAGES`; espeak-ng: the voice's own). ``resolve(name, language)``
+keeps the name's voice when it speaks the language, else stands in a neural voice of the same
+gender that does (Kokoro), else espeak-ng's voice for that language, so a session can answer
+in the caller's language with the name it chose.
+
 Override entries with ``{"name": "engine:voice"}`` or ``{"name": {"engine": ..., "voice":
 ..., "speed": 1.1, "pitch": 60, "description": ...}}`` (``pitch`` 0-99, espeak only); new
 names (e.g. ``voice_abc`` for custom ``{"id": ...}`` voices) are added the same way. A client
