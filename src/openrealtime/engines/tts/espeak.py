@@ -131,7 +131,9 @@ class EspeakSynthesizer:
         return text
 
     def voices(self) -> list[VoiceInfo]:
-        listed = [v for v in self._catalogue if v.split("-")[0] in self.listed_languages] or list(self._catalogue)
+        listed = [v for v in self._catalogue if v.split("-")[0] in self.listed_languages] or list(
+            self._catalogue
+        )
         return [
             VoiceInfo(
                 id=v,

@@ -65,7 +65,11 @@ def with_verbatim_instructions(instructions: str, texts: Mapping[str, str]) -> s
     verbatim texts (unchanged otherwise, so other prompts and their cache are untouched)."""
     if not texts:
         return instructions
-    return f"{instructions.rstrip()}\n\n{VERBATIM_INSTRUCTIONS}" if instructions.strip() else VERBATIM_INSTRUCTIONS
+    return (
+        f"{instructions.rstrip()}\n\n{VERBATIM_INSTRUCTIONS}"
+        if instructions.strip()
+        else VERBATIM_INSTRUCTIONS
+    )
 
 
 def marker(marker_id: str) -> str:
