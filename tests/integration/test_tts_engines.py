@@ -184,7 +184,7 @@ def test_kokoro_speaks_other_languages_and_repeats_short_pieces_from_cache(kokor
     from openrealtime.engines.tts.kokoro import KokoroSynthesizer
 
     assert isinstance(kokoro, KokoroSynthesizer)
-    assert kokoro.languages("jf_alpha") == ("en",) and "es" in kokoro.languages("jm_kumo")
+    assert kokoro.languages("jf_alpha") == ("en", "pt") and "es" in kokoro.languages("jm_kumo")
     spanish = collect(kokoro.synthesize("Buenos días, ¿en qué puedo ayudarle?", voice="jm_kumo", lang="es"))
     assert seconds(spanish, kokoro.sample_rate) > 1.0 and rms(spanish) > 500
     assert kokoro.phonemize("Hola.", "es") != kokoro.phonemize("Hola.", "en-us")

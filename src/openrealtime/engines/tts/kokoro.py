@@ -76,7 +76,7 @@ front-ends, which do not ship."""
 
 VOICE_LANGUAGES: dict[str, tuple[str, ...]] = {
     "jf_alpha": ("en", "pt"),
-    "jf_gongitsune": ("en",),
+    "jf_gongitsune": ("en", "it", "pt"),
     "jf_nezumi": ("en", "it", "pt"),
     "jf_tebukuro": ("en", "it"),
     "jm_kumo": ("en", "es", "it", "pt"),
@@ -85,7 +85,7 @@ VOICE_LANGUAGES: dict[str, tuple[str, ...]] = {
 <= 10 % on ``bench/voices.py --languages`` sentences (two per language). Measured: jm_kumo
 English 0 %, Spanish 7 %, Italian 0 %, Portuguese 0 %, French 75 %; jf_alpha English 2 %,
 Portuguese 0 %, Spanish 40 %, Italian 45 %, French 125 %; jf_nezumi Italian 0 %, Portuguese
-0 %, Spanish 20 %; jf_tebukuro Italian 9 %, Spanish 13 %, Portuguese 25 %. Packs not measured in a language are not offered for it."""
+0 %, Spanish 20 %; jf_tebukuro Italian 9 %, Spanish 13 %, Portuguese 25 %; jf_gongitsune Italian 0 %, Portuguese 6 %, Spanish 20 %. Packs not measured in a language are not offered for it."""
 
 _KOKORO_PREFIX_LANGUAGES = {"a": "en", "b": "en", "e": "es", "f": "fr", "i": "it", "p": "pt"}
 """Official Kokoro voice names start with their language (``af_heart``: American English)."""
