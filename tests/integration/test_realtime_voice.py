@@ -483,6 +483,9 @@ async def test_voices_route_lists_every_builtin_name(voice_server: ServerProcess
     for name in ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"):
         assert names[name]["engine"] and names[name]["voice"]
     assert names["marin"]["engine"] == "piper"
+    assert names["marin"]["neural"] is True and names["marin"]["languages"] == ["en"]
+    assert names["echo"]["neural"] is False
+    assert listed["languages"]["en"][0] == "piper" and "espeak" in listed["languages"]["es"]
 
 
 async def test_unknown_voice_is_refused_and_voice_locks_after_audio(ws: Any) -> None:

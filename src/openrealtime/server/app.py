@@ -191,7 +191,16 @@ def create_app(
         if not await authorized(request):
             return error_body(401, "invalid_api_key", "Incorrect API key provided.")
         table = state().engines.voices
-        return {"object": "list", "data": table.describe() if table is not None else []}
+        if table is None:
+            return {"object": "list", "data": [], "languages": {}}
+        languages = getattr(table, "languages", None)
+        return {
+            "object": "list",
+            "data": table.describe(),
+            # language -> engines speaking it, neural first (a session voice speaks the
+            # session's language with a stand-in voice of those engines)
+            "languages": languages() if callable(languages) else {},
+        }
 
     app.include_router(client_secrets.router(state))
     app.include_router(beta_sessions.router(state))
