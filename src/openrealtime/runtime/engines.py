@@ -102,6 +102,7 @@ def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
         logging.getLogger("openrealtime.engines").info(
             "engines warmed up: %s", ", ".join(f"{k} {v:.2f}s" for k, v in spent.items())
         )
+    use_remote_speech(engines, settings)
     return engines
 
 
@@ -128,7 +129,51 @@ def _build_with_ray(settings: Settings, *, speech: bool) -> EngineSet:
         logging.getLogger("openrealtime.engines").info(
             "engines warmed up: %s", ", ".join(f"{k} {v:.2f}s" for k, v in spent.items())
         )
+    use_remote_speech(engines, settings)
     return engines
+
+
+def use_remote_speech(engines: EngineSet, settings: Settings) -> None:
+    """Put the remote audio endpoints (``ASR_BASE_URL``, ``TTS_BASE_URL``) in front of the
+    loaded speech engines, which stay as the fallback (warmed up, so a failover is fast).
+
+    Transcription while the caller speaks: remote finals only, unless ``ASR_PARTIALS`` is set
+    explicitly. Local Whisper partials would spend this process's cores on every talking
+    caller, which is what a remote ASR is configured to take away (and their words need not
+    match the remote's final); re-transcribing the growing turn on the remote every 0.8 s
+    multiplies its load by 3-6 per turn. One remote call after the end of speech costs its
+    round trip instead (measured in the README's backends table). ``ASR_PARTIALS=whisper``
+    sends those passes to the remote anyway (live deltas, final ready at end of speech);
+    ``pocketsphinx`` streams cheap local partials and still takes the final from the remote.
+    """
+    from ..engines.remote import RemoteEndpoint
+
+    log = logging.getLogger("openrealtime.engines")
+    workers: dict[str, int] = dict(engines.extra.get("scheduler_workers", {}))
+    if settings.asr_base_url and engines.transcriber is not None:
+        from ..engines.asr.remote import FailoverTranscriber, RemoteTranscriber
+
+        endpoint = RemoteEndpoint(
+            settings.asr_base_url, settings.asr_model, settings.asr_api_key, settings.asr_timeout_seconds
+        )
+        engines.transcriber = FailoverTranscriber(RemoteTranscriber(endpoint), engines.transcriber)
+        if "asr_partials" not in settings.model_fields_set:
+            engines.extra["asr_partials"] = "none"
+        workers["asr_workers"] = max(workers.get("asr_workers", 1), settings.remote_concurrency)
+        log.info("transcription on %s (model %s), local fallback", endpoint.base_url, endpoint.model)
+    if settings.tts_base_url and engines.voices is not None:
+        from ..engines.tts.remote import RemoteSynthesizer, RemoteVoiceTable
+
+        endpoint = RemoteEndpoint(
+            settings.tts_base_url, settings.tts_model, settings.tts_api_key, settings.tts_timeout_seconds
+        )
+        engines.voices = RemoteVoiceTable(
+            RemoteSynthesizer(endpoint), engines.voices, remote_voices=settings.tts_remote_voices
+        )
+        workers["tts_workers"] = max(workers.get("tts_workers", 1), settings.remote_concurrency)
+        log.info("speech on %s (model %s), local fallback", endpoint.base_url, endpoint.model)
+    if workers:
+        engines.extra["scheduler_workers"] = workers
 
 
 def load_vision(engines: EngineSet, settings: Settings) -> None:

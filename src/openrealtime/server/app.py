@@ -11,14 +11,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Settings
+from ..protocol.beta import BETA_EXTRAS_KEY, BetaShape
 from ..protocol.errors import RealtimeError
 from ..protocol.server_events import ErrorEvent
 from ..protocol.session import RealtimeSession, TranscriptionSession
+from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.engines import EngineSet
 from ..runtime.observer import Observers
 from ..runtime.scheduler import Scheduler
@@ -26,9 +27,10 @@ from ..storage.redis_state import SharedStateUnavailable
 from ..telemetry.ledger import UsageLedger, open_ledger
 from ..telemetry.logs import session_id_var
 from ..transports.websocket import WebSocketConnection
-from . import calls, client_secrets, cluster, playground, sip_calls, usage
+from . import audio, beta_sessions, calls, client_secrets, cluster, playground, sip_calls, usage
 from .auth import Authenticator, KeyStore, SecretStore, credential_from_headers
-from .http import BodySizeLimit, http_error
+from .dialects import AzureCredentials, RealtimeRequest, azure_request, openai_request
+from .http import BodySizeLimit, RouteCors, http_error
 from .limits import SessionLimits
 from .metrics import Telemetry
 from .session_factory import new_session_runtime
@@ -136,7 +138,9 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes, path_limits=audio.upload_limits(settings)
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_exception(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -154,14 +158,10 @@ def create_app(
         param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         return http_error(400, "invalid_value", str(first.get("msg", "Invalid request.")), param)
 
-    if settings.cors_origins:  # none by default: browsers get no cross-origin access
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Location"],
-        )
+    # browser apps on any origin may open WebRTC calls with ek_ keys; other routes only from
+    # the listed origins (none by default)
+    app.add_middleware(RouteCors, listed_origins=settings.cors_origins)
+    app.add_middleware(AzureCredentials)  # outermost: ``?api-key=`` never travels further
 
     def state() -> ServerState:
         return holder["state"]
@@ -191,21 +191,43 @@ def create_app(
         if not await authorized(request):
             return error_body(401, "invalid_api_key", "Incorrect API key provided.")
         table = state().engines.voices
-        return {"object": "list", "data": table.describe() if table is not None else []}
+        if table is None:
+            return {"object": "list", "data": [], "languages": {}}
+        languages = getattr(table, "languages", None)
+        return {
+            "object": "list",
+            "data": table.describe(),
+            # language -> engines speaking it, neural first (a session voice speaks the
+            # session's language with a stand-in voice of those engines)
+            "languages": languages() if callable(languages) else {},
+        }
 
     app.include_router(client_secrets.router(state))
+    app.include_router(beta_sessions.router(state))
     app.include_router(usage.router(state))
+    app.include_router(audio.router(state))
     app.include_router(calls.router(state))
     app.include_router(sip_calls.router(state))
     app.include_router(telemetry.router(state))
     app.include_router(playground.router(state, lifetime_seconds=settings.playground_session_hours * 3600))
 
-    @app.websocket("/v1/realtime")
-    async def realtime(websocket: WebSocket) -> None:
+    async def realtime_socket(websocket: WebSocket, request: RealtimeRequest) -> None:
         try:
-            await serve_realtime(state(), websocket)
+            await serve_realtime(state(), websocket, request)
         except SharedStateUnavailable as unavailable:  # e.g. an ek_ key while Redis is down
             await cluster.refuse_websocket(websocket, unavailable.error)
+
+    # OpenAI's path, and Azure's two (real routes each: a WebSocket upgrade is never redirected)
+    @app.websocket("/v1/realtime")
+    @app.websocket("/openai/v1/realtime")
+    async def realtime(websocket: WebSocket) -> None:
+        offered = list(websocket.scope.get("subprotocols") or [])
+        await realtime_socket(websocket, openai_request(websocket.query_params, websocket.headers, offered))
+
+    @app.websocket("/openai/realtime")
+    async def azure_realtime(websocket: WebSocket) -> None:
+        offered = list(websocket.scope.get("subprotocols") or [])
+        await realtime_socket(websocket, azure_request(websocket.query_params, websocket.headers, offered))
 
     return app
 
@@ -215,15 +237,19 @@ async def _reject(connection: WebSocketConnection, error: RealtimeError, code: i
     await connection.close(code, error.code or "error")
 
 
-async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
+async def serve_realtime(
+    state: ServerState, websocket: WebSocket, request: RealtimeRequest | None = None
+) -> None:
     """Admit a WebSocket connection, then run its session to the end."""
     offered = list(websocket.scope.get("subprotocols") or [])
     credential = credential_from_headers(websocket.headers, offered)
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-    connection = WebSocketConnection(
-        websocket, state.settings.max_send_queue_bytes, state.settings.idle_connection_seconds
-    )
-    params = websocket.query_params
+    request = request or openai_request(websocket.query_params, websocket.headers, offered)
+    params = {
+        key: value
+        for key, value in (("model", request.model), ("intent", request.intent), ("call_id", request.call_id))
+        if value
+    }
     problem: tuple[RealtimeError, int] | None = None
     principal = await state.auth.authenticate(credential.key) if credential is not None else None
     if principal is None:
@@ -235,10 +261,9 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
             ),
             1008,
         )
-    elif (
-        websocket.headers.get("openai-beta", "").startswith("realtime")
-        or "openai-beta.realtime-v1" in offered
-    ):
+    elif request.problem is not None:
+        problem = (request.problem, 1008)
+    elif request.shape == "beta" and not state.settings.beta_shape:
         problem = (
             RealtimeError(
                 "beta_api_shape_disabled",
@@ -246,6 +271,16 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
                 fatal=True,
             ),
             4000,
+        )
+    elif request.shape == "beta" and params.get("call_id"):
+        problem = (
+            RealtimeError(
+                "beta_api_shape_unsupported",
+                "Sideband connections ('call_id') speak the GA shape only; connect without the beta shape.",
+                param="call_id",
+                fatal=True,
+            ),
+            1008,
         )
     elif params.get("intent") == "transcription" and params.get("model"):
         problem = (
@@ -300,6 +335,13 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
         session = TranscriptionSession()
     else:
         session = RealtimeSession(model=params["model"])
+    shape: EventShape = GA_SHAPE
+    if request.shape == "beta":
+        bound = (principal.session or {}).get(BETA_EXTRAS_KEY)
+        shape = BetaShape(temperature=bound.get("temperature") if isinstance(bound, dict) else None)
+    connection = WebSocketConnection(
+        websocket, state.settings.max_send_queue_bytes, state.settings.idle_connection_seconds, shape
+    )
     runtime = new_session_runtime(
         state,
         session,
@@ -310,6 +352,8 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
         close=connection.close,
     )
     core = runtime.core
+    if isinstance(shape, BetaShape):
+        shape.conversation_id = core.conversation_id
     state.active_sessions += 1
     session_id_var.set(core.session.id)  # log records of this connection's tasks carry it
     try:

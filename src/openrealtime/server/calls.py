@@ -5,6 +5,10 @@ and the registry of live calls (WebRTC and SIP) that hangup and sideband WebSock
 Two request shapes (spec §4.1): raw ``application/sdp`` with an ``ek_`` key (the session bound
 to the key) or an API key (defaults), and ``multipart/form-data`` with ``sdp`` + ``session``
 parts, the way a backend relays a browser's offer.
+
+The same offer is taken at Azure's ``/openai/v1/realtime/calls`` (with ``?webrtcfilter=on`` the
+data channel carries only Azure's short list of events), and, speaking the beta shape on the
+data channel, at the beta ``POST /v1/realtime?model=…`` and Azure's preview ``/v1/realtimertc``.
 """
 
 from __future__ import annotations
@@ -20,15 +24,18 @@ from fastapi import APIRouter, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
+from ..protocol.beta import BETA_EXTRAS_KEY, BetaShape
 from ..protocol.errors import RealtimeError
 from ..protocol.ids import new_id
 from ..protocol.server_events import ServerEvent
 from ..protocol.session import AnySession, RealtimeSession
+from ..protocol.shape import GA_SHAPE, EventShape, FilteredShape
 from ..runtime.session_runtime import SessionRuntime
 from ..telemetry.logs import session_id_var
 from ..transports.webrtc import EventSink, WebRTCCall, addresses_for_bind
 from ..transports.websocket import WebSocketConnection
 from .auth import Principal, credential_from_headers
+from .dialects import AZURE_WEBRTC_FILTER
 from .http import http_error
 from .session_factory import new_session_runtime
 from .sessions import build_session, restore_session
@@ -158,9 +165,10 @@ def _initial_session(state: ServerState, principal: Principal, config: Any, sent
 
 
 async def start_call(
-    state: ServerState, principal: Principal, sdp: str, session: AnySession
+    state: ServerState, principal: Principal, sdp: str, session: AnySession, shape: EventShape = GA_SHAPE
 ) -> tuple[WebRTCCall, str]:
-    """Create the call, answer the offer and register it; returns the call and the answer."""
+    """Create the call, answer the offer and register it; returns the call and the answer.
+    ``shape`` is what the data channel speaks (sidebands always speak GA)."""
     call_id = new_id(CALL_ID_PREFIX)
     model = session.model if isinstance(session, RealtimeSession) else ""
 
@@ -189,7 +197,11 @@ async def start_call(
         make_runtime,
         on_ended=ended,
         ice_hosts=addresses_for_bind(state.settings.host),
+        shape=shape,
     )
+    inner = shape.inner if isinstance(shape, FilteredShape) else shape
+    if isinstance(inner, BetaShape):
+        inner.conversation_id = call.runtime.core.conversation_id
     state.calls.add(call)
     state.active_sessions += 1
     session_id_var.set(call.runtime.core.session.id)  # the call's tasks log under it
@@ -207,15 +219,43 @@ def router(state: Any) -> APIRouter:
 
     @api.post("/v1/realtime/calls", response_model=None)
     async def create_call(request: Request) -> Response:
+        return await answer_offer(request, "/v1/realtime/calls")
+
+    @api.post("/openai/v1/realtime/calls", response_model=None)
+    async def azure_create_call(request: Request) -> Response:
+        """Azure's GA route; ``?webrtcfilter=on`` keeps the session (and its instructions), tool
+        calls and errors off the browser's data channel."""
+        filtered = request.query_params.get("webrtcfilter", "").lower() == "on"
+        shape = FilteredShape(GA_SHAPE, AZURE_WEBRTC_FILTER) if filtered else GA_SHAPE
+        return await answer_offer(request, "/openai/v1/realtime/calls", shape=shape)
+
+    @api.post("/v1/realtime", response_model=None)
+    @api.post("/v1/realtimertc", response_model=None)  # Azure's preview WebRTC route
+    async def beta_create_call(request: Request) -> Response:
+        """The beta WebRTC offer (``?model=``): the data channel speaks the beta shape."""
+        return await answer_offer(request, "/v1/realtime/calls", beta=True)
+
+    async def answer_offer(
+        request: Request, location: str, *, shape: EventShape = GA_SHAPE, beta: bool = False
+    ) -> Response:
         server: ServerState = state()
         credential = credential_from_headers(request.headers)
         principal = await server.auth.authenticate(credential.key if credential else None)
         if principal is None:
             return http_error(401, "invalid_api_key", "Incorrect API key provided.")
+        if beta and not server.settings.beta_shape:
+            return http_error(
+                400,
+                "beta_api_shape_disabled",
+                "The beta Realtime API shape is turned off on this server; use POST /v1/realtime/calls.",
+            )
         try:
             sdp, config, sent = await _read_offer(request)
             _check_offer(sdp)
             session = _initial_session(server, principal, config, sent)
+            model = request.query_params.get("model")
+            if beta and model and isinstance(session, RealtimeSession):
+                session.model = model
         except _BadRequest as bad:
             return http_error(400, bad.code, bad.message, bad.param)
         except RealtimeError as err:
@@ -225,8 +265,11 @@ def router(state: Any) -> APIRouter:
             body = {"message": refused.message, "type": refused.type, "param": None, "code": refused.code}
             unavailable = refused.code == "shared_state_unavailable"
             return JSONResponse({"error": body}, status_code=503 if unavailable else 429)
+        if beta:
+            bound = (principal.session or {}).get(BETA_EXTRAS_KEY)
+            shape = BetaShape(temperature=bound.get("temperature") if isinstance(bound, dict) else None)
         try:
-            call, answer = await start_call(server, principal, sdp, session)
+            call, answer = await start_call(server, principal, sdp, session, shape)
         except Exception as exc:
             log.info("WebRTC offer refused: %s", exc)
             return http_error(400, "invalid_offer", f"The SDP offer could not be used: {exc}", "sdp")
@@ -235,10 +278,11 @@ def router(state: Any) -> APIRouter:
             content=answer,
             status_code=201,
             media_type="application/sdp",
-            headers={"Location": f"/v1/realtime/calls/{call.call_id}"},
+            headers={"Location": f"{location}/{call.call_id}"},
         )
 
     @api.post("/v1/realtime/calls/{call_id}/hangup", response_model=None)
+    @api.post("/openai/v1/realtime/calls/{call_id}/hangup", response_model=None)  # Azure
     async def hangup(call_id: str, request: Request) -> Response:
         server: ServerState = state()
         credential = credential_from_headers(request.headers)

@@ -129,6 +129,7 @@ def router(state: Any) -> APIRouter:
     api = APIRouter()
 
     @api.post("/v1/realtime/client_secrets", response_model=None, openapi_extra=OPENAPI)
+    @api.post("/openai/v1/realtime/client_secrets", response_model=None, openapi_extra=OPENAPI)  # Azure
     async def client_secrets(request: Request) -> dict[str, Any] | JSONResponse:
         server: ServerState = state()
         credential = credential_from_headers(request.headers)

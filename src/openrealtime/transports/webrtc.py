@@ -38,6 +38,7 @@ from ..audio import formats
 from ..protocol import client_events as ce
 from ..protocol import server_events as se
 from ..protocol.errors import RealtimeError
+from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.session_runtime import SessionRuntime
 from .media import (
     FramePacer,
@@ -53,6 +54,8 @@ from .media import (
 log = logging.getLogger("openrealtime.webrtc")
 
 EVENTS_CHANNEL = "oai-events"
+EVENTS_CHANNELS = frozenset({EVENTS_CHANNEL, "realtime-channel"})
+"""Labels the events data channel comes with: OpenAI's, and the one Azure's samples use."""
 CONNECT_TIMEOUT_S = 30.0
 """A call whose peer has not connected and started the session within this time is ended."""
 CODEC_RATES = {"audio/opus": 48000, "audio/pcmu": 8000, "audio/pcma": 8000}
@@ -198,8 +201,11 @@ class WebRTCCall:
         on_ended: Callable[[WebRTCCall], None] = lambda _call: None,
         ice_hosts: Sequence[str] | None = ("127.0.0.1",),
         clock: Callable[[], float] = time.monotonic,
+        shape: EventShape = GA_SHAPE,
     ) -> None:
         self.call_id = call_id
+        self.shape = shape
+        """What the data channel speaks (``protocol.shape``); sidebands always get GA events."""
         self.key_id = key_id
         self.pc = RTCPeerConnection(peer_configuration())
         self.runtime = make_runtime(self._on_session_event, self._on_session_close)
@@ -264,15 +270,21 @@ class WebRTCCall:
         self.runtime.start()  # session.created
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if channel.label != EVENTS_CHANNEL or self.channel is not None:
+        if channel.label not in EVENTS_CHANNELS or self.channel is not None:
             return
         self.channel = channel
-        channel.on("message", self.on_client_frame)
+        channel.on("message", self._on_channel_frame)
         channel.on("close", lambda: self._spawn(self.close(), "webrtc-close"))
         self._start_session()
 
+    def _on_channel_frame(self, frame: str | bytes) -> None:
+        """A client event from the data channel, in the channel's shape."""
+        if self.closed or not self.started:
+            return
+        self.shape.receive(frame, self.on_client_frame, self.runtime.fail)
+
     def on_client_frame(self, frame: str | bytes) -> None:
-        """A client event from the data channel or a sideband socket."""
+        """A client event (GA) from the data channel or a sideband socket."""
         if self.closed or not self.started:
             return
         if self._is_output_clear(frame):
@@ -297,7 +309,8 @@ class WebRTCCall:
         channel = self.channel
         if channel is not None and channel.readyState == "open":
             try:
-                channel.send(event.to_json())
+                for frame in self.shape.send(event):
+                    channel.send(frame)
             except Exception:  # a channel closing under us: teardown follows
                 log.debug("data channel send failed", exc_info=True)
         for sink in list(self.sinks):

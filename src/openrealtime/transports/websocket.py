@@ -4,6 +4,9 @@ Reading and writing run as two tasks so that a client sending fast never waits f
 output, and our output never waits for the client's next frame. Outgoing events are sent in
 the order the session emitted them. The send queue is bounded: a client that stops reading is
 disconnected once ``max_queued_bytes`` are waiting, instead of growing the server's memory.
+
+The connection's ``shape`` (``protocol.shape``) sits on the frame-in / event-out path: GA
+passes both unchanged, the beta shape translates them, so the session always speaks GA.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..protocol.errors import RealtimeError
 from ..protocol.server_events import ServerEvent
+from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.session_runtime import SessionRuntime
 
 log = logging.getLogger("openrealtime.websocket")
@@ -30,9 +34,14 @@ class WebSocketConnection:
     """Owns the socket: an ordered send queue and a close that flushes it first."""
 
     def __init__(
-        self, websocket: WebSocket, max_queued_bytes: int = MAX_QUEUED_BYTES, idle_timeout_s: float = 0.0
+        self,
+        websocket: WebSocket,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
+        idle_timeout_s: float = 0.0,
+        shape: EventShape = GA_SHAPE,
     ) -> None:
         self.websocket = websocket
+        self.shape = shape
         self.idle_timeout_s = idle_timeout_s
         """Close a connection that sent nothing for this long while no response ran (0: never)."""
         self.last_frame_at = time.monotonic()
@@ -47,15 +56,18 @@ class WebSocketConnection:
     def send(self, event: ServerEvent) -> None:
         if self.closing.is_set():
             return
-        frame = event.to_json()
-        self.queued_bytes += len(frame)
-        if self.queued_bytes > self.max_queued_bytes:
-            log.warning("client is not reading: %d bytes queued; disconnecting it", self.queued_bytes)
-            self.close_code, self.close_reason = SLOW_CONSUMER_CLOSE, "slow consumer: too much unread output"
-            self.closing.set()
-            self.overflowed.set()
-            return
-        self.outbox.put_nowait(frame)
+        for frame in self.shape.send(event):
+            self.queued_bytes += len(frame)
+            if self.queued_bytes > self.max_queued_bytes:
+                log.warning("client is not reading: %d bytes queued; disconnecting it", self.queued_bytes)
+                self.close_code, self.close_reason = (
+                    SLOW_CONSUMER_CLOSE,
+                    "slow consumer: too much unread output",
+                )
+                self.closing.set()
+                self.overflowed.set()
+                return
+            self.outbox.put_nowait(frame)
 
     async def close(self, code: int, reason: str) -> None:
         """Close after everything queued so far has been sent."""
@@ -83,10 +95,8 @@ class WebSocketConnection:
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
-            if text is not None:
-                runtime.on_frame(text)
-            else:
-                runtime.on_frame(message.get("bytes") or b"")
+            frame: str | bytes = text if text is not None else message.get("bytes") or b""
+            self.shape.receive(frame, runtime.on_frame, runtime.fail)
 
     async def _idle_watch(self, runtime: SessionRuntime) -> None:
         """Close the session once the client has sent nothing for ``idle_timeout_s`` while no
