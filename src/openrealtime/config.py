@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     asr_partials: Literal["whisper", "pocketsphinx", "none"] = "whisper"
     """How the turn is transcribed while the caller speaks: Whisper re-passes (default),
     PocketSphinx true streaming partials, or not at all (transcribe after the turn)."""
+    asr_language: str = "en"
+    """Language a session's speech is first transcribed in (``auto``: undecided until the first
+    confident detection). A session switches only on a confident detection over a long enough
+    utterance; a client's ``transcription.language`` overrides it. Default ``en``: the
+    embedded voices speak English."""
     asr_threads: int = 1
     tts_threads: int = 1
     voices: dict[str, str] = Field(default_factory=dict)

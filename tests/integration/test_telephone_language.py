@@ -1,0 +1,122 @@
+"""Telephone callers are heard in their language: real speech over G.711 at 8 kHz.
+
+The shared recordings are band-limited to 300-3400 Hz and coded as µ-law / A-law, with room
+tone around each turn, and single words are cut out of them at Whisper's word timestamps.
+They are played into the real server over a Realtime WebSocket session with ``audio/pcmu``
+or ``audio/pcma`` input and server VAD. Other-language speech comes from espeak-ng, an engine
+none of the answer voices uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from openrealtime.benchmark.telephone import (
+    LineResult,
+    clip_turns,
+    espeak_speech,
+    load_whisper,
+    telephone_turn,
+    transcribe_over_line,
+    word_turns,
+)
+from openrealtime.engines.asr.wer import corpus_wer
+from tests.support import AUDIO_DIR, ServerProcess, run_server
+
+pytestmark = pytest.mark.slow
+
+CLIP_WER_LIMIT = 0.15
+"""The telephone-band clips measured 7-8 % WER (bench/telephone_asr.py); wide-band 2-4 %."""
+
+SPANISH_LONG = (
+    "Buenas tardes, llamo porque quisiera cambiar la dirección de entrega de mi pedido, "
+    "que todavía no ha llegado a mi casa."
+)
+SPANISH_SHORT = "Hola, buenos días."
+SPANISH_WORDS = {
+    "hola",
+    "buenos",
+    "días",
+    "dias",
+    "pedido",
+    "dirección",
+    "direccion",
+    "entrega",
+    "llegado",
+    "casa",
+}
+
+
+@pytest.fixture(scope="module")
+def phone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with run_server(tmp_path_factory.mktemp("phone-server")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def whisper() -> Any:
+    return load_whisper()
+
+
+def url(server: ServerProcess) -> str:
+    return server.ws_url + "/v1/realtime?model=gpt-realtime"
+
+
+def english_letters_only(text: str) -> bool:
+    return all(not c.isalpha() or "a" <= c.lower() <= "z" for c in text)
+
+
+def words(text: str) -> set[str]:
+    return {w.strip(".,;:!?¿¡\"'").lower() for w in text.split()}
+
+
+async def test_telephone_turns_are_never_transcribed_in_a_wrong_language(
+    phone_server: ServerProcess, whisper: Any
+) -> None:
+    """Every shared clip and one-word turns, µ-law then A-law: no transcript outside English's
+    alphabet, and the clips' WER stays close to wide-band."""
+    for codec in ("pcmu", "pcma"):
+        turns = [*clip_turns(AUDIO_DIR, codec), *word_turns(AUDIO_DIR, codec, whisper)]
+        results = await transcribe_over_line(url(phone_server), phone_server.api_key, turns)
+        heard = [r for r in results if r.transcripts]
+        assert len(heard) >= len(turns) - 2, [r.turn.name for r in results if not r.transcripts]
+        wrong = [(r.turn.name, r.text) for r in results if not english_letters_only(r.text)]
+        assert not wrong, f"{codec}: transcripts in a wrong language or script: {wrong}"
+        assert not [r.failures for r in results if r.failures]
+        clips = [r for r in results if ":" not in r.turn.name]
+        assert len(clips) == 11
+        score = corpus_wer((r.turn.reference, r.text) for r in clips)
+        assert score <= CLIP_WER_LIMIT, (codec, score, [(r.turn.name, r.text) for r in clips])
+
+
+def spanish_turn(name: str, text: str) -> Any:
+    return telephone_turn(name, espeak_speech(text, "es"), text, "pcmu")
+
+
+def spanish(result: LineResult) -> bool:
+    return len(words(result.text) & SPANISH_WORDS) >= 1
+
+
+async def test_an_explicit_transcription_language_is_honoured(phone_server: ServerProcess) -> None:
+    """A short Spanish turn stays English-forced in a default session, but is Spanish when the
+    client sets ``transcription.language`` to ``es``."""
+    turn = spanish_turn("hola", SPANISH_SHORT)
+    default = await transcribe_over_line(url(phone_server), phone_server.api_key, [turn])
+    explicit = await transcribe_over_line(url(phone_server), phone_server.api_key, [turn], language="es")
+    assert default[0].transcripts and explicit[0].transcripts
+    assert english_letters_only(default[0].text), default[0].text
+    assert spanish(explicit[0]), explicit[0].text
+
+
+async def test_a_long_utterance_in_another_language_switches_the_session(phone_server: ServerProcess) -> None:
+    """A caller who really speaks Spanish: the long turn is transcribed in Spanish, and so is
+    the short turn after it (too short to switch on its own, it follows the session)."""
+    english = clip_turns(AUDIO_DIR, "pcmu")[0]
+    turns = [english, spanish_turn("long", SPANISH_LONG), spanish_turn("short", SPANISH_SHORT)]
+    results = await transcribe_over_line(url(phone_server), phone_server.api_key, turns)
+    assert english_letters_only(results[0].text), results[0].text
+    assert spanish(results[1]), results[1].text
+    assert spanish(results[2]), results[2].text

@@ -1,0 +1,115 @@
+"""LeakGuard: scaffolding never leaves the engine, plain answers pass unchanged (no model)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from openrealtime.engines.llm.leaks import Leak, LeakGuard, find_leak, identifier_like
+
+SYSTEM = (
+    "You are a helpful, friendly voice assistant running on the user's own machine. "
+    "Answer in one to three short spoken sentences: plain words, no lists, no markdown. "
+    'Greet callers with "Welcome to Acme Home, how can I help you today?"'
+)
+TOOLS = ("get_weather", "lookupOrder", "weather")
+
+
+def pieces(text: str) -> list[str]:
+    """Split like a tokenizer: words with their leading space, punctuation on its own."""
+    return re.findall(r" ?[A-Za-z]+| ?[0-9]|[^A-Za-z0-9]", text)
+
+
+def run(text: str) -> tuple[str, Leak | None]:
+    guard = LeakGuard(tool_names=TOOLS, protected=[SYSTEM])
+    out = ""
+    for piece in pieces(text):
+        result = guard.push(piece)
+        if isinstance(result, Leak):
+            return out, result
+        out += "".join(result)
+    end = guard.finish()
+    if isinstance(end, Leak):
+        return out, end
+    return out + "".join(end), None
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Sure! It's sunny and warm in Paris today.",
+        "The weather is lovely; do you need anything else?",
+        "You are welcome, have a great day.",
+        "Welcome to Acme Home, how can I help you today?",  # quoted in the instructions: meant to be said
+        "I can't look that up, sorry.",
+        "Seven times eight is 56.",
+    ],
+)
+def test_plain_answers_pass_unchanged(answer: str) -> None:
+    out, leak = run(answer)
+    assert leak is None
+    assert out == answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "clean_prefix"),
+    [
+        ("Tools: get_weather", "markup", ""),
+        ("Sure, I will use get_weather for that.", "tool name", "Sure, I will use"),
+        ("Let me check with lookupOrder now.", "tool name", "Let me check with"),
+        ('{"name": "get_weather", "arguments": {}}', "markup", ""),
+        ("Okay. <|im_start|>assistant", "markup", "Okay."),
+        ("<tool_call> get", "markup", ""),
+        (
+            "Hi! I am a helpful, friendly voice assistant running on the user's own machine.",
+            "system text",
+            "Hi! I am",
+        ),
+        ("Answer in one to three short spoken sentences please.", "system text", ""),
+    ],
+)
+def test_leaks_are_caught_before_they_are_emitted(answer: str, kind: str, clean_prefix: str) -> None:
+    out, leak = run(answer)
+    assert leak is not None and leak.kind == kind
+    assert out.strip() == clean_prefix.strip()
+    assert find_leak(out, TOOLS, [SYSTEM]) is None
+
+
+def test_a_plain_word_tool_name_is_not_a_leak() -> None:
+    assert not identifier_like("weather")
+    assert identifier_like("get_weather") and identifier_like("lookupOrder") and identifier_like("v2")
+
+
+def test_after_a_leak_the_guard_goes_on_from_what_was_emitted() -> None:
+    guard = LeakGuard(tool_names=["get_weather"])
+    emitted = ""
+    for piece in ["It", " is", " sunny", ".", " Tools", ":"]:
+        result = guard.push(piece)
+        if isinstance(result, Leak):
+            assert result.held[-1] == ":"
+            break
+        emitted += "".join(result)
+    assert emitted == "It is sunny."
+    for piece in [" Anything", " else", "?"]:
+        result = guard.push(piece)
+        assert not isinstance(result, Leak)
+        emitted += "".join(result)
+    end = guard.finish()
+    assert not isinstance(end, Leak)
+    assert emitted + "".join(end) == "It is sunny. Anything else?"
+
+
+def test_holding_is_short_for_ordinary_text() -> None:
+    """Only the unfinished word (and words that may begin a protected phrase) wait."""
+    guard = LeakGuard(tool_names=["get_weather"], protected=[SYSTEM])
+    released = guard.push("Paris")
+    assert released == []  # may still become "Paris_..."
+    released = guard.push(" is")
+    assert released == ["Paris"]
+
+
+def test_snake_case_is_code_not_speech() -> None:
+    out, leak = run("Send timer five_minutes now.")
+    assert leak is not None and leak.kind == "identifier"
+    assert out == "Send timer"
