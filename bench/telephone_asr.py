@@ -12,7 +12,7 @@ English's alphabet). ``--server-src DIR`` runs the server from another source tr
 main branch, to compare before/after in one run).
 
 ``--detection`` studies Whisper base's language detection instead (no server): for English
-utterances of every length (1-, 2-, 3- and 5-word spans and whole clips, both codecs) and
+utterances of every length (1-, 2- and 4-word spans and whole clips, both codecs) and
 espeak-ng speech in eight other languages (1 word to ~6 s; spans on the first codec only), it prints the detected language,
 its probability and the speech length, what per-utterance auto-detection transcribes (the old
 behaviour), and how the session policy's thresholds (engines/asr/language.py) would decide.
@@ -53,10 +53,9 @@ from openrealtime.benchmark.telephone import clip_turns as shared_clip_turns
 from openrealtime.benchmark.telephone import references as shared_references
 from openrealtime.benchmark.telephone import word_turns as shared_word_turns
 from openrealtime.engines.asr.language import (
-    DEFAULT_SETTLE_PROBABILITY,
-    DEFAULT_SETTLE_SECONDS,
     DEFAULT_SWITCH_PROBABILITY,
     DEFAULT_SWITCH_SECONDS,
+    NOT_SPOKEN_ON_CALLS,
     LanguagePolicy,
     speech_seconds,
 )
@@ -158,15 +157,15 @@ def foreign_turns(codec: Codec) -> list[tuple[str, TelephoneTurn]]:
 
 
 def english_spans(codec: Codec, whisper: Any) -> list[TelephoneTurn]:
-    """English utterances of every length: 1-, 2-, 3- and 5-word spans of the read clips."""
+    """English utterances of every length: 1-, 2- and 4-word spans of the read clips."""
     turns: list[TelephoneTurn] = []
     for i, name in enumerate(sorted(references())):
         if not name.startswith("librivox"):
             continue
         clip = read_wav16k(AUDIO / f"{name}.wav")
         words = word_timings(whisper, clip)
-        for size in (1, 2, 3, 5):
-            for start in range(0, len(words) - size + 1, max(2, size)):
+        for size in (1, 2, 4):
+            for start in range(0, len(words) - size + 1, 3):
                 span = words[start : start + size]
                 piece = cut(clip, span[0].start, span[-1].end)
                 label = " ".join(w.text for w in span)
@@ -238,19 +237,22 @@ def summarise_detection(rows: list[dict[str, Any]]) -> dict[str, Any]:
             f"{sum(r['auto_language'] != 'en' for r in bucket)}/{len(bucket)}"
         )
     grid = []
-    for p in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95):
-        for s in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0):
-            false_switch = sum(r["detected"] != "en" and r["p"] >= p and r["speech_s"] >= s for r in english)
-            followed_long = [r for r in foreign if r["speech_s"] >= 3.5]
-            followed = sum(
-                r["detected"] == r["truth"] and r["p"] >= p and r["speech_s"] >= s for r in followed_long
-            )
+    for p in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+        for s in (1.0, 1.5, 2.0, 2.5, 3.0):
+
+            def switches(r: dict[str, Any], p: float = p, s: float = s) -> bool:
+                return bool(r["detected"] not in NOT_SPOKEN_ON_CALLS and r["p"] >= p and r["speech_s"] >= s)
+
             grid.append(
                 {
                     "p": p,
                     "s": s,
-                    "false_switches": false_switch,
-                    "followed_long": f"{followed}/{len(followed_long)}",
+                    "english_false_switches": sum(switches(r) and r["detected"] != "en" for r in english),
+                    "foreign_followed": sum(switches(r) and r["detected"] == r["truth"] for r in foreign),
+                    "foreign_wrong_switches": sum(
+                        switches(r) and r["detected"] not in (r["truth"], "en") for r in foreign
+                    ),
+                    "n_foreign": len(foreign),
                 }
             )
     summary["threshold_grid"] = grid
@@ -263,8 +265,7 @@ def summarise_detection(rows: list[dict[str, Any]]) -> dict[str, Any]:
     summary["policy"] = {
         "switch_probability": DEFAULT_SWITCH_PROBABILITY,
         "switch_seconds": DEFAULT_SWITCH_SECONDS,
-        "settle_probability": DEFAULT_SETTLE_PROBABILITY,
-        "settle_seconds": DEFAULT_SETTLE_SECONDS,
+        "never_switch_to": sorted(NOT_SPOKEN_ON_CALLS),
     }
     return summary
 

@@ -31,23 +31,18 @@ pytestmark = pytest.mark.slow
 CLIP_WER_LIMIT = 0.15
 """The telephone-band clips measured 7-8 % WER (bench/telephone_asr.py); wide-band 2-4 %."""
 
-SPANISH_LONG = (
-    "Buenas tardes, llamo porque quisiera cambiar la dirección de entrega de mi pedido, "
-    "que todavía no ha llegado a mi casa."
+ITALIAN_LONG = (
+    "Buonasera, chiamo perché vorrei cambiare l'indirizzo di consegna del mio ordine, "
+    "che non è ancora arrivato a casa mia."
 )
-SPANISH_SHORT = "Hola, buenos días."
-SPANISH_WORDS = {
-    "hola",
-    "buenos",
-    "días",
-    "dias",
-    "pedido",
-    "dirección",
-    "direccion",
-    "entrega",
-    "llegado",
-    "casa",
-}
+"""About 6 s of speech; Whisper base detects it as Italian at p 0.93-0.96 over the phone
+(bench/telephone_asr.py --detection), well past the switch rule (p >= 0.5 on >= 2 s)."""
+ITALIAN_SHORT = "Buongiorno, come sta?"
+"""About 1 s: too short to switch a session on its own (detected as Japanese, p 0.22)."""
+ITALIAN_WORDS = {
+    "buongiorno", "buon", "giorno", "come", "sta", "buonasera", "chiamo", "perché", "vorrei",
+    "cambiare", "indirizzo", "consegna", "mio", "ordine", "ancora", "arrivato", "casa", "mia",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -92,31 +87,31 @@ async def test_telephone_turns_are_never_transcribed_in_a_wrong_language(
         assert score <= CLIP_WER_LIMIT, (codec, score, [(r.turn.name, r.text) for r in clips])
 
 
-def spanish_turn(name: str, text: str) -> Any:
-    return telephone_turn(name, espeak_speech(text, "es"), text, "pcmu")
+def italian_turn(name: str, text: str) -> Any:
+    return telephone_turn(name, espeak_speech(text, "it"), text, "pcmu")
 
 
-def spanish(result: LineResult) -> bool:
-    return len(words(result.text) & SPANISH_WORDS) >= 1
+def italian(result: LineResult) -> bool:
+    return len(words(result.text) & ITALIAN_WORDS) >= 2
 
 
 async def test_an_explicit_transcription_language_is_honoured(phone_server: ServerProcess) -> None:
-    """A short Spanish turn stays English-forced in a default session, but is Spanish when the
-    client sets ``transcription.language`` to ``es``."""
-    turn = spanish_turn("hola", SPANISH_SHORT)
+    """A short Italian turn is heard in English in a default session (too short to switch),
+    but in Italian when the client sets ``transcription.language`` to ``it``."""
+    turn = italian_turn("short", ITALIAN_SHORT)
     default = await transcribe_over_line(url(phone_server), phone_server.api_key, [turn])
-    explicit = await transcribe_over_line(url(phone_server), phone_server.api_key, [turn], language="es")
+    explicit = await transcribe_over_line(url(phone_server), phone_server.api_key, [turn], language="it")
     assert default[0].transcripts and explicit[0].transcripts
-    assert english_letters_only(default[0].text), default[0].text
-    assert spanish(explicit[0]), explicit[0].text
+    assert english_letters_only(default[0].text) and not italian(default[0]), default[0].text
+    assert italian(explicit[0]), explicit[0].text
 
 
 async def test_a_long_utterance_in_another_language_switches_the_session(phone_server: ServerProcess) -> None:
-    """A caller who really speaks Spanish: the long turn is transcribed in Spanish, and so is
-    the short turn after it (too short to switch on its own, it follows the session)."""
+    """A caller who really speaks Italian: after an English turn, the long Italian turn is
+    transcribed in Italian, and so is the short turn after it, which follows the session."""
     english = clip_turns(AUDIO_DIR, "pcmu")[0]
-    turns = [english, spanish_turn("long", SPANISH_LONG), spanish_turn("short", SPANISH_SHORT)]
+    turns = [english, italian_turn("long", ITALIAN_LONG), italian_turn("short", ITALIAN_SHORT)]
     results = await transcribe_over_line(url(phone_server), phone_server.api_key, turns)
     assert english_letters_only(results[0].text), results[0].text
-    assert spanish(results[1]), results[1].text
-    assert spanish(results[2]), results[2].text
+    assert italian(results[1]), results[1].text
+    assert italian(results[2]), results[2].text

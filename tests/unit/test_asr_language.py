@@ -230,3 +230,10 @@ def test_streaming_final_carries_the_detection() -> None:
     assert final.transcript.text == "guten tag"
     assert final.transcript.language == "de"
     assert final.detection == detection
+
+
+def test_latin_is_never_a_switch_target() -> None:
+    """Whisper hears Portuguese over the phone as Latin; the next language counts instead."""
+    detection = LanguageDetection.of([("la", 0.8), ("pt", 0.15), ("en", 0.05)], LONG)
+    assert detection.language == "pt"
+    assert LanguagePolicy(current="en").choose(detection).language == "en"  # pt at 0.15: unsure

@@ -78,7 +78,7 @@ class InputPipeline:
         self.turn_streams: dict[str, StreamingTranscription] = {}
         self.task: asyncio.Task[None] | None = None
         self.last_frame_end_ms = 0.0
-        self.language = LanguageTracker.from_setting(self.engines.extra.get("asr_language", "en"))
+        self.caller_language = LanguageTracker.from_setting(self.engines.extra.get("asr_language", "en"))
         """The caller's language: the client's ``transcription.language`` or the tracked one."""
 
     # ------------------------------------------------------------------ commands
@@ -100,11 +100,11 @@ class InputPipeline:
         sphinx = self.engines.partial_transcriber
         if mode == "pocketsphinx" and sphinx is not None and hasattr(sphinx, "stream"):
             partials = sphinx.stream()
-        self.language.set_explicit(transcription.language if transcription else None)
+        self.caller_language.set_explicit(transcription.language if transcription else None)
         self.streaming = StreamingTranscription(
             transcriber,
             partials=partials,
-            language=self.language.policy(),
+            language=self.caller_language.policy(),
             prompt=transcription.prompt if transcription else None,
             busy=lambda: self.runtime.scheduler.asr.depth > 0,
             executor=self.runtime.scheduler.asr.executor(PRIORITY_BACKGROUND),
@@ -155,8 +155,8 @@ class InputPipeline:
             return final.transcript, seconds, [d for d in deltas if d]
         pcm = formats.decode(command.input_format, command.audio)
         audio16 = resample(int16_to_float32(pcm), formats.INTERNAL_RATE, transcriber.sample_rate)
-        self.language.set_explicit(command.language)
-        policy = self.language.policy()
+        self.caller_language.set_explicit(command.language)
+        policy = self.caller_language.policy()
         result, _, detection = await self.runtime.scheduler.asr.call(
             lambda: transcribe_in(transcriber, audio16, policy, prompt=command.prompt),
             priority=PRIORITY_TURN,
@@ -165,9 +165,9 @@ class InputPipeline:
         return result, seconds, [result.text.strip()] if result.text.strip() else []
 
     def _observe(self, detection: LanguageDetection | None) -> None:
-        before = self.language.language
-        if self.language.observe(detection) is not None:
-            log.info("caller's language: %s -> %s", before, self.language.language)
+        before = self.caller_language.language
+        if self.caller_language.observe(detection) is not None:
+            log.info("caller's language: %s -> %s", before, self.caller_language.language)
 
     # ------------------------------------------------------------------ audio loop
 

@@ -237,6 +237,8 @@ class WhisperTranscriber:
             if not policy.needs_detection:
                 policy = None
         language = language or self.language
+        if language is not None and language not in self.languages:
+            language = None  # a code Whisper does not know: detect instead of failing
         if not self.multilingual:
             language, policy = "en", None
         if samples.size < _HOP * 2:
