@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import httpx
 import pytest
 
-from openrealtime.engines.llm.leaks import Leak, LeakGuard, find_leak, identifier_like
+from openrealtime.engines.base import CancelToken, ChatMessage, ChatRequest, TextDelta, ToolSpec
+from openrealtime.engines.llm.leaks import SAFE_ANSWER, Leak, LeakGuard, find_leak, identifier_like
+from openrealtime.engines.llm.openai_compatible import OpenAICompatibleModel
 
 SYSTEM = (
     "You are a helpful, friendly voice assistant running on the user's own machine. "
@@ -113,3 +117,38 @@ def test_snake_case_is_code_not_speech() -> None:
     out, leak = run("Send timer five_minutes now.")
     assert leak is not None and leak.kind == "identifier"
     assert out == "Send timer"
+
+
+def _remote(contents: list[str]) -> OpenAICompatibleModel:
+    """An OpenAI-compatible engine over a scripted SSE stream (httpx's mock transport)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        chunks = [{"choices": [{"delta": {"content": c}, "finish_reason": None}]} for c in contents]
+        chunks.append({"choices": [{"delta": {}, "finish_reason": "stop"}]})
+        body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    return OpenAICompatibleModel("http://llm.invalid/v1", "m", client=client)
+
+
+def _say(engine: OpenAICompatibleModel) -> str:
+    weather = ToolSpec("get_weather", "Get the weather.", {"type": "object", "properties": {}})
+    request = ChatRequest(
+        messages=(ChatMessage("system", SYSTEM), ChatMessage("user", "hi")), tools=(weather,)
+    )
+    return "".join(e.text for e in engine.generate(request, CancelToken()) if isinstance(e, TextDelta))
+
+
+def test_a_remote_answer_ends_before_a_leak() -> None:
+    engine = _remote(["It is", " sunny.", " I used", " get_weather", " for that."])
+    assert _say(engine) == "It is sunny. I used"
+    assert engine.leaks == 1
+
+
+def test_a_remote_answer_that_starts_with_a_leak_is_replaced() -> None:
+    engine = _remote(["Tools", ":", " get_weather"])
+    assert _say(engine) == SAFE_ANSWER
+    clean = _remote(["Hello", "!", " How can I help?"])
+    assert _say(clean) == "Hello! How can I help?"
+    assert clean.leaks == 0

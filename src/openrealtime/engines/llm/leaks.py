@@ -25,8 +25,18 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["PHRASE_WORDS", "Leak", "LeakGuard", "find_leak", "identifier_like", "scaffolding_words"]
+__all__ = [
+    "PHRASE_WORDS",
+    "SAFE_ANSWER",
+    "Leak",
+    "LeakGuard",
+    "find_leak",
+    "identifier_like",
+    "scaffolding_words",
+]
 
+SAFE_ANSWER = "Sorry, I can't help with that one. Could you put it another way?"
+"""Said instead when an answer leaked before it said anything and could not be rewritten."""
 PHRASE_WORDS = 6
 """A run of this many words copied from the system text is a leak (shorter runs are common
 phrases: "how can I help you")."""

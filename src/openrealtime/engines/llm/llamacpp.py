@@ -75,7 +75,7 @@ from openrealtime.engines.base import (
     ToolCallDelta,
     ToolSpec,
 )
-from openrealtime.engines.llm.leaks import Leak, LeakGuard
+from openrealtime.engines.llm.leaks import SAFE_ANSWER, Leak, LeakGuard
 from openrealtime.engines.llm.tool_calling import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
@@ -141,8 +141,6 @@ NO_TOOL_GUIDANCE = (
 )
 """System turn added when the model reached for a call that was dropped as implausible: the
 prompt still lists the tools, and without it the model tends to name the tool in words."""
-SAFE_ANSWER = "Sorry, I can't help with that one. Could you put it another way?"
-"""Said when every retry of an answer leaked scaffolding (see ``LeakGuard``)."""
 _MAX_LEAK_RETRIES = 4
 """Call-intent threshold for a GGUF given by path (profiles carry their own)."""
 
@@ -636,7 +634,9 @@ class LlamaCppModel:
         if first_ban is not None:
             first_bias = {**bias, **dict.fromkeys(first_ban.tolist(), -math.inf)}
         sampler = self._sampler(temperature=request.temperature, bias=bias)
-        first_sampler = self._sampler(temperature=request.temperature, bias=first_bias)
+        first_sampler = sampler
+        if first_ban is not None:
+            first_sampler = self._sampler(temperature=request.temperature, bias=first_bias)
         guard = self._leak_guard(request, tools) if self.guard_leaks else None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         limit = request.max_output_tokens
