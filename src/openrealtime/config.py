@@ -194,6 +194,16 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     """``whsec_<base64>``: the HMAC key that signs webhooks (Standard Webhooks)."""
 
+    @field_validator("asr_language")
+    @classmethod
+    def _check_asr_language(cls, value: str) -> str:
+        code = value.strip().lower()
+        if code != "auto" and not (code.isalpha() and 2 <= len(code) <= 3):
+            raise ValueError(
+                f"asr_language must be a language code such as 'en' or 'es', or 'auto'; got {value!r}"
+            )
+        return code
+
     @field_validator("sip_allowed_sources", mode="before")
     @classmethod
     def _split_sources(cls, value: Any) -> Any:

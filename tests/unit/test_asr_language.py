@@ -237,3 +237,15 @@ def test_latin_is_never_a_switch_target() -> None:
     detection = LanguageDetection.of([("la", 0.8), ("pt", 0.15), ("en", 0.05)], LONG)
     assert detection.language == "pt"
     assert LanguagePolicy(current="en").choose(detection).language == "en"  # pt at 0.15: unsure
+
+
+def test_the_setting_takes_a_code_or_auto() -> None:
+    from pydantic import ValidationError
+
+    from openrealtime.config import Settings
+
+    assert Settings(asr_language="EN").asr_language == "en"
+    assert Settings(asr_language="auto").asr_language == "auto"
+    assert Settings().asr_language == "en"
+    with pytest.raises(ValidationError):
+        Settings(asr_language="english")
