@@ -1,10 +1,10 @@
 """How often an answer leaks prompt scaffolding (tool names, call JSON, system text, template
 tokens) instead of plain words, and what the engine's guard did about it.
 
-Requests unrelated to the tools and requests for a tool are sent with 1, 2, 3 and 4 of the
-four benchmark tools in the session (so some requests ask for a tool that is not there),
-under two system prompts (the server's default instructions and the voice-agent prompt of
-``llm_common``), sampled at temperature 0.7 with several seeds, through
+Six requests unrelated to the tools and three requests for a tool are sent with 1, 2, 3 and
+4 of the four benchmark tools in the session (so some requests ask for a tool that is not
+there), under the server's default instructions (``--prompts default,agent`` adds the
+voice-agent prompt of ``llm_common``), sampled at temperature 0.7 with several seeds, through
 ``LlamaCppModel.generate`` on the real model. Every text answer is judged by
 ``openrealtime.benchmark.answers.answer_leak``, a check written independently of the
 engine's own guard.
@@ -13,7 +13,7 @@ engine's own guard.
 behaviour before the guard: no steering note, no guard) and on, so both rates come from the
 same load.
 
-    python bench/answer_leaks.py [--profile qwen2.5-0.5b] [--seeds 1,2] [--compare]
+    python bench/answer_leaks.py [--profile qwen2.5-0.5b] [--seeds 1,2] [--prompts default] [--compare]
 
 Writes bench/results/answer_leaks.json.
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from llm_common import NO_TOOL_CASES, SYSTEM_PROMPT, TOOL_CASES, TOOLS, machine_info
+from llm_common import SYSTEM_PROMPT, TOOLS, machine_info
 from openrealtime.benchmark.answers import answer_leak
 from openrealtime.engines.base import (
     CancelToken,
@@ -45,14 +45,20 @@ from openrealtime.protocol.session import DEFAULT_INSTRUCTIONS
 RESULTS = Path(__file__).resolve().parent / "results"
 
 UNRELATED = (
-    *(c.text for c in NO_TOOL_CASES[::4]),
-    "I'm just calling to say the delivery guy was really nice.",
-    "Can you hear me okay?",
-    "My daughter starts school next week.",
     "Hello?",
+    "Good morning!",
+    "What's the capital of Australia?",
+    "Tell me a short joke.",
+    "I love rainy days, do you?",
+    "My daughter starts school next week.",
 )
-TOOL_REQUESTS = tuple(c.text for c in TOOL_CASES[::6])
+TOOL_REQUESTS = (
+    "Set a timer for five minutes.",
+    "Where is my order A B 1 2 3 4?",
+    "Text Bob that dinner is at seven.",
+)
 PROMPTS = {"default": DEFAULT_INSTRUCTIONS, "agent": SYSTEM_PROMPT}
+"""The server's default instructions and the voice-agent prompt of ``llm_common``."""
 
 
 def tool_sets() -> list[tuple[ToolSpec, ...]]:
@@ -82,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="qwen2.5-0.5b")
     parser.add_argument("--seeds", default="1,2")
+    parser.add_argument("--prompts", default="default", help="comma-separated: default, agent")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compare", action="store_true", help="also run with leak handling off")
     parser.add_argument("--out", type=Path, default=RESULTS / "answer_leaks.json")
@@ -90,7 +97,7 @@ def main() -> None:
     modes = {"off": False, "on": True} if args.compare else {"on": True}
     rows: list[dict[str, Any]] = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        for prompt_name, system in PROMPTS.items():
+        for prompt_name, system in ((name, PROMPTS[name]) for name in args.prompts.split(",")):
             for tools in tool_sets():
                 for kind, texts in (("unrelated", UNRELATED), ("tool", TOOL_REQUESTS)):
                     for text in texts:
