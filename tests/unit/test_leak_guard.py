@@ -152,3 +152,12 @@ def test_a_remote_answer_that_starts_with_a_leak_is_replaced() -> None:
     clean = _remote(["Hello", "!", " How can I help?"])
     assert _say(clean) == "Hello! How can I help?"
     assert clean.leaks == 0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["No such functions exist for that.", "There is no function that fits.", "I can make a function call."],
+)
+def test_talk_about_functions_is_scaffolding(answer: str) -> None:
+    _, leak = run(answer)
+    assert leak is not None and leak.kind == "markup"

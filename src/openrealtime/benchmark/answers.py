@@ -31,8 +31,9 @@ def _words(text: str) -> list[str]:
 
 def answer_leak(answer: str, tools: Iterable[ToolSpec], system: Sequence[str], run: int = 6) -> str | None:
     """Why ``answer`` leaks scaffolding, or None: a tool name, a snake_case identifier, call
-    JSON, "Tools:", a chat-template token, or a run of ``run`` words copied from the system
-    text, a tool description or the chat template's tool preamble."""
+    JSON, "Tools:", talk about functions ("no function fits"), a chat-template token, or a run
+    of ``run`` words copied from the system text, a tool description or the chat template's
+    tool preamble."""
     lower = answer.lower()
     for tool in tools:
         name = tool.name.lower()
@@ -44,6 +45,11 @@ def answer_leak(answer: str, tools: Iterable[ToolSpec], system: Sequence[str], r
         return "call JSON"
     if re.search(r"\btools?\s*:", lower):
         return "Tools:"
+    if re.search(
+        r"\bfunctions?\b.{0,30}\b(?:fits?|exists?|available|call)|\b(?:no|available)\s+(?:functions?|tools?)\b",
+        lower,
+    ):
+        return "talks about functions"
     for token in TEMPLATE_TOKENS:
         if token in lower:
             return f"template token {token}"

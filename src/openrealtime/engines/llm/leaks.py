@@ -10,6 +10,9 @@ is held (a tool name is recognised when it is complete), and so are the last few
 they could still begin a sentence of the protected text. When a leak is found, the held
 pieces are handed back so the engine can drop them and write something else.
 
+Talk about the machinery itself ("there is no function for that", "the available tools",
+"a function call") counts too: the caller never hears about functions.
+
 What is protected: the session's tool names when they look like identifiers (``get_weather``,
 ``lookupOrder``; a plain word such as ``weather`` is not: answers may say it), any
 snake_case identifier (``five_minutes``: code, never speech), the markers of
@@ -43,7 +46,9 @@ phrases: "how can I help you")."""
 
 _MARKERS = re.compile(
     r"""<\||\|>|</?tool_call|</?tools>|<tool_response|\{\s*"|"name"\s*:|"arguments"|"parameters"\s*:"""
-    r"""|\btools?\s*:|\bfunctions?\s*:|\#\s*tools\b|\bfunction\s+signatures?\b|\bim_(?:start|end)\b""",
+    r"""|\btools?\s*:|\bfunctions?\s*:|\#\s*tools\b|\bfunction\s+signatures?\b|\bim_(?:start|end)\b"""
+    r"""|\b(?:function|tool)\s+calls?\b|\bno\s+(?:such\s+)?(?:functions?|tools?)\b"""
+    r"""|\b(?:available|provided)\s+(?:functions|tools)\b""",
     re.IGNORECASE,
 )
 _IDENTIFIER = re.compile(r"[A-Za-z0-9]_[A-Za-z0-9]")

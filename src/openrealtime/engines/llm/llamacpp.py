@@ -135,12 +135,11 @@ DEFAULT_TOOL_THRESHOLD = 0.05
 
 RESULT_GUIDANCE = "Answer the user's question from the function result above, in plain words."
 """System turn placed after a function result that ends the prompt."""
-NO_TOOL_GUIDANCE = (
-    "None of the functions fits the user's last message. Answer it yourself in plain spoken "
-    "words and do not mention any function."
-)
+NO_TOOL_GUIDANCE = "Now reply to the user yourself, in plain spoken words."
 """System turn added when the model reached for a call that was dropped as implausible: the
-prompt still lists the tools, and without it the model tends to name the tool in words."""
+prompt still lists the tools, and without it the model tends to name the tool in words. It
+does not mention functions: a note saying none fits made the model say so ("there is no
+function that fits the last message")."""
 _MAX_LEAK_RETRIES = 4
 """Call-intent threshold for a GGUF given by path (profiles carry their own)."""
 
