@@ -34,12 +34,13 @@ model's, read at the first answer token:
 4. *Plausibility* (``auto`` only): a call whose required arguments do not come from what the
    user said, or that repeats a function called since the user last spoke, is dropped and
    the model answers in words instead (``tool_calling.ungrounded_arguments``), after a short
-   system note that no function fits (``NO_TOOL_GUIDANCE``): a model that wanted a call and
+   system note to reply in plain words (``NO_TOOL_GUIDANCE``): a model that wanted a call and
    is made to write words otherwise tends to write the call in words ("Tools: get_weather").
 
 Text answers go out through a ``LeakGuard`` (``engines/llm/leaks.py``): tool names, call JSON,
-system-prompt sentences and template tokens are caught before they are emitted, taken back
-out of the KV cache and written differently (``bench/answer_leaks.py`` measures how often).
+talk about functions, system-prompt sentences and template tokens are caught before they are
+emitted, taken back out of the KV cache and written differently (``bench/answer_leaks.py``
+measures how often).
 
 Calls are emitted only once complete. ``required`` and a named ``tool_choice`` skip steps 1,
 4 (and 2 for a named one). ``max_tool_calls`` (default 1) bounds calls per response: small
@@ -132,6 +133,7 @@ PROFILES: dict[str, LlamaProfile] = {
 }
 DEFAULT_PROFILE = "qwen2.5-0.5b"
 DEFAULT_TOOL_THRESHOLD = 0.05
+"""Call-intent threshold for a GGUF given by path (profiles carry their own)."""
 
 RESULT_GUIDANCE = "Answer the user's question from the function result above, in plain words."
 """System turn placed after a function result that ends the prompt."""
@@ -141,7 +143,7 @@ prompt still lists the tools, and without it the model tends to name the tool in
 does not mention functions: a note saying none fits made the model say so ("there is no
 function that fits the last message")."""
 _MAX_LEAK_RETRIES = 4
-"""Call-intent threshold for a GGUF given by path (profiles carry their own)."""
+"""Leaks taken back and rewritten per answer before it ends (see ``_text``)."""
 
 _PROMPT_CHUNK = 64
 """Prompt tokens evaluated between cancellation checks."""
