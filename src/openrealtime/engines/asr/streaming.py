@@ -619,7 +619,9 @@ def transcribe_in(
     transcribe: Callable[..., Transcript] = model.transcribe
     if prefix is not None and getattr(model, "supports_prefix", False):
         extra["prefix"] = prefix
-    result = transcribe(audio, language=fixed, prompt=prompt, cancel=cancel, **extra)
+    if cancel is not None:
+        extra["cancel"] = cancel
+    result = transcribe(audio, language=fixed, prompt=prompt, **extra)
     return _in_script(result), (), None
 
 
