@@ -699,11 +699,11 @@ class LlamaCppModel:
                     continue
                 banned = {}
                 del held[: len(out)]
-                for piece in out:
-                    if piece:
-                        state.first_token(emitted)
-                        emitted = True
-                        yield TextDelta(piece)
+                released = "".join(out)
+                if released:
+                    state.first_token(emitted)
+                    emitted = True
+                    yield TextDelta(released)
                 if end:
                     break
             if limit is not None and state.completion >= limit:
@@ -714,10 +714,8 @@ class LlamaCppModel:
                 break
         if guard is not None and finish == "length":
             out = guard.finish()
-            if not isinstance(out, Leak):
-                for piece in out:
-                    if piece:
-                        yield TextDelta(piece)
+            if not isinstance(out, Leak) and "".join(out):
+                yield TextDelta("".join(out))
         tail = decoder.decode(b"", final=True)
         if tail and finish != "cancelled":
             yield TextDelta(tail)

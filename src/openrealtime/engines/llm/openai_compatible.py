@@ -278,8 +278,8 @@ class OpenAICompatibleModel:
                                 safe = guard.push(content)
                                 if isinstance(safe, Leak):
                                     leak = safe
-                                else:
-                                    yield from (TextDelta(piece) for piece in safe if piece)
+                                elif "".join(safe):
+                                    yield TextDelta("".join(safe))
                         for frag in delta.get("tool_calls") or ():
                             part = pending.setdefault(int(frag.get("index", 0)), _PendingCall())
                             if frag.get("id") and not part.call_id:
@@ -302,8 +302,8 @@ class OpenAICompatibleModel:
                 rest = guard.finish()
                 if isinstance(rest, Leak):
                     leak = rest
-                else:
-                    yield from (TextDelta(piece) for piece in rest if piece)
+                elif "".join(rest):
+                    yield TextDelta("".join(rest))
             if leak is not None:
                 # A remote stream cannot be rewound: the answer ends before the leak.
                 self.leaks += 1
