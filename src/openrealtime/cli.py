@@ -100,6 +100,13 @@ def bench(
     turns: Annotated[int, typer.Option(min=1, help="Turns per session.")] = 3,
     min_turns: Annotated[int, typer.Option(min=1, help="Turns per level at least.")] = 8,
     silence_ms: Annotated[int, typer.Option(help="server_vad silence_duration_ms.")] = 300,
+    turn_detection: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="server_vad or semantic_vad; give it twice to measure both on one server (default server_vad)."
+        ),
+    ] = None,
+    eagerness: Annotated[str, typer.Option(help="semantic_vad eagerness: low, medium, high, auto.")] = "auto",
     warm_up: Annotated[bool, typer.Option(help="One uncounted turn first.")] = True,
     server_arg: Annotated[
         list[str] | None, typer.Option(help="Extra argument for the self-started `serve`.")
@@ -123,11 +130,18 @@ def bench(
         turns=turns,
         min_turns=min_turns,
         silence_ms=silence_ms,
+        turn_detection=turn_detection or ["server_vad"],
+        eagerness=eagerness,
         warm_up=warm_up,
         serve_args=server_arg or [],
         out=out,
         command=" ".join(["openrealtime", *sys.argv[1:]]),
     )
+    modes = options.turn_detection
+    if any(mode not in ("server_vad", "semantic_vad") for mode in modes) or len(set(modes)) != len(modes):
+        raise typer.BadParameter("server_vad and/or semantic_vad, each once", param_hint="--turn-detection")
+    if eagerness not in ("low", "medium", "high", "auto"):
+        raise typer.BadParameter("low, medium, high or auto", param_hint="--eagerness")
     try:
         run_benchmark(options)
     except (ValueError, RuntimeError, OSError) as error:

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -179,9 +179,25 @@ class Settings(BaseSettings):
 
     # phone calls (SIP)
     sip_enabled: bool = False
-    """Answer SIP calls (UDP and TCP) and hand them to the app through the webhook."""
+    """Answer SIP calls (UDP, TCP, TLS) and hand them to the app through the webhook."""
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
+    """The UDP and TCP port."""
+    sip_transports: Annotated[list[Literal["udp", "tcp", "tls"]] | None, NoDecode] = None
+    """Comma-separated SIP listeners among ``udp``, ``tcp``, ``tls`` (default: ``udp,tcp``, plus
+    ``tls`` when ``sip_tls_certfile`` is set). ``tls`` alone: a TLS-only server."""
+    sip_tls_port: int = 5061
+    sip_tls_certfile: Path | None = None
+    """PEM certificate chain of the SIP TLS listener (with its key unless ``sip_tls_keyfile``)."""
+    sip_tls_keyfile: Path | None = None
+    sip_tls_cafile: Path | None = None
+    """CAs (PEM) for SIP peers' certificates: those of the callers we open a new connection to
+    (default: the system's CAs), and callers' own with ``sip_tls_require_client_cert``."""
+    sip_tls_require_client_cert: bool = False
+    """Mutual TLS: SIP callers must present a certificate signed by ``sip_tls_cafile``."""
+    sip_media_security: Literal["either", "srtp", "rtp"] = "either"
+    """Call media: ``either`` (SRTP when the caller offers SDES keys, else plain RTP),
+    ``srtp`` (plain-RTP offers get 488) or ``rtp`` (SRTP-only offers get 488)."""
     sip_allowed_sources: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Trunk addresses or networks (``203.0.113.0/24``) admitted without digest auth. With
     no allowlist and no digest user, only loopback callers are admitted."""
@@ -210,6 +226,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("sip_transports", mode="before")
+    @classmethod
+    def _split_sip_transports(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()] or None
+        return value
+
+    @model_validator(mode="after")
+    def _sip_tls_needs_a_certificate(self) -> Settings:
+        if "tls" in self.sip_listeners and self.sip_tls_certfile is None:
+            raise ValueError("sip_transports includes tls: set sip_tls_certfile (and sip_tls_keyfile)")
+        if self.sip_tls_require_client_cert and self.sip_tls_cafile is None:
+            raise ValueError("sip_tls_require_client_cert needs sip_tls_cafile to check callers against")
+        return self
+
+    @property
+    def sip_listeners(self) -> list[str]:
+        """The SIP transports to listen on, defaults applied."""
+        if self.sip_transports:
+            return list(dict.fromkeys(self.sip_transports))
+        return ["udp", "tcp"] + (["tls"] if self.sip_tls_certfile is not None else [])
 
     @field_validator(
         "api_keys", "piper_voices", "kokoro_voices", "usage_admin_keys", "cors_origins", mode="before"

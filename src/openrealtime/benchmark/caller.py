@@ -27,7 +27,7 @@ from .audio import RATE, Utterance, room_tone
 from .server import BenchServer
 from .stats import PlaybackClock
 
-__all__ = ["CallerSettings", "TurnResult", "run_session"]
+__all__ = ["CallerSettings", "TurnResult", "run_session", "turn_detection_config"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,10 @@ class CallerSettings:
     turns: int = 3
     silence_ms: int = 300
     """``server_vad`` silence_duration_ms the session asks for."""
+    turn_detection: str = "server_vad"
+    """``server_vad`` or ``semantic_vad``."""
+    eagerness: str = "auto"
+    """``semantic_vad`` eagerness: low, medium, high or auto."""
     chunk_ms: int = 40
     lead_ms: int = 500
     """Room tone before each utterance."""
@@ -163,7 +167,16 @@ class _Line:
         return marked
 
 
-def _session_update(silence_ms: int) -> str:
+def turn_detection_config(settings: CallerSettings) -> dict[str, Any]:
+    """The session's ``audio.input.turn_detection`` for the caller's settings."""
+    if settings.turn_detection == "semantic_vad":
+        return {"type": "semantic_vad", "eagerness": settings.eagerness}
+    if settings.turn_detection == "server_vad":
+        return {"type": "server_vad", "silence_duration_ms": settings.silence_ms}
+    raise ValueError(f"turn detection must be server_vad or semantic_vad, got {settings.turn_detection!r}")
+
+
+def _session_update(settings: CallerSettings) -> str:
     return json.dumps(
         {
             "type": "session.update",
@@ -172,7 +185,7 @@ def _session_update(silence_ms: int) -> str:
                 "audio": {
                     "input": {
                         "transcription": {"model": "whisper-1", "language": "en"},
-                        "turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms},
+                        "turn_detection": turn_detection_config(settings),
                     }
                 },
             },
@@ -219,7 +232,7 @@ async def run_session(
             if kind != "session.created":
                 detail = (greeting.get("error") or {}).get("message", "") if kind == "error" else ""
                 raise RuntimeError(f"expected session.created, got {kind} {detail}".strip())
-            await ws.send(_session_update(settings.silence_ms))
+            await ws.send(_session_update(settings))
             receiver = asyncio.create_task(receive())
             line = _Line(ws, settings.chunk_ms)
             try:

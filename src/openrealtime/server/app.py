@@ -11,7 +11,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,7 +27,7 @@ from ..telemetry.logs import session_id_var
 from ..transports.websocket import WebSocketConnection
 from . import calls, client_secrets, cluster, playground, sip_calls, usage
 from .auth import Authenticator, KeyStore, SecretStore, credential_from_headers
-from .http import BodySizeLimit, http_error
+from .http import BodySizeLimit, RouteCors, http_error
 from .limits import SessionLimits
 from .metrics import Telemetry
 from .session_factory import new_session_runtime
@@ -154,14 +153,9 @@ def create_app(
         param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         return http_error(400, "invalid_value", str(first.get("msg", "Invalid request.")), param)
 
-    if settings.cors_origins:  # none by default: browsers get no cross-origin access
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Location"],
-        )
+    # browser apps on any origin may open WebRTC calls with ek_ keys; other routes only from
+    # the listed origins (none by default)
+    app.add_middleware(RouteCors, listed_origins=settings.cors_origins)
 
     def state() -> ServerState:
         return holder["state"]

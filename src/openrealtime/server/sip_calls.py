@@ -22,6 +22,7 @@ from ..protocol.session import RealtimeSession
 from ..transports.sip import webhook
 from ..transports.sip.call import CallStateError, SipCall
 from ..transports.sip.server import SipServer as SipServer
+from ..transports.sip.tls import TlsConfig
 from .auth import credential_from_headers
 from .http import http_error
 from .session_factory import new_session_runtime
@@ -47,7 +48,10 @@ async def start_sip(state: ServerState) -> SipServer | None:
         if not url or not secret:
             log.warning("SIP call %s: no webhook_url/webhook_secret configured", call.call_id)
             return False
-        return await webhook.deliver(url, secret, webhook.incoming_call_event(call.call_id, call.invite))
+        event = webhook.incoming_call_event(
+            call.call_id, call.invite, media_security=call.negotiated.media_security
+        )
+        return await webhook.deliver(url, secret, event)
 
     def ended(call: SipCall) -> None:
         if state.calls.get(call.call_id) is call:
@@ -56,6 +60,16 @@ async def start_sip(state: ServerState) -> SipServer | None:
             state.active_sessions -= 1
             state.limits.release(call.key_id)
 
+    tls = (
+        TlsConfig(
+            settings.sip_tls_certfile,
+            settings.sip_tls_keyfile,
+            settings.sip_tls_cafile,
+            settings.sip_tls_require_client_cert,
+        )
+        if settings.sip_tls_certfile is not None
+        else None
+    )
     server = SipServer(
         settings.sip_host,
         settings.sip_port,
@@ -65,6 +79,10 @@ async def start_sip(state: ServerState) -> SipServer | None:
         ring_timeout_s=settings.sip_ring_timeout_s,
         on_incoming=announce,
         on_ended=ended,
+        transports=settings.sip_listeners,
+        tls=tls,
+        tls_port=settings.sip_tls_port,
+        media_security=settings.sip_media_security,
     )
     await server.start()
     return server
