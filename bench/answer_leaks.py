@@ -13,7 +13,11 @@ engine's own guard.
 behaviour before the guard: no steering note, no guard) and on, so both rates come from the
 same load.
 
+``--recheck RESULT`` then reruns the cases that leaked with leak handling off, with the guard
+alone (no steering note), to show what the guard catches by itself.
+
     python bench/answer_leaks.py [--profile qwen2.5-0.5b] [--seeds 1,2] [--prompts default] [--compare]
+    python bench/answer_leaks.py --recheck bench/results/answer_leaks.json
 
 Writes bench/results/answer_leaks.json.
 """
@@ -84,6 +88,37 @@ def run_one(engine: LlamaCppModel, system: str, tools: tuple[ToolSpec, ...], tex
     return {"answer": answer, "calls": calls, "seconds": round(time.perf_counter() - started, 2)}
 
 
+def recheck(args: argparse.Namespace) -> None:
+    """The guard alone on the cases that leaked without it: does it catch and rewrite them?"""
+    report = json.loads(args.recheck.read_text())
+    engine = LlamaCppModel(args.profile, n_threads=args.threads, n_ctx=4096, seed=1)
+    engine.steer_dropped_calls = False
+    rows = [r for r in report["rows"] if r["mode"] == "off" and r["leak"]]
+    added = []
+    for old in rows:
+        engine.seed = old["seed"]
+        engine.guard_leaks = True
+        tools = TOOLS[: old["tools"]]
+        before = dict(engine.leak_stats)
+        result = run_one(engine, PROMPTS[old["prompt"]], tools, old["request"])
+        leak = answer_leak(result["answer"], tools, [PROMPTS[old["prompt"]]])
+        stats = {k: engine.leak_stats[k] - before.get(k, 0) for k in engine.leak_stats}
+        added.append({**old, **result, "mode": "guard", "leak": leak, "engine": stats})
+        print(
+            f"[guard] {old['request'][:40]!r}: {old['answer'][:50]!r} -> {result['answer'][:70]!r} {leak} {stats}"
+        )
+    report["rows"] = [r for r in report["rows"] if r["mode"] != "guard"] + added
+    report["summary"]["guard_alone_on_off_leaks"] = {
+        "cases": len(added),
+        "still_leaking": sum(bool(r["leak"]) for r in added),
+        "regenerated": sum(r["engine"].get("regenerated", 0) for r in added),
+        "fallback": sum(r["engine"].get("fallback", 0) for r in added),
+    }
+    args.recheck.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report["summary"]["guard_alone_on_off_leaks"]))
+    engine.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="qwen2.5-0.5b")
@@ -91,8 +126,17 @@ def main() -> None:
     parser.add_argument("--prompts", default="default", help="comma-separated: default, agent")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compare", action="store_true", help="also run with leak handling off")
+    parser.add_argument(
+        "--recheck",
+        type=Path,
+        help="rerun the cases that leaked with leak handling off in this earlier result, with "
+        "the guard alone (no steering note), and add them to it as mode 'guard'",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "answer_leaks.json")
     args = parser.parse_args()
+    if args.recheck is not None:
+        recheck(args)
+        return
     engine = LlamaCppModel(args.profile, n_threads=args.threads, n_ctx=4096, seed=1)
     modes = {"off": False, "on": True} if args.compare else {"on": True}
     rows: list[dict[str, Any]] = []

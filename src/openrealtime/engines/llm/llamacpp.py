@@ -310,6 +310,9 @@ class LlamaCppModel:
         self.result_guidance = result_guidance
         self.max_tool_calls = max_tool_calls
         self.guard_leaks = guard_leaks
+        self.steer_dropped_calls = True
+        """Add ``NO_TOOL_GUIDANCE`` before the words that replace a dropped call (with
+        ``guard_leaks``; off only to measure the guard alone)."""
         self.leak_stats: dict[str, int] = {"steered": 0, "regenerated": 0, "fallback": 0}
         """How often answers were steered to words, had a leak taken back, or fell back."""
         self._preamble: str | None = None
@@ -595,7 +598,7 @@ class LlamaCppModel:
             # The model reached for a tool with made-up arguments: answer in words instead.
             state.completion = 0
             self._rewind(prompt)
-            if self.guard_leaks and not self._steer_to_words(request, tools):
+            if self.guard_leaks and self.steer_dropped_calls and not self._steer_to_words(request, tools):
                 self._load(prompt)
             yield from self._text(request, cancel, state, first_ban=self._text_ban(), tools=tools)
 
