@@ -161,3 +161,11 @@ def test_a_remote_answer_that_starts_with_a_leak_is_replaced() -> None:
 def test_talk_about_functions_is_scaffolding(answer: str) -> None:
     _, leak = run(answer)
     assert leak is not None and leak.kind == "markup"
+
+
+@pytest.mark.parametrize(
+    "answer", ["You can call the function with the city.", "Response: name: dinner, arguments: none"]
+)
+def test_describing_a_call_is_scaffolding(answer: str) -> None:
+    _, leak = run(answer)
+    assert leak is not None

@@ -46,7 +46,8 @@ def answer_leak(answer: str, tools: Iterable[ToolSpec], system: Sequence[str], r
     if re.search(r"\btools?\s*:", lower):
         return "Tools:"
     if re.search(
-        r"\bfunctions?\b.{0,30}\b(?:fits?|exists?|available|call)|\b(?:no|available)\s+(?:functions?|tools?)\b",
+        r"\bfunctions?\b.{0,30}\b(?:fits?|exists?|available|call)|\b(?:no|available)\s+(?:functions?|tools?)\b"
+        r"|\bcall(?:ing|s)?\s+(?:the\s+|a\s+|this\s+)?(?:\w+\s+)?functions?\b|\barguments?\s*:",
         lower,
     ):
         return "talks about functions"

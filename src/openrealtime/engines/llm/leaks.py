@@ -48,7 +48,8 @@ _MARKERS = re.compile(
     r"""<\||\|>|</?tool_call|</?tools>|<tool_response|\{\s*"|"name"\s*:|"arguments"|"parameters"\s*:"""
     r"""|\btools?\s*:|\bfunctions?\s*:|\#\s*tools\b|\bfunction\s+signatures?\b|\bim_(?:start|end)\b"""
     r"""|\b(?:function|tool)\s+calls?\b|\bno\s+(?:such\s+)?(?:functions?|tools?)\b"""
-    r"""|\b(?:available|provided)\s+(?:functions|tools)\b""",
+    r"""|\b(?:available|provided)\s+(?:functions|tools)\b|\barguments?\s*:"""
+    r"""|\bcall(?:ing|s)?\s+(?:the\s+|a\s+|this\s+)?(?:\w+\s+)?functions?\b""",
     re.IGNORECASE,
 )
 _IDENTIFIER = re.compile(r"[A-Za-z0-9]_[A-Za-z0-9]")
