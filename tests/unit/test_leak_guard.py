@@ -169,3 +169,9 @@ def test_talk_about_functions_is_scaffolding(answer: str) -> None:
 def test_describing_a_call_is_scaffolding(answer: str) -> None:
     _, leak = run(answer)
     assert leak is not None
+
+
+@pytest.mark.parametrize("answer", ['["set_timer", 7]', "[\n    \\\n    \\"])
+def test_code_shaped_text_is_scaffolding(answer: str) -> None:
+    out, leak = run(answer)
+    assert leak is not None and out == ""

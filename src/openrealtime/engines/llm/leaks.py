@@ -49,7 +49,8 @@ _MARKERS = re.compile(
     r"""|\btools?\s*:|\bfunctions?\s*:|\#\s*tools\b|\bfunction\s+signatures?\b|\bim_(?:start|end)\b"""
     r"""|\b(?:function|tool)\s+calls?\b|\bno\s+(?:such\s+)?(?:functions?|tools?)\b"""
     r"""|\b(?:available|provided)\s+(?:functions|tools)\b|\barguments?\s*:"""
-    r"""|\bcall(?:ing|s)?\s+(?:the\s+|a\s+|this\s+)?(?:\w+\s+)?functions?\b""",
+    r"""|\bcall(?:ing|s)?\s+(?:the\s+|a\s+|this\s+)?(?:\w+\s+)?functions?\b"""
+    r"""|\\|\[\s*["\[\\]""",
     re.IGNORECASE,
 )
 _IDENTIFIER = re.compile(r"[A-Za-z0-9]_[A-Za-z0-9]")
@@ -198,7 +199,9 @@ class LeakGuard:
         if last is not None:
             hold_chars = len(last.group(0))
         # "Tools" may be followed by ":", "{" by '"', "<" by "|"
-        marker_start = re.search(r'(?:\btools?|\bfunctions?|</?[|\w]*|\{\s*"?\w*|"\w*|[|#])\s*$', text, re.I)
+        marker_start = re.search(
+            r'(?:\btools?|\bfunctions?|</?[|\w]*|\{\s*"?\w*|"\w*|[|#\[\\])\s*$', text, re.I
+        )
         if marker_start is not None:
             hold_chars = max(hold_chars, len(text) - marker_start.start())
         if self._prefixes:
