@@ -175,3 +175,10 @@ def test_describing_a_call_is_scaffolding(answer: str) -> None:
 def test_code_shaped_text_is_scaffolding(answer: str) -> None:
     out, leak = run(answer)
     assert leak is not None and out == ""
+
+
+def test_call_the_function_is_held_until_it_is_known() -> None:
+    out, leak = run("You can call the function for that.")
+    assert leak is not None and out == "You can"
+    out, leak = run("You can call the shop tomorrow.")
+    assert leak is None and out == "You can call the shop tomorrow."

@@ -53,6 +53,12 @@ _MARKERS = re.compile(
     r"""|\\|\[\s*["\[\\]""",
     re.IGNORECASE,
 )
+_MARKER_START = re.compile(
+    r"(?:\btools?|\bfunctions?|\bcall(?:ing|s)?(?:\s+(?:the|a|this))?(?:\s+\w+)?|</?[|\w]*"
+    r'|\{\s*"?\w*|"\w*|[|#\[\\])\s*$',
+    re.IGNORECASE,
+)
+"""Text at the end of what is held that may still grow into a marker ("call the" + "function")."""
 _IDENTIFIER = re.compile(r"[A-Za-z0-9]_[A-Za-z0-9]")
 """snake_case: code, never speech (a tool's name or argument written out)."""
 _WORD = re.compile(r"[A-Za-z0-9_]+(?:'[A-Za-z]+)?")
@@ -198,10 +204,8 @@ class LeakGuard:
         last = re.search(r"[A-Za-z0-9_']+$", text)
         if last is not None:
             hold_chars = len(last.group(0))
-        # "Tools" may be followed by ":", "{" by '"', "<" by "|"
-        marker_start = re.search(
-            r'(?:\btools?|\bfunctions?|</?[|\w]*|\{\s*"?\w*|"\w*|[|#\[\\])\s*$', text, re.I
-        )
+        # "Tools" may be followed by ":", "{" by '"', "<" by "|", "call the" by "function"
+        marker_start = _MARKER_START.search(text)
         if marker_start is not None:
             hold_chars = max(hold_chars, len(text) - marker_start.start())
         if self._prefixes:
