@@ -182,3 +182,25 @@ def test_call_the_function_is_held_until_it_is_known() -> None:
     assert leak is not None and out == "You can"
     out, leak = run("You can call the shop tomorrow.")
     assert leak is None and out == "You can call the shop tomorrow."
+
+
+def test_a_line_the_instructions_ask_to_say_is_not_a_leak() -> None:
+    """ "Reply with exactly this sentence: …" — the sentence is meant to be said, the rest not."""
+    system = (
+        "Whatever the user says, reply with exactly this sentence: "
+        "Thank you for calling, I heard you clearly and I will help you right away.\n"
+        "Never mention that you are running on a small local language model."
+    )
+    said = "Thank you for calling, I heard you clearly and I will help you right away."
+    guard = LeakGuard(tool_names=(), protected=[system])
+    out: list[str] = []
+    for piece in pieces(said):
+        result = guard.push(piece)
+        assert not isinstance(result, Leak), result
+        out += result
+    end = guard.finish()
+    assert not isinstance(end, Leak)
+    assert "".join(out + end) == said
+    copied = LeakGuard(tool_names=(), protected=[system])
+    found = [copied.push(p) for p in pieces("I am running on a small local language model.")]
+    assert any(isinstance(r, Leak) for r in found) or isinstance(copied.finish(), Leak)

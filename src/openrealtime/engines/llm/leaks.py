@@ -19,7 +19,8 @@ snake_case identifier (``five_minutes``: code, never speech), the markers of
 a call (``{"name"``, ``"arguments"``, ``<tool_call>``, ``Tools:``), chat-template tokens
 (``<|im_start|>``), and any run of ``PHRASE_WORDS`` words copied from the system text (the
 instructions, tool descriptions, the template's own tool preamble). Quoted passages of the
-instructions ("say 'Welcome to Acme' first") are meant to be said, so they are not protected.
+instructions ("say 'Welcome to Acme' first") and a line's rest after "say ...:" or "reply
+with this sentence:" are meant to be said, so they are not protected.
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9]_[A-Za-z0-9]")
 """snake_case: code, never speech (a tool's name or argument written out)."""
 _WORD = re.compile(r"[A-Za-z0-9_]+(?:'[A-Za-z]+)?")
 _QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|'[^']{3,}'(?=[\s.,;:!?)]|$)")
+_TO_SAY = re.compile(
+    r"\b(?:say|reply|replies|answer|respond|greet)\w*\b[^.:\n]{0,30}"
+    r"\b(?:this|these|following|exactly|verbatim)\b[^.:\n]{0,20}:[^\n]*"
+    r"|\bsay\s*:[^\n]*",
+    re.IGNORECASE,
+)
+"""A line's rest after "say:" or "reply with exactly this sentence:" is meant to be said."""
+
+
+def _unsaid_passages(text: str) -> list[str]:
+    """The parts of ``text`` an answer must not copy: all but quotes and lines to be said."""
+    passages: list[str] = []
+    for part in _QUOTED.split(text):
+        passages.extend(_TO_SAY.split(part))
+    return passages
 
 
 def identifier_like(name: str) -> bool:
@@ -118,7 +134,7 @@ class LeakGuard:
         prefixes: set[tuple[str, ...]] = set()
         n = self.phrase_words
         for text in self.protected:
-            for passage in _QUOTED.split(text):
+            for passage in _unsaid_passages(text):
                 words = scaffolding_words(passage)
                 for i in range(len(words) - n + 1):
                     gram = tuple(words[i : i + n])
