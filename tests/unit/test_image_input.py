@@ -19,9 +19,9 @@ from openrealtime.core.usage import PromptImage, Usage, account_images
 from openrealtime.engines.base import ChatImage, ChatMessage, ChatRequest, ImageLabel, RecognizedText
 from openrealtime.engines.llm.openai_compatible import OpenAICompatibleModel
 from openrealtime.engines.vision.embedded import NOT_RECOGNISED, compose_analysis
-from openrealtime.engines.vision.images import MAX_IMAGE_BYTES, ImageInputError, check_data_url, open_image
 from openrealtime.engines.vision.ocr import join_characters
-from openrealtime.engines.vision.tokens import image_tokens
+from openrealtime.images.data_url import MAX_IMAGE_BYTES, ImageInputError, check_data_url, open_image
+from openrealtime.images.tokens import image_tokens
 from tests.unit.test_core_session import Harness
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"

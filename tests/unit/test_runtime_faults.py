@@ -26,9 +26,9 @@ from openrealtime.engines.base import (
     Transcript,
     VoiceInfo,
 )
+from openrealtime.engines.registry import EngineSet
 from openrealtime.protocol.server_events import ServerEvent
 from openrealtime.protocol.session import RealtimeSession
-from openrealtime.runtime.engines import EngineSet
 from openrealtime.runtime.scheduler import Scheduler
 from openrealtime.runtime.session_runtime import SessionRuntime
 

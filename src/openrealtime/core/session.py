@@ -19,15 +19,15 @@ from pydantic import ValidationError
 
 from ..audio import formats
 from ..engines.base import ChatRequest
-from ..engines.vad import segmenter as seg
-from ..engines.vision.images import CheckedImage, ImageInputError, check_data_url
-from ..engines.vision.tokens import image_tokens
+from ..images.data_url import CheckedImage, ImageInputError, check_data_url
+from ..images.tokens import image_tokens
 from ..protocol import client_events as ce
 from ..protocol import server_events as se
 from ..protocol.errors import RealtimeError
 from ..protocol.ids import new_id
 from ..protocol.items import item_to_wire
 from ..protocol.session import RealtimeSession, TranscriptionSession, merge_session_update
+from . import turns as seg
 from .commands import (
     AnalyzeImage,
     CallMcpTool,

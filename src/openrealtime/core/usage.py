@@ -2,7 +2,7 @@
 
 User audio costs 1 token per 100 ms, assistant audio 1 token per 50 ms (generated, played or
 not); text tokens come from the language model's own tokenizer and prompt cache; images
-count by OpenAI's image rule (engines/vision/tokens.py), whatever the LLM was shown for them.
+count by OpenAI's image rule (images/tokens.py), whatever the LLM was shown for them.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class PromptImage:
     """One image in a response's context, as usage needs it."""
 
     billed_tokens: int
-    """What the image is billed as (OpenAI's image rule, engines/vision/tokens.py)."""
+    """What the image is billed as (OpenAI's image rule, images/tokens.py)."""
     prompt_tokens: int
     """What it took in this LLM's prompt: its analysis text, or the image itself."""
     prefix_tokens: int

@@ -87,7 +87,7 @@ class InputPipeline:
 
     def on_speech_started(self, command: SpeechStarted) -> None:
         transcriber = self.engines.transcriber
-        mode = self.engines.extra.get("asr_partials", "whisper")
+        mode = self.engines.partials
         if transcriber is None or mode == "none":
             return
         self._drop_streaming()

@@ -50,12 +50,12 @@ from ..engines.base import (
     ToolSpec,
 )
 from ..engines.llm.tool_calling import validate_arguments
+from ..engines.registry import EngineSet
 from ..engines.tts.chunker import ClauseChunker
 from ..protocol import client_events as ce
 from ..protocol.errors import RealtimeError, rate_limited
 from ..protocol.server_events import ServerEvent
 from . import mcp as mcp_client
-from .engines import EngineSet
 from .listening import InputPipeline, usage_for
 from .observer import Observers, SessionInfo
 from .scheduler import Scheduler
@@ -118,6 +118,7 @@ class SessionRuntime:
         observers: Observers | None = None,
         info: SessionInfo | None = None,
         admit_event: Callable[[], bool] | None = None,
+        mcp_policy: mcp_client.McpPolicy | None = None,
     ) -> None:
         self.core = core
         self.engines = engines
@@ -143,9 +144,7 @@ class SessionRuntime:
         self._expiry: asyncio.TimerHandle | None = None
         self.speech_stopped_at: dict[str, float] = {}
         self.transcript_ready_at: dict[str, float] = {}
-        self.mcp_policy = mcp_client.McpPolicy.from_settings(
-            engines.extra.get("mcp_allowed_hosts"), engines.extra.get("mcp_timeout_s")
-        )
+        self.mcp_policy = mcp_policy or mcp_client.McpPolicy.from_settings(None, None)
         self._mcp_listings: dict[str, asyncio.Task[None]] = {}
         self._mcp_calls: dict[str, dict[str, asyncio.Task[None]]] = {}  # response id → item id → call
 
@@ -506,8 +505,8 @@ class SessionRuntime:
         llm = self.engines.llm
         set_threads = getattr(llm, "set_threads", None)
         if set_threads is not None:
-            decode = int(self.engines.extra.get("llm_threads", 1))
-            batch = int(self.engines.extra.get("llm_batch_threads", decode))
+            decode = self.engines.llm_threads
+            batch = self.engines.llm_batch_threads
             queues = (self.scheduler.asr, self.scheduler.tts, self.scheduler.vad)
             set_threads(decode, batch if all(q.idle for q in queues) else decode)
         return llm.generate(request, token)

@@ -1,6 +1,5 @@
 """WebRTC calls: ``POST /v1/realtime/calls`` (SDP offer → answer), ``…/{call_id}/hangup``,
-and the registry of live calls (WebRTC and SIP) that hangup and sideband WebSockets
-(``/v1/realtime?call_id=``) find them in.
+and sideband WebSockets (``/v1/realtime?call_id=``) attached to a live call (WebRTC or SIP).
 
 Two request shapes (spec §4.1): raw ``application/sdp`` with an ``ek_`` key (the session bound
 to the key) or an API key (defaults), and ``multipart/form-data`` with ``sdp`` + ``session``
@@ -14,9 +13,9 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from fastapi import APIRouter, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
@@ -26,67 +25,19 @@ from ..protocol.server_events import ServerEvent
 from ..protocol.session import AnySession, RealtimeSession
 from ..runtime.session_runtime import SessionRuntime
 from ..telemetry.logs import session_id_var
-from ..transports.webrtc import EventSink, WebRTCCall, addresses_for_bind
+from ..transports.webrtc import WebRTCCall, addresses_for_bind
 from ..transports.websocket import WebSocketConnection
-from .auth import Principal, credential_from_headers
+from .auth import Principal
+from .call_registry import LiveCall
 from .http import http_error
 from .session_factory import new_session_runtime
 from .sessions import build_session, restore_session
-
-if TYPE_CHECKING:
-    from .app import ServerState
+from .state import AnyKey, ServerState, State, api_key
 
 log = logging.getLogger("openrealtime.calls")
 
 MAX_SDP_BYTES = 64 * 1024
 CALL_ID_PREFIX = "rtc_"
-
-
-class LiveCall(Protocol):
-    """What the registry, hangup and sidebands need of a call (WebRTC or SIP)."""
-
-    call_id: str
-
-    @property
-    def closed(self) -> bool: ...
-
-    async def close(self) -> None: ...
-
-    async def attach(self, sink: EventSink) -> None: ...
-
-    def detach(self, sink: EventSink) -> None: ...
-
-    def on_client_frame(self, frame: str | bytes) -> None: ...
-
-
-class CallRegistry:
-    """The live calls of this server (WebRTC and SIP), by call id."""
-
-    def __init__(self) -> None:
-        self._calls: dict[str, LiveCall] = {}
-
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    def add(self, call: LiveCall) -> None:
-        self._calls[call.call_id] = call
-
-    def get(self, call_id: str) -> LiveCall | None:
-        return self._calls.get(call_id)
-
-    def remove(self, call: LiveCall) -> None:
-        if self._calls.get(call.call_id) is call:
-            del self._calls[call.call_id]
-
-    def call_ids(self) -> list[str]:
-        return list(self._calls)
-
-    async def published(self, call_id: str) -> None:
-        """Wait until other gateways can find the call (a no-op without replicas)."""
-
-    async def close_all(self) -> None:
-        calls = list(self._calls.values())
-        await asyncio.gather(*(call.close() for call in calls), return_exceptions=True)
 
 
 class _BadRequest(Exception):
@@ -180,7 +131,6 @@ async def start_call(
     def ended(call: WebRTCCall) -> None:
         if state.calls.get(call.call_id) is call:
             state.calls.remove(call)
-            state.active_sessions -= 1
             state.limits.release(principal.key_id)
 
     call = WebRTCCall(
@@ -191,7 +141,6 @@ async def start_call(
         ice_hosts=addresses_for_bind(state.settings.host),
     )
     state.calls.add(call)
-    state.active_sessions += 1
     session_id_var.set(call.runtime.core.session.id)  # the call's tasks log under it
     try:
         answer = await call.answer(sdp)
@@ -201,17 +150,16 @@ async def start_call(
     return call, answer
 
 
-def router(state: Any) -> APIRouter:
-    """The routes, bound to ``state`` (a callable returning the live ``ServerState``)."""
+def router() -> APIRouter:
+    """The WebRTC call routes."""
     api = APIRouter()
 
     @api.post("/v1/realtime/calls", response_model=None)
-    async def create_call(request: Request) -> Response:
-        server: ServerState = state()
-        credential = credential_from_headers(request.headers)
-        principal = await server.auth.authenticate(credential.key if credential else None)
-        if principal is None:
-            return http_error(401, "invalid_api_key", "Incorrect API key provided.")
+    async def create_call(
+        request: Request,
+        server: State,
+        principal: AnyKey,
+    ) -> Response:
         try:
             sdp, config, sent = await _read_offer(request)
             _check_offer(sdp)
@@ -238,15 +186,8 @@ def router(state: Any) -> APIRouter:
             headers={"Location": f"/v1/realtime/calls/{call.call_id}"},
         )
 
-    @api.post("/v1/realtime/calls/{call_id}/hangup", response_model=None)
-    async def hangup(call_id: str, request: Request) -> Response:
-        server: ServerState = state()
-        credential = credential_from_headers(request.headers)
-        principal = await server.auth.authenticate(
-            credential.key if credential else None, allow_ephemeral=False
-        )
-        if principal is None:
-            return http_error(401, "invalid_api_key", "Incorrect API key provided.")
+    @api.post("/v1/realtime/calls/{call_id}/hangup", response_model=None, dependencies=[Depends(api_key)])
+    async def hangup(call_id: str, request: Request, server: State) -> Response:
         call = server.calls.get(call_id)
         if call is None:
             from .cluster import forward_call_request

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from ..core.session import Limits, SessionCore
 from ..protocol.server_events import ServerEvent
 from ..protocol.session import AnySession
+from ..runtime.mcp import McpPolicy
 from ..runtime.observer import SessionInfo
 from ..runtime.session_runtime import SessionRuntime
 from ..telemetry.ledger import budget_hooks
-
-if TYPE_CHECKING:
-    from .app import ServerState
+from .state import ServerState
 
 
 def new_session_runtime(
@@ -53,4 +51,5 @@ def new_session_runtime(
         observers=state.observers,
         info=info,
         admit_event=lambda: state.limits.allow_event(key_id),
+        mcp_policy=McpPolicy.from_settings(settings.mcp_allowed_hosts, settings.mcp_timeout_seconds),
     )
