@@ -1,9 +1,11 @@
 """The listening side of a live session: caller audio → VAD → turn detector → transcripts.
 
-Appended audio is decoded to 24 kHz, cut into 32 ms frames at 16 kHz and scored by the VAD on
-the scheduler's VAD queue; the scores go to the core, whose segmenter decides turns. While the
-caller speaks, a ``StreamingTranscription`` re-transcribes the turn in the background, so the
-final transcript is ready soon after the end of speech.
+Appended audio (24 kHz PCM) is cut into 32 ms frames at 16 kHz and scored by the VAD on the
+scheduler's VAD queue; the scores are reported to the runtime (``SpeechProbabilities``), which
+gives them to the core, whose segmenter decides turns. While the caller speaks, a
+``StreamingTranscription`` re-transcribes the turn in the background, so the final transcript
+is ready soon after the end of speech. This module carries out the core's commands and
+reports results; it never drives the core itself.
 """
 
 from __future__ import annotations
@@ -13,19 +15,18 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..audio import formats
 from ..audio.resample import AudioFrame, AudioFramer, int16_to_float32, resample
 from ..core.commands import InputAppended, InputCommitted, PredictEndOfTurn, SpeechStarted, TranscribeItem
+from ..core.events import EndOfTurnPredicted, Result, SpeechProbabilities, VadFrame
 from ..engines.asr.streaming import StreamingTranscription
 from ..engines.base import FloatAudio, Transcript, VADStream
-from .scheduler import PRIORITY_BACKGROUND, PRIORITY_TURN
-
-if TYPE_CHECKING:
-    from .session_runtime import SessionRuntime
+from ..engines.registry import EngineSet
+from .scheduler import PRIORITY_BACKGROUND, PRIORITY_TURN, Scheduler
 
 log = logging.getLogger("openrealtime.listening")
 
@@ -61,14 +62,14 @@ class AudioHistory:
 
 
 class InputPipeline:
-    """Per-session VAD and streaming transcription, driven by the core's commands."""
+    """Per-session VAD and streaming transcription, driven by the core's commands; what they
+    find goes to ``report``."""
 
-    def __init__(self, runtime: SessionRuntime) -> None:
-        self.runtime = runtime
-        self.engines = runtime.engines
+    def __init__(self, engines: EngineSet, scheduler: Scheduler, report: Callable[[Result], None]) -> None:
+        self.engines = engines
+        self.scheduler = scheduler
+        self.report = report
         self.queue: asyncio.Queue[InputAppended] = asyncio.Queue()
-        self.decoder: formats.StreamDecoder | None = None
-        self.decoder_format: str | None = None
         self.framer: AudioFramer | None = None
         self.vad_stream: VADStream | None = None
         self.history = AudioHistory()
@@ -91,8 +92,6 @@ class InputPipeline:
         if transcriber is None or mode == "none":
             return
         self._drop_streaming()
-        session = self.runtime.core.session
-        transcription = session.audio.input.transcription
         partials = None
         sphinx = self.engines.partial_transcriber
         if mode == "pocketsphinx" and sphinx is not None and hasattr(sphinx, "stream"):
@@ -100,10 +99,10 @@ class InputPipeline:
         self.streaming = StreamingTranscription(
             transcriber,
             partials=partials,
-            language=transcription.language if transcription else None,
-            prompt=transcription.prompt if transcription else None,
-            busy=lambda: self.runtime.scheduler.asr.depth > 0,
-            executor=self.runtime.scheduler.asr.executor(PRIORITY_BACKGROUND),
+            language=command.language,
+            prompt=command.prompt,
+            busy=lambda: self.scheduler.asr.depth > 0,
+            executor=self.scheduler.asr.executor(PRIORITY_BACKGROUND),
         )
         self.streaming_start_ms = command.audio_start_ms
         already = self.history.slice(command.audio_start_ms, self.last_frame_end_ms)
@@ -131,26 +130,24 @@ class InputPipeline:
             probability = 0.0
         else:
             audio = self.history.slice(command.audio_start_ms, command.audio_end_ms)
-            probability = await self.runtime.scheduler.vad.call(
+            probability = await self.scheduler.vad.call(
                 lambda: detector.end_of_turn_probability(audio), priority=PRIORITY_TURN
             )
-        self.runtime.core.end_of_turn_result(command.request_id, probability)
-        self.runtime.flush()
+        self.report(EndOfTurnPredicted(command.request_id, probability))
 
     async def transcribe(self, command: TranscribeItem) -> tuple[Transcript, float, list[str]]:
         """The item's final transcript: finish its streaming pass, or transcribe the audio."""
         transcriber = self.engines.transcriber
         assert transcriber is not None
         streaming = self.turn_streams.pop(command.item_id, None)
-        seconds = len(command.audio) / formats.bytes_per_ms(command.input_format) / 1000
+        seconds = len(command.pcm) / formats.INTERNAL_RATE
         if streaming is not None:
             # not on the ASR queue: finish may wait for a pass that queue is running
             final = await asyncio.to_thread(streaming.finish)
             deltas = streaming.deltas if final.deltas_match else [final.transcript.text]
             return final.transcript, seconds, [d for d in deltas if d]
-        pcm = formats.decode(command.input_format, command.audio)
-        audio16 = resample(int16_to_float32(pcm), formats.INTERNAL_RATE, transcriber.sample_rate)
-        result = await self.runtime.scheduler.asr.call(
+        audio16 = resample(int16_to_float32(command.pcm), formats.INTERNAL_RATE, transcriber.sample_rate)
+        result = await self.scheduler.asr.call(
             lambda: transcriber.transcribe(audio16, language=command.language, prompt=command.prompt),
             priority=PRIORITY_TURN,
         )
@@ -177,34 +174,28 @@ class InputPipeline:
                 self.last_frame_end_ms = frames[-1].end_ms
                 if self.streaming is not None:
                     self._feed_streaming(audio)
-                core = self.runtime.core
-                if vad is None or core.segmenter is None:
+                if vad is None or not command.turn_detection:
                     continue
                 if self.vad_stream is None:
                     self.vad_stream = vad.new_stream()
-                probabilities = await self.runtime.scheduler.vad.call(
+                probabilities = await self.scheduler.vad.call(
                     _scorer(self.vad_stream, frames), priority=PRIORITY_TURN
                 )
-                core.vad_frames(
-                    [
-                        (p, f.start_ms, f.end_ms, f.level_db)
-                        for p, f in zip(probabilities, frames, strict=True)
-                    ]
+                scored = zip(probabilities, frames, strict=True)
+                self.report(
+                    SpeechProbabilities(
+                        tuple(VadFrame(p, f.start_ms, f.end_ms, f.level_db) for p, f in scored)
+                    )
                 )
-                self.runtime.flush()
             except Exception:
                 log.exception("input audio processing failed")
 
     def _frames(self, command: InputAppended) -> list[AudioFrame]:
-        if self.decoder is None or self.decoder_format != command.input_format:
-            self.decoder = formats.StreamDecoder(command.input_format)
-            self.decoder_format = command.input_format
+        if self.framer is None:
             rate = self.engines.vad.sample_rate if self.engines.vad is not None else 16_000
             size = self.engines.vad.frame_samples if self.engines.vad is not None else 512
             self.framer = AudioFramer(formats.INTERNAL_RATE, rate, size, origin_ms=command.start_ms)
-        assert self.framer is not None
-        pcm = self.decoder.decode(command.audio)
-        return self.framer.push(pcm) if len(pcm) else []
+        return self.framer.push(command.pcm) if len(command.pcm) else []
 
     async def aclose(self) -> None:
         self._drop_streaming()

@@ -245,8 +245,7 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
         key_id=principal.key_id,
         transport="websocket",
         model=params.get("model") or "",
-        send=connection.send,
-        close=connection.close,
+        client=connection,
     )
     session_id_var.set(runtime.core.session.id)  # log records of this connection's tasks carry it
     try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from ..transports.webrtc import EventSink
+from ..transports.calls import EventSink
+from ..transports.wire import EventWire, Frame
 
 
 class LiveCall(Protocol):
@@ -23,7 +24,10 @@ class LiveCall(Protocol):
 
     def detach(self, sink: EventSink) -> None: ...
 
-    def on_client_frame(self, frame: str | bytes) -> None: ...
+    @property
+    def input_format(self) -> str: ...
+
+    def receive_frame(self, frame: Frame, wire: EventWire) -> None: ...
 
 
 class CallRegistry:

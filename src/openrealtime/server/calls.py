@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response, WebSocket
@@ -21,8 +20,8 @@ from starlette.datastructures import UploadFile
 
 from ..protocol.errors import RealtimeError
 from ..protocol.ids import new_id
-from ..protocol.server_events import ServerEvent
 from ..protocol.session import AnySession, RealtimeSession
+from ..runtime.port import SessionClient
 from ..runtime.session_runtime import SessionRuntime
 from ..telemetry.logs import session_id_var
 from ..transports.webrtc import WebRTCCall, addresses_for_bind
@@ -115,17 +114,9 @@ async def start_call(
     call_id = new_id(CALL_ID_PREFIX)
     model = session.model if isinstance(session, RealtimeSession) else ""
 
-    def make_runtime(
-        send: Callable[[ServerEvent], None], close: Callable[[int, str], Awaitable[None]]
-    ) -> SessionRuntime:
+    def make_runtime(client: SessionClient) -> SessionRuntime:
         return new_session_runtime(
-            state,
-            session,
-            key_id=principal.key_id,
-            transport="webrtc",
-            model=model or "",
-            send=send,
-            close=close,
+            state, session, key_id=principal.key_id, transport="webrtc", model=model or "", client=client
         )
 
     def ended(call: WebRTCCall) -> None:
@@ -210,24 +201,11 @@ def live_call(state: ServerState, call_id: str, principal: Principal) -> LiveCal
     return call if call is not None and not call.closed else None
 
 
-class _SidebandSink:
-    """A sideband socket as an event sink of the call."""
-
-    def __init__(self, connection: WebSocketConnection) -> None:
-        self.connection = connection
-
-    def send(self, event: ServerEvent) -> None:
-        self.connection.send(event)
-
-    async def close(self, code: int, reason: str) -> None:
-        await self.connection.close(code, reason)
-
-
 async def serve_sideband(call: LiveCall, websocket: WebSocket) -> None:
     """Relay a sideband WebSocket (already accepted) to ``call`` until either side ends."""
     connection = WebSocketConnection(websocket)
-    sink = _SidebandSink(connection)
-    await call.attach(sink)
+    connection.wire.input_format = lambda: call.input_format
+    await call.attach(connection)
     writer = asyncio.create_task(connection._writer(), name="sideband-writer")
 
     async def read() -> None:
@@ -236,13 +214,13 @@ async def serve_sideband(call: LiveCall, websocket: WebSocket) -> None:
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
-            call.on_client_frame(text if text is not None else message.get("bytes") or b"")
+            call.receive_frame(text if text is not None else message.get("bytes") or b"", connection.wire)
 
     reader = asyncio.create_task(read(), name="sideband-reader")
     try:
         await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        call.detach(sink)
+        call.detach(connection)
         reader.cancel()
         writer.cancel()
         with contextlib.suppress(BaseException):

@@ -20,6 +20,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from ..config import Settings
 from ..protocol.errors import RealtimeError
 from ..protocol.session import RealtimeSession
+from ..runtime.port import SessionClient
+from ..runtime.session_runtime import SessionRuntime
 from ..transports.sip import webhook
 from ..transports.sip.call import CallStateError, SipCall
 from ..transports.sip.server import SipServer as SipServer
@@ -120,15 +122,9 @@ def router() -> APIRouter:
             return http_error(400, err.code, err.message, err.param)
         model = session.model if isinstance(session, RealtimeSession) else ""
 
-        def make_runtime(send: Any, close: Any) -> Any:
+        def make_runtime(client: SessionClient) -> SessionRuntime:
             return new_session_runtime(
-                server,
-                session,
-                key_id=principal.key_id,
-                transport="sip",
-                model=model or "",
-                send=send,
-                close=close,
+                server, session, key_id=principal.key_id, transport="sip", model=model or "", client=client
             )
 
         refused = await server.limits.admit_shared(principal.key_id)
