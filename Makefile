@@ -4,6 +4,9 @@
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
+# the third-party Realtime clients the compatibility tests drive (pipecat, LiveKit) get a venv
+# of their own: installed beside the server they would move its pins (protobuf, soxr, soundfile)
+CLIENTS_VENV := .venv-clients
 WHEELS ?= $(HOME)/.cache/openrealtime/wheels
 LLAMA_VERSION := 0.3.36
 HOST ?= 127.0.0.1
@@ -12,7 +15,7 @@ PYTEST_ARGS ?=
 # the embedded models `make serve` and the tests use (the 1.5B quality LLM is `make bench`'s)
 MODELS := qwen2.5-0.5b smollm2-135m whisper-base whisper-tiny.en piper-joe smart-turn-v3.2
 
-.PHONY: serve test install models system-deps lint typecheck bench clean
+.PHONY: serve test install models clients-env system-deps lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +28,14 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml requirements/models.txt scripts
 
 install: $(VENV)/.installed system-deps
 
+$(CLIENTS_VENV)/.installed: requirements/clients.txt
+	rm -rf $(CLIENTS_VENV)
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install --quiet -r requirements/clients.txt
+	touch $@
+
+clients-env: $(CLIENTS_VENV)/.installed
+
 system-deps:
 	scripts/system-deps.sh
 
@@ -35,7 +46,7 @@ models: install
 serve: models
 	$(BIN)/openrealtime serve --host $(HOST) --port $(PORT)
 
-test: models
+test: models clients-env
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -55,4 +66,4 @@ bench: models
 	$(BIN)/python bench/tool_accuracy.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(CLIENTS_VENV)

@@ -1,7 +1,9 @@
 """Server events (GA): one model per type of the SDK's ``RealtimeServerEvent`` union.
 
-Every event gets a fresh ``event_id`` when built. ``dump`` produces the wire JSON with every
-key present, as strict clients (pipecat, openai-agents) expect.
+Every event gets a fresh ``event_id`` when built. ``to_json`` produces the wire JSON with every
+key of the event's GA shape present, as strict clients (pipecat, openai-agents) expect; the
+only keys left out are optional ones the real service sends only on request (``logprobs``
+without ``include``), and later additions (spec §15) while unset, see ``protocol.session``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .ids import new_id
+
+
+def _unset(value: object) -> bool:
+    return value is None
+
+
+def _on_request() -> Any:
+    """An optional key the real service sends only when asked for: absent while ``None``."""
+    return Field(default=None, exclude_if=_unset)
 
 
 class ServerEvent(BaseModel):
@@ -158,7 +169,7 @@ class TranscriptionDelta(ServerEvent):
     item_id: str
     content_index: int = 0
     delta: str
-    logprobs: list[dict[str, Any]] | None = None
+    logprobs: list[dict[str, Any]] | None = _on_request()
 
 
 class TranscriptionCompleted(ServerEvent):
@@ -169,7 +180,7 @@ class TranscriptionCompleted(ServerEvent):
     content_index: int = 0
     transcript: str
     usage: dict[str, Any]
-    logprobs: list[dict[str, Any]] | None = None
+    logprobs: list[dict[str, Any]] | None = _on_request()
 
 
 class TranscriptionFailed(ServerEvent):

@@ -1,8 +1,12 @@
 """The session object (GA shape): configuration, defaults and ``session.update`` merging.
 
 Client input is validated strictly (unknown keys are errors, as on the real service); the
-effective session is always complete, and is emitted with every key present (``null`` where
-unset) because strict clients validate ``session.created``/``session.updated``.
+effective session is always complete. It is emitted the way the real service emits it: every
+field of the GA launch shape is present (``null`` where unset), because strict clients
+validate ``session.created``/``session.updated`` and read from it; a field added to the API
+later (spec §15) appears only once it has a value. Clients built against the launch shape
+break on those even as ``null``: pipecat 1.14's transcription model takes exactly ``model``,
+``language`` and ``prompt``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,17 @@ class Strict(BaseModel):
     """Base for client-supplied objects: unknown keys are rejected."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _unset(value: object) -> bool:
+    return value is None
+
+
+def later_addition(**constraints: Any) -> Any:
+    """A field added to the API after the GA launch (spec §15). It is ``None`` until a client
+    sets it and left out of the wire form while ``None``, as the real service leaves out the
+    later fields a client did not set."""
+    return Field(default=None, exclude_if=_unset, **constraints)
 
 
 # --------------------------------------------------------------------------- audio formats
@@ -54,14 +69,14 @@ class Transcription(Strict):
     model: str | None = None
     language: str | None = None
     prompt: str | None = None
-    delay: Literal["minimal", "low", "medium", "high", "xhigh"] | None = None
-    keywords: list[str] | None = None
-    languages: list[str] | None = None
+    delay: Literal["minimal", "low", "medium", "high", "xhigh"] | None = later_addition()
+    keywords: list[str] | None = later_addition()
+    languages: list[str] | None = later_addition()
 
 
 class NoiseReduction(Strict):
     type: Literal["near_field", "far_field"] | None = None
-    strength: float | None = Field(default=None, ge=0.0, le=1.0)
+    strength: float | None = later_addition(ge=0.0, le=1.0)
 
 
 class ServerVad(Strict):
@@ -131,14 +146,14 @@ class McpTool(Strict):
     server_label: str
     server_url: str | None = None
     connector_id: str | None = None
-    tunnel_id: str | None = None
+    tunnel_id: str | None = later_addition()
     authorization: str | None = None
     headers: dict[str, str] | None = None
     allowed_tools: list[str] | McpToolFilter | None = None
     require_approval: Literal["always", "never"] | McpApprovalFilter | None = None
     server_description: str | None = None
-    defer_loading: bool | None = None
-    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
+    defer_loading: bool | None = later_addition()
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = later_addition()
 
 
 Tool = Annotated[FunctionTool | McpTool, Field(discriminator="type")]
@@ -168,13 +183,13 @@ class TracingConfig(Strict):
 
 
 class TokenLimits(Strict):
-    post_instructions: int | None = Field(default=None, ge=0)
+    post_instructions: int | None = later_addition(ge=0)
 
 
 class RetentionRatio(Strict):
     type: Literal["retention_ratio"]
     retention_ratio: float = Field(ge=0.0, le=1.0)
-    token_limits: TokenLimits | None = None
+    token_limits: TokenLimits | None = later_addition()
 
 
 class Prompt(Strict):
@@ -184,7 +199,7 @@ class Prompt(Strict):
 
 
 class Reasoning(Strict):
-    effort: Literal["minimal", "low", "medium", "high", "xhigh"] | None = None
+    effort: Literal["minimal", "low", "medium", "high", "xhigh"] | None = later_addition()
 
 
 Modality = Literal["audio", "text"]
@@ -211,8 +226,8 @@ class RealtimeSession(Strict):
     expires_at: int = 0
     audio: Audio = Field(default_factory=Audio)
     include: list[Literal["item.input_audio_transcription.logprobs"]] | None = None
-    parallel_tool_calls: bool | None = None
-    reasoning: Reasoning | None = None
+    parallel_tool_calls: bool | None = later_addition()
+    reasoning: Reasoning | None = later_addition()
 
 
 class TranscriptionTurnDetection(Strict):

@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,7 +24,7 @@ from ..telemetry.logs import session_id_var
 from ..transports.websocket import WebSocketConnection
 from . import calls, client_secrets, cluster, metrics, playground, sip_calls, usage
 from .auth import KeyStore, SecretStore, credential_from_headers
-from .http import BodySizeLimit, http_error
+from .http import BodySizeLimit, RouteCors, http_error
 from .session_factory import new_session_runtime
 from .sessions import restore_session
 from .state import ServerState, State, Unauthorized, any_key, close_server_state, open_server_state
@@ -100,14 +99,9 @@ def create_app(
         param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         return http_error(400, "invalid_value", str(first.get("msg", "Invalid request.")), param)
 
-    if settings.cors_origins:  # none by default: browsers get no cross-origin access
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Location"],
-        )
+    # browser apps on any origin may open WebRTC calls with ek_ keys; other routes only from
+    # the listed origins (none by default)
+    app.add_middleware(RouteCors, listed_origins=settings.cors_origins)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

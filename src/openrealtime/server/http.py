@@ -1,9 +1,16 @@
-"""The REST error body every HTTP route answers with (spec §12): ``{"error": {...}}``."""
+"""The REST error body every HTTP route answers with (spec §12): ``{"error": {...}}``,
+the request-size limit and cross-origin (CORS) access."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi.responses import JSONResponse
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+EPHEMERAL_KEY_ROUTES = frozenset({"/v1/realtime/calls"})
+"""Routes a browser app calls itself with an ``ek_`` key (spec §3, §4.1)."""
 
 
 def http_error(status: int, code: str | None, message: str, param: str | None = None) -> JSONResponse:
@@ -61,3 +68,45 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class RouteCors:
+    """ASGI middleware: cross-origin access decided per route.
+
+    The routes made for ephemeral keys answer any origin, as OpenAI's API does: a web app on
+    its own origin posts its SDP offer to ``/v1/realtime/calls`` with ``Authorization: Bearer
+    ek_…``. They never honour cookies or other ambient credentials, and the grant is made
+    without ``Access-Control-Allow-Credentials``, so a page can do there only what the key it
+    already holds lets it do. Every other route (API keys, usage, admin, the playground's
+    cookie sign-in) answers only the origins listed in ``OPENREALTIME_CORS_ORIGINS``: none by
+    default.
+    """
+
+    def __init__(self, app: ASGIApp, listed_origins: Sequence[str] = ()) -> None:
+        self.app = app
+        self.any_origin = CORSMiddleware(
+            app,
+            allow_origins=["*"],
+            allow_methods=["POST"],
+            # agents-js adds its SDK header to the offer
+            allow_headers=["Authorization", "Content-Type", "X-OpenAI-Agents-SDK"],
+            expose_headers=["Location"],
+            max_age=600,
+        )
+        self.listed: ASGIApp = (
+            CORSMiddleware(
+                app,
+                allow_origins=list(listed_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+                expose_headers=["Location"],
+            )
+            if listed_origins
+            else app
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in EPHEMERAL_KEY_ROUTES:
+            await self.any_origin(scope, receive, send)
+        else:
+            await self.listed(scope, receive, send)
