@@ -3,7 +3,8 @@
 MCP is played too: session tools of type ``mcp`` (listed or failing), model calls to MCP tools
 (run, failed, cancelled mid-call, or turned into approval requests) and approval responses.
 
-A hypothesis ``RuleBasedStateMachine`` plays client (valid and invalid events), engines (text,
+A hypothesis ``RuleBasedStateMachine`` drives the core's entry points (``handle`` through the
+JSON edge, ``receive``) and plays client (valid and invalid events), engines (text,
 audio, tool calls, done, failed, cancel, transcripts, turn-detector answers) and VAD (speech
 probabilities over the audio it appended) against one core, and checks the emitted stream
 against the protocol's ordering guarantees (spec §10b rules 1-6 and 8), the reply contract of
@@ -50,6 +51,7 @@ from openrealtime.core.events import (
     VadFrame,
 )
 from openrealtime.core.session import SessionCore
+from openrealtime.core.state import ResponsePhase, TurnPhase
 from openrealtime.protocol.session import RealtimeSession
 from tests.json_edge import JsonCore, pcm_of
 
@@ -979,6 +981,21 @@ class CoreMachine(RuleBasedStateMachine):
         assert len(default) <= 1
         assert self.core.responses.active_default == (default[0] if default else None)
         assert set(self.checker.open) == set(self.core.responses.live)
+
+    @invariant()
+    def phases_match_the_events(self) -> None:
+        """The core's phases (core/state.py) are what its events said: a response waits for a
+        tool exactly while one of its MCP calls is in progress, and the caller is speaking only
+        between ``speech_started`` and the end of that turn."""
+        for rid, response in self.core.responses.live.items():
+            calling = any(
+                out.response_id == rid and out.kind == "mcp_call" and out.phase == "calling"
+                for out in self.checker.items.values()
+            )
+            assert (response.phase is ResponsePhase.AWAITING_TOOL) == calling, (rid, response.phase)
+            assert response.phase is not ResponsePhase.DONE
+        if self.core.input.phase is TurnPhase.SPEAKING:
+            assert self.checker.turn == ("started", self.core.input.turn_item_id), self.checker.turn
 
     @invariant()
     def events_describe_the_conversation(self) -> None:
