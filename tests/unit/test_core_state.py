@@ -9,23 +9,31 @@ on the same entry points and checks the phases against the emitted events.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from openrealtime.core import state
-from openrealtime.core.commands import CallMcpTool, ListMcpTools
+from openrealtime.core.commands import CallMcpTool, ListMcpTools, StartResponse
 from openrealtime.core.events import (
+    AppendAudio,
     CancelRequested,
     GenerationFinished,
     McpCallDone,
     McpToolsFailed,
     McpToolsListed,
+    OutputAudio,
     SessionExpired,
+    SpeechGenerated,
+    SpeechProbabilities,
     TextGenerated,
     ToolCalled,
+    VadFrame,
 )
+from openrealtime.core.session import SessionCore
 from openrealtime.core.state import (
     TRANSITIONS,
     ApprovalPhase,
@@ -41,6 +49,9 @@ from openrealtime.core.state import (
     TurnTrigger,
     transition,
 )
+from openrealtime.protocol import client_events as ce
+from openrealtime.protocol import server_events as se
+from openrealtime.protocol.session import RealtimeSession
 from tests.unit.test_core_session import TURN, Harness
 
 SHOP = {"type": "mcp", "server_label": "shop", "server_url": "https://mcp.example.com/mcp"}
@@ -186,3 +197,40 @@ def test_the_entry_points_walk_the_whole_table(monkeypatch: pytest.MonkeyPatch) 
     assert missing == []
     assert ListingPhase.FAILED in {lst.phase for lst in listing.core.mcp.listings.values()}
     assert (ListingPhase.LISTING, ListingTrigger.LISTED) in table.walked
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def counter_ids() -> Callable[[str], str]:
+    counter = itertools.count()
+    return lambda prefix: f"{prefix}{next(counter):021d}"
+
+
+def one_session() -> list[str]:
+    """A session driven with the same inputs, its outputs as comparable text."""
+    core = SessionCore(
+        RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=1_700_000_000, ids=counter_ids()
+    )
+    core.start()
+    core.handle(AppendAudio(np.full(24 * 300, 500, dtype=np.int16)))
+    core.receive(
+        SpeechProbabilities(tuple(VadFrame(p, i * 32, (i + 1) * 32) for i, p in enumerate([0.9] * 4)))
+    )
+    core.handle(ce.InputAudioBufferCommit(type="input_audio_buffer.commit"))
+    core.handle(ce.ResponseCreate(type="response.create"))
+    [start] = [c for c in core.take_commands() if isinstance(c, StartResponse)]
+    core.receive(TextGenerated(start.response_id, "Hi."))
+    core.receive(SpeechGenerated(start.response_id, np.ones(2400, dtype=np.int16)))
+    core.receive(GenerationFinished(start.response_id, "stop", 5, 0, 2))
+    return [
+        o.to_json() if isinstance(o, se.ServerEvent) else repr((o.response_id, o.item_id, o.pcm.tobytes()))
+        for o in core.take_events()
+        if isinstance(o, se.ServerEvent | OutputAudio)
+    ]
+
+
+def test_with_injected_ids_the_core_is_deterministic() -> None:
+    first, second = one_session(), one_session()
+    assert first == second
+    assert '"event_id":"event_' in first[0] and '"id":"sess_' in first[0]

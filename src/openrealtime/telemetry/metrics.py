@@ -191,12 +191,15 @@ class MetricsObserver:
             counter = self._client_event_counters[event_type] = self.client_events.labels(event_type)
         counter.inc()
 
-    def server_event(self, info: SessionInfo, event: ServerEvent) -> None:
-        kind = event.type
+    def _count_server_event(self, kind: str) -> None:
         counter = self._server_event_counters.get(kind)
         if counter is None:  # ``labels()`` takes a lock and builds a key: once per type is enough
             counter = self._server_event_counters[kind] = self.server_events.labels(kind)
         counter.inc()
+
+    def server_event(self, info: SessionInfo, event: ServerEvent) -> None:
+        kind = event.type
+        self._count_server_event(kind)
         if kind == "response.done":
             self._response_done(info, getattr(event, "response", {}))
         elif kind == "error":
@@ -216,7 +219,9 @@ class MetricsObserver:
     # ------------------------------------------------------------------ details
 
     def output_audio(self, info: SessionInfo, audio: OutputAudio) -> None:
-        """A chunk of speech is sent: late when the client should already be playing it."""
+        """A chunk of speech is sent (a ``response.output_audio.delta`` on WebSocket, played
+        out on WebRTC and SIP): late when the client should already be playing it."""
+        self._count_server_event("response.output_audio.delta")
         playback = self._audio.setdefault(info.session_id, {})
         duration_s = len(audio.pcm) / formats.INTERNAL_RATE
         schedule, lateness = schedule_chunk(playback.get(audio.response_id), self._clock(), duration_s)
