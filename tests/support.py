@@ -15,10 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from openai.types.beta.realtime.realtime_server_event import RealtimeServerEvent as BetaServerEvent
+from openai.types.beta.realtime.transcription_session import ClientSecret, TranscriptionSession
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, create_model
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
+BETA_SERVER_EVENT = TypeAdapter(BetaServerEvent)
+BETA_TRANSCRIPTION_SESSION = create_model(
+    "BetaTranscriptionSessionOnSocket",
+    __base__=TranscriptionSession,
+    client_secret=(ClientSecret | None, ...),
+)
+"""The SDK's beta transcription session, whose ``client_secret`` its own docstring says is
+absent on the socket (it exists only in REST answers): here it must be present, as ``null``."""
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 if not SHARED.exists():
     SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -31,6 +41,24 @@ def validate_server_event(raw: str | bytes) -> dict[str, Any]:
     SERVER_EVENT.validate_python(data)
     if data["type"] != "input_audio_buffer.dtmf_event_received":
         assert data.get("event_id", "").startswith("event_"), data
+    return data
+
+
+def validate_beta_server_event(raw: str | bytes) -> dict[str, Any]:
+    """Validate one server frame against the openai SDK's beta union
+    (``openai.types.beta.realtime``); any violation fails.
+
+    ``transcription_session.created`` is not in that union (the beta service sent it first on
+    ``?intent=transcription`` sockets); its session is held to the same type as
+    ``transcription_session.updated``'s, as is that one's (``client_secret`` ``null``)."""
+    data: dict[str, Any] = json.loads(raw)
+    assert data.get("event_id", "").startswith("event_"), data
+    if data.get("type") in ("transcription_session.created", "transcription_session.updated"):
+        assert set(data) == {"type", "event_id", "session"}, data
+        session = BETA_TRANSCRIPTION_SESSION.model_validate(data["session"])
+        assert session.client_secret is None
+        return data
+    BETA_SERVER_EVENT.validate_python(data)
     return data
 
 

@@ -9,6 +9,7 @@ import contextlib
 import fractions
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,8 @@ class Caller:
     call_id: str = ""
     inbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    validate: Callable[[str | bytes], dict[str, Any]] = validate_server_event
+    """How each data-channel message is checked (the beta shape's union for beta calls)."""
 
     async def connect(
         self,
@@ -103,14 +106,18 @@ class Caller:
         session: dict[str, Any] | None = None,
         key: str | None = None,
         codec: str | None = None,
+        path: str = "/v1/realtime/calls",
+        label: str = "oai-events",
+        verify: Any = True,
     ) -> str:
-        """Offer audio + ``oai-events``; multipart with ``session`` when given, else raw SDP
-        authenticated with ``key`` (an ``ek_`` key). Returns the call id."""
-        offer = await self.offer(codec)
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        """Offer audio + the events channel (``label``); multipart with ``session`` when given,
+        else raw SDP authenticated with ``key`` (an ``ek_`` key), to ``path`` (query included).
+        Returns the call id."""
+        offer = await self.offer(codec, label)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, verify=verify) as http:
             if session is not None:
                 response = await http.post(
-                    "/v1/realtime/calls",
+                    path,
                     headers={"Authorization": f"Bearer {key or server.api_key}"},
                     files={
                         "sdp": (None, offer, "application/sdp"),
@@ -119,7 +126,7 @@ class Caller:
                 )
             else:
                 response = await http.post(
-                    "/v1/realtime/calls",
+                    path,
                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/sdp"},
                     content=offer,
                 )
@@ -127,10 +134,10 @@ class Caller:
         assert response.headers["content-type"].startswith("application/sdp")
         return await self.accept(response.text, response.headers["location"])
 
-    async def offer(self, codec: str | None = None) -> str:
-        """The SDP offer: one microphone track and the ``oai-events`` channel, host candidates
-        on loopback gathered in full (no trickle)."""
-        self.channel = self.pc.createDataChannel("oai-events")
+    async def offer(self, codec: str | None = None, label: str = "oai-events") -> str:
+        """The SDP offer: one microphone track and the events channel (``oai-events``, or
+        Azure's ``realtime-channel``), host candidates on loopback gathered in full (no trickle)."""
+        self.channel = self.pc.createDataChannel(label)
         self.channel.on("message", self._on_message)
         transceiver = self.pc.addTransceiver(self.mic, direction="sendrecv")
         if codec is not None:
@@ -144,12 +151,12 @@ class Caller:
     async def accept(self, answer: str, location: str) -> str:
         """Apply the server's answer; the call id is the last segment of ``Location``."""
         self.call_id = location.rsplit("/", 1)[-1]
-        assert location == f"/v1/realtime/calls/{self.call_id}" and self.call_id.startswith("rtc_")
+        assert location.endswith(f"/realtime/calls/{self.call_id}") and self.call_id.startswith("rtc_")
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         return self.call_id
 
     def _on_message(self, message: str | bytes) -> None:
-        event = validate_server_event(message)
+        event = self.validate(message)
         self.events.append((time.monotonic(), event))
         self.inbox.put_nowait(event)
 

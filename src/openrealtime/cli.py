@@ -1,4 +1,4 @@
-"""The ``openrealtime`` command: serve, keys, models."""
+"""The ``openrealtime`` command: serve, keys, models, bench, replay, usage, engines."""
 
 from __future__ import annotations
 
@@ -33,7 +33,13 @@ def serve(
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = Settings.load(host=host, port=port, llm=llm)
-    secrets = [*settings.api_keys, *settings.usage_admin_keys, settings.llm_api_key or ""]
+    secrets = [
+        *settings.api_keys,
+        *settings.usage_admin_keys,
+        settings.llm_api_key or "",
+        *(part.strip() for part in (settings.recording_key or "").split(",")),
+        settings.moderation_api_key or "",
+    ]
     configure_logging(settings.log_level, settings.log_format, secrets)
     keys, generated = KeyStore.load(settings.api_keys, settings.data_dir)
     if generated:
@@ -100,6 +106,13 @@ def bench(
     turns: Annotated[int, typer.Option(min=1, help="Turns per session.")] = 3,
     min_turns: Annotated[int, typer.Option(min=1, help="Turns per level at least.")] = 8,
     silence_ms: Annotated[int, typer.Option(help="server_vad silence_duration_ms.")] = 300,
+    turn_detection: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="server_vad or semantic_vad; give it twice to measure both on one server (default server_vad)."
+        ),
+    ] = None,
+    eagerness: Annotated[str, typer.Option(help="semantic_vad eagerness: low, medium, high, auto.")] = "auto",
     warm_up: Annotated[bool, typer.Option(help="One uncounted turn first.")] = True,
     server_arg: Annotated[
         list[str] | None, typer.Option(help="Extra argument for the self-started `serve`.")
@@ -123,15 +136,66 @@ def bench(
         turns=turns,
         min_turns=min_turns,
         silence_ms=silence_ms,
+        turn_detection=turn_detection or ["server_vad"],
+        eagerness=eagerness,
         warm_up=warm_up,
         serve_args=server_arg or [],
         out=out,
         command=" ".join(["openrealtime", *sys.argv[1:]]),
     )
+    modes = options.turn_detection
+    if any(mode not in ("server_vad", "semantic_vad") for mode in modes) or len(set(modes)) != len(modes):
+        raise typer.BadParameter("server_vad and/or semantic_vad, each once", param_hint="--turn-detection")
+    if eagerness not in ("low", "medium", "high", "auto"):
+        raise typer.BadParameter("low, medium, high or auto", param_hint="--eagerness")
     try:
         run_benchmark(options)
     except (ValueError, RuntimeError, OSError) as error:
         typer.echo(f"bench failed: {error}", err=True)
+        raise typer.Exit(1) from error
+
+
+@app.command()
+def replay(
+    recordings: Annotated[
+        list[str],
+        typer.Argument(help="Recording bundles (from GET /v1/recordings/{id}) or recording ids (rec_...)."),
+    ],
+    url: Annotated[str, typer.Option(help="The server to replay against (http(s)://host:port).")],
+    api_key: Annotated[str | None, typer.Option(envvar="OPENAI_API_KEY", help="API key for --url.")] = None,
+    session_config: Annotated[
+        Path | None,
+        typer.Option(help="JSON or YAML session object merged over the recorded configuration."),
+    ] = None,
+    server_log: Annotated[
+        Path | None, typer.Option(help="The server's log, for its per-stage timings (optional).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: bench/results in a checkout).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Output file stem.")] = "replay",
+    turn_timeout: Annotated[float, typer.Option(help="Longest wait for an answer, seconds.")] = 60.0,
+) -> None:
+    """Speak recorded caller turns into a server at real-time pace and report what changed."""
+    import sys
+
+    from .recording.replay import ReplayOptions, run_replay
+
+    options = ReplayOptions(
+        recordings=recordings,
+        url=url,
+        api_key=api_key or "",
+        session_config=session_config,
+        server_log=server_log,
+        out=out,
+        name=name,
+        turn_timeout_s=turn_timeout,
+        command=" ".join(["openrealtime", *sys.argv[1:]]),
+    )
+    try:
+        run_replay(options)
+    except (ValueError, RuntimeError, OSError) as error:
+        typer.echo(f"replay failed: {error}", err=True)
         raise typer.Exit(1) from error
 
 

@@ -10,8 +10,11 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+RecordingMode = Literal["off", "metadata", "full"]
+DTMF_KEYS = "0123456789*#"
 
 
 def _default_data_dir() -> Path:
@@ -92,6 +95,37 @@ class Settings(BaseSettings):
     kokoro_voices: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     """User-supplied Kokoro voice files (``.npz`` / ``.bin``)."""
 
+    # speech engines on a remote OpenAI-compatible audio API (local engines are the fallback)
+    asr_base_url: str | None = None
+    """``/v1`` base of an OpenAI-compatible transcription endpoint (another openrealtime,
+    speaches, vLLM, OpenAI): turns are transcribed there, locally when it fails."""
+    asr_model: str = "whisper-1"
+    asr_api_key: str | None = None
+    asr_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Longest wait for the remote transcription of one turn before it is done locally."""
+    tts_base_url: str | None = None
+    """``/v1`` base of an OpenAI-compatible speech endpoint (another openrealtime,
+    Kokoro-FastAPI, speaches, OpenAI): answers are spoken there, locally when it fails."""
+    tts_model: str = "tts-1"
+    tts_api_key: str | None = None
+    tts_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Longest wait for the remote's first (or next) audio bytes of a piece (a stall)."""
+    tts_remote_voices: dict[str, str] = Field(default_factory=dict)
+    """Voice names mapped to the remote's voice ids, e.g. ``{"marin": "af_heart"}``; unmapped
+    names are sent as they are."""
+    remote_concurrency: int = Field(default=4, ge=1)
+    """Requests kept in flight per remote speech engine (its scheduler's workers)."""
+
+    # the OpenAI audio endpoints this server offers (server/audio.py)
+    max_audio_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    """Largest ``/v1/audio/transcriptions`` upload (OpenAI's limit is 25 MB)."""
+    max_transcription_seconds: float = Field(default=1500.0, gt=0)
+    """Longest audio one transcription request may hold."""
+    max_speech_input_chars: int = Field(default=4096, ge=1)
+    """Longest ``input`` of ``/v1/audio/speech`` (OpenAI's limit)."""
+    max_audio_requests_per_key: int = Field(default=4, ge=1)
+    """Audio API requests one API key may have running at once; more get 429."""
+
     # engines on a Ray cluster (optional extra ``openrealtime[ray]``)
     ray_address: str | None = None
     """Ray cluster the engines run on: its GCS address ``HOST:6379`` or ``auto``; this process
@@ -132,6 +166,10 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = None
     """TLS certificate (PEM) for ``serve``: some clients insist on ``https://``/``wss://``."""
     ssl_keyfile: Path | None = None
+    beta_shape: bool = True
+    """Serve clients of the retired beta shape (``OpenAI-Beta: realtime=v1``, the
+    ``openai-beta.realtime-v1`` subprotocol, Azure's preview api-versions, ``/realtime/sessions``)
+    by translating it at the edge; false refuses them with ``beta_api_shape_disabled`` (GA only)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the REST routes from a browser page on another origin (none by
     default: the playground is same-origin)."""
@@ -155,6 +193,73 @@ class Settings(BaseSettings):
     usage_admin_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """API keys (or their ``key_…`` ids) that may read every key's usage at ``/v1/usage``."""
 
+    # recording and retention (recording/)
+    recording: RecordingMode = "off"
+    """What is kept of each session: ``off``; ``metadata`` (every event with timestamps,
+    transcripts, tool calls, timings and usage, no audio); ``full`` (that plus the caller's
+    audio and the assistant's audio as played). Encrypted at rest with ``recording_key``."""
+    recording_keys: dict[str, RecordingMode] = Field(default_factory=dict)
+    """Per-key modes overriding ``recording``: JSON ``{"key_ab12…" or the key: "full"}``."""
+    recording_key: str | None = None
+    """AES-256 key(s) that encrypt recordings: base64 of 32 bytes, optionally ``id:base64``,
+    comma-separated, or a file path holding such lines (or 32 raw bytes). The last one encrypts
+    new recordings, every one decrypts: append a key to rotate. Required unless recording is off."""
+    recording_path: Path | None = None
+    """Folder of the encrypted recording files (default ``recordings`` in the data dir); gateways
+    sharing PostgreSQL must share it too (a network file system)."""
+    retention_days: float = Field(default=30.0, ge=0)
+    """Recordings older than this are deleted (at start-up and every ``recording_sweep_minutes``);
+    0 keeps them until deleted through the API."""
+    recording_sweep_minutes: float = Field(default=60.0, gt=0)
+
+    # content safety (safety/)
+    moderation: Literal["none", "rules", "endpoint"] = "none"
+    """Checks caller transcripts and model text before it is spoken: ``rules`` (a rules file of
+    ``block``/``redact`` patterns) or ``endpoint`` (an OpenAI-compatible ``/v1/moderations``)."""
+    moderation_rules: Path | None = None
+    """The rules file (YAML or JSON) for ``moderation=rules``."""
+    moderation_url: str | None = None
+    """The moderation endpoint for ``moderation=endpoint``, e.g. ``https://api.openai.com/v1/moderations``."""
+    moderation_api_key: str | None = None
+    moderation_model: str = "omni-moderation-latest"
+    moderation_timeout_seconds: float = Field(default=2.0, gt=0)
+    moderation_fail_closed: bool = True
+    """When the endpoint fails or times out, treat the text as blocked (true) or let it pass."""
+    moderation_refusal: str = "Sorry, I can't help with that."
+    """What the assistant says instead of answering a blocked caller turn."""
+
+    # AI disclosure and consent
+    disclosure: str | None = None
+    """A sentence spoken at the start of every SIP and WebRTC call before the first turn, e.g.
+    "You are talking to an automated assistant; this call may be recorded." """
+    recording_opt_out_dtmf: str | None = None
+    """A DTMF key (``0``-``9``, ``*``, ``#``) SIP callers press to stop the recording of their
+    call; what was recorded of the call is deleted."""
+
+    @field_validator("recording_opt_out_dtmf", mode="before")
+    @classmethod
+    def _one_dtmf_key(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip() or None
+        if value is not None and (not isinstance(value, str) or len(value) != 1 or value not in DTMF_KEYS):
+            raise ValueError("recording_opt_out_dtmf must be one DTMF key: 0-9, * or #")
+        return value
+
+    @model_validator(mode="after")
+    def _moderation_needs_its_source(self) -> Settings:
+        if self.moderation == "rules" and self.moderation_rules is None:
+            raise ValueError("moderation=rules needs moderation_rules (a YAML or JSON rules file)")
+        if self.moderation == "endpoint" and not self.moderation_url:
+            raise ValueError(
+                "moderation=endpoint needs moderation_url (an OpenAI-compatible /v1/moderations)"
+            )
+        return self
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Where recording files live, default applied."""
+        return self.recording_path or self.data_dir / "recordings"
+
     # gateway replicas (server/cluster.py)
     redis_url: str | None = None
     """``redis://host:port/db``: share ephemeral keys, per-key limits and the call registry with
@@ -174,9 +279,25 @@ class Settings(BaseSettings):
 
     # phone calls (SIP)
     sip_enabled: bool = False
-    """Answer SIP calls (UDP and TCP) and hand them to the app through the webhook."""
+    """Answer SIP calls (UDP, TCP, TLS) and hand them to the app through the webhook."""
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
+    """The UDP and TCP port."""
+    sip_transports: Annotated[list[Literal["udp", "tcp", "tls"]] | None, NoDecode] = None
+    """Comma-separated SIP listeners among ``udp``, ``tcp``, ``tls`` (default: ``udp,tcp``, plus
+    ``tls`` when ``sip_tls_certfile`` is set). ``tls`` alone: a TLS-only server."""
+    sip_tls_port: int = 5061
+    sip_tls_certfile: Path | None = None
+    """PEM certificate chain of the SIP TLS listener (with its key unless ``sip_tls_keyfile``)."""
+    sip_tls_keyfile: Path | None = None
+    sip_tls_cafile: Path | None = None
+    """CAs (PEM) for SIP peers' certificates: those of the callers we open a new connection to
+    (default: the system's CAs), and callers' own with ``sip_tls_require_client_cert``."""
+    sip_tls_require_client_cert: bool = False
+    """Mutual TLS: SIP callers must present a certificate signed by ``sip_tls_cafile``."""
+    sip_media_security: Literal["either", "srtp", "rtp"] = "either"
+    """Call media: ``either`` (SRTP when the caller offers SDES keys, else plain RTP),
+    ``srtp`` (plain-RTP offers get 488) or ``rtp`` (SRTP-only offers get 488)."""
     sip_allowed_sources: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Trunk addresses or networks (``203.0.113.0/24``) admitted without digest auth. With
     no allowlist and no digest user, only loopback callers are admitted."""
@@ -195,6 +316,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("sip_transports", mode="before")
+    @classmethod
+    def _split_sip_transports(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()] or None
+        return value
+
+    @model_validator(mode="after")
+    def _sip_tls_needs_a_certificate(self) -> Settings:
+        if "tls" in self.sip_listeners and self.sip_tls_certfile is None:
+            raise ValueError("sip_transports includes tls: set sip_tls_certfile (and sip_tls_keyfile)")
+        if self.sip_tls_require_client_cert and self.sip_tls_cafile is None:
+            raise ValueError("sip_tls_require_client_cert needs sip_tls_cafile to check callers against")
+        return self
+
+    @property
+    def sip_listeners(self) -> list[str]:
+        """The SIP transports to listen on, defaults applied."""
+        if self.sip_transports:
+            return list(dict.fromkeys(self.sip_transports))
+        return ["udp", "tcp"] + (["tls"] if self.sip_tls_certfile is not None else [])
 
     @field_validator(
         "api_keys", "piper_voices", "kokoro_voices", "usage_admin_keys", "cors_origins", mode="before"

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,15 +107,23 @@ async def webhook_app(client: AsyncOpenAI, port: int) -> AsyncIterator[WebhookAp
 
 
 class Baresip:
-    """One headless baresip, driven over its ``ctrl_tcp`` JSON interface (netstrings)."""
+    """One headless baresip, driven over its ``ctrl_tcp`` JSON interface (netstrings).
+    ``account`` is its accounts line; ``extra_config`` adds config lines (TLS, SRTP)."""
 
-    def __init__(self, home: Path, source_wav: Path) -> None:
+    def __init__(
+        self,
+        home: Path,
+        source_wav: Path,
+        *,
+        account: str = "<sip:caller@127.0.0.1>;regint=0",
+        extra_config: Sequence[str] = (),
+    ) -> None:
         self.home = home
         self.ctrl_port = free_port()
         self.sip_port = free_port()
         self.dumps = home / "dumps"
         self.dumps.mkdir(parents=True, exist_ok=True)
-        (home / "accounts").write_text("<sip:caller@127.0.0.1>;regint=0\n")
+        (home / "accounts").write_text(account + "\n")
         (home / "contacts").write_text("")
         (home / "config").write_text(
             "\n".join(
@@ -139,6 +147,7 @@ class Baresip:
                     "module alsa.so",
                     "module sndfile.so",
                     f"snd_path {self.dumps}",
+                    *extra_config,
                     "module_tmp account.so",
                     "module_app menu.so",
                     "module ctrl_tcp.so",

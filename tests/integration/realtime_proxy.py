@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,11 +41,17 @@ class ProxiedSession:
         return [str(event.get("type")) for event in self.server_events]
 
 
-class ValidatingProxy:
-    """``ws://127.0.0.1:PORT`` → the server's WebSocket URL, same path, query and credentials."""
+Validator = Callable[[str | bytes], dict[str, Any]]
 
-    def __init__(self, upstream: str) -> None:
+
+class ValidatingProxy:
+    """``ws://127.0.0.1:PORT`` → the server's WebSocket URL, same path, query and credentials.
+    ``validate`` checks each server frame (the GA union by default; the beta union for
+    clients of the beta shape)."""
+
+    def __init__(self, upstream: str, validate: Validator = validate_server_event) -> None:
         self.upstream = upstream.rstrip("/")
+        self.validate = validate
         self.sessions: list[ProxiedSession] = []
         self._server: Server | None = None
 
@@ -76,7 +82,7 @@ class ValidatingProxy:
             async def to_client() -> None:
                 async for frame in upstream:
                     try:
-                        session.server_events.append(validate_server_event(frame))
+                        session.server_events.append(self.validate(frame))
                     except Exception as problem:  # any violation is recorded, the frame still goes on
                         session.invalid.append((str(frame)[:2000], f"{type(problem).__name__}: {problem}"))
                         with contextlib.suppress(ValueError, TypeError):
@@ -112,6 +118,8 @@ async def _until_either_ends(
 
 
 @contextlib.asynccontextmanager
-async def validating_proxy(upstream: str) -> AsyncIterator[ValidatingProxy]:
-    async with ValidatingProxy(upstream) as proxy:
+async def validating_proxy(
+    upstream: str, validate: Validator = validate_server_event
+) -> AsyncIterator[ValidatingProxy]:
+    async with ValidatingProxy(upstream, validate) as proxy:
         yield proxy

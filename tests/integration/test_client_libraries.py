@@ -1,8 +1,11 @@
 """Third-party Realtime clients taking a voice turn against the real server (spec §16):
 pipecat's ``OpenAIRealtimeLLMService`` in a pipeline and livekit-plugins-openai's
-``RealtimeModel`` without a room. Real recorded speech goes in at real-time pace; each client
-must deliver, through its own API, the transcription of what was said and the spoken answer.
-Every event a client receives passes a validating proxy (openai SDK union) on the way.
+``RealtimeModel`` without a room, and their Azure flavours (pipecat's
+``AzureRealtimeLLMService``, LiveKit's ``RealtimeModel.with_azure`` on Azure's v1 surface, and
+with a preview ``api_version``, which speaks the beta shape). Real recorded speech goes in at
+real-time pace; each client must deliver, through its own API, the transcription of what was
+said and the spoken answer. Every event a client receives passes a validating proxy (the openai
+SDK's union, or its beta union for the beta shape) on the way.
 
 The clients run in their own venv (``make clients-env``), started as a subprocess that talks
 to the server over loopback; see ``tests/integration/clients``.
@@ -24,7 +27,7 @@ from openrealtime.engines.asr.wer import corpus_wer
 from tests.integration.realtime_proxy import ProxiedSession, validating_proxy
 from tests.integration.test_realtime_voice import answer_transcript_check
 from tests.speech_audio import caller_audio, transcripts
-from tests.support import ServerProcess, run_server
+from tests.support import ServerProcess, run_server, validate_beta_server_event, validate_server_event
 from tests.unit.test_wire_later_additions import null_later_additions
 
 pytestmark = pytest.mark.slow
@@ -33,8 +36,11 @@ REPO = Path(__file__).resolve().parents[2]
 CLIP = "librivox-0880"
 FIXED_REPLY = "Thank you for calling, I heard you clearly and I will help you right away."
 INSTRUCTIONS = f"Whatever the user says, reply with exactly this sentence: {FIXED_REPLY}"
-CLIENTS = ["pipecat-openai", "livekit-openai"]
+CLIENTS = ["pipecat-openai", "livekit-openai", "pipecat-azure", "livekit-azure", "livekit-azure-preview"]
 """Runner names in ``tests.integration.clients.__main__.RUNNERS``."""
+BETA_CLIENTS = {"livekit-azure-preview"}
+"""Clients that speak the beta shape."""
+AZURE_DEPLOYMENT = "voice-bot-deployment"
 RUN_TIMEOUT_S = 240
 
 
@@ -87,15 +93,20 @@ async def test_a_voice_turn_through_the_client(
 ) -> None:
     speech_path = tmp_path / f"{CLIP}.pcm"
     speech_path.write_bytes(caller_audio(CLIP).astype("<i2").tobytes())
-    async with validating_proxy(voice_server.ws_url) as proxy:
+    beta = client in BETA_CLIENTS
+    azure = "azure" in client
+    validate = validate_beta_server_event if beta else validate_server_event
+    async with validating_proxy(voice_server.ws_url, validate) as proxy:
         result = await run_client(
             client,
             {
                 "http_base": proxy.url.replace("ws://", "http://") + "/v1",
                 "ws_base": proxy.url + "/v1/realtime",
+                "endpoint": proxy.url.replace("ws://", "http://"),
                 "api_key": voice_server.api_key,
                 "speech_path": str(speech_path),
                 "instructions": INSTRUCTIONS,
+                **({"model": AZURE_DEPLOYMENT} if azure else {}),
             },
             tmp_path,
         )
@@ -106,6 +117,9 @@ async def test_a_voice_turn_through_the_client(
     assert len(proxy.sessions) == 1, [s.path for s in proxy.sessions]
     session: ProxiedSession = proxy.sessions[0]
     assert not session.invalid, session.invalid[:3]
+    if azure:  # Azure's URLs, the deployment as the model
+        expected = "/openai/realtime?" if beta else "/openai/v1/realtime?"
+        assert session.path.startswith(expected) and AZURE_DEPLOYMENT in session.path, session.path
     # and carried no later addition as null (what broke pipecat 1.14)
     assert [path for event in session.server_events for path in null_later_additions(event)] == []
     types = session.types()
@@ -113,7 +127,11 @@ async def test_a_voice_turn_through_the_client(
     assert not session.of("error"), session.of("error")
     # the client configured the session and the server took it
     updated = session.of("session.updated")[-1]["session"]
-    assert updated["audio"]["input"]["transcription"]["model"] == "whisper-1"
+    if beta:
+        assert updated["input_audio_transcription"]["model"] == "whisper-1"
+        assert "conversation.created" in types and "conversation.item.added" not in types
+    else:
+        assert updated["audio"]["input"]["transcription"]["model"] == "whisper-1"
     assert updated["instructions"] == INSTRUCTIONS
 
     # the client's own transcription result has the caller's words
@@ -126,7 +144,9 @@ async def test_a_voice_turn_through_the_client(
     assert seconds >= 1.0, seconds
     level = float(np.sqrt(np.mean(np.frombuffer(audio, dtype="<i2").astype(np.float64) ** 2)))
     assert level > 100, level
-    spoken = session.of("response.output_audio_transcript.done")[0]["transcript"]
+    spoken = session.of(
+        "response.audio_transcript.done" if beta else "response.output_audio_transcript.done"
+    )[0]["transcript"]
     assert result["answer_text"].strip() == spoken.strip()
     assert await answer_transcript_check(voice_server, audio, "audio/pcm", spoken) <= 0.25
     done = session.of("response.done")[0]["response"]

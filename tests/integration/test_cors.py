@@ -27,6 +27,22 @@ CLOSED_BY_DEFAULT = [
     "/v1/realtime/calls/rtc_abc/accept",
     "/playground/login",
     "/playground/session",
+    # minting and call control on the beta shape's and Azure's paths: API keys, so closed too
+    "/v1/realtime/sessions",
+    "/v1/realtime/transcription_sessions",
+    "/openai/v1/realtime/client_secrets",
+    "/openai/realtimeapi/sessions?api-version=2025-04-01-preview",
+    "/openai/v1/realtime/calls/rtc_abc/hangup",
+    "/openai/v1/realtime/calls/rtc_abc/accept",
+]
+EPHEMERAL_KEY_CALL_ROUTES = [
+    "/v1/realtime/calls",
+    "/v1/realtime/calls?model=gpt-realtime",
+    # Azure's GA call route (with and without its filter), the beta offer and Azure's preview one
+    "/openai/v1/realtime/calls",
+    "/openai/v1/realtime/calls?webrtcfilter=on",
+    "/v1/realtime?model=gpt-4o-realtime-preview",
+    "/v1/realtimertc?model=my-deployment",
 ]
 
 
@@ -53,7 +69,7 @@ def app_client(origins: list[str]) -> TestClient:
 @pytest.mark.parametrize("listed", [[], [APP_ORIGIN]])
 def test_the_call_route_answers_any_origin_without_credentials(listed: list[str]) -> None:
     client = app_client(listed)
-    for path in ("/v1/realtime/calls", "/v1/realtime/calls?model=gpt-realtime"):
+    for path in EPHEMERAL_KEY_CALL_ROUTES:
         for origin in (APP_ORIGIN, OTHER_ORIGIN, "http://127.0.0.1:5173"):
             answer = preflight(client, path, origin, "authorization,content-type,x-openai-agents-sdk")
             assert answer.status_code == 200, answer.text
@@ -63,7 +79,8 @@ def test_the_call_route_answers_any_origin_without_credentials(listed: list[str]
             allowed = answer.headers["access-control-allow-headers"].lower()
             assert "authorization" in allowed and "content-type" in allowed
     # only what the route is for: no other method, no other header
-    assert preflight(client, "/v1/realtime/calls", OTHER_ORIGIN, "x-playground").status_code == 400
+    for path in EPHEMERAL_KEY_CALL_ROUTES:
+        assert preflight(client, path, OTHER_ORIGIN, "x-playground").status_code == 400
 
 
 def test_other_routes_answer_no_other_origin_by_default() -> None:

@@ -117,12 +117,16 @@ async def test_first_clip_absolute_edges(ws: Any) -> None:
     assert abs(stopped["audio_end_ms"] - (LEAD_MS + offset)) <= EDGE_TOLERANCE_MS
 
 
-async def answer_transcript_check(server: ServerProcess, audio: bytes, fmt: str, transcript: str) -> float:
-    """Feed the answer's audio back through the server's own ASR; return the WER."""
+async def answer_transcript_check(
+    server: ServerProcess, audio: bytes, fmt: str, transcript: str, *, ssl: Any = None
+) -> float:
+    """Feed the answer's audio back through the server's own ASR; return the WER (``ssl``:
+    the client context for a TLS server)."""
     pcm24 = formats.decode(fmt, audio)
     url = server.ws_url + "/v1/realtime?intent=transcription"
     headers = {"Authorization": f"Bearer {server.api_key}"}
-    async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+    options = {"ssl": ssl} if ssl is not None else {}
+    async with websockets.connect(url, additional_headers=headers, max_size=None, **options) as ws:
         assert validate_server_event(await ws.recv())["type"] == "session.created"
         await ws.send(
             json.dumps(
@@ -479,6 +483,9 @@ async def test_voices_route_lists_every_builtin_name(voice_server: ServerProcess
     for name in ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"):
         assert names[name]["engine"] and names[name]["voice"]
     assert names["marin"]["engine"] == "piper"
+    assert names["marin"]["neural"] is True and names["marin"]["languages"] == ["en"]
+    assert names["echo"]["neural"] is False
+    assert listed["languages"]["en"][0] == "piper" and "espeak" in listed["languages"]["es"]
 
 
 async def test_unknown_voice_is_refused_and_voice_locks_after_audio(ws: Any) -> None:

@@ -179,6 +179,22 @@ def test_kokoro_engine(kokoro: Synthesizer) -> None:
     check_engine(kokoro, "jf_alpha")
 
 
+@pytest.mark.slow
+def test_kokoro_speaks_other_languages_and_repeats_short_pieces_from_cache(kokoro: Synthesizer) -> None:
+    from openrealtime.engines.tts.kokoro import KokoroSynthesizer
+
+    assert isinstance(kokoro, KokoroSynthesizer)
+    assert kokoro.languages("jf_alpha") == ("en", "pt") and "es" in kokoro.languages("jm_kumo")
+    spanish = collect(kokoro.synthesize("Buenos días, ¿en qué puedo ayudarle?", voice="jm_kumo", lang="es"))
+    assert seconds(spanish, kokoro.sample_rate) > 1.0 and rms(spanish) > 500
+    assert kokoro.phonemize("Hola.", "es") != kokoro.phonemize("Hola.", "en-us")
+    with pytest.raises(ValueError, match="does not speak"):
+        kokoro.synthesize("Hallo.", voice="jf_alpha", lang="xx")
+    first = np.concatenate(collect(kokoro.synthesize("Sure, let me check.", voice="jf_alpha")))
+    again = np.concatenate(collect(kokoro.synthesize("Sure, let me check.", voice="jf_alpha")))
+    assert np.array_equal(first, again)
+
+
 # ---------------------------------------------------------------------------- voice table
 
 

@@ -240,3 +240,27 @@ def test_the_plot_is_a_png_with_or_without_answers(tmp_path: Path, answered: boo
     path = tmp_path / "plot.png"
     plot_report(_report(levels), path)
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and path.stat().st_size > 10_000
+
+
+def test_caller_asks_for_the_turn_detection_it_measures() -> None:
+    from openrealtime.benchmark.caller import CallerSettings, turn_detection_config
+
+    assert turn_detection_config(CallerSettings(silence_ms=400)) == {
+        "type": "server_vad",
+        "silence_duration_ms": 400,
+    }
+    semantic = CallerSettings(turn_detection="semantic_vad", eagerness="high")
+    assert turn_detection_config(semantic) == {"type": "semantic_vad", "eagerness": "high"}
+    with pytest.raises(ValueError):
+        turn_detection_config(CallerSettings(turn_detection="push_to_talk"))
+
+
+def test_bench_command_rejects_unknown_turn_detection() -> None:
+    from typer.testing import CliRunner
+
+    from openrealtime.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--turn-detection", "magic"])
+    assert result.exit_code != 0
+    result = CliRunner().invoke(app, ["bench", "--turn-detection", "semantic_vad", "--eagerness", "eager"])
+    assert result.exit_code != 0

@@ -38,6 +38,8 @@ EPHEMERAL = "ek_68af2c5d0e1f4a9b8c7d6e5f"
         (f"minted {EPHEMERAL}, expires soon", EPHEMERAL),
         (f"url=wss://host/v1/realtime?key={EPHEMERAL}", EPHEMERAL),
         ("connecting to postgresql://app:s3cr3t-pw@db:5432/usage", "s3cr3t-pw"),
+        ('"GET /openai/realtime?api-version=2025-08-28&api-key=azurekey123 HTTP/1.1"', "azurekey123"),
+        ("WebSocket /openai/v1/realtime?API-KEY=azurekey123&model=x", "azurekey123"),
     ],
 )
 def test_redact_scrubs_key_shapes(text: str, secret: str) -> None:

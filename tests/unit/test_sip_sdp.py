@@ -1,10 +1,18 @@
-"""SDP offer/answer for telephone audio: codec choice, telephone-event, 488 cases."""
+"""SDP offer/answer for telephone audio: codec choice, telephone-event, SRTP keys (SDES),
+488 cases."""
 
 from __future__ import annotations
 
 import pytest
 
-from openrealtime.transports.sip.sdp import NegotiationError, build_answer, negotiate, parse_sdp
+from openrealtime.transports.sip.sdp import (
+    MediaSecurity,
+    NegotiationError,
+    build_answer,
+    negotiate,
+    parse_sdp,
+)
+from openrealtime.transports.sip.srtp import CryptoAttribute
 
 
 def offer(media: str, connection: str = "c=IN IP4 192.0.2.10\r\n") -> str:
@@ -61,3 +69,88 @@ def test_answer_lists_only_what_was_chosen_and_refuses_other_streams() -> None:
 def test_unusable_offers_raise_negotiation_errors(text: str) -> None:
     with pytest.raises(NegotiationError):
         negotiate(text)
+
+
+# ------------------------------------------------------------------ SRTP (SDES, RFC 4568)
+
+CRYPTO_80 = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:9DCOPQlsj5Bhuabd7lfOgwmH/ckIIaPmtUFwfT7I\r\n"
+SAVP = offer(
+    "m=audio 7486 RTP/SAVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n" + CRYPTO_80
+)
+"""What baresip with ``mediaenc=srtp-mand`` offers."""
+BEST_EFFORT = SAVP.replace("RTP/SAVP", "RTP/AVP")
+"""baresip's ``mediaenc=srtp``: plain profile, keys offered in case the answerer wants them."""
+
+
+def answer_crypto(answer: str) -> CryptoAttribute:
+    lines = [line for line in answer.split("\r\n") if line.startswith("a=crypto:")]
+    assert len(lines) == 1, answer
+    return CryptoAttribute.parse(lines[0][len("a=crypto:") :])
+
+
+@pytest.mark.parametrize("security", ["either", "srtp"])
+def test_an_savp_offer_gets_an_savp_answer_with_our_own_key(security: MediaSecurity) -> None:
+    chosen = negotiate(SAVP, security)
+    assert chosen.srtp is not None and chosen.media_security == "srtp"
+    assert (chosen.codec, chosen.dtmf_payload_type) == ("PCMU", 101)
+    offered = CryptoAttribute.parse(CRYPTO_80.strip()[len("a=crypto:") :])
+    assert chosen.srtp.remote_key == offered.key
+    answer = build_answer(SAVP, chosen, "127.0.0.1", 30000)
+    assert "m=audio 30000 RTP/SAVP 0 101\r\n" in answer
+    ours = answer_crypto(answer)
+    assert (ours.tag, ours.suite) == (1, "AES_CM_128_HMAC_SHA1_80")
+    assert ours.key == chosen.srtp.local_key != offered.key
+    assert parse_sdp(answer).media[0].crypto == [ours.value()]
+
+
+def test_best_effort_srtp_is_answered_with_keys_on_the_plain_profile() -> None:
+    chosen = negotiate(BEST_EFFORT, "either")
+    assert chosen.media_security == "srtp"
+    answer = build_answer(BEST_EFFORT, chosen, "127.0.0.1", 30000)
+    assert "m=audio 30000 RTP/AVP 0 101\r\n" in answer and answer_crypto(answer).suite.startswith("AES")
+    plain = negotiate(BEST_EFFORT, "rtp")  # keys ignored: plain RTP
+    assert plain.srtp is None and plain.media_security == "rtp"
+    assert "a=crypto" not in build_answer(BEST_EFFORT, plain, "127.0.0.1", 30000)
+
+
+def test_plain_offers_stay_plain_unless_srtp_is_required() -> None:
+    allowed: tuple[MediaSecurity, ...] = ("either", "rtp")
+    for security in allowed:
+        chosen = negotiate(BARESIP_LIKE, security)
+        assert chosen.srtp is None and chosen.media_security == "rtp"
+        assert "a=crypto" not in build_answer(BARESIP_LIKE, chosen, "127.0.0.1", 30000)
+    with pytest.raises(NegotiationError, match="SRTP is required"):
+        negotiate(BARESIP_LIKE, "srtp")
+
+
+def test_the_first_usable_crypto_line_is_answered() -> None:
+    text = SAVP.replace(
+        CRYPTO_80,
+        "a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:" + "A" * 62 + "==\r\n"
+        "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:9DCOPQlsj5Bhuabd7lfOgwmH/ckIIaPmtUFwfT7I|2^31\r\n"
+        + CRYPTO_80.replace("crypto:1", "crypto:3"),
+    )
+    chosen = negotiate(text)
+    assert chosen.srtp is not None and (chosen.srtp.tag, chosen.srtp.suite) == (2, "AES_CM_128_HMAC_SHA1_32")
+    assert answer_crypto(build_answer(text, chosen, "127.0.0.1", 1)).tag == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "security", "reason"),
+    [
+        (SAVP, "rtp", "SRTP is not accepted here"),
+        (SAVP.replace(CRYPTO_80, ""), "either", "no a=crypto"),
+        (
+            SAVP.replace("AES_CM_128_HMAC_SHA1_80", "F8_128_HMAC_SHA1_80"),
+            "either",
+            "unsupported crypto suite",
+        ),
+        (SAVP.replace("fT7I", "fT7I|2^20|1:4"), "srtp", "MKI"),
+        (BEST_EFFORT.replace("AES_CM_128_HMAC_SHA1_80", "F8_128_HMAC_SHA1_80"), "srtp", "SRTP is required"),
+        (SAVP.replace("RTP/SAVP", "UDP/TLS/RTP/SAVP"), "either", "unsupported media transport"),
+    ],
+)
+def test_srtp_offers_we_cannot_answer_get_a_reason(text: str, security: MediaSecurity, reason: str) -> None:
+    with pytest.raises(NegotiationError, match=reason):
+        negotiate(text, security)

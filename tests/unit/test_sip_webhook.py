@@ -64,3 +64,13 @@ def test_signature_is_hmac_of_id_timestamp_body() -> None:
     assert headers["webhook-signature"] == expected and expected.startswith("v1,")
     with pytest.raises(ValueError):
         webhook.secret_bytes("whsec_not base64!")
+
+
+@pytest.mark.parametrize("security", ["srtp", "rtp"])
+def test_the_media_security_reaches_the_app(security: str) -> None:
+    client = OpenAI(api_key="unused")
+    event = webhook.incoming_call_event("rtc_1", invite(), media_security=security)
+    body, headers = webhook.signed_request(SECRET, event)
+    parsed = client.webhooks.unwrap(body, headers, secret=SECRET)
+    assert parsed.data.sip_media_security == security
+    assert "sip_media_security" not in webhook.incoming_call_event("rtc_1", invite())["data"]

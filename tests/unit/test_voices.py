@@ -103,15 +103,75 @@ def test_every_default_preference_is_well_formed() -> None:
             VoiceSpec.parse(ref)
 
 
+def inner(synth: Synthesizer) -> Synthesizer:
+    assert isinstance(synth, TunedSynthesizer)
+    return synth.inner
+
+
 def test_resolve_returns_engine_and_voice() -> None:
     p, e = piper(), espeak()
     table = VoiceTable({"piper": p, "espeak": e})
     synth, voice = table.resolve("marin")
-    assert synth is p and voice == "en_US-joe-medium"
+    assert inner(synth) is p and voice == "en_US-joe-medium"
     synth, voice = table.resolve({"id": "echo"})
-    assert synth is e and voice == "en-us+klatt"
-    assert table.resolve("espeak:en-us+f3") == (e, "en-us+f3")
-    assert table.resolve("marin")[0] is p  # cached, same object
+    assert inner(synth) is e and voice == "en-us+klatt"
+    synth, voice = table.resolve("espeak:en-us+f3")
+    assert inner(synth) is e and voice == "en-us+f3"
+    assert table.resolve("marin")[0] is table.resolve("marin")[0]  # cached, same object
+
+
+def test_synthesis_reads_codes_but_keeps_plain_text() -> None:
+    p = piper()
+    synth, voice = VoiceTable({"piper": p}).resolve("marin")
+    list(synth.synthesize("Your code is A7X-4921.", voice=voice))
+    assert p.calls[-1]["text"] == "Your code is A, 7, X, dash, 4, 9, 2, 1."
+    list(synth.synthesize("Hello there.", voice=voice))
+    assert p.calls[-1]["text"] == "Hello there."
+
+
+class MultilingualFake(FakeSynth):
+    """A neural engine that speaks several languages (like Kokoro) and takes ``lang``."""
+
+    neural = True
+    supports_language = True
+
+    def languages(self, voice: str) -> tuple[str, ...]:
+        return ("en", "es", "fr")
+
+
+class EspeakFake(FakeSynth):
+    neural = False
+
+    def languages(self, voice: str) -> tuple[str, ...]:
+        return (voice.partition("+")[0].split("-")[0],)
+
+    def has_voice(self, voice: str) -> bool:
+        base = voice.partition("+")[0]
+        return base in {"en-us", "en-gb-x-rp", "en", "es", "de", "fr"}
+
+
+def test_a_voice_for_the_language() -> None:
+    p, e = FakeSynth("piper", ["en_US-joe-medium"]), EspeakFake("espeak", ["en-us", "de"], pitch=True)
+    p.neural = True  # type: ignore[attr-defined]
+    k = MultilingualFake("kokoro", ["jf_alpha", "jm_kumo"], rate=24000)
+    table = VoiceTable({"piper": p, "kokoro": k, "espeak": e})
+    assert table.spec("cedar").ref == "piper:en_US-joe-medium"
+    # cedar (male) in Spanish: Piper speaks only English, so Kokoro's male voice stands in
+    synth, voice = table.resolve("cedar", language="es")
+    assert inner(synth) is k and voice == "jm_kumo"
+    list(synth.synthesize("Son 12 euros.", voice=voice))
+    assert k.calls[-1] == {"text": "Son doce euros.", "voice": "jm_kumo", "speed": 1.0, "lang": "es"}
+    # marin (female) in German: no neural voice speaks it, espeak-ng does with a female variant
+    synth, voice = table.resolve("marin", language="de-DE")
+    assert inner(synth) is e and voice == "de+f5"
+    # English stays on the table's own voice
+    synth, voice = table.resolve("cedar", language="en")
+    assert inner(synth) is p and voice == "en_US-joe-medium"
+    # a language nobody speaks keeps the voice
+    synth, voice = table.resolve("cedar", language="xx")
+    assert inner(synth) is p
+    assert table.languages()["es"] == ["kokoro", "espeak"] or table.languages()["es"] == ["kokoro"]
+    assert table.languages()["en"][:2] == ["piper", "kokoro"]
 
 
 def test_overrides_replace_and_add() -> None:
@@ -127,7 +187,7 @@ def test_overrides_replace_and_add() -> None:
     assert table.spec("marin").ref == "espeak:en-us+f3"
     assert table.names()[-2:] == ["voice_custom", "narrator"]
     synth, voice = table.resolve({"id": "voice_custom"})
-    assert isinstance(synth, TunedSynthesizer)
+    list(inner(synth).synthesize("warm", voice=voice))
     list(synth.synthesize("hi", voice=voice, speed=0.5))
     assert e.calls[-1] == {"text": "hi", "voice": "en-gb-x-rp+m2", "speed": pytest.approx(0.6), "pitch": 30}
     rows = {row["name"]: row for row in table.describe()}
@@ -195,6 +255,8 @@ def test_describe_rows() -> None:
         "description": "piper en_US-joe-medium",
         "sample_rate": 22050,
         "builtin": True,
+        "neural": False,  # the fake does not say it is neural
+        "languages": ["en"],
     }
     echo = rows[OPENAI_VOICES.index("echo")]
     assert echo["description"] == "espeak en-us, variant klatt"

@@ -15,7 +15,7 @@ import base64
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,7 +27,11 @@ from .audio import RATE, Utterance, room_tone
 from .server import BenchServer
 from .stats import PlaybackClock
 
-__all__ = ["CallerSettings", "TurnResult", "run_session"]
+__all__ = ["CallerSettings", "ToolAnswers", "TurnResult", "run_session", "turn_detection_config"]
+
+ToolAnswers = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+"""Given the function calls of a finished response (its ``function_call`` items), the client
+events that answer them (outputs, then ``response.create``)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,10 @@ class CallerSettings:
     turns: int = 3
     silence_ms: int = 300
     """``server_vad`` silence_duration_ms the session asks for."""
+    turn_detection: str = "server_vad"
+    """``server_vad`` or ``semantic_vad``."""
+    eagerness: str = "auto"
+    """``semantic_vad`` eagerness: low, medium, high or auto."""
     chunk_ms: int = 40
     lead_ms: int = 500
     """Room tone before each utterance."""
@@ -62,6 +70,10 @@ class TurnResult:
     answer_audio_s: float = 0.0
     transcript: str | None = None
     reference: str | None = None
+    answer: str | None = None
+    """The answer's transcript (or text)."""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Function calls of the turn's responses: ``{"name", "arguments"}``."""
     error: str | None = None
     server: dict[str, Any] = field(default_factory=dict)
     """The server's ``turn timings`` record of the response, when its log is readable."""
@@ -83,6 +95,8 @@ class _Turn:
         self.created: list[str] = []
         self.deltas: dict[str, list[tuple[float, float]]] = {}
         self.answer: tuple[str, str | None] | None = None
+        self.answer_text = ""
+        self.calls: list[dict[str, Any]] = []
         self.answered = asyncio.Event()
         self.errors: list[str] = []
 
@@ -102,7 +116,19 @@ class _Turn:
         elif kind == "response.done" and self.answer is None and self.speech_end_at is not None:
             response = event["response"]
             if response.get("status") != "cancelled" and at >= self.speech_end_at:
+                output = [item for item in response.get("output") or [] if isinstance(item, dict)]
+                calls = [item for item in output if item.get("type") == "function_call"]
+                self.calls.extend({"name": c.get("name"), "arguments": c.get("arguments")} for c in calls)
+                messages = [item for item in output if item.get("type") == "message"]
+                if calls and not messages:
+                    return  # the client answers the calls; the next response is the answer
                 self.answer = (str(response["id"]), response.get("status"))
+                self.answer_text = " ".join(
+                    str(part.get("transcript") or part.get("text") or "").strip()
+                    for item in messages
+                    for part in item.get("content") or []
+                    if isinstance(part, dict)
+                ).strip()
                 self.answered.set()
 
     def playback(self) -> PlaybackClock:
@@ -121,11 +147,13 @@ class _Turn:
             return (later[0] - end) * 1000 if later else None
 
         base.responses = len(self.created)
+        base.tool_calls = list(self.calls)
         base.speech_stopped_ms = after_end(self.stopped_at)
         base.transcript_ms = after_end([t for t, _ in self.transcripts])
         base.transcript = " ".join(text for _, text in self.transcripts).strip() or None
         if self.answer is not None:
             base.response_id, base.status = self.answer
+            base.answer = self.answer_text or None
             deltas = self.deltas.get(base.response_id, [])
             if deltas:
                 base.voice_to_voice_ms = (deltas[0][0] - end) * 1000
@@ -163,7 +191,18 @@ class _Line:
         return marked
 
 
-def _session_update(silence_ms: int) -> str:
+def turn_detection_config(settings: CallerSettings) -> dict[str, Any]:
+    """The session's ``audio.input.turn_detection`` for the caller's settings."""
+    if settings.turn_detection == "semantic_vad":
+        return {"type": "semantic_vad", "eagerness": settings.eagerness}
+    if settings.turn_detection == "server_vad":
+        return {"type": "server_vad", "silence_duration_ms": settings.silence_ms}
+    raise ValueError(f"turn detection must be server_vad or semantic_vad, got {settings.turn_detection!r}")
+
+
+def _session_update(settings: CallerSettings, session: Mapping[str, Any] | None = None) -> str:
+    if session is not None:
+        return json.dumps({"type": "session.update", "session": dict(session)})
     return json.dumps(
         {
             "type": "session.update",
@@ -172,7 +211,7 @@ def _session_update(silence_ms: int) -> str:
                 "audio": {
                     "input": {
                         "transcription": {"model": "whisper-1", "language": "en"},
-                        "turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms},
+                        "turn_detection": turn_detection_config(settings),
                     }
                 },
             },
@@ -188,13 +227,22 @@ async def run_session(
     session: int,
     start_delay_s: float = 0.0,
     on_turn: Callable[[TurnResult], None] | None = None,
+    plan: Sequence[Utterance] | None = None,
+    session_config: Mapping[str, Any] | None = None,
+    tools: ToolAnswers | None = None,
 ) -> list[TurnResult]:
     """Speak ``settings.turns`` turns in one session. Session ``i`` speaks utterances
     ``i * turns``, ``i * turns + 1``, ... (cyclically): a level speaks every utterance equally
-    often, and sessions at once mostly speak different ones."""
+    often, and sessions at once mostly speak different ones.
+
+    ``plan`` gives the utterances to speak instead (one turn each); ``session_config`` the
+    ``session`` of the ``session.update`` to send (default: server VAD with ``silence_ms`` and
+    Whisper transcription), which must then be accepted before the first turn; ``tools``
+    answers the function calls of the responses."""
     await asyncio.sleep(start_delay_s)
     first = session * settings.turns
-    plan = [utterances[(first + turn) % len(utterances)] for turn in range(settings.turns)]
+    if plan is None:
+        plan = [utterances[(first + turn) % len(utterances)] for turn in range(settings.turns)]
     tones = {u.name: room_tone(u.pcm, RATE * 4, seed=session + 1) for u in plan}
     results: list[TurnResult] = []
     current = _Turn()
@@ -211,15 +259,25 @@ async def run_session(
             async def receive() -> None:
                 with contextlib.suppress(websockets.ConnectionClosed):
                     async for raw in ws:
+                        event: Any = None
                         with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
-                            current.on_event(json.loads(raw), time.monotonic())
+                            event = json.loads(raw)
+                            current.on_event(event, time.monotonic())
+                        if (
+                            tools is not None
+                            and isinstance(event, dict)
+                            and event.get("type") == "response.done"
+                        ):
+                            await _answer_calls(ws, event, tools)
 
             greeting = json.loads(await asyncio.wait_for(ws.recv(), 30))
             kind = greeting.get("type")
             if kind != "session.created":
                 detail = (greeting.get("error") or {}).get("message", "") if kind == "error" else ""
                 raise RuntimeError(f"expected session.created, got {kind} {detail}".strip())
-            await ws.send(_session_update(settings.silence_ms))
+            await ws.send(_session_update(settings, session_config))
+            if session_config is not None:
+                await _until_updated(ws)
             receiver = asyncio.create_task(receive())
             line = _Line(ws, settings.chunk_ms)
             try:
@@ -247,6 +305,32 @@ async def run_session(
             failed.error = f"{type(error).__name__}: {error}"
             finish(failed)
     return results
+
+
+async def _until_updated(ws: Any, timeout_s: float = 30.0) -> None:
+    """Wait for ``session.updated``; an ``error`` first means the configuration was refused."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        event = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic())))
+        if event.get("type") == "session.updated":
+            return
+        if event.get("type") == "error":
+            message = (event.get("error") or {}).get("message", "")
+            raise RuntimeError(f"the server refused the session configuration: {message}")
+
+
+async def _answer_calls(ws: Any, event: dict[str, Any], tools: ToolAnswers) -> None:
+    response = event.get("response") or {}
+    if response.get("status") == "cancelled":
+        return
+    calls = [
+        item
+        for item in response.get("output") or []
+        if isinstance(item, dict) and item.get("type") == "function_call"
+    ]
+    if calls:
+        for answer in tools(calls):
+            await ws.send(json.dumps(answer))
 
 
 async def _listen(

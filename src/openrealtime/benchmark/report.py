@@ -10,7 +10,7 @@ from ..engines.asr.wer import corpus_wer
 from .caller import TurnResult
 from .stats import judge_level, summarize
 
-__all__ = ["SERVER_STAGES", "STAGES", "level_summary", "plot_report"]
+__all__ = ["SERVER_STAGES", "STAGES", "level_summary", "plot_report", "stage_values"]
 
 SERVER_STAGES = (
     "transcript_ready_ms",
@@ -36,7 +36,7 @@ placed on the client's axis through the ``speech_stopped`` both sides saw (loopb
 instants are within a millisecond or so)."""
 
 
-def _stage_values(turns: Sequence[TurnResult]) -> dict[str, list[float]]:
+def stage_values(turns: Sequence[TurnResult]) -> dict[str, list[float]]:
     values: dict[str, list[float]] = {stage: [] for stage in STAGES}
     for turn in turns:
         client = {
@@ -62,7 +62,7 @@ def level_summary(concurrency: int, turns: Sequence[TurnResult], p95_limit_ms: f
     underruns = sum(t.underruns for t in turns)
     verdict = judge_level(v2v, turns=len(turns), underruns=underruns, p95_limit_ms=p95_limit_ms)
     latency = summarize(v2v)
-    stages = {stage: summarize(values) for stage, values in _stage_values(turns).items() if values}
+    stages = {stage: summarize(values) for stage, values in stage_values(turns).items() if values}
     server_stages = {
         key: summarize(values)
         for key in SERVER_STAGES

@@ -58,6 +58,10 @@ class BenchOptions:
     min_turns: int = 8
     """Turns per level at least: a session does more turns at low levels to reach it."""
     silence_ms: int = 300
+    turn_detection: list[str] = field(default_factory=lambda: ["server_vad"])
+    """Turn detection modes to measure, one sweep each, on the same server, in this order."""
+    eagerness: str = "auto"
+    """``semantic_vad`` eagerness."""
     chunk_ms: int = 40
     warm_up: bool = True
     serve_args: list[str] = field(default_factory=list)
@@ -154,9 +158,17 @@ def _load_utterances(paths: list[Path]) -> list[Utterance]:
     return [load_utterance(path) for path in paths]
 
 
-def _sweep(options: BenchOptions, server: BenchServer, display: _Display) -> list[dict[str, Any]]:
+def _sweep(
+    options: BenchOptions, server: BenchServer, display: _Display, turn_detection: str = "server_vad"
+) -> list[dict[str, Any]]:
     utterances = options.utterances or _load_utterances(options.audio)
-    base = CallerSettings(turns=options.turns, silence_ms=options.silence_ms, chunk_ms=options.chunk_ms)
+    base = CallerSettings(
+        turns=options.turns,
+        silence_ms=options.silence_ms,
+        chunk_ms=options.chunk_ms,
+        turn_detection=turn_detection,
+        eagerness=options.eagerness,
+    )
     explicit = options.levels is not None
     levels = options.levels or sweep_levels(options.max_concurrency)
     if options.warm_up:
@@ -217,8 +229,14 @@ def run_benchmark(options: BenchOptions, console: Console | None = None) -> dict
             assert options.api_key is not None
             server = BenchServer(options.url, options.api_key)
         machine = machine_info(*MACHINE_PACKAGES)
-        with display.running():
-            levels = _sweep(options, server, display)
+        by_mode: dict[str, list[dict[str, Any]]] = {}
+        for mode in options.turn_detection:
+            if len(options.turn_detection) > 1:
+                console.print(f"[bold]{mode}[/]")
+                display = _Display(console)
+            with display.running():
+                by_mode[mode] = _sweep(options, server, display, mode)
+        levels = by_mode[options.turn_detection[0]]
         console.print()
         machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     config: dict[str, Any] = {
@@ -234,6 +252,8 @@ def run_benchmark(options: BenchOptions, console: Console | None = None) -> dict
         "turns_per_session": options.turns,
         "min_turns_per_level": options.min_turns,
         "silence_ms": options.silence_ms,
+        "turn_detection": options.turn_detection,
+        "eagerness": options.eagerness,
         "chunk_ms": options.chunk_ms,
         "warm_up": options.warm_up,
     }
@@ -256,6 +276,29 @@ def run_benchmark(options: BenchOptions, console: Console | None = None) -> dict
             (f"{lv['concurrency']}: {lv['verdict']}" for lv in levels if not lv["held"]), None
         ),
         "levels": levels,
+        "by_turn_detection": {
+            mode: [
+                {
+                    k: level[k]
+                    for k in (
+                        "concurrency",
+                        "turn_count",
+                        "answered",
+                        "p50_ms",
+                        "p95_ms",
+                        "underruns",
+                        "verdict",
+                    )
+                }
+                | {
+                    "speech_stopped_p50_ms": level["stages_ms_after_speech_end"]
+                    .get("speech_stopped", {})
+                    .get("p50")
+                }
+                for level in mode_levels
+            ]
+            for mode, mode_levels in by_mode.items()
+        },
     }
     _write(report, out_dir, f"{options.name}-{started}", options.name)
     _print_summary(console, report, out_dir / f"{options.name}-{started}", options.name)
@@ -301,4 +344,18 @@ def _print_summary(console: Console, report: dict[str, Any], stem: Path, name: s
             + (f"; stopped at {report['stop_reason']}" if report["stop_reason"] else "")
             + "."
         )
+    modes = report["by_turn_detection"]
+    if len(modes) > 1:
+        console.print(
+            "voice-to-voice by turn detection ("
+            + report["config"]["eagerness"]
+            + " eagerness for semantic_vad):"
+        )
+        for mode, mode_levels in modes.items():
+            for level in mode_levels:
+                p50, p95 = level["p50_ms"], level["p95_ms"]
+                text = "no answers" if p50 is None else f"p50 {p50:.0f} ms, p95 {p95:.0f} ms"
+                console.print(
+                    f"  {mode:13s} {level['concurrency']} session(s): {text} ({level['turn_count']} turns)"
+                )
     console.print(f"wrote {stem}.json and {stem}.png (and {stem.parent / name}-latest.*)")

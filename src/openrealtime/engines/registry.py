@@ -5,7 +5,9 @@ backends: ``embedded`` (the models shipped in packages, in this process), ``remo
 OpenAI-compatible endpoint) and ``ray`` (a Ray Serve deployment, engines/ray/). The settings
 choose a backend per kind (``backend_for``); ``BUILDERS`` maps ``(kind, backend)`` to the
 function that builds it, so a new backend is one entry here and one module beside the others.
-The embedded builders take explicit arguments and are what Ray's replicas run too.
+The embedded builders take explicit arguments and are what Ray's replicas run too. Remote
+speech (``asr_base_url``, ``tts_base_url``) sits in front of the engine this process would
+otherwise use, which stays as its fallback (``FRONTS``).
 
 The result is an ``EngineSet``: the engines behind their Protocols (engines/base.py) plus the
 few per-engine knobs the runtime needs (threads, partial transcripts, how many requests each
@@ -239,6 +241,30 @@ def _ray_vision(settings: Settings) -> VisionDescriber:
     return ray_describer(settings)
 
 
+def _remote_asr(settings: Settings, fallback: Transcriber) -> Transcriber:
+    from .asr.remote import FailoverTranscriber, RemoteTranscriber
+    from .remote import RemoteEndpoint
+
+    assert settings.asr_base_url is not None
+    endpoint = RemoteEndpoint(
+        settings.asr_base_url, settings.asr_model, settings.asr_api_key, settings.asr_timeout_seconds
+    )
+    log.info("transcription on %s (model %s), local fallback", endpoint.base_url, endpoint.model)
+    return FailoverTranscriber(RemoteTranscriber(endpoint), fallback)
+
+
+def _remote_tts(settings: Settings, fallback: VoiceResolver) -> VoiceResolver:
+    from .remote import RemoteEndpoint
+    from .tts.remote import RemoteSynthesizer, RemoteVoiceTable
+
+    assert settings.tts_base_url is not None
+    endpoint = RemoteEndpoint(
+        settings.tts_base_url, settings.tts_model, settings.tts_api_key, settings.tts_timeout_seconds
+    )
+    log.info("speech on %s (model %s), local fallback", endpoint.base_url, endpoint.model)
+    return RemoteVoiceTable(RemoteSynthesizer(endpoint), fallback, remote_voices=settings.tts_remote_voices)
+
+
 BUILDERS: Mapping[tuple[Kind, Backend], Callable[[Settings], Any]] = {
     ("llm", "embedded"): _embedded_llm,
     ("llm", "remote"): _remote_llm,
@@ -254,24 +280,45 @@ BUILDERS: Mapping[tuple[Kind, Backend], Callable[[Settings], Any]] = {
 }
 """(kind, backend) → the function that builds that engine from the settings."""
 
+FRONTS: Mapping[tuple[Kind, Backend], Callable[[Settings, Any], Any]] = {
+    ("asr", "remote"): _remote_asr,
+    ("tts", "remote"): _remote_tts,
+}
+"""(kind, backend) → a builder of an engine in front of another (its fallback): remote speech
+with this process's (or Ray's) engine behind it, warmed up, so a failover is fast."""
+
 RAY_KINDS: tuple[Kind, ...] = ("llm", "asr", "tts", "vision")
 """Kinds that can run on Ray (VAD and the turn detector keep per-session state on 32 ms
 frames: a network hop per frame would cost more than the model)."""
 
 
+_REMOTE_URLS: dict[Kind, Callable[[Settings], str | None]] = {
+    "llm": lambda settings: settings.llm_base_url,
+    "asr": lambda settings: settings.asr_base_url,
+    "tts": lambda settings: settings.tts_base_url,
+}
+
+
 def backend_for(kind: Kind, settings: Settings) -> Backend:
-    """Where ``kind`` runs: an OpenAI-compatible endpoint for the LLM when one is set, Ray
-    for the kinds listed in ``ray_engines``, else in this process."""
-    if kind == "llm" and settings.llm_base_url:
+    """Where ``kind`` runs: an OpenAI-compatible endpoint when one is set for it, Ray for the
+    kinds listed in ``ray_engines``, else in this process."""
+    remote_url = _REMOTE_URLS.get(kind)
+    if remote_url is not None and remote_url(settings):
         return "remote"
-    if kind in settings.ray_engines:
-        return "ray"
-    return "embedded"
+    return local_backend_for(kind, settings)
+
+
+def local_backend_for(kind: Kind, settings: Settings) -> Backend:
+    """Where ``kind`` runs when no remote endpoint is in front of it."""
+    return "ray" if kind in settings.ray_engines else "embedded"
 
 
 def build(kind: Kind, settings: Settings) -> Any:
-    """Build one engine of ``kind`` on the backend the settings choose."""
+    """Build one engine of ``kind`` on the backend the settings choose (for a remote front,
+    the engine behind it)."""
     backend = backend_for(kind, settings)
+    if (kind, backend) in FRONTS:
+        backend = local_backend_for(kind, settings)
     builder = BUILDERS.get((kind, backend))
     if builder is None:
         raise ValueError(f"no {backend} backend for the {kind} engine")
@@ -311,9 +358,9 @@ def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
         log.info(
             "speech engines ready: asr=%s (%s) tts=%s (%s)",
             settings.asr,
-            backend_for("asr", settings),
+            local_backend_for("asr", settings),
             ", ".join(sorted(synthesizers)),
-            backend_for("tts", settings),
+            local_backend_for("tts", settings),
         )
     if backend_for("vision", settings) == "ray":
         engines.vision = build("vision", settings)
@@ -324,7 +371,28 @@ def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
     if settings.warm_up:
         spent = warm_up(engines)
         log.info("engines warmed up: %s", ", ".join(f"{k} {v:.2f}s" for k, v in spent.items()))
+    _put_remote_fronts(engines, settings)
     return engines
+
+
+def _put_remote_fronts(engines: EngineSet, settings: Settings) -> None:
+    """Remote speech in front of the engines just loaded, which stay as the fallback.
+
+    Transcription while the caller speaks: remote finals only, unless ``asr_partials`` is set
+    explicitly. Local Whisper partials would spend this process's cores on every talking
+    caller, which is what a remote ASR is configured to take away (and their words need not
+    match the remote's final); re-transcribing the growing turn on the remote every 0.8 s
+    multiplies its load by 3-6 per turn. One remote call after the end of speech costs its
+    round trip instead (measured in the README's backends table).
+    """
+    if backend_for("asr", settings) == "remote" and engines.transcriber is not None:
+        engines.transcriber = FRONTS[("asr", "remote")](settings, engines.transcriber)
+        if "asr_partials" not in settings.model_fields_set:
+            engines.partials = "none"
+        engines.in_flight["asr"] = max(engines.in_flight.get("asr", 1), settings.remote_concurrency)
+    if backend_for("tts", settings) == "remote" and engines.voices is not None:
+        engines.voices = FRONTS[("tts", "remote")](settings, engines.voices)
+        engines.in_flight["tts"] = max(engines.in_flight.get("tts", 1), settings.remote_concurrency)
 
 
 def warm_up(engines: EngineSet) -> dict[str, float]:

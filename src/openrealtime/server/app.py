@@ -15,15 +15,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Settings
 from ..engines.registry import EngineSet
+from ..protocol.beta import BETA_EXTRAS_KEY, BetaShape
 from ..protocol.errors import RealtimeError
 from ..protocol.server_events import ErrorEvent
 from ..protocol.session import RealtimeSession, TranscriptionSession
+from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.scheduler import Scheduler
 from ..storage.redis_state import SharedStateUnavailable
 from ..telemetry.logs import session_id_var
 from ..transports.websocket import WebSocketConnection
-from . import calls, client_secrets, cluster, metrics, playground, sip_calls, usage
+from . import audio, beta_sessions, calls, client_secrets, cluster, metrics, playground, sip_calls, usage
 from .auth import KeyStore, SecretStore, credential_from_headers
+from .dialects import AzureCredentials, RealtimeRequest, azure_request, openai_request
 from .http import BodySizeLimit, RouteCors, http_error
 from .session_factory import new_session_runtime
 from .sessions import restore_session
@@ -77,7 +80,9 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes, path_limits=audio.upload_limits(settings)
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_exception(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -102,6 +107,7 @@ def create_app(
     # browser apps on any origin may open WebRTC calls with ek_ keys; other routes only from
     # the listed origins (none by default)
     app.add_middleware(RouteCors, listed_origins=settings.cors_origins)
+    app.add_middleware(AzureCredentials)  # outermost: ``?api-key=`` never travels further
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -120,10 +126,21 @@ def create_app(
     @app.get("/v1/voices", response_model=None, dependencies=[Depends(any_key)])
     async def voices(state: State) -> dict[str, Any]:
         table = state.engines.voices
-        return {"object": "list", "data": table.describe() if table is not None else []}
+        if table is None:
+            return {"object": "list", "data": [], "languages": {}}
+        languages = getattr(table, "languages", None)
+        return {
+            "object": "list",
+            "data": table.describe(),
+            # language -> engines speaking it, neural first (a session voice speaks the
+            # session's language with a stand-in voice of those engines)
+            "languages": languages() if callable(languages) else {},
+        }
 
     app.include_router(client_secrets.router())
+    app.include_router(beta_sessions.router())
     app.include_router(usage.router())
+    app.include_router(audio.router())
     app.include_router(calls.router())
     app.include_router(sip_calls.router())
     app.include_router(metrics.router())
@@ -133,12 +150,26 @@ def create_app(
         )
     )
 
-    @app.websocket("/v1/realtime")
-    async def realtime(websocket: WebSocket, state: State) -> None:
+    async def realtime_socket(websocket: WebSocket, state: ServerState, request: RealtimeRequest) -> None:
         try:
-            await serve_realtime(state, websocket)
+            await serve_realtime(state, websocket, request)
         except SharedStateUnavailable as unavailable:  # e.g. an ek_ key while Redis is down
             await cluster.refuse_websocket(websocket, unavailable.error)
+
+    # OpenAI's path, and Azure's two (real routes each: a WebSocket upgrade is never redirected)
+    @app.websocket("/v1/realtime")
+    @app.websocket("/openai/v1/realtime")
+    async def realtime(websocket: WebSocket, state: State) -> None:
+        offered = list(websocket.scope.get("subprotocols") or [])
+        request = openai_request(websocket.query_params, websocket.headers, offered)
+        await realtime_socket(websocket, state, request)
+
+    @app.websocket("/openai/realtime")
+    async def azure_realtime(websocket: WebSocket, state: State) -> None:
+        offered = list(websocket.scope.get("subprotocols") or [])
+        await realtime_socket(
+            websocket, state, azure_request(websocket.query_params, websocket.headers, offered)
+        )
 
     return app
 
@@ -148,15 +179,19 @@ async def _reject(connection: WebSocketConnection, error: RealtimeError, code: i
     await connection.close(code, error.code or "error")
 
 
-async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
+async def serve_realtime(
+    state: ServerState, websocket: WebSocket, request: RealtimeRequest | None = None
+) -> None:
     """Admit a WebSocket connection, then run its session to the end."""
     offered = list(websocket.scope.get("subprotocols") or [])
     credential = credential_from_headers(websocket.headers, offered)
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-    connection = WebSocketConnection(
-        websocket, state.settings.max_send_queue_bytes, state.settings.idle_connection_seconds
-    )
-    params = websocket.query_params
+    request = request or openai_request(websocket.query_params, websocket.headers, offered)
+    params = {
+        key: value
+        for key, value in (("model", request.model), ("intent", request.intent), ("call_id", request.call_id))
+        if value
+    }
     problem: tuple[RealtimeError, int] | None = None
     principal = await state.auth.authenticate(credential.key) if credential is not None else None
     if principal is None:
@@ -168,10 +203,9 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
             ),
             1008,
         )
-    elif (
-        websocket.headers.get("openai-beta", "").startswith("realtime")
-        or "openai-beta.realtime-v1" in offered
-    ):
+    elif request.problem is not None:
+        problem = (request.problem, 1008)
+    elif request.shape == "beta" and not state.settings.beta_shape:
         problem = (
             RealtimeError(
                 "beta_api_shape_disabled",
@@ -179,6 +213,16 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
                 fatal=True,
             ),
             4000,
+        )
+    elif request.shape == "beta" and params.get("call_id"):
+        problem = (
+            RealtimeError(
+                "beta_api_shape_unsupported",
+                "Sideband connections ('call_id') speak the GA shape only; connect without the beta shape.",
+                param="call_id",
+                fatal=True,
+            ),
+            1008,
         )
     elif params.get("intent") == "transcription" and params.get("model"):
         problem = (
@@ -233,6 +277,13 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
         session = TranscriptionSession()
     else:
         session = RealtimeSession(model=params["model"])
+    shape: EventShape = GA_SHAPE
+    if request.shape == "beta":
+        bound = (principal.session or {}).get(BETA_EXTRAS_KEY)
+        shape = BetaShape(temperature=bound.get("temperature") if isinstance(bound, dict) else None)
+    connection = WebSocketConnection(
+        websocket, state.settings.max_send_queue_bytes, state.settings.idle_connection_seconds, shape
+    )
     runtime = new_session_runtime(
         state,
         session,
@@ -241,6 +292,8 @@ async def serve_realtime(state: ServerState, websocket: WebSocket) -> None:
         model=params.get("model") or "",
         client=connection,
     )
+    if isinstance(shape, BetaShape):
+        shape.conversation_id = runtime.core.responses.conversation_id
     session_id_var.set(runtime.core.session.id)  # log records of this connection's tasks carry it
     try:
         await connection.serve(runtime)

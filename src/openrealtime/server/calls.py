@@ -4,6 +4,10 @@ and sideband WebSockets (``/v1/realtime?call_id=``) attached to a live call (Web
 Two request shapes (spec §4.1): raw ``application/sdp`` with an ``ek_`` key (the session bound
 to the key) or an API key (defaults), and ``multipart/form-data`` with ``sdp`` + ``session``
 parts, the way a backend relays a browser's offer.
+
+The same offer is taken at Azure's ``/openai/v1/realtime/calls`` (with ``?webrtcfilter=on`` the
+data channel carries only Azure's short list of events), and, speaking the beta shape on the
+data channel, at the beta ``POST /v1/realtime?model=…`` and Azure's preview ``/v1/realtimertc``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
+from ..protocol.beta import BETA_EXTRAS_KEY, BetaShape
 from ..protocol.errors import RealtimeError
 from ..protocol.ids import new_id
 from ..protocol.session import AnySession, RealtimeSession
+from ..protocol.shape import GA_SHAPE, EventShape, FilteredShape
 from ..runtime.port import SessionClient
 from ..runtime.session_runtime import SessionRuntime
 from ..telemetry.logs import session_id_var
@@ -28,6 +34,7 @@ from ..transports.webrtc import WebRTCCall, addresses_for_bind
 from ..transports.websocket import WebSocketConnection
 from .auth import Principal
 from .call_registry import LiveCall
+from .dialects import AZURE_WEBRTC_FILTER
 from .http import http_error
 from .session_factory import new_session_runtime
 from .sessions import build_session, restore_session
@@ -108,9 +115,10 @@ def _initial_session(state: ServerState, principal: Principal, config: Any, sent
 
 
 async def start_call(
-    state: ServerState, principal: Principal, sdp: str, session: AnySession
+    state: ServerState, principal: Principal, sdp: str, session: AnySession, shape: EventShape = GA_SHAPE
 ) -> tuple[WebRTCCall, str]:
-    """Create the call, answer the offer and register it; returns the call and the answer."""
+    """Create the call, answer the offer and register it; returns the call and the answer.
+    ``shape`` is what the data channel speaks (sidebands always speak GA)."""
     call_id = new_id(CALL_ID_PREFIX)
     model = session.model if isinstance(session, RealtimeSession) else ""
 
@@ -130,7 +138,11 @@ async def start_call(
         make_runtime,
         on_ended=ended,
         ice_hosts=addresses_for_bind(state.settings.host),
+        shape=shape,
     )
+    inner = shape.inner if isinstance(shape, FilteredShape) else shape
+    if isinstance(inner, BetaShape):
+        inner.conversation_id = call.runtime.core.responses.conversation_id
     state.calls.add(call)
     session_id_var.set(call.runtime.core.session.id)  # the call's tasks log under it
     try:
@@ -146,15 +158,45 @@ def router() -> APIRouter:
     api = APIRouter()
 
     @api.post("/v1/realtime/calls", response_model=None)
-    async def create_call(
+    async def create_call(request: Request, server: State, principal: AnyKey) -> Response:
+        return await answer_offer(request, server, principal, "/v1/realtime/calls")
+
+    @api.post("/openai/v1/realtime/calls", response_model=None)
+    async def azure_create_call(request: Request, server: State, principal: AnyKey) -> Response:
+        """Azure's GA route; ``?webrtcfilter=on`` keeps the session (and its instructions), tool
+        calls and errors off the browser's data channel."""
+        filtered = request.query_params.get("webrtcfilter", "").lower() == "on"
+        shape = FilteredShape(GA_SHAPE, AZURE_WEBRTC_FILTER) if filtered else GA_SHAPE
+        return await answer_offer(request, server, principal, "/openai/v1/realtime/calls", shape=shape)
+
+    @api.post("/v1/realtime", response_model=None)
+    @api.post("/v1/realtimertc", response_model=None)  # Azure's preview WebRTC route
+    async def beta_create_call(request: Request, server: State, principal: AnyKey) -> Response:
+        """The beta WebRTC offer (``?model=``): the data channel speaks the beta shape."""
+        return await answer_offer(request, server, principal, "/v1/realtime/calls", beta=True)
+
+    async def answer_offer(
         request: Request,
-        server: State,
-        principal: AnyKey,
+        server: ServerState,
+        principal: Principal,
+        location: str,
+        *,
+        shape: EventShape = GA_SHAPE,
+        beta: bool = False,
     ) -> Response:
+        if beta and not server.settings.beta_shape:
+            return http_error(
+                400,
+                "beta_api_shape_disabled",
+                "The beta Realtime API shape is turned off on this server; use POST /v1/realtime/calls.",
+            )
         try:
             sdp, config, sent = await _read_offer(request)
             _check_offer(sdp)
             session = _initial_session(server, principal, config, sent)
+            model = request.query_params.get("model")
+            if beta and model and isinstance(session, RealtimeSession):
+                session.model = model
         except _BadRequest as bad:
             return http_error(400, bad.code, bad.message, bad.param)
         except RealtimeError as err:
@@ -164,8 +206,11 @@ def router() -> APIRouter:
             body = {"message": refused.message, "type": refused.type, "param": None, "code": refused.code}
             unavailable = refused.code == "shared_state_unavailable"
             return JSONResponse({"error": body}, status_code=503 if unavailable else 429)
+        if beta:
+            bound = (principal.session or {}).get(BETA_EXTRAS_KEY)
+            shape = BetaShape(temperature=bound.get("temperature") if isinstance(bound, dict) else None)
         try:
-            call, answer = await start_call(server, principal, sdp, session)
+            call, answer = await start_call(server, principal, sdp, session, shape)
         except Exception as exc:
             log.info("WebRTC offer refused: %s", exc)
             return http_error(400, "invalid_offer", f"The SDP offer could not be used: {exc}", "sdp")
@@ -174,10 +219,13 @@ def router() -> APIRouter:
             content=answer,
             status_code=201,
             media_type="application/sdp",
-            headers={"Location": f"/v1/realtime/calls/{call.call_id}"},
+            headers={"Location": f"{location}/{call.call_id}"},
         )
 
     @api.post("/v1/realtime/calls/{call_id}/hangup", response_model=None, dependencies=[Depends(api_key)])
+    @api.post(  # Azure
+        "/openai/v1/realtime/calls/{call_id}/hangup", response_model=None, dependencies=[Depends(api_key)]
+    )
     async def hangup(call_id: str, request: Request, server: State) -> Response:
         call = server.calls.get(call_id)
         if call is None:

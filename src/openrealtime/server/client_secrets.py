@@ -132,6 +132,7 @@ def router() -> APIRouter:
     api = APIRouter()
 
     @api.post("/v1/realtime/client_secrets", response_model=None, openapi_extra=OPENAPI)
+    @api.post("/openai/v1/realtime/client_secrets", response_model=None, openapi_extra=OPENAPI)  # Azure
     async def client_secrets(
         request: Request,
         server: State,

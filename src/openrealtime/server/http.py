@@ -3,14 +3,21 @@ the request-size limit and cross-origin (CORS) access."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fastapi.responses import JSONResponse
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-EPHEMERAL_KEY_ROUTES = frozenset({"/v1/realtime/calls"})
-"""Routes a browser app calls itself with an ``ek_`` key (spec §3, §4.1)."""
+EPHEMERAL_KEY_ROUTES = frozenset(
+    {
+        "/v1/realtime/calls",
+        "/openai/v1/realtime/calls",  # Azure
+        "/v1/realtime",  # beta WebRTC (POST with the SDP offer)
+        "/v1/realtimertc",  # Azure's preview WebRTC
+    }
+)
+"""Routes a browser app calls itself with an ``ek_`` key (spec §3, §4.1, §13)."""
 
 
 def http_error(status: int, code: str | None, message: str, param: str | None = None) -> JSONResponse:
@@ -22,19 +29,22 @@ def http_error(status: int, code: str | None, message: str, param: str | None = 
 
 class BodySizeLimit:
     """ASGI middleware: HTTP request bodies over ``max_bytes`` get 413 before a route reads them
-    (declared ``Content-Length`` checked up front; chunked bodies counted as they stream)."""
+    (declared ``Content-Length`` checked up front; chunked bodies counted as they stream).
+    ``path_limits`` give single routes their own limit (audio uploads)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope["path"], self.max_bytes)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(scope, receive, send, limit)
             return
         seen = 0
         started = False
@@ -44,7 +54,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge
             return message
 
@@ -57,11 +67,11 @@ class BodySizeLimit:
             await self.app(scope, counted_receive, tracked_send)
         except _TooLarge:
             if not started:
-                await self._too_large(scope, receive, send)
+                await self._too_large(scope, receive, send, limit)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = http_error(
-            413, "request_too_large", f"The request body is larger than the limit of {self.max_bytes} bytes."
+            413, "request_too_large", f"The request body is larger than the limit of {limit} bytes."
         )
         await response(scope, receive, send)
 

@@ -61,8 +61,9 @@ def build_session(
 
 def restore_session(wire: dict[str, Any]) -> AnySession:
     """A session stored by ``build_session(...).model_dump(mode="json")`` (e.g. bound to an
-    ephemeral key), back as a fresh session object (a new id is given when it starts)."""
-    fields = {k: v for k, v in wire.items() if k not in ("id", "expires_at")}
+    ephemeral key), back as a fresh session object (a new id is given when it starts). Keys
+    starting with ``_`` are the server's notes beside the session (``protocol.beta``)."""
+    fields = {k: v for k, v in wire.items() if k not in ("id", "expires_at") and not k.startswith("_")}
     if fields.get("type") == "transcription":
         return TranscriptionSession.model_validate(fields)
     return RealtimeSession.model_validate(fields)

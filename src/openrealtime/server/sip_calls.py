@@ -25,6 +25,7 @@ from ..runtime.session_runtime import SessionRuntime
 from ..transports.sip import webhook
 from ..transports.sip.call import CallStateError, SipCall
 from ..transports.sip.server import SipServer as SipServer
+from ..transports.sip.tls import TlsConfig
 from .call_registry import CallRegistry
 from .http import http_error
 from .limits import SessionLimits
@@ -48,7 +49,10 @@ async def start_sip(settings: Settings, calls: CallRegistry, limits: SessionLimi
         if not url or not secret:
             log.warning("SIP call %s: no webhook_url/webhook_secret configured", call.call_id)
             return False
-        return await webhook.deliver(url, secret, webhook.incoming_call_event(call.call_id, call.invite))
+        event = webhook.incoming_call_event(
+            call.call_id, call.invite, media_security=call.negotiated.media_security
+        )
+        return await webhook.deliver(url, secret, event)
 
     def ended(call: SipCall) -> None:
         if calls.get(call.call_id) is call:
@@ -56,6 +60,16 @@ async def start_sip(settings: Settings, calls: CallRegistry, limits: SessionLimi
         if call.runtime is not None:
             limits.release(call.key_id)
 
+    tls = (
+        TlsConfig(
+            settings.sip_tls_certfile,
+            settings.sip_tls_keyfile,
+            settings.sip_tls_cafile,
+            settings.sip_tls_require_client_cert,
+        )
+        if settings.sip_tls_certfile is not None
+        else None
+    )
     server = SipServer(
         settings.sip_host,
         settings.sip_port,
@@ -65,6 +79,10 @@ async def start_sip(settings: Settings, calls: CallRegistry, limits: SessionLimi
         ring_timeout_s=settings.sip_ring_timeout_s,
         on_incoming=announce,
         on_ended=ended,
+        transports=settings.sip_listeners,
+        tls=tls,
+        tls_port=settings.sip_tls_port,
+        media_security=settings.sip_media_security,
     )
     await server.start()
     return server
@@ -98,6 +116,7 @@ def router() -> APIRouter:
         return call
 
     @api.post("/v1/realtime/calls/{call_id}/accept", response_model=None)
+    @api.post("/openai/v1/realtime/calls/{call_id}/accept", response_model=None)  # Azure
     async def accept(
         call_id: str,
         request: Request,
@@ -144,6 +163,9 @@ def router() -> APIRouter:
         return Response(status_code=200)
 
     @api.post("/v1/realtime/calls/{call_id}/reject", response_model=None, dependencies=[Depends(api_key)])
+    @api.post(
+        "/openai/v1/realtime/calls/{call_id}/reject", response_model=None, dependencies=[Depends(api_key)]
+    )  # Azure
     async def reject(call_id: str, request: Request, server: State) -> Response:
         call = await sip_call(server, request, call_id)
         if isinstance(call, Response):
@@ -168,6 +190,9 @@ def router() -> APIRouter:
         return Response(status_code=200)
 
     @api.post("/v1/realtime/calls/{call_id}/refer", response_model=None, dependencies=[Depends(api_key)])
+    @api.post(
+        "/openai/v1/realtime/calls/{call_id}/refer", response_model=None, dependencies=[Depends(api_key)]
+    )  # Azure
     async def refer(call_id: str, request: Request, server: State) -> Response:
         call = await sip_call(server, request, call_id)
         if isinstance(call, Response):

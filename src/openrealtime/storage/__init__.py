@@ -8,13 +8,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import GROUP_COLUMNS, Storage, UsageAggregate, UsageQuery, UsageRecord
+from .base import (
+    GROUP_COLUMNS,
+    RecordingMeta,
+    RecordingQuery,
+    Storage,
+    UsageAggregate,
+    UsageQuery,
+    UsageRecord,
+)
 
 DEFAULT_FILE = "openrealtime.db"
 
 __all__ = [
     "DEFAULT_FILE",
     "GROUP_COLUMNS",
+    "RecordingMeta",
+    "RecordingQuery",
     "Storage",
     "UsageAggregate",
     "UsageQuery",

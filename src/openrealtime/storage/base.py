@@ -1,7 +1,8 @@
 """What is persisted and the one async interface every backend implements.
 
-Two things outlive a process: ephemeral client secrets (an ``ek_`` key minted before a
-restart must still work after it) and the usage ledger (what each key spent, row by row).
+Three things outlive a process: ephemeral client secrets (an ``ek_`` key minted before a
+restart must still work after it), the usage ledger (what each key spent, row by row) and the
+index of session recordings (their encrypted files live on disk, see ``recording/``).
 """
 
 from __future__ import annotations
@@ -114,6 +115,54 @@ class UsageQuery:
     end: float | None = None
 
 
+@dataclass(frozen=True)
+class RecordingMeta:
+    """The index entry of one session recording: ids, times and sizes, never content.
+
+    ``path`` is the recording's folder relative to the recordings directory; ``encryption_key``
+    the id of the key that encrypted its files. Sizes are bytes on disk; audio in ms.
+    """
+
+    id: str
+    session_id: str
+    key_id: str
+    mode: str
+    transport: str
+    model: str
+    encryption_key: str
+    path: str
+    started_at: float
+    ended_at: float | None = None
+    status: str = "recording"
+    events_bytes: int = 0
+    caller_bytes: int = 0
+    assistant_bytes: int = 0
+    caller_audio_ms: int = 0
+    assistant_audio_ms: int = 0
+
+    @property
+    def size_bytes(self) -> int:
+        return self.events_bytes + self.caller_bytes + self.assistant_bytes
+
+
+RECORDING_COLUMNS = tuple(f.name for f in fields(RecordingMeta))
+
+
+@dataclass(frozen=True)
+class RecordingQuery:
+    """Which recordings to list: ``key_ids=None`` means every key's (admins only). ``start`` /
+    ``end`` bound ``started_at`` (end exclusive); ``after`` is the ``(started_at, id)`` of the
+    last row of the previous page; newest first unless ``oldest_first``."""
+
+    key_ids: Sequence[str] | None = None
+    session_id: str | None = None
+    start: float | None = None
+    end: float | None = None
+    after: tuple[float, str] | None = None
+    oldest_first: bool = False
+    limit: int = 100
+
+
 class Storage(Protocol):
     """Persistence behind one async interface (SQLite or PostgreSQL)."""
 
@@ -143,3 +192,13 @@ class Storage(Protocol):
 
     async def spend_by_key(self, since: float) -> dict[str, float]:
         """Cost per key of the records at or after ``since`` (budgets)."""
+
+    async def put_recording(self, meta: RecordingMeta) -> None:
+        """Insert or replace a recording's index entry."""
+
+    async def get_recording(self, recording_id: str) -> RecordingMeta | None: ...
+
+    async def list_recordings(self, query: RecordingQuery) -> list[RecordingMeta]: ...
+
+    async def delete_recording(self, recording_id: str) -> bool:
+        """Remove an index entry; False when there was none."""

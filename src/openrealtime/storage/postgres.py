@@ -16,12 +16,13 @@ import asyncpg  # type: ignore[import-untyped]
 
 from ..auth_records import ClientSecret
 from .base import USAGE_COLUMNS, UsageAggregate, UsageQuery, UsageRecord
+from .recordings import PostgresRecordingIndex
 from .schema import MIGRATIONS, VERSION_TABLE, Placeholders, aggregate_sql, insert_usage_sql
 
 MIGRATION_LOCK = 0x6F72_7473  # any constant shared by every node
 
 
-class PostgresStorage:
+class PostgresStorage(PostgresRecordingIndex):
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4) -> None:
         self.url = url
         self._sizes = (min_size, max_size)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import GROUP_COLUMNS, TOKEN_COLUMNS, USAGE_COLUMNS, UsageQuery
+from .base import GROUP_COLUMNS, RECORDING_COLUMNS, TOKEN_COLUMNS, USAGE_COLUMNS, RecordingQuery, UsageQuery
 
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
@@ -45,6 +45,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX usage_records_key_time ON usage_records (key_id, created_at)",
         "CREATE INDEX usage_records_time ON usage_records (created_at)",
         "CREATE INDEX usage_records_session ON usage_records (session_id)",
+    ),
+    (  # 2: the index of session recordings (their encrypted files are on disk)
+        """CREATE TABLE recordings (
+            id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            transport TEXT NOT NULL,
+            model TEXT NOT NULL,
+            encryption_key TEXT NOT NULL,
+            path TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            ended_at DOUBLE PRECISION,
+            status TEXT NOT NULL,
+            events_bytes BIGINT NOT NULL,
+            caller_bytes BIGINT NOT NULL,
+            assistant_bytes BIGINT NOT NULL,
+            caller_audio_ms BIGINT NOT NULL,
+            assistant_audio_ms BIGINT NOT NULL
+        )""",
+        "CREATE INDEX recordings_key_time ON recordings (key_id, started_at)",
+        "CREATE INDEX recordings_time ON recordings (started_at)",
+        "CREATE INDEX recordings_session ON recordings (session_id)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -99,6 +122,51 @@ def aggregate_sql(query: UsageQuery, placeholder: Placeholders) -> tuple[str, li
         + (" WHERE " + " AND ".join(where) if where else "")
         + (" GROUP BY " + ", ".join(groups) + " ORDER BY " + ", ".join(groups) if groups else "")
     )
+    return sql, args
+
+
+def upsert_recording_sql(placeholders: Sequence[str]) -> str:
+    """Insert or replace one index entry (both dialects accept ``ON CONFLICT … DO UPDATE``)."""
+    columns = ", ".join(RECORDING_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in RECORDING_COLUMNS if c != "id")
+    return (
+        f"INSERT INTO recordings ({columns}) VALUES ({', '.join(placeholders)}) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates}"
+    )
+
+
+def list_recordings_sql(query: RecordingQuery, placeholder: Placeholders) -> tuple[str, list[object]]:
+    """The ``SELECT`` of one page of recordings, newest (or oldest) first, keyset-paginated."""
+    where: list[str] = []
+    args: list[object] = []
+    if query.key_ids is not None:
+        if not query.key_ids:
+            where.append("1 = 0")
+        else:
+            where.append(f"key_id IN ({', '.join(placeholder.next() for _ in query.key_ids)})")
+            args.extend(query.key_ids)
+    if query.session_id is not None:
+        where.append(f"session_id = {placeholder.next()}")
+        args.append(query.session_id)
+    if query.start is not None:
+        where.append(f"started_at >= {placeholder.next()}")
+        args.append(float(query.start))
+    if query.end is not None:
+        where.append(f"started_at < {placeholder.next()}")
+        args.append(float(query.end))
+    if query.after is not None:
+        at, rid = query.after
+        op = ">" if query.oldest_first else "<"
+        first, second, third = placeholder.next(), placeholder.next(), placeholder.next()
+        where.append(f"(started_at {op} {first} OR (started_at = {second} AND id {op} {third}))")
+        args.extend([float(at), float(at), rid])
+    order = "ASC" if query.oldest_first else "DESC"
+    sql = (
+        f"SELECT {', '.join(RECORDING_COLUMNS)} FROM recordings"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + f" ORDER BY started_at {order}, id {order} LIMIT {placeholder.next()}"
+    )
+    args.append(max(0, int(query.limit)))
     return sql, args
 
 

@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 
 from ..auth_records import ClientSecret
 from .base import USAGE_COLUMNS, UsageAggregate, UsageQuery, UsageRecord
+from .recordings import SqliteRecordingIndex
 from .schema import MIGRATIONS, VERSION_TABLE, Placeholders, aggregate_sql, insert_usage_sql
 
 T = TypeVar("T")
 
 
-class SqliteStorage:
+class SqliteStorage(SqliteRecordingIndex):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"

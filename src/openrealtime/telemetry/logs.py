@@ -2,8 +2,9 @@
 
 Every record passes a redaction filter on the handler (so records of every logger, uvicorn's
 included, are covered): anything shaped like an API key (``sk-…``), an ephemeral key
-(``ek_…``), a bearer token, the browser subprotocol ``openai-insecure-api-key.…``, a URL's
-password or one of the configured keys is replaced, and long base64 runs (audio) are elided.
+(``ek_…``), a bearer token, the browser subprotocol ``openai-insecure-api-key.…``, an
+``api-key=`` query parameter, a URL's password or one of the configured keys is replaced, and
+long base64 runs (audio) are elided.
 JSON lines carry the session and response ids of the code that logged, from context
 variables or ``extra``.
 """
@@ -37,6 +38,7 @@ _SECRET_PATTERNS = (
     re.compile(r"(?<![A-Za-z0-9])(sk-)[A-Za-z0-9_\-]{6,}"),
     re.compile(r"(?<![A-Za-z0-9])(ek_)[A-Za-z0-9_\-]{6,}"),
     re.compile(r"(://[^:/@\s]+:)[^@\s/]+(?=@)"),  # the password of user:password@host URLs
+    re.compile(r"(?i)([?&]api-key=)[^&\s\"']+"),  # Azure's key in a query string
 )
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{200,}={0,2}")
 

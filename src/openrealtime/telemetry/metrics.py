@@ -245,3 +245,60 @@ class MetricsObserver:
         cost = self.cost(info, usage)
         if cost:
             self.cost_usd.inc(cost)
+
+
+# --------------------------------------------------------------------------- content safety
+
+MAX_RULE_LABELS = 64
+"""Distinct ``rule`` label values kept; more (an endpoint inventing categories) count as ``other``."""
+
+
+class ModerationMetrics:
+    """Content-safety counters, registered on the server's registry (a ``ModerationCounter``
+    for ``safety.Moderation``). Labels are the direction and the rule id or endpoint category,
+    never the text."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.blocks = Counter(
+            "openrealtime_moderation_blocks",
+            "Texts blocked by content safety: caller turns refused (input) or answers cut before "
+            "the offending clause (output), by rule id or endpoint category.",
+            ["direction", "rule"],
+            registry=registry,
+        )
+        self.redactions = Counter(
+            "openrealtime_moderation_redactions",
+            "Texts spoken or passed on with a redaction, by rule id.",
+            ["direction", "rule"],
+            registry=registry,
+        )
+        self.checks = Counter(
+            "openrealtime_moderation_checks",
+            "Texts checked by content safety (caller transcripts, output clauses).",
+            ["direction"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "openrealtime_moderation_errors",
+            "Checks the moderation endpoint could not answer (then blocked or passed as configured).",
+            ["direction"],
+            registry=registry,
+        )
+        self._rules: set[str] = set()
+
+    def _rule(self, rule: str) -> str:
+        if rule in self._rules:
+            return rule
+        if len(self._rules) >= MAX_RULE_LABELS:
+            return "other"
+        self._rules.add(rule)
+        return rule
+
+    def count(self, direction: str, action: str, rules: tuple[str, ...], error: bool) -> None:
+        self.checks.labels(direction).inc()
+        if error:
+            self.failures.labels(direction).inc()
+        counter = self.blocks if action == "block" else self.redactions if action == "redact" else None
+        if counter is not None:
+            for rule in rules or ("unknown",):
+                counter.labels(direction, self._rule(rule)).inc()

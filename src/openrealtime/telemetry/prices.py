@@ -1,9 +1,12 @@
 """What a token costs: the price table (US dollars per 1M tokens) and the cost of a record.
 
 The defaults are OpenAI's public list prices for ``gpt-realtime`` (openai.com/api/pricing, as
-published at the GA launch of 2025-08-28) and, for input transcription, for
-``gpt-4o-transcribe`` (same page). Override any entry with ``OPENREALTIME_PRICES`` (a JSON object, or the
-path of a JSON/TOML file holding one), e.g. ``{"audio_output": 20}``.
+published at the GA launch of 2025-08-28); for transcription (input audio of sessions and
+``/v1/audio/transcriptions``), ``gpt-4o-transcribe``'s (same page); for ``/v1/audio/speech``,
+``gpt-4o-mini-tts``'s: $0.60 per 1M text tokens in and $12 per 1M audio tokens out, the audio
+counted at 1 token per 50 ms (the rule of a session's assistant audio, which matches OpenAI's
+published estimate of $0.015 per minute). Override any entry with ``OPENREALTIME_PRICES`` (a
+JSON object, or the path of a JSON/TOML file holding one), e.g. ``{"audio_output": 20}``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ class PriceTable:
     transcription_text_input: float = 2.50
     transcription_audio_input: float = 6.00
     transcription_text_output: float = 10.00
+    # gpt-4o-mini-tts (the speech endpoint)
+    speech_text_input: float = 0.60
+    speech_audio_output: float = 12.00
 
     @classmethod
     def with_overrides(cls, overrides: dict[str, Any]) -> PriceTable:
@@ -61,6 +67,11 @@ class PriceTable:
                 record.input_text_tokens * self.transcription_text_input
                 + record.input_audio_tokens * self.transcription_audio_input
                 + record.output_text_tokens * self.transcription_text_output
+            )
+        elif record.kind == "speech":
+            dollars = (
+                record.input_text_tokens * self.speech_text_input
+                + record.output_audio_tokens * self.speech_audio_output
             )
         else:
             dollars = (

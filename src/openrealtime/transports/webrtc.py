@@ -33,6 +33,7 @@ from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
 from ..audio import formats
+from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.port import ClientOutput, SessionClient
 from ..runtime.session_runtime import SessionRuntime
 from .calls import CallSession, EventSink
@@ -40,7 +41,10 @@ from .media import FramePacer, PcmAudio, RateConverter
 from .wire import EventWire, Frame
 
 log = logging.getLogger("openrealtime.webrtc")
+
 EVENTS_CHANNEL = "oai-events"
+EVENTS_CHANNELS = frozenset({EVENTS_CHANNEL, "realtime-channel"})
+"""Labels the events data channel comes with: OpenAI's, and the one Azure's samples use."""
 CONNECT_TIMEOUT_S = 30.0
 """A call whose peer has not connected and started the session within this time is ended."""
 CODEC_RATES = {"audio/opus": 48000, "audio/pcmu": 8000, "audio/pcma": 8000}
@@ -189,8 +193,11 @@ class WebRTCCall:
         on_ended: Callable[[WebRTCCall], None] = lambda _call: None,
         ice_hosts: Sequence[str] | None = ("127.0.0.1",),
         clock: Callable[[], float] = time.monotonic,
+        shape: EventShape = GA_SHAPE,
     ) -> None:
         self.call_id = call_id
+        self.shape = shape
+        """What the data channel speaks (``protocol.shape``); sidebands always get GA events."""
         self.key_id = key_id
         self.pc = RTCPeerConnection(peer_configuration())
         self.session = CallSession(self._on_session_close)
@@ -202,7 +209,7 @@ class WebRTCCall:
         self.channel: RTCDataChannel | None = None
         self.closed = False
         self.ended = asyncio.Event()
-        self._channel_wire = EventWire(lambda: self.session.input_format)
+        self._channel_wire = EventWire(lambda: self.session.input_format, shape=shape)
         self._has_data_channel = False
 
     @property
@@ -257,7 +264,7 @@ class WebRTCCall:
             self.session.start()  # session.created
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if channel.label != EVENTS_CHANNEL or self.channel is not None:
+        if channel.label not in EVENTS_CHANNELS or self.channel is not None:
             return
         self.channel = channel
         self.session.sinks.append(_DataChannelSink(channel, self._channel_wire))

@@ -7,6 +7,10 @@ Reading and writing run as two tasks so that a client sending fast never waits f
 output, and our output never waits for the client's next frame. Outgoing events are sent in
 the order the session emitted them. The send queue is bounded: a client that stops reading is
 disconnected once ``max_queued_bytes`` are waiting, instead of growing the server's memory.
+
+The connection's ``shape`` (``protocol.shape``) sits in its JSON edge (wire.py), on the
+frame-in / event-out path: GA passes both unchanged, the beta shape translates them, so the
+session always speaks GA.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..protocol.errors import RealtimeError
+from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.port import ClientOutput, SessionPort
 from .wire import EventWire
 
@@ -34,7 +39,11 @@ class WebSocketConnection:
     ``SessionClient`` of its session (or an event sink of a call, for a sideband)."""
 
     def __init__(
-        self, websocket: WebSocket, max_queued_bytes: int = MAX_QUEUED_BYTES, idle_timeout_s: float = 0.0
+        self,
+        websocket: WebSocket,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
+        idle_timeout_s: float = 0.0,
+        shape: EventShape = GA_SHAPE,
     ) -> None:
         self.websocket = websocket
         self.idle_timeout_s = idle_timeout_s
@@ -47,7 +56,7 @@ class WebSocketConnection:
         self.max_queued_bytes = max_queued_bytes
         self.queued_bytes = 0
         self.overflowed = asyncio.Event()
-        self.wire = EventWire()
+        self.wire = EventWire(shape=shape)
 
     def send(self, output: ClientOutput) -> None:
         for frame in self.wire.encode(output):

@@ -4,9 +4,9 @@ Every transport that carries Realtime JSON (the WebSocket, WebRTC's data channel
 sockets of WebRTC and SIP calls) turns frames into the core's typed inputs here and the
 session's outputs back into frames. Base64 and the session's wire audio formats exist only
 here: appended and created audio is decoded to 24 kHz PCM on the way in, and speech and
-retrieved audio are encoded into the format asked for on the way out. A translation of
-another protocol shape (the beta events) would be one more codec at this seam, so the core
-and the runtime stay GA.
+retrieved audio are encoded into the format asked for on the way out. The connection's
+``shape`` (``protocol.shape``) sits outermost: GA passes unchanged, the beta shape translates
+frames in and events out, so the core and the runtime always speak GA.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from ..core.events import AppendAudio, ClientInput, CreateItem, OutputAudio, Pcm
 from ..protocol import client_events as ce
 from ..protocol import server_events as se
 from ..protocol.errors import RealtimeError
+from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.port import ClientOutput, SessionPort
 
 Frame = str | bytes
+GaEvent = se.ServerEvent | se.InputAudioBufferDtmfEventReceived
 
 
 def _b64decode(data: str, param: str) -> bytes:
@@ -40,18 +42,21 @@ def _b64encode(data: bytes) -> str:
 
 
 class EventWire:
-    """Frames ⇄ typed events for one connection; ``input_format`` gives the session's
-    current ``audio.input.format`` (what appended audio is in)."""
+    """Frames ⇄ typed events for one connection in its ``shape``; ``input_format`` gives the
+    session's current ``audio.input.format`` (what appended audio is in)."""
 
-    def __init__(self, input_format: Callable[[], str] = lambda: "audio/pcm") -> None:
+    def __init__(
+        self, input_format: Callable[[], str] = lambda: "audio/pcm", *, shape: EventShape = GA_SHAPE
+    ) -> None:
         self.input_format = input_format
+        self.shape = shape
         self._decoder: formats.ExactDecoder | None = None
         self._encoders: dict[str, formats.StreamEncoder] = {}
 
     # ------------------------------------------------------------------ in
 
     def decode(self, frame: Frame) -> ClientInput:
-        """Parse one client frame; raises ``RealtimeError`` (with the event's ``event_id``)."""
+        """Parse one GA client frame; raises ``RealtimeError`` (with the event's ``event_id``)."""
         event = ce.parse_client_event(frame)
         try:
             match event:
@@ -109,19 +114,28 @@ class EventWire:
         return audio
 
     def deliver(self, frame: Frame, port: SessionPort) -> None:
-        """Decode ``frame`` and hand it to the session (a refusal as an ``error``)."""
-        try:
-            event = self.decode(frame)
-        except RealtimeError as err:
-            port.client_error(err)
-        else:
-            port.client_event(event)
+        """Translate ``frame`` from the connection's shape, decode it and hand it to the
+        session (a refusal as an ``error``)."""
+
+        def deliver_ga(ga_frame: Frame) -> None:
+            try:
+                event = self.decode(ga_frame)
+            except RealtimeError as err:
+                port.client_error(err)
+            else:
+                port.client_event(event)
+
+        self.shape.receive(frame, deliver_ga, port.client_error)
 
     # ------------------------------------------------------------------ out
 
     def encode(self, output: ClientOutput) -> list[str]:
-        """The frames for one output, in order (speech may be held back by a G.711 encoder and
-        comes out at the end of its part)."""
+        """The frames for one output, in order, in the connection's shape (speech may be held
+        back by a G.711 encoder and comes out at the end of its part)."""
+        return [frame for event in self.events(output) for frame in self.shape.send(event)]
+
+    def events(self, output: ClientOutput) -> list[GaEvent]:
+        """The GA events one output becomes (audio as base64 in its format)."""
         match output:
             case OutputAudio():
                 encoder = self._encoders.get(output.response_id)
@@ -133,19 +147,19 @@ class EventWire:
                 for index, clip in output.clips.items():
                     pcm = np.frombuffer(clip.pcm, dtype="<i2").astype(np.int16)
                     event.item["content"][index]["audio"] = _b64encode(formats.encode(clip.format, pcm))
-                return [event.to_json()]
+                return [event]
             case se.ResponseOutputAudioDone():
                 encoder = self._encoders.get(output.response_id)
                 tail = encoder.flush() if encoder is not None else b""
-                return [*self._delta(output, tail), output.to_json()]
+                return [*self._delta(output, tail), output]
             case se.ResponseDone():
                 self._encoders.pop(str(output.response.get("id") or ""), None)
-                return [output.to_json()]
+                return [output]
             case _:
-                return [output.to_json()]
+                return [output]
 
     @staticmethod
-    def _delta(part: OutputAudio | se.ResponseOutputAudioDone, data: bytes) -> list[str]:
+    def _delta(part: OutputAudio | se.ResponseOutputAudioDone, data: bytes) -> list[GaEvent]:
         if not data:
             return []
         delta = se.ResponseOutputAudioDelta(
@@ -155,4 +169,4 @@ class EventWire:
             content_index=part.content_index,
             delta=_b64encode(data),
         )
-        return [delta.to_json()]
+        return [delta]

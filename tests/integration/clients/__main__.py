@@ -11,8 +11,12 @@ from .common import TurnResult, TurnSpec
 RUNNERS = {
     "pipecat-openai": "pipecat_openai",
     "livekit-openai": "livekit_openai",
+    "pipecat-azure": "pipecat_azure",
+    "livekit-azure": "livekit_azure",
+    "livekit-azure-preview": "livekit_azure:run_preview",
 }
-"""Client name → module in this package that has ``async def run(spec) -> TurnResult``."""
+"""Client name → module in this package that has ``async def run(spec) -> TurnResult`` (or
+``module:function`` for another runner in it)."""
 
 
 def main(argv: list[str]) -> int:
@@ -20,9 +24,11 @@ def main(argv: list[str]) -> int:
         print(f"usage: python -m tests.integration.clients {{{'|'.join(RUNNERS)}}} SPEC RESULT")
         return 2
     name, spec_path, result_path = argv
-    module = importlib.import_module(f"{__package__}.{RUNNERS[name]}")
+    module_name, _, function = RUNNERS[name].partition(":")
+    module = importlib.import_module(f"{__package__}.{module_name}")
     spec = TurnSpec.load(spec_path)
-    result: TurnResult = asyncio.run(asyncio.wait_for(module.run(spec), spec.timeout_s))
+    runner = getattr(module, function or "run")
+    result: TurnResult = asyncio.run(asyncio.wait_for(runner(spec), spec.timeout_s))
     result.save(result_path)
     return 0
 

@@ -28,6 +28,8 @@ class TurnSpec:
     """24 kHz mono pcm16 (raw, little-endian): what the caller says."""
     instructions: str
     model: str = "gpt-realtime"
+    endpoint: str = ""
+    """The server's root URL, e.g. ``http://127.0.0.1:8000`` (what Azure clients are given)."""
     trailing_silence_s: float = 3.0
     """Silence streamed after the speech, so the server's VAD ends the turn."""
     timeout_s: float = 180.0

@@ -59,6 +59,7 @@ class EspeakSynthesizer:
     name = "espeak"
     sample_rate = SAMPLE_RATE
     supports_pitch = True
+    neural = False
 
     def __init__(
         self,
@@ -69,7 +70,7 @@ class EspeakSynthesizer:
     ) -> None:
         self.binary = binary
         self.chunk_ms = chunk_ms
-        self.languages = languages
+        self.listed_languages = languages
 
     @staticmethod
     def available(binary: str = "espeak-ng") -> bool:
@@ -130,7 +131,9 @@ class EspeakSynthesizer:
         return text
 
     def voices(self) -> list[VoiceInfo]:
-        listed = [v for v in self._catalogue if v.split("-")[0] in self.languages] or list(self._catalogue)
+        listed = [v for v in self._catalogue if v.split("-")[0] in self.listed_languages] or list(
+            self._catalogue
+        )
         return [
             VoiceInfo(
                 id=v,
@@ -139,6 +142,16 @@ class EspeakSynthesizer:
             )
             for v in sorted(listed)
         ]
+
+    def spoken_languages(self) -> list[str]:
+        """Every language (ISO 639-1 where one exists) some installed espeak-ng voice speaks."""
+        return sorted({self.languages(v)[0] for v in self._catalogue})
+
+    def languages(self, voice: str) -> tuple[str, ...]:
+        """The language of a voice id (``es+f3`` -> ``es``; ``cmn`` -> ``zh``)."""
+        base = voice.partition("+")[0].lower()
+        lang = base.split("-")[0]
+        return ({"cmn": "zh", "yue": "zh"}.get(lang, lang),)
 
     def has_voice(self, voice: str) -> bool:
         if not _VOICE_RE.match(voice):

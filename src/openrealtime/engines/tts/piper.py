@@ -96,6 +96,7 @@ class PiperSynthesizer:
     """
 
     name = "piper"
+    neural = True
 
     def __init__(
         self,
@@ -184,6 +185,15 @@ class PiperSynthesizer:
         return [
             VoiceInfo(id=v.id, engine=self.name, description=v.description) for v in self._voices.values()
         ]
+
+    def languages(self, voice: str) -> tuple[str, ...]:
+        """The language a voice was trained on (ISO 639-1, from its ``.onnx.json``)."""
+        try:
+            entry = self._lookup(voice)[0]
+        except ValueError:
+            return ()
+        code = str(getattr(entry.config, "espeak_voice", "") or "en")
+        return (code.lower().replace("_", "-").split("-")[0],)
 
     def has_voice(self, voice: str) -> bool:
         try:

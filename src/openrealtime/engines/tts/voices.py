@@ -30,6 +30,16 @@ Without Kokoro, ``alloy``, ``marin`` and ``cedar`` all speak with Piper joe: one
 three times beats a robotic voice on the names clients default to. The espeak variants were
 picked by intelligibility through Whisper tiny.en (5-17 % WER on a 53-word set; joe 0-2 %).
 
+Every resolved voice reads its text through :mod:`normalize` first (codes letter by letter,
+phone numbers digit by digit, amounts, dates; the transcript keeps the written text), so the
+runtime gets this for free from :meth:`VoiceTable.resolve`.
+
+Languages: each engine says which languages a voice speaks (Piper: its training language;
+Kokoro: :data:`kokoro.LANGUAGES`; espeak-ng: the voice's own). ``resolve(name, language)``
+keeps the name's voice when it speaks the language, else stands in a neural voice of the same
+gender that does (Kokoro), else espeak-ng's voice for that language, so a session can answer
+in the caller's language with the name it chose.
+
 Override entries with ``{"name": "engine:voice"}`` or ``{"name": {"engine": ..., "voice":
 ..., "speed": 1.1, "pitch": 60, "description": ...}}`` (``pitch`` 0-99, espeak only); new
 names (e.g. ``voice_abc`` for custom ``{"id": ...}`` voices) are added the same way. A client
@@ -46,9 +56,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from openrealtime.engines.base import CancelToken, PcmAudio, Synthesizer, VoiceInfo
+from openrealtime.engines.tts.normalize import normalize_for_speech
 
 __all__ = [
     "DEFAULT_PREFERENCES",
+    "NAME_GENDERS",
     "OPENAI_VOICES",
     "TunedSynthesizer",
     "UnknownVoiceError",
@@ -81,8 +93,24 @@ DEFAULT_PREFERENCES: dict[str, tuple[str, ...]] = {
 }
 """For each built-in name, the voices to use in order of preference (see the module doc)."""
 
+NAME_GENDERS: dict[str, str] = {
+    "alloy": "female", "ash": "male", "ballad": "male", "coral": "female", "echo": "male",
+    "sage": "female", "shimmer": "female", "verse": "male", "marin": "female", "cedar": "male",
+}  # fmt: skip
+"""How each built-in name sounds, so a stand-in voice for another language keeps it."""
+
+ESPEAK_VARIANTS = {"female": "f5", "male": "klatt"}
+"""espeak-ng variants for a stand-in voice in a language no neural voice speaks: through
+Whisper base, ``klatt`` gave 33 / 57 / 64 % WER in Spanish / German / Italian where ``m3``
+gave 87 / 79 / 100 %; the female variants were all ~70-100 % (robotic speech in other
+languages is hard to follow)."""
+
 
 _VOICE_PARAM = "session.audio.output.voice"
+
+
+_ESPEAK_LANGUAGE_VOICES = {"zh": "cmn", "pt": "pt-br", "en": "en-us"}
+"""espeak-ng's voice for a language where its name is not the ISO 639-1 code."""
 
 
 class VoiceConfigError(ValueError):
@@ -154,7 +182,7 @@ class VoiceSpec:
         raise VoiceConfigError(f"cannot read a voice from {value!r}")
 
 
-class _PitchedSynthesizer(Protocol):
+class _ExtendedSynthesizer(Protocol):
     def synthesize(
         self,
         text: str,
@@ -162,18 +190,28 @@ class _PitchedSynthesizer(Protocol):
         voice: str,
         speed: float = 1.0,
         cancel: CancelToken | None = None,
-        pitch: int | None = None,
+        **options: Any,
     ) -> Iterator[PcmAudio]: ...
 
 
 class TunedSynthesizer:
-    """An engine with a table entry's speed factor (and espeak pitch) applied.
+    """An engine as one table entry speaks with it: text normalised for speech (codes, numbers,
+    amounts, dates; see ``normalize.py``) in the entry's language, its speed factor applied,
+    and the language (Kokoro) or pitch (espeak-ng) passed on where the engine takes them.
 
     The session's ``audio.output.speed`` multiplies the factor; the engine clamps the result
-    to its own range.
+    to its own range. ``language`` is an ISO 639-1 code (``None``: the voice's own).
     """
 
-    def __init__(self, inner: Synthesizer, *, speed: float = 1.0, pitch: int | None = None) -> None:
+    def __init__(
+        self,
+        inner: Synthesizer,
+        *,
+        speed: float = 1.0,
+        pitch: int | None = None,
+        language: str | None = None,
+        normalize: bool = True,
+    ) -> None:
         if pitch is not None and not getattr(inner, "supports_pitch", False):
             raise VoiceConfigError(f"engine {inner.name!r} has no pitch setting (only espeak does)")
         self.inner = inner
@@ -181,6 +219,8 @@ class TunedSynthesizer:
         self.sample_rate = inner.sample_rate
         self.speed = speed
         self.pitch = pitch
+        self.language = language
+        self.normalize = normalize
 
     def voices(self) -> list[VoiceInfo]:
         return self.inner.voices()
@@ -188,12 +228,41 @@ class TunedSynthesizer:
     def synthesize(
         self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
     ) -> Iterator[PcmAudio]:
+        if self.normalize:
+            text = normalize_for_speech(text, self.language or "en")
+        options: dict[str, Any] = {}
         if self.pitch is not None:
-            pitched = cast(_PitchedSynthesizer, self.inner)
-            return pitched.synthesize(
-                text, voice=voice, speed=speed * self.speed, cancel=cancel, pitch=self.pitch
-            )
-        return self.inner.synthesize(text, voice=voice, speed=speed * self.speed, cancel=cancel)
+            options["pitch"] = self.pitch
+        if self.language is not None and getattr(self.inner, "supports_language", False):
+            options["lang"] = self.language
+        if not options:
+            return self.inner.synthesize(text, voice=voice, speed=speed * self.speed, cancel=cancel)
+        extended = cast(_ExtendedSynthesizer, self.inner)
+        return extended.synthesize(text, voice=voice, speed=speed * self.speed, cancel=cancel, **options)
+
+
+def _language(code: str) -> str:
+    """``en-US``, ``en_us``, ``EN`` -> ``en``."""
+    return code.strip().lower().replace("_", "-").split("-")[0]
+
+
+def voice_languages(engine: Synthesizer, voice: str) -> tuple[str, ...]:
+    """The languages (ISO 639-1) ``voice`` of ``engine`` speaks; English when it cannot say."""
+    languages = getattr(engine, "languages", None)
+    if callable(languages):
+        found = tuple(languages(voice))
+        if found:
+            return found
+    return ("en",)
+
+
+def _gender_of(spec: VoiceSpec, name: str) -> str:
+    if name in NAME_GENDERS:
+        return NAME_GENDERS[name]
+    voice = spec.voice.lower()
+    if "+m" in voice or voice[1:3] == "m_":
+        return "male"
+    return "female"
 
 
 def _engine_has_voice(engine: Synthesizer, voice: str) -> bool:
@@ -269,7 +338,7 @@ class VoiceTable:
             spec = VoiceSpec.parse(value)
             self._check(spec, name)
             self._specs[name] = spec
-        self._resolved: dict[str, tuple[Synthesizer, str]] = {}
+        self._resolved: dict[tuple[str, str | None], tuple[Synthesizer, str]] = {}
 
     # ------------------------------------------------------------------ building
 
@@ -320,27 +389,75 @@ class VoiceTable:
             return exc.message
         return None
 
-    def resolve(self, name: str | Mapping[str, Any]) -> tuple[Synthesizer, str]:
-        """Return the synthesizer (with any speed/pitch tweak applied) and its voice id.
+    def resolve(self, name: str | Mapping[str, Any], language: str | None = None) -> tuple[Synthesizer, str]:
+        """Return the synthesizer (text normalisation and any speed/pitch tweak applied) and
+        its voice id.
 
         Accepts a voice name, a custom voice object ``{"id": ...}``, or ``engine:voice`` when
         direct references are allowed. Raises ``UnknownVoiceError`` with a message listing
-        what is available.
+        what is available. ``language`` (ISO 639-1, e.g. ``es``): the language of the text;
+        when the name's voice does not speak it, a stand-in that does is chosen (see
+        :meth:`for_language`).
         """
         key = self._key(name)
-        cached = self._resolved.get(key)
+        lang = _language(language) if language else None
+        cached = self._resolved.get((key, lang))
         if cached is not None:
             return cached
         spec = self._specs.get(key)
         if spec is None:
             spec = self._direct(key)
+        if lang is not None:
+            spec = self.for_language(spec, lang, gender=_gender_of(spec, key))
         engine = self.engines[spec.engine]
-        synth: Synthesizer = engine
-        if spec.speed != 1.0 or spec.pitch is not None:
-            synth = TunedSynthesizer(engine, speed=spec.speed, pitch=spec.pitch)
+        own = voice_languages(engine, spec.voice)
+        speaking = lang if lang is not None and lang in own else own[0]
+        synth: Synthesizer = TunedSynthesizer(
+            engine,
+            speed=spec.speed,
+            pitch=spec.pitch,
+            language=speaking if len(own) > 1 or speaking != "en" else None,
+        )
         result = (synth, spec.voice)
-        self._resolved[key] = result
+        self._resolved[(key, lang)] = result
         return result
+
+    def for_language(self, spec: VoiceSpec, language: str, *, gender: str = "female") -> VoiceSpec:
+        """A voice for ``language``: ``spec`` itself when it speaks it, else the neural voice
+        of the same gender that does (Kokoro's speak several), else espeak-ng's voice for the
+        language with a variant of that gender, else ``spec`` (speaking its own language)."""
+        lang = _language(language)
+        engine = self.engines.get(spec.engine)
+        if engine is not None and lang in voice_languages(engine, spec.voice):
+            return spec
+        for name, engine in self.engines.items():
+            if not getattr(engine, "neural", False):
+                continue
+            candidates = [v.id for v in engine.voices() if lang in voice_languages(engine, v.id)]
+            if not candidates:
+                continue
+            same = [v for v in candidates if _gender_of(VoiceSpec(name, v), "") == gender]
+            return VoiceSpec(name, (same or candidates)[0], spec.speed)
+        espeak = self.engines.get("espeak")
+        if espeak is not None:
+            base = _ESPEAK_LANGUAGE_VOICES.get(lang, lang)
+            variant = spec.voice.partition("+")[2] if spec.engine == "espeak" else ESPEAK_VARIANTS[gender]
+            voice = f"{base}+{variant}" if variant else base
+            if _engine_has_voice(espeak, voice):
+                return VoiceSpec("espeak", voice, spec.speed, spec.pitch if spec.engine == "espeak" else None)
+        return spec
+
+    def languages(self) -> dict[str, list[str]]:
+        """Every language some voice speaks -> the engines that speak it, neural first."""
+        found: dict[str, list[str]] = {}
+        for name, engine in sorted(self.engines.items(), key=lambda kv: not getattr(kv[1], "neural", False)):
+            spoken = getattr(engine, "spoken_languages", None)
+            langs: set[str] = set(spoken()) if callable(spoken) else set()
+            for info in engine.voices():
+                langs.update(voice_languages(engine, info.id))
+            for lang in sorted(langs):
+                found.setdefault(lang, []).append(name)
+        return found
 
     def _key(self, name: str | Mapping[str, Any]) -> str:
         if isinstance(name, Mapping):
@@ -398,6 +515,8 @@ class VoiceTable:
                 "description": spec.description or detail,
                 "sample_rate": engine.sample_rate,
                 "builtin": name in OPENAI_VOICES,
+                "neural": bool(getattr(engine, "neural", False)),
+                "languages": list(voice_languages(engine, spec.voice)),
             }
             if spec.speed != 1.0:
                 row["speed"] = spec.speed

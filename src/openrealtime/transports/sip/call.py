@@ -111,6 +111,7 @@ class SipCall:
                 chosen.dtmf_payload_type,
             )
             rtp.sending = chosen.direction in ("sendrecv", "sendonly")
+            rtp.use_srtp(chosen.srtp)  # SDES keys from the offer/answer, or None for plain RTP
             await rtp.start()
             self.runtime = make_runtime(self.session)
             self.session.port = self.runtime

@@ -53,6 +53,7 @@ REASONS = {
     408: "Request Timeout",
     413: "Request Entity Too Large",
     415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     486: "Busy Here",

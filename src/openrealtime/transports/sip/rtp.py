@@ -5,6 +5,8 @@ what was lost, G.711 is decoded to 8 kHz pcm16, and RFC 4733 telephone-events be
 digits (reported once per key press, however often the sender repeats the packets).
 Outbound: one 20 ms G.711 packet per tick from the call's ``Playout`` at real-time pace, so
 the caller hears silence between turns and a barge-in flush takes effect on the next packet.
+With SRTP (``use_srtp``) every packet is protected on the way out and authenticated on the way
+in; a packet that fails is dropped before anything (not even the symmetric-RTP latch) sees it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from ...audio import formats
 from ...audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from ..media import FramePacer, PcmAudio, RateConverter
+from .srtp import SdesKeys, SrtpError, SrtpSession
 
 log = logging.getLogger("openrealtime.sip.rtp")
 
@@ -251,11 +254,16 @@ class RtpSession:
         self.packets_sent = 0
         self.octets_sent = 0
         self.packets_received = 0
+        self.srtp: SrtpSession | None = None
         self.closed = False
 
     def configure(self, remote: tuple[str, int], codec: str, payload_type: int, dtmf_pt: int | None) -> None:
         self.remote = remote
         self.codec, self.payload_type, self.dtmf_payload_type = codec, payload_type, dtmf_pt
+
+    def use_srtp(self, keys: SdesKeys | None) -> None:
+        """Protect the media with the SDES keys the offer/answer agreed (None: plain RTP)."""
+        self.srtp = SrtpSession(keys) if keys is not None else None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -270,12 +278,17 @@ class RtpSession:
         ]
 
     def _on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) >= 2 and 72 <= data[1] & 0x7F <= 76:
+            return  # RTCP on the RTP port (rtcp-mux): nothing we need from it
+        if self.srtp is not None:
+            try:
+                data = self.srtp.unprotect(data)
+            except SrtpError:
+                return
         try:
             packet = RtpPacket.parse(data)
         except RtpError:
             return
-        if packet.payload_type >= 72 and packet.payload_type <= 76:
-            return  # RTCP on the RTP port (rtcp-mux): nothing we need from it
         if not self._latched and self.remote is not None:
             self.remote = addr  # symmetric RTP: answer where the caller really sends from
             self._latched = True
@@ -310,7 +323,8 @@ class RtpSession:
                 continue
             packet = RtpPacket(self.payload_type, self._sequence, self._timestamp, self.ssrc, payload, first)
             first = False
-            self._transports[0].sendto(packet.serialize(), self.remote)
+            data = packet.serialize()
+            self._transports[0].sendto(self.srtp.protect(data) if self.srtp else data, self.remote)
             self.packets_sent += 1
             self.octets_sent += len(payload)
 
@@ -325,6 +339,8 @@ class RtpSession:
                 report = sender_report(
                     self.ssrc, self._timestamp, self.packets_sent, self.octets_sent, time.time()
                 )
+                if self.srtp is not None:
+                    report = self.srtp.protect_rtcp(report)
                 self._transports[1].sendto(report, (self.remote[0], self.remote[1] + 1))
 
     async def close(self) -> None:

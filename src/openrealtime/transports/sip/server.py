@@ -1,4 +1,4 @@
-"""The SIP user agent server: UDP and TCP listeners, request dispatch, trunk admission.
+"""The SIP user agent server: UDP, TCP and TLS listeners, request dispatch, trunk admission.
 
 It answers INVITE (100 Trying, 180 Ringing, then the app decides), ACK, BYE, CANCEL,
 OPTIONS, NOTIFY and INFO, and sends BYE and REFER in dialog. Callers are admitted by
@@ -6,6 +6,12 @@ source address (an allowlist of addresses/networks for trunks) or by digest
 authentication (RFC 2617 MD5 with ``qop=auth``); with neither configured only loopback
 callers get in. Malformed messages never raise: requests get ``400`` when they can still
 be answered, everything else is dropped.
+
+Over TCP and TLS, responses and our in-dialog requests go back over the caller's
+connection; if it has closed, requests open a new connection to the caller's Contact (or the
+first Record-Route hop). A call that arrived over TLS keeps to TLS: our Via says ``TLS`` and
+our Contact is a ``sips:`` URI when the dialog is a SIPS one (RFC 3261 §12.1.1), else
+``sip:…;transport=tls``. A ``sips:`` INVITE over UDP or TCP gets ``416``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import ipaddress
 import logging
 import re
 import secrets
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,12 +39,15 @@ from .message import (
     StreamFramer,
     branch_of,
     build_response,
+    host_port,
     missing_mandatory,
     new_tag,
     parse_message,
     tag_of,
+    uri_of,
 )
-from .sdp import NegotiationError, negotiate
+from .sdp import MediaSecurity, NegotiationError, negotiate
+from .tls import DEFAULT_TLS_PORT, HANDSHAKE_TIMEOUT_S, TlsConfig
 from .transaction import (
     AckWaiter,
     InviteServerTransaction,
@@ -52,19 +62,22 @@ ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, INFO"
 CALL_ID_PREFIX = "rtc_"
 NONCE_LIFETIME_S = 300
 USER_AGENT = "openrealtime"
+TRANSPORTS = ("udp", "tcp", "tls")
+CONNECT_TIMEOUT_S = 5.0
+"""Opening a new TCP/TLS connection to a caller (its old one closed) gives up after this."""
 
 
 @dataclass(frozen=True)
 class Origin:
     """Where a message came from, and how to answer it."""
 
-    transport: str  # "UDP" | "TCP"
+    transport: str  # "UDP" | "TCP" | "TLS"
     address: tuple[str, int]
     writer: asyncio.StreamWriter | None = None
 
     @property
     def reliable(self) -> bool:
-        return self.transport == "TCP"
+        return self.transport != "UDP"
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -90,7 +103,22 @@ class SipServer:
         on_incoming: Callable[[SipCall], Awaitable[bool]] | None = None,
         on_ended: Callable[[SipCall], None] = lambda _call: None,
         realm: str = "openrealtime",
+        transports: Sequence[str] = ("udp", "tcp"),
+        tls: TlsConfig | None = None,
+        tls_port: int = DEFAULT_TLS_PORT,
+        media_security: MediaSecurity = "either",
     ) -> None:
+        unknown = sorted(set(transports) - set(TRANSPORTS))
+        if unknown or not transports:
+            raise ValueError(f"SIP transports must be some of {', '.join(TRANSPORTS)}, not {unknown}")
+        if "tls" in transports and tls is None:
+            raise ValueError("SIP over TLS needs a certificate (sip_tls_certfile)")
+        self.transports = tuple(transports)
+        self.tls = tls
+        self.tls_port = tls_port
+        self.media_security: MediaSecurity = media_security
+        self._server_ssl = tls.server_context() if tls is not None and "tls" in transports else None
+        self._client_ssl = tls.client_context() if tls is not None and "tls" in transports else None
         self.host = host
         self.port = port
         self.media_host = "127.0.0.1" if host in ("", "0.0.0.0", "localhost") else host
@@ -112,6 +140,7 @@ class SipServer:
         self._client_txns: dict[str, NonInviteClientTransaction] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
+        self._tls: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._nonce_key = secrets.token_bytes(32)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -120,13 +149,32 @@ class SipServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(self.host, self.port)
+        if "udp" in self.transports:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(self.host, self.port)
+            )
+            self._udp = transport
+            self.port = transport.get_extra_info("sockname")[1]
+        if "tcp" in self.transports:
+            self._tcp = await asyncio.start_server(self._serve_tcp, self.host, self.port)
+            self.port = self._tcp.sockets[0].getsockname()[1]
+        if "tls" in self.transports:
+            self._tls = await asyncio.start_server(
+                self._serve_tls,
+                self.host,
+                self.tls_port,
+                ssl=self._server_ssl,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+            )
+            self.tls_port = self._tls.sockets[0].getsockname()[1]
+        plain = [name.upper() for name in self.transports if name != "tls"]
+        log.info(
+            "SIP listening on %s: %s%s; media: %s",
+            self.host,
+            f"{self.port} ({', '.join(plain)})" if plain else "",
+            f"{', ' if plain else ''}{self.tls_port} (TLS)" if self._tls is not None else "",
+            self.media_security,
         )
-        self._udp = transport
-        self.port = transport.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(self._serve_tcp, self.host, self.port)
-        log.info("SIP listening on %s:%d (UDP, TCP)", self.host, self.port)
 
     async def stop(self) -> None:
         await asyncio.gather(*(call.close() for call in list(self.calls.values())), return_exceptions=True)
@@ -134,10 +182,18 @@ class SipServer:
             self._udp.close()
         if self._tcp is not None:
             self._tcp.close()
-        for writer in list(self._connections):
+        if self._tls is not None:
+            self._tls.close()
+        writers = list(self._connections)
+        for writer in writers:
             writer.close()
         for task in list(self._tasks):
             task.cancel()
+        with contextlib.suppress(TimeoutError):  # let each connection's reader see its end
+            await asyncio.wait_for(
+                asyncio.gather(*(writer.wait_closed() for writer in writers), return_exceptions=True), 2.0
+            )
+        await asyncio.sleep(0)
 
     # ---------------------------------------------------------------- transports
 
@@ -148,7 +204,16 @@ class SipServer:
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        origin = Origin("TCP", (peer[0], peer[1]), writer)
+        await self._read_stream(reader, Origin("TCP", (peer[0], peer[1]), writer))
+
+    async def _serve_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        await self._read_stream(reader, Origin("TLS", (peer[0], peer[1]), writer))
+
+    async def _read_stream(self, reader: asyncio.StreamReader, origin: Origin) -> None:
+        """Messages off one TCP or TLS connection (one we accepted or opened), until it ends."""
+        writer = origin.writer
+        assert writer is not None
         framer = StreamFramer()
         self._connections.add(writer)
         try:
@@ -162,11 +227,40 @@ class SipServer:
                     return  # a stream we cannot frame any more: drop the connection
                 for message in messages:
                     self._on_message(message, origin)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             return
         finally:
             self._connections.discard(writer)
             writer.close()
+
+    async def _connect(self, call: SipCall, transport: str) -> Origin | None:
+        """A new connection to the caller for our in-dialog requests (RFC 3261 §12.2.1.1: the
+        first Route of the dialog's route set, else its remote target), read like any other."""
+        dialog = call.dialog
+        uri = uri_of(dialog.route_set[0]) if dialog.route_set else dialog.remote_target
+        secure = transport == "TLS"
+        target = host_port(uri, DEFAULT_TLS_PORT if secure else 5060)
+        if target is None:
+            return None
+        host, port = target
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    host,
+                    port,
+                    ssl=self._client_ssl if secure else None,
+                    server_hostname=host if secure else None,
+                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if secure else None,
+                ),
+                CONNECT_TIMEOUT_S,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.warning("call %s: cannot reach %s:%d over %s: %s", call.call_id, host, port, transport, exc)
+            return None
+        peer = writer.get_extra_info("peername")
+        origin = Origin(transport, (peer[0], peer[1]), writer)
+        self._spawn(self._read_stream(reader, origin), "sip-connection")
+        return origin
 
     def _send(self, origin: Origin, data: bytes) -> None:
         if origin.writer is not None:
@@ -372,7 +466,11 @@ class SipServer:
         self._server_txns[txn.key] = txn
         return txn
 
-    def _contact(self, origin: Origin) -> str:
+    def _contact(self, origin: Origin, invite: SipRequest) -> str:
+        if origin.transport == "TLS":
+            if _sips_dialog(invite):
+                return f"<sips:openrealtime@{self.media_host}:{self.tls_port}>"
+            return f"<sip:openrealtime@{self.media_host}:{self.tls_port};transport=tls>"
         return f"<sip:openrealtime@{self.media_host}:{self.port};transport={origin.transport.lower()}>"
 
     def _on_invite(self, request: SipRequest, origin: Origin) -> None:
@@ -386,6 +484,16 @@ class SipServer:
                 waiter.resend()
             return
         txn = self._invite_txn(request, origin)
+        if request.uri.lower().startswith("sips:") and origin.transport != "TLS":
+            txn.respond(  # RFC 3261 §8.2.2.1; a SIPS request must arrive over TLS
+                build_response(
+                    request,
+                    416,
+                    to_tag=new_tag(),
+                    headers=[("Warning", '399 openrealtime "sips: URIs are served over TLS only"')],
+                )
+            )
+            return
         txn.respond(build_response(request, 100))
         content_type = (request.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != "application/sdp" or not request.body:
@@ -400,7 +508,7 @@ class SipServer:
             return
         offer = request.body.decode("utf-8", errors="replace")
         try:
-            chosen = negotiate(offer)
+            chosen = negotiate(offer, self.media_security)
         except NegotiationError as exc:
             warning = re.sub(r'["\\\r\n]', "'", str(exc))[:120]
             txn.respond(
@@ -419,7 +527,7 @@ class SipServer:
         txn.on_timeout = call.no_ack
         txn.respond(
             build_response(
-                request, 180, to_tag=dialog.local_tag, headers=[("Contact", self._contact(origin))]
+                request, 180, to_tag=dialog.local_tag, headers=[("Contact", self._contact(origin, request))]
             )
         )
         call.ring_timer = asyncio.get_running_loop().call_later(self.ring_timeout_s, call.ring_timeout)
@@ -450,7 +558,7 @@ class SipServer:
             request,
             200,
             to_tag=call.dialog.local_tag,
-            headers=[("Contact", self._contact(origin)), ("Content-Type", "application/sdp")],
+            headers=[("Contact", self._contact(origin, call.invite)), ("Content-Type", "application/sdp")],
             body=call.answer_sdp.encode(),
         )
         txn.respond(response)
@@ -470,7 +578,11 @@ class SipServer:
         origin = self._origins.get(call.call_id)
         if txn is None or origin is None:
             return
-        headers = [("Contact", self._contact(origin)), ("Allow", ALLOW), ("User-Agent", USER_AGENT)]
+        headers = [
+            ("Contact", self._contact(origin, call.invite)),
+            ("Allow", ALLOW),
+            ("User-Agent", USER_AGENT),
+        ]
         if body:
             headers.append(("Content-Type", "application/sdp"))
         response = build_response(
@@ -563,16 +675,22 @@ class SipServer:
     async def request(
         self, call: SipCall, method: str, headers: list[tuple[str, str]] | None = None
     ) -> SipResponse | None:
-        """Send an in-dialog request (BYE, REFER) and wait for its final response."""
+        """Send an in-dialog request (BYE, REFER) and wait for its final response. Over TCP or
+        TLS it reuses the caller's connection, or opens a new one when that has closed."""
         origin = self._origins.get(call.call_id)
         if origin is None:
             return None
+        if origin.writer is not None and origin.writer.is_closing():
+            reconnected = await self._connect(call, origin.transport)
+            if reconnected is None:
+                return None
+            origin = self._origins[call.call_id] = reconnected
         request = call.dialog.create_request(
             method,
             via_host=self.media_host,
-            via_port=self.port,
+            via_port=self.tls_port if origin.transport == "TLS" else self.port,
             transport=origin.transport,
-            contact=self._contact(origin),
+            contact=self._contact(origin, call.invite),
             headers=headers,
         )
         done: asyncio.Future[SipResponse | None] = asyncio.get_running_loop().create_future()
@@ -608,6 +726,15 @@ class SipServer:
         if self._by_dialog.get(call.dialog.call_id) is call:
             del self._by_dialog[call.dialog.call_id]
         self._origins.pop(call.call_id, None)
+
+
+def _sips_dialog(invite: SipRequest) -> bool:
+    """RFC 3261 §12.1.1: a SIPS Request-URI, or a SIPS top Record-Route (the Contact when there
+    is no Record-Route), makes the dialog a SIPS one, and our Contact must be ``sips:``."""
+    routes = invite.get_all("Record-Route")
+    contacts = invite.get_all("Contact")
+    hop = uri_of(routes[0]) if routes else uri_of(contacts[0]) if contacts else ""
+    return invite.uri.lower().startswith("sips:") or hop.lower().startswith("sips:")
 
 
 def _md5(text: str) -> str:

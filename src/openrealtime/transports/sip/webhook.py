@@ -47,19 +47,25 @@ def sign(secret: str, webhook_id: str, timestamp: int, body: str) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def incoming_call_event(call_id: str, invite: SipRequest, *, now: int | None = None) -> dict[str, Any]:
-    """The event body: the INVITE's headers minus authentication headers, in order."""
+def incoming_call_event(
+    call_id: str, invite: SipRequest, *, media_security: str | None = None, now: int | None = None
+) -> dict[str, Any]:
+    """The event body: the INVITE's headers minus authentication headers, in order, and
+    whether the call's media is encrypted (``"srtp"``) or not (``"rtp"``)."""
+    data: dict[str, Any] = {
+        "call_id": call_id,
+        "sip_headers": [
+            {"name": name, "value": value} for name, value in invite.headers if name not in AUTH_HEADERS
+        ],
+    }
+    if media_security is not None:
+        data["sip_media_security"] = media_security
     return {
         "id": new_id("evt_"),
         "object": "event",
         "type": "realtime.call.incoming",
         "created_at": int(time.time()) if now is None else now,
-        "data": {
-            "call_id": call_id,
-            "sip_headers": [
-                {"name": name, "value": value} for name, value in invite.headers if name not in AUTH_HEADERS
-            ],
-        },
+        "data": data,
     }
 
 

@@ -1,0 +1,605 @@
+"""Remove the assistant's own voice from the caller's input, and tell a new talker from its echo.
+
+A client without echo cancellation (a speakerphone, an app on laptop speakers) sends back the
+answer it is playing, some 50 to 250 ms later and a few dB quieter. The server knows exactly
+what it sent, so it can cancel that echo before the VAD and the transcriber hear it:
+
+* **Alignment.** The runtime places every output chunk on the session's input clock at the
+  time it expects the client to play it (:meth:`EchoCanceller.play`). The true echo path adds
+  network, jitter-buffer and loudspeaker delay, so :class:`EchoDelayEstimator` finds the lag
+  between what was played and what came back by band-limited GCC-PHAT cross-correlation over
+  the last second (lags ``0 .. max_delay_ms``), and keeps a lag only once two estimates agree.
+* **Cancellation.** The far end, shifted by that lag, and the near end go through libspeexdsp's
+  echo canceller (Debian's ``libspeexdsp1``: an MDF adaptive filter of ``tail_ms`` covering the
+  room's reverberation after the lag) and its preprocessor, which suppresses the residual echo
+  that the filter leaves (``echo_suppress_db``; harder while the far end is loud) and, when
+  asked, noise. The binding is a thin ``ctypes`` layer over the library's C API; no filter is
+  implemented here.
+* **Level.** The echo return loss (echo level minus playback level) is estimated per frame
+  while the far end plays, as the median of recent ratios (double talk, a minority of frames,
+  does not move it much); until 0.5 s of them are seen it is assumed to be 0 dB (echo as
+  loud as playback).
+* **Different talker.** For each 16 ms frame the *predicted* echo level is the playback level
+  over the echo path's window (lag .. lag + tail) plus the echo return loss. A frame counts as
+  the caller's own voice when the cancelled output is louder than ``predicted echo -
+  talker_margin_db`` and above the noise floor: echo alone leaves a residual far below its
+  prediction, a person speaking at the echo's level leaves one at about the prediction.
+  :meth:`EchoCanceller.different_talker` answers for a span of input time (e.g. from a VAD
+  onset to now); the runtime must get a yes before ``speech_started`` fires while the
+  assistant speaks.
+
+``audio.input.noise_reduction`` chooses how hard to suppress (:meth:`EchoSettings.for_noise_reduction`):
+``near_field`` (headset, close microphone) suppresses residual echo moderately and noise
+lightly; ``far_field`` (speakerphone, laptop) suppresses both harder; ``None`` (the protocol's
+"off") still cancels the server's own echo, which removes nothing of the caller, but leaves
+noise alone. Without playback in the echo path's window a frame passes through untouched.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from .resample import StreamingResampler
+
+__all__ = [
+    "EchoCanceller",
+    "EchoDelayEstimator",
+    "EchoFrame",
+    "EchoSettings",
+    "EchoUnavailable",
+    "NoiseReduction",
+    "SpeexEchoCanceller",
+    "level_db",
+]
+
+NoiseReduction = Literal["near_field", "far_field"] | None
+FloatAudio = npt.NDArray[np.float32]
+
+_SILENCE_DB = -100.0
+
+# speex_echo.h / speex_preprocess.h request codes
+_ECHO_SET_SAMPLING_RATE = 24
+_PP_SET_DENOISE = 0
+_PP_SET_AGC = 2
+_PP_SET_VAD = 4
+_PP_SET_DEREVERB = 8
+_PP_SET_NOISE_SUPPRESS = 18
+_PP_SET_ECHO_SUPPRESS = 20
+_PP_SET_ECHO_SUPPRESS_ACTIVE = 22
+_PP_SET_ECHO_STATE = 24
+
+
+class EchoUnavailable(RuntimeError):
+    """libspeexdsp is not installed (Debian: ``apt-get install libspeexdsp1``)."""
+
+
+_lib: ctypes.CDLL | None = None
+_lib_lock = threading.Lock()
+
+
+def _speexdsp() -> ctypes.CDLL:
+    global _lib
+    with _lib_lock:
+        if _lib is not None:
+            return _lib
+        name = ctypes.util.find_library("speexdsp") or "libspeexdsp.so.1"
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError as error:
+            raise EchoUnavailable(
+                f"echo cancellation needs libspeexdsp ({error}); install the Debian package libspeexdsp1"
+            ) from None
+        p, i, i16p = ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int16)
+        lib.speex_echo_state_init.argtypes = [i, i]
+        lib.speex_echo_state_init.restype = p
+        lib.speex_echo_state_destroy.argtypes = [p]
+        lib.speex_echo_state_destroy.restype = None
+        lib.speex_echo_state_reset.argtypes = [p]
+        lib.speex_echo_state_reset.restype = None
+        lib.speex_echo_cancellation.argtypes = [p, i16p, i16p, i16p]
+        lib.speex_echo_cancellation.restype = None
+        lib.speex_echo_ctl.argtypes = [p, i, p]
+        lib.speex_echo_ctl.restype = i
+        lib.speex_preprocess_state_init.argtypes = [i, i]
+        lib.speex_preprocess_state_init.restype = p
+        lib.speex_preprocess_state_destroy.argtypes = [p]
+        lib.speex_preprocess_state_destroy.restype = None
+        lib.speex_preprocess_run.argtypes = [p, i16p]
+        lib.speex_preprocess_run.restype = i
+        lib.speex_preprocess_ctl.argtypes = [p, i, p]
+        lib.speex_preprocess_ctl.restype = i
+        _lib = lib
+        return lib
+
+
+def level_db(samples: npt.ArrayLike) -> float:
+    """Mean power of float samples in dB relative to full scale (-100 for digital silence)."""
+    x = np.asarray(samples, dtype=np.float64)
+    power = float(np.mean(x * x)) if x.size else 0.0
+    return 10.0 * math.log10(power) if power > 1e-10 else _SILENCE_DB
+
+
+@dataclass(frozen=True)
+class EchoSettings:
+    """How the canceller runs; :meth:`for_noise_reduction` maps the protocol's switch."""
+
+    frame_ms: int = 16
+    tail_ms: int = 128
+    """Length of speex's adaptive filter: the room's reverberation after the estimated lag."""
+    max_delay_ms: int = 400
+    """Longest echo lag searched (network + playout buffer + loudspeaker + air)."""
+    lead_ms: int = 8
+    """The far end goes to the filter this much early, so a slightly late lag estimate still
+    leaves the echo inside the filter's causal window."""
+    echo_suppress_db: int = -40
+    echo_suppress_active_db: int = -25
+    noise_suppress_db: int = -3
+    """speex applies its residual echo suppression inside its denoiser, so the denoiser always
+    runs; this caps how much it may take off stationary noise (-3 dB: barely)."""
+    talker_margin_db: float = 15.0
+    """A frame is the caller's when its cancelled level exceeds the predicted echo minus the
+    cancellation achieved so far (less ``talker_guard_db``), and at least minus this."""
+    talker_guard_db: float = 8.0
+    talker_floor_margin_db: float = 9.0
+    """... and the noise floor plus this."""
+    talker_fraction: float = 0.5
+    """:meth:`EchoCanceller.different_talker`: share of talker frames a span needs."""
+    talker_window_ms: float = 160.0
+    """:meth:`EchoCanceller.gate` asks about this much audio up to the frame's end."""
+    far_active_db: float = -55.0
+    """Playback quieter than this (dBFS) is treated as silence: no echo to predict."""
+    estimate_every_ms: int = 250
+    estimate_window_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.frame_ms <= 0 or self.tail_ms <= 0 or self.max_delay_ms < 0 or self.lead_ms < 0:
+            raise ValueError("frame_ms and tail_ms must be positive, max_delay_ms and lead_ms non-negative")
+        if not 0.0 < self.talker_fraction <= 1.0:
+            raise ValueError("talker_fraction must be within (0, 1]")
+        if self.echo_suppress_db > 0 or self.echo_suppress_active_db > 0 or self.noise_suppress_db > 0:
+            raise ValueError("suppression levels are attenuations in dB (<= 0)")
+
+    @classmethod
+    def for_noise_reduction(cls, mode: NoiseReduction) -> EchoSettings:
+        """``near_field``: headset-like, moderate; ``far_field``: speakerphone, hard; ``None``:
+        cancel the server's own echo only, no noise suppression."""
+        if mode == "far_field":
+            return cls(tail_ms=200, echo_suppress_db=-60, echo_suppress_active_db=-45, noise_suppress_db=-25)
+        if mode == "near_field":
+            return cls(echo_suppress_db=-40, echo_suppress_active_db=-25, noise_suppress_db=-12)
+        if mode is None:
+            return cls()
+        raise ValueError(f"noise_reduction must be near_field, far_field or None, got {mode!r}")
+
+
+class SpeexEchoCanceller:
+    """libspeexdsp's echo canceller plus preprocessor (residual echo and noise suppression).
+
+    ``process`` takes one frame of the microphone and the time-aligned frame of playback
+    (int16, ``frame_samples`` each) and returns the cleaned frame. Not thread-safe.
+    """
+
+    def __init__(self, sample_rate: int, frame_samples: int, settings: EchoSettings) -> None:
+        lib = _speexdsp()
+        self._lib = lib
+        self.sample_rate = sample_rate
+        self.frame_samples = frame_samples
+        filter_length = max(frame_samples, round(settings.tail_ms * sample_rate / 1000))
+        self._echo: int | None = lib.speex_echo_state_init(frame_samples, filter_length)
+        self._pre: int | None = lib.speex_preprocess_state_init(frame_samples, sample_rate)
+        if not self._echo or not self._pre:
+            self.close()
+            raise EchoUnavailable("libspeexdsp could not create its echo or preprocess state")
+        self._ctl_echo(_ECHO_SET_SAMPLING_RATE, sample_rate)
+        self._ctl_pre(_PP_SET_ECHO_STATE, None)
+        self._ctl_pre(_PP_SET_DENOISE, 1)
+        self._ctl_pre(_PP_SET_NOISE_SUPPRESS, settings.noise_suppress_db)
+        self._ctl_pre(_PP_SET_AGC, 0)
+        self._ctl_pre(_PP_SET_VAD, 0)
+        self._ctl_pre(_PP_SET_DEREVERB, 0)
+        self._ctl_pre(_PP_SET_ECHO_SUPPRESS, settings.echo_suppress_db)
+        self._ctl_pre(_PP_SET_ECHO_SUPPRESS_ACTIVE, settings.echo_suppress_active_db)
+        self._out = np.zeros(frame_samples, dtype=np.int16)
+
+    def _ctl_echo(self, request: int, value: int) -> None:
+        arg = ctypes.c_int(value)
+        self._lib.speex_echo_ctl(self._echo, request, ctypes.cast(ctypes.byref(arg), ctypes.c_void_p))
+
+    def _ctl_pre(self, request: int, value: int | None) -> None:
+        if value is None:  # SET_ECHO_STATE takes the echo state itself
+            self._lib.speex_preprocess_ctl(self._pre, request, self._echo)
+            return
+        arg = ctypes.c_int(value)
+        self._lib.speex_preprocess_ctl(self._pre, request, ctypes.cast(ctypes.byref(arg), ctypes.c_void_p))
+
+    def process(
+        self, near: npt.NDArray[np.int16], far: npt.NDArray[np.int16]
+    ) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
+        """``(linear, cleaned)``: the adaptive filter's output (the caller's voice untouched,
+        echo reduced) and that after residual echo and noise suppression."""
+        if self._echo is None or self._pre is None:
+            raise RuntimeError("this echo canceller is closed")
+        if near.shape != (self.frame_samples,) or far.shape != (self.frame_samples,):
+            raise ValueError(f"expected frames of {self.frame_samples} samples")
+        rec = np.ascontiguousarray(near, dtype=np.int16)
+        play = np.ascontiguousarray(far, dtype=np.int16)
+        out = np.empty(self.frame_samples, dtype=np.int16)
+        i16p = ctypes.POINTER(ctypes.c_int16)
+        self._lib.speex_echo_cancellation(
+            self._echo, rec.ctypes.data_as(i16p), play.ctypes.data_as(i16p), out.ctypes.data_as(i16p)
+        )
+        linear = out.copy()
+        self._lib.speex_preprocess_run(self._pre, out.ctypes.data_as(i16p))
+        return linear, out
+
+    def reset(self) -> None:
+        """Forget the adapted echo path (after the lag changed)."""
+        if self._echo is not None:
+            self._lib.speex_echo_state_reset(self._echo)
+
+    def close(self) -> None:
+        if self._pre:
+            self._lib.speex_preprocess_state_destroy(self._pre)
+        if self._echo:
+            self._lib.speex_echo_state_destroy(self._echo)
+        self._pre = self._echo = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class EchoDelayEstimator:
+    """The lag of the echo behind the placed playback, by band-limited GCC-PHAT.
+
+    :meth:`estimate` correlates the last ``window`` samples of the microphone with playback
+    ``0 .. max_lag`` samples earlier; whitening (PHAT) makes the peak sharp for speech, and
+    300 Hz to 3.4 kHz keeps hum and hiss out. Returns ``(lag, confidence)`` or ``None`` when
+    the playback in the window is too quiet; confidence is the peak's height in standard
+    deviations of the correlation over all lags.
+    """
+
+    def __init__(self, sample_rate: int, max_lag: int, window: int) -> None:
+        self.sample_rate = sample_rate
+        self.max_lag = max_lag
+        self.window = window
+
+    def estimate(self, near: FloatAudio, far: FloatAudio) -> tuple[int, float] | None:
+        """``near``: the last ``window`` samples; ``far``: the ``window + max_lag`` samples of
+        playback ending at the same instant."""
+        if near.size != self.window or far.size != self.window + self.max_lag:
+            raise ValueError("near must hold window samples and far window + max_lag")
+        if level_db(far[self.max_lag :]) < -60.0 or level_db(near) < -70.0:
+            return None
+        n = 1 << math.ceil(math.log2(far.size + near.size))
+        spectrum = np.fft.rfft(near, n) * np.conj(np.fft.rfft(far, n))
+        freqs = np.fft.rfftfreq(n, 1.0 / self.sample_rate)
+        band = (freqs >= 300.0) & (freqs <= 3400.0)
+        spectrum = np.where(band, spectrum / (np.abs(spectrum) + 1e-12), 0.0)
+        corr = np.fft.irfft(spectrum, n)
+        # near[t] ~ far[t + max_lag - lag]: circular lag k = lag - max_lag for lag in 0..max_lag
+        lags = (np.arange(self.max_lag + 1) - self.max_lag) % n
+        values = corr[lags]
+        best = int(np.argmax(values))
+        spread = float(np.std(values))
+        confidence = (float(values[best]) - float(np.mean(values))) / spread if spread > 0 else 0.0
+        return best, confidence
+
+
+@dataclass(frozen=True)
+class EchoFrame:
+    """One processed frame: where it sits on the input clock and what was decided about it."""
+
+    start_ms: float
+    end_ms: float
+    near_db: float
+    out_db: float
+    predicted_echo_db: float | None
+    """Playback level over the echo window plus the echo return loss; None: no playback."""
+    talker: bool
+    """The cancelled frame is louder than echo alone explains (a person is speaking)."""
+    linear_db: float | None = None
+    """Level after the adaptive filter, before residual suppression (None: not run)."""
+    allowed_db: float = 0.0
+    """How far below the predicted echo the filter's output may be and still count as a talker."""
+
+
+class EchoCanceller:
+    """One session's echo removal: playback in, microphone in, cleaned microphone out.
+
+    Times are ms on the session's input clock. :meth:`play` places output audio (any rate;
+    resampled to ``sample_rate``) where the client is expected to play it; :meth:`process`
+    takes microphone audio at ``sample_rate`` in whole frames (16 ms: the VAD's 32 ms frame is
+    two) and returns it cleaned. Not thread-safe: one session's audio task calls it.
+    """
+
+    def __init__(self, sample_rate: int = 16_000, settings: EchoSettings | None = None) -> None:
+        self.settings = settings or EchoSettings()
+        self.sample_rate = sample_rate
+        s = self.settings
+        self.frame_samples = round(s.frame_ms * sample_rate / 1000)
+        self._speex = SpeexEchoCanceller(sample_rate, self.frame_samples, s)
+        self._max_lag = round(s.max_delay_ms * sample_rate / 1000)
+        self._tail = round(s.tail_ms * sample_rate / 1000)
+        self._lead = round(s.lead_ms * sample_rate / 1000)
+        self._window = round(s.estimate_window_ms * sample_rate / 1000)
+        self._estimator = EchoDelayEstimator(sample_rate, self._max_lag, self._window)
+        self._keep = self._window + self._max_lag + self._tail + 4 * self.frame_samples
+        # playback on the input clock: self._far[i] is input sample self._far_origin + i
+        self._far = np.zeros(0, dtype=np.float32)
+        self._far_origin = 0
+        self._far_stream: _PlaybackStream | None = None
+        self._near = np.zeros(0, dtype=np.float32)  # raw microphone, ending at self._near_end
+        self._near_end = 0
+        self._lag: int | None = None
+        self._candidate: int | None = None
+        self._since_estimate = 0
+        self._ratios: deque[float] = deque(maxlen=200)
+        self._reductions: deque[float] = deque(maxlen=round(1500 / s.frame_ms))
+        self._floor: deque[float] = deque(maxlen=64)
+        self.frames: deque[EchoFrame] = deque(maxlen=round(4000 / s.frame_ms))
+        self.resets = 0
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def delay_ms(self) -> float | None:
+        """The echo lag behind placed playback, once estimated."""
+        return None if self._lag is None else self._lag * 1000 / self.sample_rate
+
+    @property
+    def echo_return_loss_db(self) -> float:
+        """Echo level relative to playback (0 until measured: echo as loud as playback)."""
+        if len(self._ratios) < 30:
+            return 0.0
+        return float(np.percentile(np.asarray(self._ratios), 50))
+
+    @property
+    def cancellation_db(self) -> float:
+        """How much the adaptive filter surely takes off echo now: the 25th percentile of the
+        level reduction over the last 1.5 s of frames where echo stood well above the noise
+        (0 until the lag is known: an unconverged filter takes off nothing)."""
+        if len(self._reductions) < 8:
+            return 0.0
+        return float(np.percentile(np.asarray(self._reductions), 25))
+
+    @property
+    def noise_floor_db(self) -> float:
+        if not self._floor:
+            return -90.0
+        return float(np.median(np.asarray(self._floor)))
+
+    # ------------------------------------------------------------------ input
+
+    def play(self, pcm: npt.NDArray[np.int16] | FloatAudio, rate: int, at_ms: float | None = None) -> None:
+        """Playback that starts at ``at_ms`` on the input clock (default: right after the
+        previous chunk). int16 or float32, mono, at ``rate``; chunks that follow each other
+        (within 2 ms) are resampled as one stream."""
+        samples = np.asarray(pcm)
+        if samples.ndim != 1:
+            raise ValueError("playback must be mono")
+        audio = (
+            samples.astype(np.float32) / 32768.0 if samples.dtype == np.int16 else samples.astype(np.float32)
+        )
+        stream = self._far_stream
+        continues = (
+            stream is not None
+            and stream.rate == rate
+            and (at_ms is None or abs(at_ms - stream.next_ms) <= 2.0)
+        )
+        if not continues:
+            if stream is not None:
+                self._place(stream.flush(), stream.position)
+            begin = at_ms if at_ms is not None else (stream.next_ms if stream is not None else 0.0)
+            stream = self._far_stream = _PlaybackStream(rate, self.sample_rate, begin)
+        assert stream is not None
+        out, position = stream.push(audio)
+        self._place(out, position)
+
+    def _place(self, audio: FloatAudio, start: int) -> None:
+        if audio.size == 0:
+            return
+        if self._far.size == 0:
+            self._far_origin = start
+        offset = start - self._far_origin
+        if offset < 0:  # older than what is kept: keep the part that is still needed
+            audio = audio[-offset:]
+            offset = 0
+            if audio.size == 0:
+                return
+        need = offset + audio.size
+        if need > self._far.size:
+            grown = np.zeros(need, dtype=np.float32)
+            grown[: self._far.size] = self._far
+            self._far = grown
+        self._far[offset : offset + audio.size] = audio
+
+    def _far_slice(self, start: int, end: int) -> FloatAudio:
+        """Playback for input samples ``[start, end)`` (zeros where nothing was played)."""
+        out = np.zeros(end - start, dtype=np.float32)
+        a = max(start, self._far_origin)
+        b = min(end, self._far_origin + self._far.size)
+        if b > a:
+            out[a - start : b - start] = self._far[a - self._far_origin : b - self._far_origin]
+        return out
+
+    def process(self, near: FloatAudio, start_ms: float) -> FloatAudio:
+        """Clean microphone audio that starts at ``start_ms``; returns the same number of samples."""
+        samples = np.asarray(near, dtype=np.float32)
+        if samples.ndim != 1 or samples.size % self.frame_samples:
+            raise ValueError(f"expected mono audio in whole frames of {self.frame_samples} samples")
+        start = round(start_ms * self.sample_rate / 1000)
+        out = np.empty_like(samples)
+        for index in range(0, samples.size, self.frame_samples):
+            frame = samples[index : index + self.frame_samples]
+            out[index : index + self.frame_samples] = self._frame(frame, start + index)
+        self._trim()
+        return out
+
+    def _frame(self, near: FloatAudio, start: int) -> FloatAudio:
+        n = self.frame_samples
+        end = start + n
+        self._remember_near(near, end)
+        self._since_estimate += n
+        if self._since_estimate * 1000 >= self.settings.estimate_every_ms * self.sample_rate:
+            self._since_estimate = 0
+            self._update_lag(end)
+        near_db = level_db(near)
+        start_ms, end_ms = start * 1000 / self.sample_rate, end * 1000 / self.sample_rate
+        # the playback that can be in this frame: the lag's window, or every lag until known
+        if self._lag is not None:
+            window = self._far_slice(start - self._lag - self._tail, end - self._lag + self._lead)
+        else:
+            window = self._far_slice(start - self._max_lag - self._tail, end)
+        far_db = self._window_level(window)
+        if far_db < self.settings.far_active_db:
+            self._floor.append(near_db)
+            frame = EchoFrame(start_ms, end_ms, near_db, near_db, None, near_db > self._floor_gate())
+            self.frames.append(frame)
+            return near
+        lag = self._lag if self._lag is not None else 0
+        far = self._far_slice(start - lag + self._lead, end - lag + self._lead)
+        linear16, cleaned16 = self._speex.process(_to_int16(near), _to_int16(far))
+        cleaned = cleaned16.astype(np.float32) / 32768.0
+        out_db = level_db(cleaned)
+        linear_db = level_db(linear16.astype(np.float32) / 32768.0)
+        predicted = far_db + self.echo_return_loss_db
+        allowed = min(self.cancellation_db - self.settings.talker_guard_db, self.settings.talker_margin_db)
+        talker = linear_db > predicted - allowed and linear_db > self._floor_gate()
+        if self._lag is not None:  # before the lag is known, ratios would mix in pre-echo frames
+            self._ratios.append(near_db - far_db)
+            if near_db > self._floor_gate():  # echo well above the noise: cancellation shows
+                self._reductions.append(near_db - linear_db)
+        self.frames.append(
+            EchoFrame(start_ms, end_ms, near_db, out_db, predicted, talker, linear_db, allowed)
+        )
+        return cleaned
+
+    def _window_level(self, window: FloatAudio) -> float:
+        """Loudest frame-sized block of the playback window, in dBFS."""
+        n = self.frame_samples
+        usable = window[: window.size // n * n].reshape(-1, n)
+        if usable.size == 0:
+            return _SILENCE_DB
+        power = float(np.max(np.mean(usable.astype(np.float64) ** 2, axis=1)))
+        return 10.0 * math.log10(power) if power > 1e-10 else _SILENCE_DB
+
+    def _floor_gate(self) -> float:
+        return self.noise_floor_db + self.settings.talker_floor_margin_db
+
+    def _remember_near(self, near: FloatAudio, end: int) -> None:
+        if self._near.size and end - near.size != self._near_end:
+            self._near = np.zeros(0, dtype=np.float32)  # a gap in the input: start over
+        self._near = np.concatenate((self._near, near))[-self._window :]
+        self._near_end = end
+
+    def _update_lag(self, end: int) -> None:
+        if self._near.size < self._window:
+            return
+        far = self._far_slice(end - self._window - self._max_lag, end)
+        found = self._estimator.estimate(self._near, far)
+        if found is None or found[1] < 8.0:
+            return
+        lag, confidence = found
+        close = self.frame_samples // 8
+        if self._lag is not None and abs(lag - self._lag) <= close:
+            self._candidate = None
+            return
+        agreed = self._candidate is not None and abs(lag - self._candidate) <= close
+        if agreed or (self._lag is None and confidence >= 14.0):
+            self._set_lag(lag)  # a clear first estimate, or two agreeing on a new lag
+            self._candidate = None
+        else:
+            self._candidate = lag
+
+    def _set_lag(self, lag: int) -> None:
+        if self._lag is not None:
+            self._speex.reset()
+            self.resets += 1
+        self._lag = lag
+        self._ratios.clear()
+        self._reductions.clear()
+
+    def _trim(self) -> None:
+        drop = (self._near_end - self._keep) - self._far_origin
+        if drop > 0:
+            self._far = self._far[drop:]
+            self._far_origin += drop
+
+    # ------------------------------------------------------------------ decisions
+
+    def different_talker(self, since_ms: float, until_ms: float | None = None) -> bool:
+        """Whether the input ``[since_ms, until_ms]`` holds a person rather than echo.
+
+        True when no playback could be heard there; else when the adaptive filter's output,
+        in power over the span, stands above the predicted echo less what the filter takes
+        off (see the module docs) and above the noise floor. Power over the span rather than
+        frame votes: a talker's syllables carry it, single frames of echo leak do not.
+        """
+        frames = [
+            f
+            for f in self.frames
+            if f.end_ms > since_ms + 1e-6 and (until_ms is None or f.start_ms < until_ms - 1e-6)
+        ]
+        echoing = [f for f in frames if f.predicted_echo_db is not None and f.linear_db is not None]
+        if not echoing:
+            return True
+        linear = _power_mean([f.linear_db for f in echoing if f.linear_db is not None])
+        predicted = _power_mean([f.predicted_echo_db for f in echoing if f.predicted_echo_db is not None])
+        allowed = float(np.mean([f.allowed_db for f in echoing]))
+        return linear > predicted - allowed and linear > self._floor_gate()
+
+    def gate(self, probability: float, end_ms: float) -> float:
+        """A VAD frame's speech probability as the segmenter should see it: unchanged while
+        the caller is the only source, 0 while playback could be echoing and the last
+        ``talker_window_ms`` do not hold a different talker. Feeding gated probabilities
+        keeps the segmenter as it is and makes ``speech_started`` wait for the check."""
+        if self.different_talker(end_ms - self.settings.talker_window_ms, end_ms):
+            return probability
+        return 0.0
+
+    def close(self) -> None:
+        self._speex.close()
+
+
+class _PlaybackStream:
+    """One run of contiguous playback, resampled to the canceller's rate and kept on time."""
+
+    def __init__(self, rate: int, out_rate: int, start_ms: float) -> None:
+        self.rate = rate
+        self.out_rate = out_rate
+        self.next_ms = start_ms
+        self.position = round(start_ms * out_rate / 1000)  # input sample of the next output
+        self._resampler = StreamingResampler(rate, out_rate) if rate != out_rate else None
+
+    def push(self, audio: FloatAudio) -> tuple[FloatAudio, int]:
+        self.next_ms += audio.size * 1000 / self.rate
+        out = (
+            audio if self._resampler is None else np.asarray(self._resampler.process(audio), dtype=np.float32)
+        )
+        position = self.position
+        self.position += out.size
+        return out, position
+
+    def flush(self) -> FloatAudio:
+        if self._resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        return np.asarray(self._resampler.flush(), dtype=np.float32)
+
+
+def _power_mean(levels: list[float]) -> float:
+    power = float(np.mean(np.power(10.0, np.asarray(levels) / 10.0)))
+    return 10.0 * math.log10(power) if power > 1e-10 else _SILENCE_DB
+
+
+def _to_int16(audio: FloatAudio) -> npt.NDArray[np.int16]:
+    out: npt.NDArray[np.int16] = np.clip(np.rint(audio * 32768.0), -32768, 32767).astype(np.int16)
+    return out

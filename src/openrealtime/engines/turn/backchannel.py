@@ -1,0 +1,152 @@
+"""Under ``semantic_vad``, is speech during the answer a backchannel or an interruption?
+
+Callers say "mhm", "okay", "yeah", "right", cough or laugh while the assistant speaks; none of
+that is a bid for the turn, and cancelling the answer for it is one of the most common
+complaints about voice agents. ``server_vad`` keeps OpenAI's semantics (any speech
+interrupts); under ``semantic_vad`` the runtime holds ``speech_started`` for speech that
+begins while the answer plays and asks :func:`classify` as the speech goes on:
+
+1. **Words decide first.** As soon as the streaming transcript of that speech holds a word
+   outside :data:`BACKCHANNEL_WORDS`, or more than ``max_words`` words, it is an
+   interruption ("wait", "no", "what about ...").
+2. **Long speech is a turn.** Speech that lasts ``max_speech_ms`` is an interruption
+   whatever the words (nobody says "mhm" for a second).
+3. **Short speech that ended** is a backchannel when its transcript holds only backchannel
+   words or no words at all (a cough, a laugh, a breath). Its transcript is awaited up to
+   ``transcript_wait_ms`` after the speech ended; a short sound whose transcript does not
+   come in time counts as a backchannel.
+4. Otherwise: not decided yet.
+
+The decision needs the transcript of short speech, i.e. one Whisper pass over well under a
+second of audio (measured in ``bench/backchannel.py``); a real interruption is recognised
+at the latest ``max_speech_ms`` after its onset, sooner when its first words are out. Pure
+and deterministic: no clock, no model.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "BACKCHANNEL_PROMPT",
+    "BACKCHANNEL_WORDS",
+    "BackchannelConfig",
+    "Verdict",
+    "classify",
+    "transcript_words",
+]
+
+BACKCHANNEL_PROMPT = "Mhm. Uh-huh. Okay. Yeah. Right. I see."
+"""Whisper's initial prompt for the short-speech pass: without it Whisper spells a "mhm" as
+whatever word it resembles ("image him")."""
+
+BACKCHANNEL_WORDS = frozenset(
+    [
+        "mhm",
+        "mm",
+        "mmm",
+        "mm-hmm",
+        "mmhmm",
+        "hmm",
+        "hm",
+        "uh-huh",
+        "uhhuh",
+        "uh",
+        "huh",
+        "um",
+        "ah",
+        "oh",
+        "aha",
+        "ooh",
+        "wow",
+        "ok",
+        "okay",
+        "k",
+        "kay",
+        "yeah",
+        "yea",
+        "yes",
+        "yep",
+        "yup",
+        "ya",
+        "right",
+        "sure",
+        "alright",
+        "all",
+        "i",
+        "see",
+        "got",
+        "it",
+        "cool",
+        "nice",
+        "great",
+        "good",
+        "fine",
+        "true",
+        "exactly",
+        "indeed",
+        "totally",
+        "absolutely",
+        "gotcha",
+        "thanks",
+        "thank",
+        "you",
+        "so",
+    ]
+)
+"""Words a listener says without taking the turn ("all right", "I see", "got it", "thank
+you" are made of them)."""
+
+_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+
+
+def transcript_words(text: str) -> list[str]:
+    """Lower-case words of a transcript ("Mm-hmm." -> ["mm-hmm"])."""
+    return _WORD.findall(text.lower())
+
+
+class Verdict(enum.Enum):
+    BACKCHANNEL = "backchannel"
+    INTERRUPTION = "interruption"
+    UNDECIDED = "undecided"
+
+
+@dataclass(frozen=True)
+class BackchannelConfig:
+    max_speech_ms: float = 1000.0
+    max_words: int = 3
+    transcript_wait_ms: float = 1500.0
+
+    def __post_init__(self) -> None:
+        if self.max_speech_ms <= 0 or self.max_words < 1 or self.transcript_wait_ms < 0:
+            raise ValueError("max_speech_ms and max_words must be positive, transcript_wait_ms non-negative")
+
+
+def classify(
+    speech_ms: float,
+    *,
+    speech_ended: bool,
+    transcript: str | None,
+    waited_ms: float = 0.0,
+    config: BackchannelConfig | None = None,
+) -> Verdict:
+    """Decide about speech heard during the answer.
+
+    ``speech_ms``: its length so far (onset to now, or to its end); ``speech_ended``: the VAD
+    saw it end; ``transcript``: its (partial) transcript, ``None`` while none has come;
+    ``waited_ms``: time since it ended.
+    """
+    cfg = config or BackchannelConfig()
+    if transcript is not None:
+        words = transcript_words(transcript)
+        if len(words) > cfg.max_words or any(word not in BACKCHANNEL_WORDS for word in words):
+            return Verdict.INTERRUPTION
+    if speech_ms >= cfg.max_speech_ms:
+        return Verdict.INTERRUPTION
+    if not speech_ended:
+        return Verdict.UNDECIDED
+    if transcript is not None or waited_ms >= cfg.transcript_wait_ms:
+        return Verdict.BACKCHANNEL
+    return Verdict.UNDECIDED

@@ -1,0 +1,127 @@
+"""The echo canceller (libspeexdsp through ctypes): lag estimate, cancellation, talker check.
+
+Signals here are synthetic (modulated noise, so every lag is unambiguous); real speech
+through a simulated room is in tests/integration/test_echo_real_speech.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from openrealtime.audio.echo import (
+    EchoCanceller,
+    EchoDelayEstimator,
+    EchoSettings,
+    level_db,
+)
+from openrealtime.benchmark.echo_path import echo_of, room_impulse_response
+
+RATE = 16_000
+
+
+def babble(seconds: float, seed: int, level: float = 0.1) -> np.ndarray:
+    """Noise with a syllable-rate envelope: speech-like in level, white in spectrum."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    envelope = np.repeat(rng.uniform(0.1, 1.0, n // 1600 + 1), 1600)[:n]
+    smooth = np.convolve(envelope, np.ones(400) / 400, mode="same")
+    return (rng.standard_normal(n) * smooth * level).astype(np.float32)
+
+
+def run(canceller: EchoCanceller, mic: np.ndarray, frame: int = 512) -> np.ndarray:
+    usable = mic[: mic.size // frame * frame]
+    return np.concatenate(
+        [canceller.process(usable[i : i + frame], i * 1000 / RATE) for i in range(0, usable.size, frame)]
+    )
+
+
+def test_level_db() -> None:
+    assert level_db(np.zeros(10)) == -100.0
+    assert level_db(np.full(100, 0.1)) == pytest.approx(-20.0, abs=0.01)
+
+
+def test_noise_reduction_modes_and_validation() -> None:
+    near, far, off = (EchoSettings.for_noise_reduction(m) for m in ("near_field", "far_field", None))
+    assert far.echo_suppress_db < near.echo_suppress_db
+    assert far.noise_suppress_db < near.noise_suppress_db < 0
+    assert off.noise_suppress_db > near.noise_suppress_db
+    with pytest.raises(ValueError):
+        EchoSettings.for_noise_reduction("loud")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        EchoSettings(talker_fraction=0.0)
+    with pytest.raises(ValueError):
+        EchoSettings(echo_suppress_db=10)
+
+
+def test_delay_estimator_finds_the_lag() -> None:
+    far = babble(2.0, 1)
+    lag = int(0.137 * RATE)
+    near = np.concatenate((np.zeros(lag, np.float32), far))[: far.size] * 0.5
+    estimator = EchoDelayEstimator(RATE, max_lag=int(0.4 * RATE), window=RATE)
+    end = far.size
+    found = estimator.estimate(near[end - RATE : end], far[end - RATE - estimator.max_lag : end])
+    assert found is not None
+    estimated, confidence = found
+    assert abs(estimated - lag) <= 1
+    assert confidence > 8
+    assert estimator.estimate(np.zeros(RATE, np.float32), np.zeros(RATE + 6400, np.float32)) is None
+
+
+def test_cancels_echo_and_keeps_a_talker() -> None:
+    far = babble(6.0, 2)
+    ir = room_impulse_response(RATE, rt60_s=0.2, seed=3)
+    echo = echo_of(far, RATE, delay_ms=120, level_db=-6.0, ir=ir)
+    noise = (np.random.default_rng(4).standard_normal(far.size) * 3e-4).astype(np.float32)
+    canceller = EchoCanceller(RATE, EchoSettings.for_noise_reduction("near_field"))
+    canceller.play(far, RATE, at_ms=0.0)
+    out = run(canceller, echo + noise)
+    assert canceller.delay_ms == pytest.approx(120, abs=1.0)
+    tail = slice(4 * RATE, out.size)
+    assert level_db(out[tail]) < level_db(echo[tail]) - 15
+    assert not canceller.different_talker(4500, 5500)
+
+    talker = np.zeros_like(far)
+    burst = babble(0.6, 9, level=1.0)
+    start = int(5.0 * RATE)
+    talker[start : start + burst.size] = burst * (10 ** ((level_db(echo) - level_db(burst)) / 20))
+    canceller = EchoCanceller(RATE, EchoSettings.for_noise_reduction("near_field"))
+    canceller.play(far, RATE, at_ms=0.0)
+    run(canceller, echo + noise + talker)
+    assert canceller.different_talker(5000, 5300)
+    assert not canceller.different_talker(4000, 4900)
+
+
+def test_gate_passes_speech_without_playback_and_blocks_echo() -> None:
+    far = babble(5.0, 5)
+    canceller = EchoCanceller(RATE)
+    mic = babble(1.0, 6)
+    assert np.array_equal(run(canceller, mic), mic[: mic.size // 512 * 512])  # nothing played: untouched
+    assert canceller.gate(0.9, 900.0) == 0.9
+
+    canceller = EchoCanceller(RATE)
+    canceller.play(far, RATE, at_ms=0.0)
+    echo = echo_of(far, RATE, delay_ms=80, level_db=-6.0, ir=room_impulse_response(RATE, 0.2, 7))
+    run(canceller, echo)
+    assert canceller.gate(0.9, 4500.0) == 0.0
+
+
+def test_playback_at_another_rate_is_placed_on_time() -> None:
+    from openrealtime.audio.resample import resample
+
+    far16 = babble(3.0, 8)
+    far24 = resample(far16, RATE, 24_000)
+    canceller = EchoCanceller(RATE)
+    for i in range(0, far24.size, 480):  # 20 ms chunks at 24 kHz, stamped
+        canceller.play(far24[i : i + 480], 24_000, 250.0 + i / 24)
+    echo = np.concatenate((np.zeros(int(0.25 * RATE) + 960, np.float32), far16))[: far16.size] * 0.5
+    run(canceller, echo)
+    assert canceller.delay_ms == pytest.approx(60, abs=1.0)
+
+
+def test_rejects_partial_frames() -> None:
+    canceller = EchoCanceller(RATE)
+    with pytest.raises(ValueError):
+        canceller.process(np.zeros(300, np.float32), 0.0)
+    with pytest.raises(ValueError):
+        canceller.play(np.zeros((2, 10), np.float32), RATE)
