@@ -58,6 +58,8 @@ class EngineSet:
     """The LLM takes images itself (a vision endpoint); no describer runs."""
     partials: PartialsMode = "whisper"
     """How the turn is transcribed while the caller speaks (``asr_partials``)."""
+    asr_language: str = "en"
+    """The callers' language until one is heard (``asr_language``; ``auto``: detect)."""
     llm_threads: int = 1
     llm_batch_threads: int = 1
     """Prompt-evaluation threads the embedded LLM may use while no other engine is busy."""
@@ -339,6 +341,7 @@ def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
     engines = EngineSet(
         llm=build("llm", settings),
         partials=settings.asr_partials,
+        asr_language=settings.asr_language,
         llm_threads=settings.llm_threads,
         llm_batch_threads=settings.llm_batch_threads,
         in_flight={kind: settings.ray_concurrency for kind in RAY_KINDS if kind in settings.ray_engines},
