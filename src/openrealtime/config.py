@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     """Prefix of the Serve applications (``<ray_app>-llm``, ``-asr``, ``-tts``, ``-vision``)."""
     ray_concurrency: int = Field(default=4, ge=1)
     """Requests per engine this process keeps in flight on Ray (its scheduler's workers for the
-    engines on Ray, published as ``EngineSet.extra["scheduler_workers"]``)."""
+    engines on Ray, published as ``EngineSet.in_flight``)."""
 
     # playground
     playground_enabled: bool = True

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from ..core.session import Limits, SessionCore
-from ..protocol.server_events import ServerEvent
 from ..protocol.session import AnySession
+from ..runtime.mcp import McpPolicy
 from ..runtime.observer import SessionInfo
+from ..runtime.port import SessionClient
 from ..runtime.session_runtime import SessionRuntime
 from ..telemetry.ledger import budget_hooks
-
-if TYPE_CHECKING:
-    from .app import ServerState
+from .state import ServerState
 
 
 def new_session_runtime(
@@ -24,8 +21,7 @@ def new_session_runtime(
     key_id: str,
     transport: str,
     model: str,
-    send: Callable[[ServerEvent], None],
-    close: Callable[[int, str], Awaitable[None]],
+    client: SessionClient,
 ) -> SessionRuntime:
     """A session starting from ``session`` with the server's limits, budgets, engines and
     observers (admission, ``state.limits.admit``, is the caller's to do first)."""
@@ -40,6 +36,8 @@ def new_session_runtime(
         count_tokens=state.engines.llm.count_tokens,
         created_at=int(time.time()),
         limits=limits,
+        server_playback=transport != "websocket",  # WebRTC and SIP play the answers out themselves
+        llm_sees_images=state.engines.llm_vision,
         voice_check=state.engines.voice_problem,
         **budget_hooks(state.usage_ledger, key_id),
     )
@@ -48,9 +46,9 @@ def new_session_runtime(
         core,
         state.engines,
         state.scheduler,
-        send,
-        close,
+        client,
         observers=state.observers,
         info=info,
         admit_event=lambda: state.limits.allow_event(key_id),
+        mcp_policy=McpPolicy.from_settings(settings.mcp_allowed_hosts, settings.mcp_timeout_seconds),
     )
