@@ -124,7 +124,7 @@ def test_synthesis_reads_codes_but_keeps_plain_text() -> None:
     p = piper()
     synth, voice = VoiceTable({"piper": p}).resolve("marin")
     list(synth.synthesize("Your code is A7X-4921.", voice=voice))
-    assert p.calls[-1]["text"] == "Your code is A, 7, X, dash, 4, 9, 2, 1."
+    assert p.calls[-1]["text"] == "Your code is A, number 7, X, dash, 49, 21."
     list(synth.synthesize("Hello there.", voice=voice))
     assert p.calls[-1]["text"] == "Hello there."
 
