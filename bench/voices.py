@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,6 +222,34 @@ def bench_languages(table: VoiceTable, transcriber: Any) -> dict[str, Any]:
     return out
 
 
+def publish(results: list[VoiceResult], info: dict[str, Any], args: argparse.Namespace) -> None:
+    """Record each voice's figures where ``GET /v1/voices`` reads them."""
+    from openrealtime.engines.tts.measured import record
+
+    load = os.getloadavg()
+    machine = (
+        f"{info.get('cpu', '?')}, {info.get('logical_cpus', '?')} cores, "
+        f"load average {info['load_average_start'][0]:.1f}-{load[0]:.1f}, {time.strftime('%Y-%m-%d')}"
+    )
+    command = "python bench/voices.py " + " ".join(a for a in (args.argv or []))
+    record(
+        {
+            f"{r.engine}:{r.voice}": {
+                "first_chunk_ms_p50": r.first_chunk_ms_p50,
+                "first_chunk_ms_p95": r.first_chunk_ms_p95,
+                "rtf_idle": r.rtf_idle,
+                "rtf_busy": r.rtf_busy,
+                "busy_with": None if r.rtf_busy is None else f"another session ({args.load})",
+                "cpu_seconds_per_audio_second": r.cpu_per_audio_second_idle,
+                "round_trip_wer": r.wer,
+                "measured_on": machine,
+                "command": command.strip(),
+            }
+            for r in results
+        }
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--voices", default=",".join(OPENAI_VOICES), help="names to measure")
@@ -229,7 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="ONNX threads per engine")
     parser.add_argument("--languages", action="store_true", help="also score other languages")
     parser.add_argument("--out", type=Path, default=RESULTS / "voices.json")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="also record the figures for GET /v1/voices (engines/tts/measured.py)",
+    )
     args = parser.parse_args(argv)
+    args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--publish"]
 
     from openrealtime.engines.asr.whisper import WhisperTranscriber
 
@@ -277,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         languages.update(bench_languages(table, transcriber))
         write()
     print(f"wrote {args.out}")
+    if args.publish:
+        publish(results, info, args)
     return 0
 
 

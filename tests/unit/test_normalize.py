@@ -62,7 +62,7 @@ def test_spell_code() -> None:
     assert spell_code("K314") == "K, number 3, 1, 4"
     assert spell_code("K3141") == "K, number 31, 41"
     assert spell_code("X07") == "X, number 0 7"
-    assert spell_code("9M") == "9, Mike"
+    assert spell_code("9M") == "number 9, Mike"
     assert spell_code("ED2") == "Echo, David, number 2"
 
 

@@ -125,8 +125,9 @@ def spell_code(code: str, lang: str = "en") -> str:
 
     English: ``A7X-4921`` -> ``A, number 7, X, dash, 49, 21``; ``BN8-2977`` -> ``B as in
     Boston, N as in November, number 8, dash, 29, 77``. Letters a listener confuses are said
-    with their :data:`SPELLING_ALPHABET` word; a digit run after letters is announced with
-    "number" (after spelled letters "8" was heard as the letter "A", "3" as "free"); digit
+    with their :data:`SPELLING_ALPHABET` word; a digit run after letters or at the start is
+    announced with "number" (after spelled letters "8" was heard as the letter "A", "3" as
+    "free"; "code is 3" as "Cotus III"); digit
     runs are said in pairs. Other languages: character by character (``A, 7, X, guion, 4, 9,
     2, 1``). Capital letters between commas are read as letter names by espeak-ng (which
     phonemizes for every embedded voice); the commas give a careful reader's pauses.
@@ -142,14 +143,15 @@ def spell_code(code: str, lang: str = "en") -> str:
                 spoken.append(ch)
         return ", ".join(spoken)
     items: list[str] = []
-    after_letter = False
+    # at the start of a code with letters ("code is 3" was heard as "Cotus III") and after letters
+    announce = any(ch.isalpha() for ch in code)
     for piece in re.findall(r"\d+|[A-Za-z]|\S", code):
         if piece.isdigit():
             groups = _digit_groups(piece)
-            if after_letter:
+            if announce:
                 groups[0] = f"number {groups[0]}"
             items.extend(groups)
-            after_letter = False
+            announce = False
         elif piece.isalpha():
             letter = piece.upper()
             word = SPELLING_ALPHABET.get(letter)
@@ -157,10 +159,10 @@ def spell_code(code: str, lang: str = "en") -> str:
                 items.append(letter)
             else:
                 items.append(word if letter in WORD_ALONE else f"{letter} as in {word}")
-            after_letter = True
+            announce = True
         else:
             items.append(_separator(piece, lang))
-            after_letter = False
+            announce = False
     return ", ".join(items)
 
 

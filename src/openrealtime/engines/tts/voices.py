@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from openrealtime.engines.base import CancelToken, PcmAudio, Synthesizer, VoiceInfo
+from openrealtime.engines.tts.measured import measured
 from openrealtime.engines.tts.normalize import normalize_for_speech
 
 __all__ = [
@@ -531,6 +532,9 @@ class VoiceTable:
                 "neural": bool(getattr(engine, "neural", False)),
                 "languages": list(voice_languages(engine, spec.voice)),
             }
+            figures = measured(spec.engine, spec.voice)
+            if figures is not None:
+                row["measured"] = figures
             if spec.speed != 1.0:
                 row["speed"] = spec.speed
             if spec.pitch is not None:
