@@ -354,9 +354,13 @@ class Settings(BaseSettings):
     @classmethod
     def _kokoro_by_capacity(cls, value: Any) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            import logging
+
             from .engines.tts.capacity import kokoro_capacity
 
-            return kokoro_capacity().enabled
+            capacity = kokoro_capacity()
+            logging.getLogger(__name__).info("KOKORO=auto: %s", capacity.explain())
+            return capacity.enabled
         return value
 
     @field_validator("ray_engines", mode="before")
