@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     asr_partials: Literal["whisper", "pocketsphinx", "none"] = "whisper"
     """How the turn is transcribed while the caller speaks: Whisper re-passes (default),
     PocketSphinx true streaming partials, or not at all (transcribe after the turn)."""
+    asr_language: str = "en"
+    """Language a session's speech is first transcribed in (``auto``: undecided until the first
+    confident detection). A session switches only on a confident detection over a long enough
+    utterance; a client's ``transcription.language`` overrides it. Default ``en``: the
+    embedded voices speak English."""
     asr_threads: int = 1
     tts_threads: int = 1
     voices: dict[str, str] = Field(default_factory=dict)
@@ -311,6 +316,16 @@ class Settings(BaseSettings):
     """Where ``realtime.call.incoming`` is POSTed."""
     webhook_secret: str | None = None
     """``whsec_<base64>``: the HMAC key that signs webhooks (Standard Webhooks)."""
+
+    @field_validator("asr_language")
+    @classmethod
+    def _check_asr_language(cls, value: str) -> str:
+        code = value.strip().lower()
+        if code != "auto" and not (code.isalpha() and 2 <= len(code) <= 3):
+            raise ValueError(
+                f"asr_language must be a language code such as 'en' or 'es', or 'auto'; got {value!r}"
+            )
+        return code
 
     @field_validator("sip_allowed_sources", mode="before")
     @classmethod

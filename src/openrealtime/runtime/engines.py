@@ -90,6 +90,7 @@ def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
     engines = EngineSet(llm=build_language_model(settings))
     engines.extra["llm_threads"] = settings.llm_threads
     engines.extra["llm_batch_threads"] = settings.llm_batch_threads
+    engines.extra["asr_language"] = settings.asr_language
     engines.extra["mcp_allowed_hosts"] = list(settings.mcp_allowed_hosts)
     engines.extra["mcp_timeout_s"] = settings.mcp_timeout_seconds
     if speech:
@@ -115,6 +116,7 @@ def _build_with_ray(settings: Settings, *, speech: bool) -> EngineSet:
     load_ray_engines(engines, settings, speech=speech)
     engines.extra["llm_threads"] = settings.llm_threads
     engines.extra["llm_batch_threads"] = settings.llm_batch_threads
+    engines.extra["asr_language"] = settings.asr_language
     engines.extra["mcp_allowed_hosts"] = list(settings.mcp_allowed_hosts)
     engines.extra["mcp_timeout_s"] = settings.mcp_timeout_seconds
     engines.extra["scheduler_workers"] = {

@@ -20,7 +20,8 @@ import numpy as np
 from ..audio import formats
 from ..audio.resample import AudioFrame, AudioFramer, int16_to_float32, resample
 from ..core.commands import InputAppended, InputCommitted, PredictEndOfTurn, SpeechStarted, TranscribeItem
-from ..engines.asr.streaming import StreamingTranscription
+from ..engines.asr.language import LanguageDetection, LanguageTracker
+from ..engines.asr.streaming import StreamingTranscription, transcribe_in
 from ..engines.base import FloatAudio, Transcript, VADStream
 from .scheduler import PRIORITY_BACKGROUND, PRIORITY_TURN
 
@@ -77,6 +78,8 @@ class InputPipeline:
         self.turn_streams: dict[str, StreamingTranscription] = {}
         self.task: asyncio.Task[None] | None = None
         self.last_frame_end_ms = 0.0
+        self.caller_language = LanguageTracker.from_setting(self.engines.extra.get("asr_language", "en"))
+        """The caller's language: the client's ``transcription.language`` or the tracked one."""
 
     # ------------------------------------------------------------------ commands
 
@@ -97,10 +100,11 @@ class InputPipeline:
         sphinx = self.engines.partial_transcriber
         if mode == "pocketsphinx" and sphinx is not None and hasattr(sphinx, "stream"):
             partials = sphinx.stream()
+        self.caller_language.set_explicit(transcription.language if transcription else None)
         self.streaming = StreamingTranscription(
             transcriber,
             partials=partials,
-            language=transcription.language if transcription else None,
+            language=self.caller_language.policy(),
             prompt=transcription.prompt if transcription else None,
             busy=lambda: self.runtime.scheduler.asr.depth > 0,
             executor=self.runtime.scheduler.asr.executor(PRIORITY_BACKGROUND),
@@ -146,15 +150,24 @@ class InputPipeline:
         if streaming is not None:
             # not on the ASR queue: finish may wait for a pass that queue is running
             final = await asyncio.to_thread(streaming.finish)
+            self._observe(final.detection)
             deltas = streaming.deltas if final.deltas_match else [final.transcript.text]
             return final.transcript, seconds, [d for d in deltas if d]
         pcm = formats.decode(command.input_format, command.audio)
         audio16 = resample(int16_to_float32(pcm), formats.INTERNAL_RATE, transcriber.sample_rate)
-        result = await self.runtime.scheduler.asr.call(
-            lambda: transcriber.transcribe(audio16, language=command.language, prompt=command.prompt),
+        self.caller_language.set_explicit(command.language)
+        policy = self.caller_language.policy()
+        result, _, detection = await self.runtime.scheduler.asr.call(
+            lambda: transcribe_in(transcriber, audio16, policy, prompt=command.prompt),
             priority=PRIORITY_TURN,
         )
+        self._observe(detection)
         return result, seconds, [result.text.strip()] if result.text.strip() else []
+
+    def _observe(self, detection: LanguageDetection | None) -> None:
+        before = self.caller_language.language
+        if self.caller_language.observe(detection) is not None:
+            log.info("caller's language: %s -> %s", before, self.caller_language.language)
 
     # ------------------------------------------------------------------ audio loop
 

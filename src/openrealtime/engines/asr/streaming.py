@@ -42,6 +42,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from openrealtime.engines.asr.language import LanguageDetection, LanguagePolicy, keep_script
 from openrealtime.engines.base import CancelToken, FloatAudio, Transcriber, Transcript
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "TimedSegment",
     "TimedTranscript",
     "common_prefix",
+    "transcribe_in",
 ]
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,8 @@ class FinalTranscript:
 
     ``delta`` is the last piece of delta text (already appended to ``deltas``); ``reused`` says
     the final came from a pass that ran before finish was called; ``wait_seconds`` is the time
-    finish spent (end-of-speech-to-final latency as seen by the caller).
+    finish spent (end-of-speech-to-final latency as seen by the caller); ``detection`` is the
+    final pass's language detection (when a language policy asked for one).
     """
 
     transcript: Transcript
@@ -122,6 +125,7 @@ class FinalTranscript:
     reused: bool
     passes: int
     wait_seconds: float
+    detection: LanguageDetection | None = None
 
 
 @dataclass
@@ -133,6 +137,7 @@ class PassRecord:
     words: list[str]
     transcript: Transcript
     segments: Sequence[TimedSegment] = ()
+    detection: LanguageDetection | None = None
 
 
 @dataclass
@@ -172,14 +177,16 @@ class StreamingTranscription:
     switches deltas to a true streaming decoder (PocketSphinx) and keeps ``transcriber`` for
     the end-of-speech and final passes only. ``final_transcriber`` (e.g. Whisper base beside a
     tiny.en ``transcriber``) takes the end-of-speech and final passes; being another model,
-    it runs beside a periodic pass instead of queueing behind it.
+    it runs beside a periodic pass instead of queueing behind it. ``language`` is a fixed
+    language, or a session's :class:`LanguagePolicy` (every pass then picks its language from
+    a detection on its own audio, with models that support it).
     """
 
     def __init__(
         self,
         transcriber: Transcriber,
         *,
-        language: str | None = None,
+        language: str | LanguagePolicy | None = None,
         prompt: str | None = None,
         partials: IncrementalDecoder | None = None,
         final_transcriber: Transcriber | None = None,
@@ -199,7 +206,12 @@ class StreamingTranscription:
     ) -> None:
         self.transcriber = transcriber
         self.sample_rate = transcriber.sample_rate
-        self.language = language
+        self.policy: LanguagePolicy | None = None
+        self.language: str | None = None
+        if isinstance(language, LanguagePolicy):
+            self.policy, self.language = language, language.without_detection
+        else:
+            self.language = language
         self.prompt = prompt
         self.partials = partials
         self.interval = round(interval_seconds * self.sample_rate)
@@ -351,7 +363,7 @@ class StreamingTranscription:
             prompt = self._prompt(cut_words)
         model = self.final_transcriber if slot == "final" else self.transcriber
         started = _now()
-        result, segments = self._transcribe(model, audio, prompt, None, inflight.cancel)
+        result, segments, detection = self._transcribe(model, audio, prompt, None, inflight.cancel)
         elapsed = _now() - started
         words = result.text.split()
         delta = None
@@ -361,7 +373,7 @@ class StreamingTranscription:
             if cut != self._cut:
                 return
             if slot == self._final_slot:
-                self._last_pass = PassRecord(cut, inflight.end, words, result, segments)
+                self._last_pass = PassRecord(cut, inflight.end, words, result, segments, detection)
             if slot == "main" and self.partials is None and not self._finished:
                 delta = self._agree(words, inflight.end - cut)
                 self._trim(segments, words, inflight.end)
@@ -439,7 +451,7 @@ class StreamingTranscription:
         elif last is not None:
             rest = last.words[keep_words:]
             self._last_pass = PassRecord(
-                self._cut, last.end, rest, replace(last.transcript, text=_join(rest))
+                self._cut, last.end, rest, replace(last.transcript, text=_join(rest)), (), last.detection
             )
 
     def _prompt(self, cut_words: int) -> str | None:
@@ -454,16 +466,9 @@ class StreamingTranscription:
         prompt: str | None,
         prefix: str | None,
         cancel: CancelToken,
-    ) -> tuple[Transcript, Sequence[TimedSegment]]:
-        if isinstance(model, SegmentTranscriber):
-            timed = model.transcribe_segments(
-                audio, language=self.language, prompt=prompt, prefix=prefix, cancel=cancel
-            )
-            return timed.transcript, tuple(timed.segments)
-        if prefix is not None and self._prefix:
-            transcribe: Callable[..., Transcript] = model.transcribe
-            return transcribe(audio, language=self.language, prompt=prompt, prefix=prefix, cancel=cancel), ()
-        return model.transcribe(audio, language=self.language, prompt=prompt, cancel=cancel), ()
+    ) -> tuple[Transcript, Sequence[TimedSegment], LanguageDetection | None]:
+        language = self.policy if self.policy is not None else self.language
+        return transcribe_in(model, audio, language, prompt=prompt, prefix=prefix, cancel=cancel)
 
     # ------------------------------------------------------------------ results
 
@@ -551,16 +556,18 @@ class StreamingTranscription:
             prompt = self._prompt(cut_words)
         self._close_partials()
         token = cancel or CancelToken()
+        detection: LanguageDetection | None = None
         if covered:
             assert last is not None
             final_region = last.words
             transcript = last.transcript
+            detection = last.detection
         elif total - cut == 0:
             final_region, transcript = [], Transcript("", self.language, 0.0, 0)
         else:
             forced = self.final_prefix and self._prefix and self.partials is None
             prefix = _join(region) if region and forced else None
-            transcript, _ = self._transcribe(self.final_transcriber, audio, prompt, prefix, token)
+            transcript, _, detection = self._transcribe(self.final_transcriber, audio, prompt, prefix, token)
             final_region = transcript.text.split()
         with self._lock:
             words = self._committed[:cut_words] + final_region
@@ -575,11 +582,52 @@ class StreamingTranscription:
             delta = self._commit(words[shown:]) if match and len(words) > shown else ""
             passes = self.passes
         self._notify(delta)
-        text = _join(words)
+        language = transcript.language or self.language
+        text = keep_script(_join(words), language)
         count = getattr(self.final_transcriber, "count_tokens", None)
         tokens = count(text) if callable(count) and text else transcript.output_tokens
-        final = Transcript(text, transcript.language or self.language, total / self.sample_rate, int(tokens))
-        return FinalTranscript(final, delta, match, covered, passes, _now() - started)
+        final = Transcript(text, language, total / self.sample_rate, int(tokens))
+        return FinalTranscript(final, delta, match, covered, passes, _now() - started, detection)
+
+
+def transcribe_in(
+    model: Transcriber,
+    audio: FloatAudio,
+    language: str | LanguagePolicy | None,
+    *,
+    prompt: str | None = None,
+    prefix: str | None = None,
+    cancel: CancelToken | None = None,
+) -> tuple[Transcript, Sequence[TimedSegment], LanguageDetection | None]:
+    """One transcription in a fixed language or under a session's language policy.
+
+    Models that support a policy (Whisper) choose the language from a detection on this
+    audio and return it; others get the policy's language without detection. The text is
+    never in a script foreign to the transcript's language.
+    """
+    extra: dict[str, object] = {}
+    fixed = language
+    if isinstance(language, LanguagePolicy):
+        fixed = language.without_detection
+        if getattr(model, "supports_language_policy", False):
+            extra["policy"] = language
+    if isinstance(model, SegmentTranscriber):
+        segment_call: Callable[..., TimedTranscript] = model.transcribe_segments
+        timed = segment_call(audio, language=fixed, prompt=prompt, prefix=prefix, cancel=cancel, **extra)
+        detection = getattr(timed, "detection", None)
+        return _in_script(timed.transcript), tuple(timed.segments), detection
+    transcribe: Callable[..., Transcript] = model.transcribe
+    if prefix is not None and getattr(model, "supports_prefix", False):
+        extra["prefix"] = prefix
+    if cancel is not None:
+        extra["cancel"] = cancel
+    result = transcribe(audio, language=fixed, prompt=prompt, **extra)
+    return _in_script(result), (), None
+
+
+def _in_script(transcript: Transcript) -> Transcript:
+    text = keep_script(transcript.text, transcript.language)
+    return transcript if text == transcript.text else replace(transcript, text=text)
 
 
 def _now() -> float:

@@ -36,6 +36,13 @@ from typing import Any
 
 import numpy as np
 
+from openrealtime.engines.asr.language import (
+    LanguageDetection,
+    LanguagePolicy,
+    keep_script,
+    speech_seconds,
+    wrong_script,
+)
 from openrealtime.engines.base import CancelToken, FloatAudio, Transcript
 
 __all__ = [
@@ -89,6 +96,8 @@ class SegmentedTranscript:
     transcript: Transcript
     segments: tuple[Segment, ...]
     used_fallback: bool = False
+    detection: LanguageDetection | None = None
+    """The language probabilities, when a :class:`LanguagePolicy` asked for detection."""
 
 
 def resolve_model_dir(model: str | Path) -> Path:
@@ -123,6 +132,7 @@ class WhisperTranscriber:
 
     sample_rate: int = SAMPLE_RATE
     supports_prefix: bool = True
+    supports_language_policy: bool = True
 
     def __init__(
         self,
@@ -178,6 +188,11 @@ class WhisperTranscriber:
         self._suppress: list[int] = list(get_suppressed_tokens(base, [-1]))
         self.fallbacks = 0
         """How many short-window decodes were redone on the full window (for benchmarks)."""
+        self.script_repairs = 0
+        """How many decodes came out in a script foreign to their language (for benchmarks)."""
+        self.languages: frozenset[str] = frozenset(
+            self._whisper.supported_languages if self.multilingual else ["en"]
+        )
 
     # ------------------------------------------------------------------ public API
 
@@ -189,16 +204,19 @@ class WhisperTranscriber:
         prompt: str | None = None,
         cancel: CancelToken | None = None,
         prefix: str | None = None,
+        policy: LanguagePolicy | None = None,
     ) -> Transcript:
         """Text of ``audio`` (16 kHz mono float32).
 
         ``prompt`` is previous context (Whisper's ``initial_prompt``); ``prefix`` forces the
         transcript to start with that text, which lets a final pass continue words already
-        shown to the user. Raises :class:`TranscriptionCancelled` if ``cancel`` is set
-        (checked between the encoder and decoder; a running CTranslate2 call can't stop).
+        shown to the user. ``policy`` (a session's language rule) replaces ``language``: the
+        language is chosen from a detection on this audio's encoder output. Raises
+        :class:`TranscriptionCancelled` if ``cancel`` is set (checked between the encoder and
+        decoder; a running CTranslate2 call can't stop).
         """
         return self.transcribe_segments(
-            audio, language=language, prompt=prompt, prefix=prefix, cancel=cancel
+            audio, language=language, prompt=prompt, prefix=prefix, cancel=cancel, policy=policy
         ).transcript
 
     def transcribe_segments(
@@ -209,26 +227,52 @@ class WhisperTranscriber:
         prompt: str | None = None,
         prefix: str | None = None,
         cancel: CancelToken | None = None,
+        policy: LanguagePolicy | None = None,
     ) -> SegmentedTranscript:
         """Like :meth:`transcribe`, keeping Whisper's segment timestamps."""
         samples = np.asarray(audio, dtype=np.float32).reshape(-1)
         duration = samples.size / SAMPLE_RATE
+        if policy is not None:
+            language = policy.without_detection
+            if not policy.needs_detection:
+                policy = None
         language = language or self.language
+        if language is not None and language not in self.languages:
+            language = None  # a code Whisper does not know: detect instead of failing
         if not self.multilingual:
-            language = "en"
+            language, policy = "en", None
         if samples.size < _HOP * 2:
             return SegmentedTranscript(Transcript("", language, duration, 0), ())
         _check(cancel)
         if duration + self.window_margin_seconds > FULL_WINDOW_SECONDS:
-            return self._long_form(samples, language, prompt, prefix, cancel)
+            return self._long_form(samples, language, prompt, prefix, cancel, policy)
         window = min(FULL_WINDOW_SECONDS, max(self.min_window_seconds, duration + self.window_margin_seconds))
-        result, degenerate = self._decode_window(samples, window, language, prompt, prefix, cancel)
-        if degenerate and self.fallback and window < FULL_WINDOW_SECONDS:
+        result, degenerate = self._decode_window(samples, window, language, prompt, prefix, cancel, policy)
+        chosen = result.transcript.language
+        foreign = wrong_script(result.transcript.text, chosen)
+        if (degenerate or foreign) and self.fallback and window < FULL_WINDOW_SECONDS:
             with self._lock:
                 self.fallbacks += 1
-            result, _ = self._decode_window(samples, FULL_WINDOW_SECONDS, language, prompt, prefix, cancel)
-            return SegmentedTranscript(result.transcript, result.segments, used_fallback=True)
-        return result
+            again, _ = self._decode_window(samples, FULL_WINDOW_SECONDS, chosen, prompt, prefix, cancel, None)
+            result = SegmentedTranscript(again.transcript, again.segments, True, result.detection)
+        return self._in_script(result)
+
+    def _in_script(self, result: SegmentedTranscript) -> SegmentedTranscript:
+        """Never a transcript in a script foreign to its language (see ``keep_script``)."""
+        transcript = result.transcript
+        if not wrong_script(transcript.text, transcript.language):
+            return result
+        with self._lock:
+            self.script_repairs += 1
+        text = keep_script(transcript.text, transcript.language)
+        segments = tuple(
+            Segment(s.start, s.end, kept)
+            for s in result.segments
+            if (kept := keep_script(s.text, transcript.language))
+        )
+        tokens = len(self._tokenizer(transcript.language).encode(" " + text)) if text else 0
+        fixed = Transcript(text, transcript.language, transcript.input_audio_seconds, tokens)
+        return SegmentedTranscript(fixed, segments, result.used_fallback, result.detection)
 
     def count_tokens(self, text: str) -> int:
         """Whisper tokens in ``text`` (the ``output_tokens`` of usage)."""
@@ -254,6 +298,7 @@ class WhisperTranscriber:
         prompt: str | None,
         prefix: str | None,
         cancel: CancelToken | None,
+        policy: LanguagePolicy | None = None,
     ) -> tuple[SegmentedTranscript, bool]:
         """One encoder window; the flag is set when the output looks like a decoding loop."""
         duration = samples.size / SAMPLE_RATE
@@ -262,7 +307,11 @@ class WhisperTranscriber:
         mel = self._features(padded, padding=0)[:, :frames]
         encoded = self._ct2.encode(self._storage.from_array(np.ascontiguousarray(mel[None])))
         _check(cancel)
-        if language is None:
+        detection: LanguageDetection | None = None
+        if policy is not None:
+            detection = LanguageDetection.of(self._ct2.detect_language(encoded)[0], speech_seconds(samples))
+            language = policy.choose(detection).language
+        elif language is None:
             language = self._ct2.detect_language(encoded)[0][0][0][2:-2]
         tokenizer = self._tokenizer(language)
         tokens = self._prompt_tokens(tokenizer, prompt, prefix)
@@ -289,7 +338,7 @@ class WhisperTranscriber:
         if not prefix and result.no_speech_prob > _NO_SPEECH_THRESHOLD and score < _LOG_PROB_THRESHOLD:
             text, text_ids, segments = "", [], []
         transcript = Transcript(text, language, duration, len(text_ids))
-        return SegmentedTranscript(transcript, tuple(segments)), degenerate
+        return SegmentedTranscript(transcript, tuple(segments), detection=detection), degenerate
 
     def _prompt_tokens(self, tokenizer: Any, prompt: str | None, prefix: str | None) -> list[int]:
         tokens: list[int] = []
@@ -346,8 +395,14 @@ class WhisperTranscriber:
         prompt: str | None,
         prefix: str | None,
         cancel: CancelToken | None,
+        policy: LanguagePolicy | None = None,
     ) -> SegmentedTranscript:
         """Audio longer than one window: faster-whisper's sequential 30 s windows."""
+        detection: LanguageDetection | None = None
+        if policy is not None:
+            _, _, probabilities = self._whisper.detect_language(samples)
+            detection = LanguageDetection.of(probabilities, speech_seconds(samples))
+            language = policy.choose(detection).language
         pieces, info = self._whisper.transcribe(
             samples,
             language=language,
@@ -369,7 +424,7 @@ class WhisperTranscriber:
         transcript = Transcript(
             text, info.language, duration, len(tokenizer.encode(" " + text)) if text else 0
         )
-        return SegmentedTranscript(transcript, tuple(segments))
+        return self._in_script(SegmentedTranscript(transcript, tuple(segments), detection=detection))
 
 
 def _check(cancel: CancelToken | None) -> None:

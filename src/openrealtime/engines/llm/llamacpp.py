@@ -33,7 +33,14 @@ model's, read at the first answer token:
    they always parse and fit the schema's shape.
 4. *Plausibility* (``auto`` only): a call whose required arguments do not come from what the
    user said, or that repeats a function called since the user last spoke, is dropped and
-   the model answers in words instead (``tool_calling.ungrounded_arguments``).
+   the model answers in words instead (``tool_calling.ungrounded_arguments``), after a short
+   system note to reply in plain words (``NO_TOOL_GUIDANCE``): a model that wanted a call and
+   is made to write words otherwise tends to write the call in words ("Tools: get_weather").
+
+Text answers go out through a ``LeakGuard`` (``engines/llm/leaks.py``): tool names, call JSON,
+talk about functions, system-prompt sentences and template tokens are caught before they are
+emitted, taken back out of the KV cache and written differently (``bench/answer_leaks.py``
+measures how often).
 
 Calls are emitted only once complete. ``required`` and a named ``tool_choice`` skip steps 1,
 4 (and 2 for a named one). ``max_tool_calls`` (default 1) bounds calls per response: small
@@ -50,7 +57,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +76,7 @@ from openrealtime.engines.base import (
     ToolCallDelta,
     ToolSpec,
 )
+from openrealtime.engines.llm.leaks import SAFE_ANSWER, Leak, LeakGuard
 from openrealtime.engines.llm.tool_calling import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
@@ -125,10 +133,17 @@ PROFILES: dict[str, LlamaProfile] = {
 }
 DEFAULT_PROFILE = "qwen2.5-0.5b"
 DEFAULT_TOOL_THRESHOLD = 0.05
+"""Call-intent threshold for a GGUF given by path (profiles carry their own)."""
 
 RESULT_GUIDANCE = "Answer the user's question from the function result above, in plain words."
 """System turn placed after a function result that ends the prompt."""
-"""Call-intent threshold for a GGUF given by path (profiles carry their own)."""
+NO_TOOL_GUIDANCE = "Now reply to the user yourself, in plain spoken words."
+"""System turn added when the model reached for a call that was dropped as implausible: the
+prompt still lists the tools, and without it the model tends to name the tool in words. It
+does not mention functions: a note saying none fits made the model say so ("there is no
+function that fits the last message")."""
+_MAX_LEAK_RETRIES = 4
+"""Leaks taken back and rewritten per answer before it ends (see ``_text``)."""
 
 _PROMPT_CHUNK = 64
 """Prompt tokens evaluated between cancellation checks."""
@@ -243,6 +258,7 @@ class LlamaCppModel:
     JSON instead of answering from it in one reply in five; appended at the end, it keeps the
     cached prompt prefix intact. ``seed`` fixes sampling (each generation starts
     from the same seed, so equal prompts give equal answers); None draws a fresh one.
+    ``guard_leaks`` (default on) keeps scaffolding out of text answers (see the module doc).
     """
 
     def __init__(
@@ -265,6 +281,7 @@ class LlamaCppModel:
         top_k: int = 40,
         top_p: float = 0.95,
         min_p: float = 0.05,
+        guard_leaks: bool = True,
         verbose: bool = False,
     ) -> None:
         from llama_cpp import Llama
@@ -292,6 +309,13 @@ class LlamaCppModel:
         self.tool_guidance = tool_guidance
         self.result_guidance = result_guidance
         self.max_tool_calls = max_tool_calls
+        self.guard_leaks = guard_leaks
+        self.steer_dropped_calls = True
+        """Add ``NO_TOOL_GUIDANCE`` before the words that replace a dropped call (with
+        ``guard_leaks``; off only to measure the guard alone)."""
+        self.leak_stats: dict[str, int] = {"steered": 0, "regenerated": 0, "fallback": 0}
+        """How often answers were steered to words, had a leak taken back, or fell back."""
+        self._preamble: str | None = None
         self._sampling = (top_k, top_p, min_p)
         self._llm = Llama(
             model_path=str(path),
@@ -559,13 +583,13 @@ class LlamaCppModel:
             return
         starts = self._call_starts()
         if request.tool_choice == "none":
-            yield from self._text(request, cancel, state, first_ban=self._text_ban())
+            yield from self._text(request, cancel, state, first_ban=self._text_ban(), tools=tools)
             return
         probs = self._probabilities()
         state.tool_probability = float(probs[starts].sum())
         auto = forced is None and request.tool_choice != "required"
         if auto and state.tool_probability < self.tool_threshold:
-            yield from self._text(request, cancel, state, first_ban=self._text_ban())
+            yield from self._text(request, cancel, state, first_ban=self._text_ban(), tools=tools)
             return
         called = yield from self._tool_calls(
             request, tools, forced, cancel, state, _Plausibility.of(request) if auto else None
@@ -574,7 +598,9 @@ class LlamaCppModel:
             # The model reached for a tool with made-up arguments: answer in words instead.
             state.completion = 0
             self._rewind(prompt)
-            yield from self._text(request, cancel, state, first_ban=self._text_ban())
+            if self.guard_leaks and self.steer_dropped_calls and not self._steer_to_words(request, tools):
+                self._load(prompt)
+            yield from self._text(request, cancel, state, first_ban=self._text_ban(), tools=tools)
 
     def _rewind(self, prompt: Tokens) -> None:
         """Drop everything after the prompt and recompute the prompt's last logits."""
@@ -584,9 +610,21 @@ class LlamaCppModel:
         self._eval([int(prompt[-1])])
 
     def _text(
-        self, request: ChatRequest, cancel: CancelToken, state: _Run, first_ban: npt.NDArray[np.intp] | None
+        self,
+        request: ChatRequest,
+        cancel: CancelToken,
+        state: _Run,
+        first_ban: npt.NDArray[np.intp] | None,
+        tools: Sequence[ToolSpec] = (),
     ) -> Iterator[LLMEvent]:
-        """Sample a plain answer; ``first_ban`` keeps the first token from starting a call."""
+        """Sample a plain answer; ``first_ban`` keeps the first token from starting a call.
+
+        With ``guard_leaks`` the text goes out through a :class:`LeakGuard`: a piece that
+        would leak scaffolding is never emitted; its tokens are taken back out of the KV cache
+        and the answer continues from there with the leak's first token banned, at most
+        ``_MAX_LEAK_RETRIES`` times, after which the answer ends (with ``SAFE_ANSWER`` when
+        nothing was said yet).
+        """
         bias: dict[int, float] = {}
         if first_ban is not None:
             # Tools were offered and the answer is text: no pseudo-call or markup anywhere in it
@@ -596,41 +634,150 @@ class LlamaCppModel:
             bias = dict.fromkeys(self._syntax_ids.tolist(), -math.inf)
         elif self._tool_open is not None:
             bias = {self._tool_open: -math.inf}
+        first_bias = bias
+        if first_ban is not None:
+            first_bias = {**bias, **dict.fromkeys(first_ban.tolist(), -math.inf)}
         sampler = self._sampler(temperature=request.temperature, bias=bias)
         first_sampler = sampler
         if first_ban is not None:
-            first_sampler = self._sampler(
-                temperature=request.temperature, bias={**bias, **dict.fromkeys(first_ban.tolist(), -math.inf)}
-            )
+            first_sampler = self._sampler(temperature=request.temperature, bias=first_bias)
+        guard = self._leak_guard(request, tools) if self.guard_leaks else None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         limit = request.max_output_tokens
         emitted = False
         finish: FinishReason = "stop"
+        held: list[int] = []  # sampled tokens whose text the guard still holds
+        length = 0  # tokens of the answer as it stands (taken-back tokens excluded)
+        banned: dict[int, float] = {}  # after a leak: what may not come next at this position
+        retries = 0
         while True:
             if cancel.cancelled:
                 finish = "cancelled"
                 break
-            token = int((first_sampler if state.completion == 0 else sampler).sample(self._llm._ctx, -1))
-            if self._is_end(token):
-                break
-            state.completion += 1
-            text = decoder.decode(bytes(self._llm.detokenize([token])))
-            if not emitted:
-                text = text.lstrip()
-            if text:
-                state.first_token(emitted)
-                emitted = True
-                yield TextDelta(text)
+            if banned:
+                chosen = self._sampler(
+                    temperature=request.temperature, bias={**(first_bias if length == 0 else bias), **banned}
+                )
+            else:
+                chosen = first_sampler if length == 0 else sampler
+            token = int(chosen.sample(self._llm._ctx, -1))
+            end = self._is_end(token)
+            if not end:
+                state.completion += 1
+                length += 1
+            text = "" if end else decoder.decode(bytes(self._llm.detokenize([token])))
+            if guard is None:
+                if end:
+                    break
+                if not emitted:
+                    text = text.lstrip()
+                if text:
+                    state.first_token(emitted)
+                    emitted = True
+                    yield TextDelta(text)
+            else:
+                if not end:
+                    if not guard.emitted.strip() and not "".join(guard.held).strip():
+                        text = text.lstrip()
+                    held.append(token)
+                out = guard.finish() if end else guard.push(text)
+                if isinstance(out, Leak):
+                    retries += 1
+                    self.leak_stats["regenerated"] += 1
+                    # the newest token was sampled, not evaluated: only the others are in the KV
+                    evaluated = len(held) - (0 if end else 1)
+                    first_held = held[0] if held else token
+                    length -= len(held)
+                    held.clear()
+                    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                    out_of_budget = limit is not None and state.completion >= limit
+                    if retries > _MAX_LEAK_RETRIES or out_of_budget or not self._take_back(evaluated):
+                        self.leak_stats["fallback"] += 1
+                        if not guard.emitted.strip():
+                            state.first_token(False)
+                            emitted = True
+                            yield TextDelta(SAFE_ANSWER)
+                        break
+                    banned = {first_held: -math.inf}
+                    continue
+                banned = {}
+                del held[: len(out)]
+                released = "".join(out)
+                if released:
+                    state.first_token(emitted)
+                    emitted = True
+                    yield TextDelta(released)
+                if end:
+                    break
             if limit is not None and state.completion >= limit:
                 finish = "length"
                 break
             if not self._eval([token]):
                 finish = "length"
                 break
+        if guard is not None and finish == "length":
+            out = guard.finish()
+            if not isinstance(out, Leak) and "".join(out):
+                yield TextDelta("".join(out))
         tail = decoder.decode(b"", final=True)
         if tail and finish != "cancelled":
             yield TextDelta(tail)
         yield state.done(finish, self)
+
+    def _take_back(self, count: int) -> bool:
+        """Remove the last ``count`` evaluated tokens and recompute the logits before them."""
+        if count <= 0:
+            return True
+        keep = int(self._llm.n_tokens) - count - 1
+        if keep < 0:
+            return False
+        last = int(self._llm.input_ids[keep])
+        self._lc.llama_memory_seq_rm(self._memory(), 0, keep, -1)
+        self._llm.n_tokens = keep
+        return self._eval([last])
+
+    def _leak_guard(self, request: ChatRequest, tools: Sequence[ToolSpec]) -> LeakGuard:
+        """A guard against this request's scaffolding: its system text, its tools, the template."""
+        protected = [m.content for m in request.messages if m.role == "system" and m.content]
+        protected += [t.description for t in tools if t.description]
+        protected += [g for g in (self.tool_guidance, self.result_guidance, NO_TOOL_GUIDANCE) if g]
+        if tools:
+            protected.append(self._tool_preamble())
+        return LeakGuard(tool_names=[t.name for t in tools], protected=protected)
+
+    def _tool_preamble(self) -> str:
+        """The text the chat template wraps around tools (Qwen: "# Tools ... <tools>")."""
+        if self._preamble is None:
+            probe = ToolSpec("zz_probe_tool", "zz probe", {"type": "object", "properties": {}})
+            rendered = self._template.render(
+                messages=[{"role": "user", "content": "zz"}],
+                tools=to_chat_tools([probe]),
+                add_generation_prompt=True,
+                bos_token=self._bos_text,
+                eos_token=self._eos_text,
+            )
+            self._preamble = "\n".join(line for line in str(rendered).splitlines() if "zz" not in line)
+        return self._preamble
+
+    def _load(self, prompt: Tokens) -> bool:
+        """Make the KV cache hold exactly ``prompt`` (reusing what it shares with it)."""
+        cached, _ = self._prepare(prompt)
+        for offset in range(cached, len(prompt), _PROMPT_CHUNK):
+            if not self._eval(prompt[offset : offset + _PROMPT_CHUNK].tolist()):
+                return False
+        return True
+
+    def _steer_to_words(self, request: ChatRequest, tools: Sequence[ToolSpec]) -> bool:
+        """After the model reached for a call that was dropped: add a short system note that no
+        function fits, so the words that follow answer the user instead of naming the tool.
+        Only the note is evaluated (the prompt before it is still in the KV cache)."""
+        messages = (*request.messages, ChatMessage("system", NO_TOOL_GUIDANCE))
+        reserve = min(request.max_output_tokens or 256, 1024)
+        prompt = self._prompt(replace(request, messages=messages), tools, reserve)
+        if prompt is None or not self._load(prompt):
+            return False
+        self.leak_stats["steered"] += 1
+        return True
 
     def _tool_calls(
         self,

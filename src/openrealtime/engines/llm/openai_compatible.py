@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import socket
 import threading
@@ -38,6 +39,7 @@ from openrealtime.engines.base import (
     ToolCall,
     ToolCallDelta,
 )
+from openrealtime.engines.llm.leaks import SAFE_ANSWER, Leak, LeakGuard
 from openrealtime.engines.llm.tool_calling import (
     forced_tool_name,
     new_call_id,
@@ -46,6 +48,8 @@ from openrealtime.engines.llm.tool_calling import (
 )
 
 __all__ = ["OpenAICompatibleError", "OpenAICompatibleModel"]
+
+log = logging.getLogger(__name__)
 
 _CANCEL_POLL_S = 0.05
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls"}
@@ -132,8 +136,12 @@ class OpenAICompatibleModel:
         include_usage: bool = True,
         client: httpx.Client | None = None,
         vision: bool = False,
+        guard_leaks: bool = True,
     ) -> None:
         self.name = model
+        self.guard_leaks = guard_leaks
+        self.leaks = 0
+        """Answers cut short because they began to leak scaffolding (see ``generate``)."""
         self.vision = vision
         """The endpoint takes images (``image_url`` content parts) instead of their analysis."""
         self.model = model
@@ -207,13 +215,27 @@ class OpenAICompatibleModel:
                 ]
         return messages
 
+    def _leak_guard(self, request: ChatRequest) -> LeakGuard:
+        """Scaffolding of this request that must not be spoken (see engines/llm/leaks.py)."""
+        system = [m.content for m in request.messages if m.role == "system" and m.content]
+        return LeakGuard(
+            tool_names=[t.name for t in request.tools],
+            protected=[*system, *(t.description for t in request.tools if t.description)],
+        )
+
     def generate(self, request: ChatRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
-        """Stream text deltas, then complete tool calls, then one ``GenerationDone``."""
+        """Stream text deltas, then complete tool calls, then one ``GenerationDone``.
+
+        Text goes out through a ``LeakGuard``: tool names, call JSON, system text or template
+        tokens in the answer end it before they are emitted (with ``SAFE_ANSWER`` when nothing
+        was said yet)."""
         body = self._body(request)
         pending: dict[int, _PendingCall] = {}
         text_parts: list[str] = []
         finish = "stop"
         usage: dict[str, Any] | None = None
+        guard = self._leak_guard(request) if self.guard_leaks else None
+        leak: Leak | None = None
 
         if cancel.cancelled:
             yield self._done("cancelled", request, text_parts, pending, None)
@@ -250,7 +272,14 @@ class OpenAICompatibleModel:
                         content = delta.get("content")
                         if content:
                             text_parts.append(content)
-                            yield TextDelta(content)
+                            if guard is None:
+                                yield TextDelta(content)
+                            elif leak is None:
+                                safe = guard.push(content)
+                                if isinstance(safe, Leak):
+                                    leak = safe
+                                elif "".join(safe):
+                                    yield TextDelta("".join(safe))
                         for frag in delta.get("tool_calls") or ():
                             part = pending.setdefault(int(frag.get("index", 0)), _PendingCall())
                             if frag.get("id") and not part.call_id:
@@ -268,6 +297,19 @@ class OpenAICompatibleModel:
                 raise OpenAICompatibleError(f"request to {self.base_url} failed: {exc}") from exc
             finish = "cancelled"
 
+        if guard is not None and finish != "cancelled":
+            if leak is None:
+                rest = guard.finish()
+                if isinstance(rest, Leak):
+                    leak = rest
+                elif "".join(rest):
+                    yield TextDelta("".join(rest))
+            if leak is not None:
+                # A remote stream cannot be rewound: the answer ends before the leak.
+                self.leaks += 1
+                log.warning("dropped scaffolding from %s's answer (%s)", self.base_url, leak.kind)
+                if not guard.emitted.strip() and not pending:
+                    yield TextDelta(SAFE_ANSWER)
         if finish != "cancelled":
             complete = [self._complete(fragments) for _, fragments in sorted(pending.items())]
             for call in complete:

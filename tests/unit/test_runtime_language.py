@@ -1,0 +1,148 @@
+"""The runtime keeps the caller's language per session (a fake recogniser stands in for
+Whisper: this tests the wiring; tests/integration/test_telephone_language.py the real thing)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from openrealtime.core.session import SessionCore
+from openrealtime.engines.asr.language import LanguageDetection, LanguagePolicy
+from openrealtime.engines.base import (
+    CancelToken,
+    ChatRequest,
+    FloatAudio,
+    GenerationDone,
+    LLMEvent,
+    TextDelta,
+    Transcript,
+)
+from openrealtime.protocol.server_events import ServerEvent
+from openrealtime.protocol.session import RealtimeSession
+from openrealtime.runtime.engines import EngineSet
+from openrealtime.runtime.scheduler import Scheduler
+from openrealtime.runtime.session_runtime import SessionRuntime
+
+
+class QuietLLM:
+    name = "quiet"
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate(self, request: ChatRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
+        yield TextDelta("Ok.")
+        yield GenerationDone("stop", prompt_tokens=1, cached_prompt_tokens=0, completion_tokens=1)
+
+
+@dataclass(frozen=True)
+class Timed:
+    transcript: Transcript
+    segments: tuple[()]
+    detection: LanguageDetection | None
+
+
+class DetectingTranscriber:
+    """Hears Spanish with a scripted confidence; decodes in the language the policy picks."""
+
+    name = "detecting"
+    sample_rate = 16_000
+    supports_language_policy = True
+
+    def __init__(self) -> None:
+        self.probability = 0.95
+        self.policies: list[LanguagePolicy | None] = []
+
+    def transcribe(self, audio: FloatAudio, **options: Any) -> Transcript:
+        return self.transcribe_segments(audio, **options).transcript
+
+    def transcribe_segments(
+        self, audio: FloatAudio, *, policy: LanguagePolicy | None = None, **options: Any
+    ) -> Timed:
+        self.policies.append(policy)
+        seconds = len(audio) / self.sample_rate
+        detection = LanguageDetection.of([("es", self.probability), ("en", 1 - self.probability)], seconds)
+        language = policy.choose(detection).language if policy is not None else "en"
+        text = {"es": "hola, quisiera saber de mi pedido", "de": "hallo"}.get(language, "hello")
+        return Timed(Transcript(text, language, seconds, 3), (), detection)
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.transcriber = DetectingTranscriber()
+        engines = EngineSet(llm=QuietLLM(), transcriber=self.transcriber)  # type: ignore[arg-type]
+        core = SessionCore(
+            RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=int(time.time())
+        )
+        self.events: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+
+        def send(event: ServerEvent) -> None:
+            self.events.append(json.loads(event.to_json()))
+            self.arrived.set()
+
+        async def close(code: int, reason: str) -> None:
+            return None
+
+        self.runtime = SessionRuntime(core, engines, Scheduler(), send, close)
+        self.runtime.start()
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.runtime.on_frame(json.dumps(event))
+
+    def configure(self, language: str | None = None) -> None:
+        transcription: dict[str, Any] = {"model": "whisper-1"}
+        if language is not None:
+            transcription["language"] = language
+        audio = {"input": {"turn_detection": None, "transcription": transcription}}
+        self.send({"type": "session.update", "session": {"type": "realtime", "audio": audio}})
+
+    async def turn(self, seconds: float) -> str:
+        mark = len(self.events)
+        pcm = bytes(int(seconds * 24_000) * 2)
+        self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
+        self.send({"type": "input_audio_buffer.commit"})
+
+        async def wait() -> str:
+            while True:
+                for event in self.events[mark:]:
+                    if event["type"] == "conversation.item.input_audio_transcription.completed":
+                        return str(event["transcript"])
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        return await asyncio.wait_for(wait(), 30)
+
+
+async def test_the_session_follows_a_confident_long_detection_only() -> None:
+    h = Harness()
+    try:
+        h.configure()
+        tracker = h.runtime.listening.caller_language
+        assert tracker.language == "en"
+        h.transcriber.probability = 0.95
+        assert await h.turn(0.5) == "hello"  # too short to switch
+        assert tracker.language == "en"
+        assert await h.turn(3.0) == "hola, quisiera saber de mi pedido"
+        assert tracker.language == "es"
+        h.transcriber.probability = 0.3
+        assert await h.turn(0.5) == "hola, quisiera saber de mi pedido"  # follows the session
+        assert tracker.switches == [("en", "es")]
+    finally:
+        await h.runtime.aclose()
+
+
+async def test_the_clients_language_is_used_as_is() -> None:
+    h = Harness()
+    try:
+        h.configure(language="de")
+        assert await h.turn(3.0) == "hallo"
+        assert h.runtime.listening.caller_language.language == "de"
+        assert h.transcriber.policies[-1] == LanguagePolicy.fixed("de")
+    finally:
+        await h.runtime.aclose()
