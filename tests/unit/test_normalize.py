@@ -15,7 +15,7 @@ from openrealtime.engines.tts.normalize import normalize_for_speech, spell_code
             "Booking reference XKQTZB please.",
             "Booking reference X, K, Q, T as in Texas, Z as in Zebra, B as in Boston please.",
         ),
-        ("Code NV8-3005.", "Code N as in November, V as in Victory, number 8, dash, 30, 0 5."),
+        ("Code NV8-3005.", "Code November, V as in Victory, number 8, dash, 30, 0 5."),
         ("Order 12345678 has shipped.", "Order 1, 2, 3, 4, 5, 6, 7, 8 has shipped."),
         ("Ticket #88213.", "Ticket number 8, 8, 2, 1, 3."),
         ("Room 0042.", "Room 0, 0, 4, 2."),

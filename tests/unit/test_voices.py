@@ -247,7 +247,8 @@ def test_direct_references_can_be_disabled() -> None:
 def test_describe_rows() -> None:
     rows = VoiceTable({"piper": piper(), "espeak": espeak()}).describe()
     assert [r["name"] for r in rows] == list(OPENAI_VOICES)
-    marin = rows[OPENAI_VOICES.index("marin")]
+    marin = dict(rows[OPENAI_VOICES.index("marin")])
+    assert "first_chunk_ms_p50" in marin.pop("measured")  # published by bench/voices.py
     assert marin == {
         "name": "marin",
         "engine": "piper",

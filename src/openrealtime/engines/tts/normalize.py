@@ -98,10 +98,12 @@ Each word is the one Whisper wrote back right most often in six real code contex
 "Foxdrad", "vicar", "pop-up", "Ziera" and "Sulu" after "as in". The other letters are said
 as themselves."""
 
-WORD_ALONE: frozenset[str] = frozenset({"D", "E", "M"})
+WORD_ALONE: frozenset[str] = frozenset({"D", "E", "M", "N"})
 """Letters said by their word alone ("Echo"): "E as in Echo" came back as "he does an echo",
 "D as in David" as "ds and David", "M as in Mike" as "m is in my"; the words alone were
-heard right in 6, 6 and 5 of 6 contexts."""
+heard right in 6, 6 and 5 of 6 contexts. "Echo, N as in November" came back as "echoed and as
+in November" every time; with "November" alone, 13 of 14 codes with an N read back (7 codes,
+twice each) where "N as in November" gave 10."""
 
 
 def _digit_groups(run: str) -> list[str]:
@@ -124,7 +126,7 @@ def spell_code(code: str, lang: str = "en") -> str:
     """A code read the way a careful agent reads it to someone writing it down.
 
     English: ``A7X-4921`` -> ``A, number 7, X, dash, 49, 21``; ``BN8-2977`` -> ``B as in
-    Boston, N as in November, number 8, dash, 29, 77``. Letters a listener confuses are said
+    Boston, November, number 8, dash, 29, 77``. Letters a listener confuses are said
     with their :data:`SPELLING_ALPHABET` word; a digit run after letters or at the start is
     announced with "number" (after spelled letters "8" was heard as the letter "A", "3" as
     "free"; "code is 3" as "Cotus III"); digit
