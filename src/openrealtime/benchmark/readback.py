@@ -45,10 +45,10 @@ SPELLING_WORDS = {
     "foxtrot": "f", "golf": "g", "hotel": "h", "india": "i", "juliet": "j", "juliett": "j",
     "kilo": "k", "lima": "l", "mike": "m", "november": "n", "oscar": "o", "papa": "p",
     "quebec": "q", "romeo": "r", "sierra": "s", "tango": "t", "uniform": "u", "victor": "v",
-    "whiskey": "w", "whisky": "w", "xray": "x", "yankee": "y", "zulu": "z",
+    "whiskey": "w", "whisky": "w", "xray": "x", "yankee": "y", "zulu": "z", "sugar": "s",
 }  # fmt: skip
-"""Spelling-alphabet words a listener maps back to letters: the server's own alphabet and the
-NATO one."""
+"""Spelling-alphabet words a listener maps back to letters: the server's own alphabet, the
+NATO one, and "Sugar" (the server's S before "Sunday")."""
 
 IN_WORDS = frozenset({"in", "an", "asin"})
 """How Whisper writes the "in" of "B as in Boston" ("an"; "asin" with the "as" glued on)."""

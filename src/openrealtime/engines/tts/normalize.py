@@ -87,16 +87,18 @@ def spoken_digits(digits: str) -> str:
 
 SPELLING_ALPHABET: dict[str, str] = {
     "B": "Boston", "D": "David", "E": "Echo", "G": "George", "M": "Mike", "N": "November",
-    "P": "Peter", "S": "Sugar", "T": "Texas", "V": "Victory", "Z": "Zebra",
+    "P": "Peter", "S": "Sunday", "T": "Texas", "V": "Victory", "Z": "Zebra",
 }  # fmt: skip
 """English letters said with a spelling word inside codes ("B as in Boston"), and the word.
 
 Measured through the server's ASR (Whisper base) on Piper joe: said alone, N and M are heard
 as "and", V as "the", "B" or "D", Z as "C", B/D/P/T as one another, S and E as "C", G as "D".
-Each word is the one Whisper wrote back right most often in six real code contexts
-(``bench/spelling.py``); NATO's "Foxtrot", "Victor", "Papa", "Sierra" and "Zulu" came back as
-"Foxdrad", "vicar", "pop-up", "Ziera" and "Sulu" after "as in". The other letters are said
-as themselves."""
+Each word is the one Whisper wrote back right most often in real codes (``bench/spelling.py``
+compares candidates); NATO's "Foxtrot", "Victor", "Papa", "Sierra" and "Zulu" came back as
+"Foxdrad", "vicar", "pop-up", "Ziera" and "Sulu" after "as in". S: "Sunday" read back in 10
+of 12 readings of four codes with an S (the two misses were P), "Sugar" in 9 ("shoulder",
+"showber"), "Sam" in 7 ("San"); P: "Peter" 11 of 12, "Pizza" 11, "Paris" 6 ("pairs"). The
+other letters are said as themselves."""
 
 WORD_ALONE: frozenset[str] = frozenset({"D", "E", "M", "N"})
 """Letters said by their word alone ("Echo"): "E as in Echo" came back as "he does an echo",
