@@ -38,8 +38,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import itertools
 
 from openrealtime.audio.resample import resample
+from openrealtime.core.turns import ServerVadConfig, SpeechSegmenter, SpeechStarted, SpeechStopped
 from openrealtime.engines.turn.backchannel import BACKCHANNEL_PROMPT, BackchannelConfig, Verdict, classify
-from openrealtime.engines.vad.segmenter import ServerVadConfig, SpeechSegmenter, SpeechStarted, SpeechStopped
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AUDIO = Path(

@@ -43,7 +43,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from openrealtime.audio.echo import EchoCanceller, EchoSettings, NoiseReduction
 from openrealtime.audio.resample import resample
 from openrealtime.benchmark.echo_path import echo_of, mix_at, rms_db, room_impulse_response
-from openrealtime.engines.vad.segmenter import ServerVadConfig, SpeechSegmenter, SpeechStarted
+from openrealtime.core.turns import ServerVadConfig, SpeechSegmenter, SpeechStarted
 from openrealtime.engines.vad.silero import SileroVAD
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -205,7 +205,7 @@ def in_process(runs: int) -> dict[str, Any]:
 def on_ray(address: str, runs: int, deploy: bool) -> dict[str, Any]:
     from openrealtime.config import Settings
     from openrealtime.engines.ray import adapters
-    from openrealtime.runtime.engines import EngineSet
+    from openrealtime.engines.registry import build_engines
 
     env = {**os.environ, "OPENREALTIME_RAY_APP": APP, "OPENREALTIME_LLM_SEED": "7"}
     if deploy:
@@ -213,13 +213,13 @@ def on_ray(address: str, runs: int, deploy: bool) -> dict[str, Any]:
         up = [sys.executable, "-m", "openrealtime.cli", "engines", "up", "--address", address]
         subprocess.run([*up, "--engines", "llm,asr,tts", "--cpus", "0.5"], env=env, check=True)
         print(f"engines up: {time.perf_counter() - started:.1f}s", flush=True)
-    settings = Settings(ray_address=address, ray_engines=["llm", "asr", "tts"], ray_app=APP)
-    llm = adapters.ray_language_model(settings)
-    engines = EngineSet(llm=llm)
-    adapters.load_ray_engines(engines, settings, speech=True)
+    settings = Settings(
+        ray_address=address, ray_engines=["llm", "asr", "tts"], ray_app=APP, vision="none", warm_up=False
+    )
+    engines = build_engines(settings, speech=True)
     assert engines.transcriber is not None and engines.voices is not None
     tts, voice = engines.voices.resolve("marin")
-    result = measure("ray", llm, engines.transcriber, tts, voice, runs)
+    result = measure("ray", engines.llm, engines.transcriber, tts, voice, runs)
     remote = adapters.RayLanguageModel(adapters._handle(APP, "llm"), local_tokenizer=False)
     result["llm_count_tokens_round_trip"] = summary(count_tokens(remote.count_tokens, runs * 5))
     return result

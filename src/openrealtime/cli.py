@@ -26,7 +26,7 @@ def serve(
     ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
 ) -> None:
     """Start the server on the configured engines."""
-    from .runtime.engines import build_engines
+    from .engines.registry import build_engines
     from .server.app import create_app
     from .server.auth import KeyStore
     from .telemetry.logs import configure_logging

@@ -15,7 +15,7 @@ import pytest
 from openrealtime.audio.echo import EchoCanceller, EchoSettings
 from openrealtime.audio.resample import int16_to_float32, resample
 from openrealtime.benchmark.echo_path import echo_of, mix_at, rms_db, room_impulse_response
-from openrealtime.engines.vad.segmenter import ServerVadConfig, SpeechSegmenter, SpeechStarted
+from openrealtime.core.turns import ServerVadConfig, SpeechSegmenter, SpeechStarted
 from openrealtime.engines.vad.silero import SileroVAD
 from tests.speech_audio import AUDIO_DIR, REFERENCE_EDGES, load_clip, room_tone
 

@@ -11,7 +11,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from openrealtime.engines.assets import resolve
-from openrealtime.runtime.session_runtime import UNAVAILABLE_APOLOGY
+from openrealtime.runtime.responding import UNAVAILABLE_APOLOGY
 from tests.support import (
     ServerProcess,
     free_port,

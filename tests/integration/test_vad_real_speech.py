@@ -16,7 +16,7 @@ import pytest
 
 from openrealtime.audio import formats
 from openrealtime.audio.resample import AudioFramer
-from openrealtime.engines.vad.segmenter import (
+from openrealtime.core.turns import (
     SegmenterEvent,
     ServerVadConfig,
     SpeechSegmenter,

@@ -16,6 +16,15 @@ import pytest
 
 from openrealtime.core.commands import CallMcpTool, CancelResponse, ListMcpTools, StartResponse
 from openrealtime.core.context import AWAITING_APPROVAL, PENDING_RESULT, conversation_messages
+from openrealtime.core.events import (
+    CancelRequested,
+    McpCallDone,
+    McpToolsFailed,
+    McpToolsListed,
+    TextGenerated,
+    ToolCalled,
+    TranscriptCompleted,
+)
 from openrealtime.engines.base import ChatMessage, ChatRequest
 from tests.unit.test_core_session import Harness, assert_error, only, types
 
@@ -41,7 +50,7 @@ def assert_valid_chat(request: ChatRequest) -> None:
 
 
 def call_weather(h: Harness, rid: str, call_id: str = "call_1", city: str = "Paris") -> None:
-    h.core.response_function_call(rid, "get_weather", call_id, json.dumps({"city": city}))
+    h.core.receive(ToolCalled(rid, "get_weather", call_id, json.dumps({"city": city})))
     h.events()
 
 
@@ -52,9 +61,9 @@ def output(h: Harness, call_id: str, text: str, **fields: Any) -> list[dict[str,
 
 def request_for_next_turn(h: Harness) -> ChatRequest:
     rid = h.create_response()
-    request = h.core.build_request(rid)
+    request = h.core.chat_request(rid)
     assert request is not None
-    h.core.cancel_response(rid, "client_cancelled")
+    h.core.receive(CancelRequested(rid, "client_cancelled"))
     h.events()
     return request
 
@@ -88,7 +97,7 @@ def test_late_output_is_placed_where_it_arrived_and_keeps_earlier_turns(h: Harne
     h.finish(rid)
     h.user_text("Meanwhile, what is two plus two?")
     rid2 = h.create_response()
-    h.core.response_text(rid2, "Four.")
+    h.core.receive(TextGenerated(rid2, "Four."))
     h.finish(rid2)
     before = request_for_next_turn(h).messages
 
@@ -137,7 +146,7 @@ def test_preamble_then_call_in_one_response(h: Harness) -> None:
     h.update(tools=[WEATHER])
     h.user_text("What's the weather in Paris?")
     rid = h.create_response()
-    h.core.response_text(rid, "Let me check that for you.")
+    h.core.receive(TextGenerated(rid, "Let me check that for you."))
     call_weather(h, rid)
     done = only(h.finish(rid), "response.done")["response"]
     assert [o["type"] for o in done["output"]] == ["message", "function_call"]
@@ -222,7 +231,7 @@ def configure_shop(h: Harness, **extra: Any) -> str:
     [listing] = [c for c in h.take_commands() if isinstance(c, ListMcpTools)]
     assert listing.item_id == item_id and listing.server_url == SHOP["server_url"]
     assert listing.headers == {"X-Team": "a", "Authorization": "Bearer tok"}
-    h.core.mcp_tools_listed(item_id, LISTED)
+    h.core.receive(McpToolsListed(item_id, tuple(LISTED)))
     done = h.events()
     assert types(done) == ["mcp_list_tools.completed", "conversation.item.done"]
     return item_id
@@ -239,7 +248,7 @@ def test_mcp_tools_are_listed_once_and_offered_as_functions(h: Harness) -> None:
     assert not [c for c in h.take_commands() if isinstance(c, ListMcpTools)]
     h.user_text("Where is order A1?")
     rid = h.create_response()
-    request = h.core.build_request(rid)
+    request = h.core.chat_request(rid)
     assert request is not None and [t.name for t in request.tools] == ["get_order_status"]
     assert request.tools[0].parameters["properties"] == {"order_id": {"type": "string"}}
     assert all(m.role != "tool" for m in request.messages)  # the listing is not a message
@@ -249,10 +258,10 @@ def test_mcp_call_runs_and_the_response_continues(h: Harness) -> None:
     configure_shop(h, require_approval="never")
     h.user_text("Where is order A1?")
     rid = h.create_response(tool_choice={"type": "mcp", "server_label": "shop", "name": "get_order_status"})
-    request = h.core.build_request(rid)
+    request = h.core.chat_request(rid)
     assert request is not None and request.tool_choice == "get_order_status"
-    h.core.response_text(rid, "One moment.")
-    h.core.response_function_call(rid, "get_order_status", "call_x", '{"order_id": "A1"}')
+    h.core.receive(TextGenerated(rid, "One moment."))
+    h.core.receive(ToolCalled(rid, "get_order_status", "call_x", '{"order_id": "A1"}'))
     events = h.events()
     assert types(events)[-6:] == [
         "response.output_item.done",  # the preamble
@@ -265,21 +274,21 @@ def test_mcp_call_runs_and_the_response_continues(h: Harness) -> None:
     [call] = [c for c in h.take_commands() if isinstance(c, CallMcpTool)]
     assert (call.response_id, call.name, call.arguments) == (rid, "get_order_status", '{"order_id": "A1"}')
     assert h.core.mcp_calls_pending(rid)
-    h.core.mcp_call_result(rid, call.item_id, "Ships Friday.", None)
+    h.core.receive(McpCallDone(rid, call.item_id, "Ships Friday.", None))
     assert types(h.events()) == [
         "response.mcp_call.completed",
         "conversation.item.done",
         "response.output_item.done",
     ]
     assert not h.core.mcp_calls_pending(rid)
-    continued = h.core.build_request(rid)
+    continued = h.core.chat_request(rid)
     assert continued is not None
     assert_valid_chat(continued)
     assert continued.tool_choice == "auto"  # never forced again after a result
     assert continued.messages[-1] == ChatMessage(
         role="tool", content="Ships Friday.", tool_call_id=call.item_id
     )
-    h.core.response_text(rid, "It ships Friday.")
+    h.core.receive(TextGenerated(rid, "It ships Friday."))
     done = only(h.finish(rid), "response.done")["response"]
     assert [o["type"] for o in done["output"]] == ["message", "mcp_call", "message"]
     assert done["output"][1]["output"] == "Ships Friday." and done["output"][1]["error"] is None
@@ -289,8 +298,8 @@ def test_cancel_during_mcp_call_fails_it_before_response_done(h: Harness) -> Non
     configure_shop(h, require_approval="never")
     h.user_text("Where is order A1?")
     rid = h.create_response()
-    h.core.build_request(rid)
-    h.core.response_function_call(rid, "get_order_status", "call_x", '{"order_id": "A1"}')
+    h.core.chat_request(rid)
+    h.core.receive(ToolCalled(rid, "get_order_status", "call_x", '{"order_id": "A1"}'))
     h.events()
     [call] = [c for c in h.take_commands() if isinstance(c, CallMcpTool)]
     events = h.send("response.cancel")
@@ -302,7 +311,7 @@ def test_cancel_during_mcp_call_fails_it_before_response_done(h: Harness) -> Non
         "rate_limits.updated",
     ]
     assert events[1]["item"]["error"]["type"] == "tool_execution_error"
-    h.core.mcp_call_result(rid, call.item_id, "late", None)  # a result after the cancel is dropped
+    h.core.receive(McpCallDone(rid, call.item_id, "late", None))  # a result after the cancel is dropped
     assert h.events() == []
     h.user_text("Hello?")
     assert_valid_chat(request_for_next_turn(h))
@@ -312,8 +321,8 @@ def test_mcp_approval_approve_runs_in_the_next_response_deny_tells_the_model(h: 
     configure_shop(h, require_approval={"never": {"read_only": True}})
     h.user_text("Cancel order A1.")
     rid = h.create_response()
-    h.core.build_request(rid)
-    h.core.response_function_call(rid, "cancel_order", "call_x", '{"order_id": "A1"}')
+    h.core.chat_request(rid)
+    h.core.receive(ToolCalled(rid, "cancel_order", "call_x", '{"order_id": "A1"}'))
     events = h.finish(rid)
     request_item = only(events, "response.output_item.added")["item"]
     assert request_item["type"] == "mcp_approval_request" and request_item["name"] == "cancel_order"
@@ -336,11 +345,11 @@ def test_mcp_approval_approve_runs_in_the_next_response_deny_tells_the_model(h: 
     assert commands.index(calls[0]) < next(i for i, c in enumerate(commands) if isinstance(c, StartResponse))
     added = [e for e in h.log if e["type"] == "response.output_item.added"][-1]["item"]
     assert added["type"] == "mcp_call" and added["approval_request_id"] == request_item["id"]
-    h.core.mcp_call_result(
-        rid2, calls[0].item_id, None, {"type": "tool_execution_error", "message": "locked"}
+    h.core.receive(
+        McpCallDone(rid2, calls[0].item_id, None, {"type": "tool_execution_error", "message": "locked"})
     )
     assert types(h.events())[0] == "response.mcp_call.failed"
-    after = h.core.build_request(rid2)
+    after = h.core.chat_request(rid2)
     assert after is not None
     assert_valid_chat(after)
     assert after.messages[-1].content == "Error: locked"
@@ -356,8 +365,8 @@ def test_mcp_approval_approve_runs_in_the_next_response_deny_tells_the_model(h: 
     # deny
     h.user_text("Cancel order B2.")
     rid3 = h.create_response()
-    h.core.build_request(rid3)
-    h.core.response_function_call(rid3, "cancel_order", "call_y", '{"order_id": "B2"}')
+    h.core.chat_request(rid3)
+    h.core.receive(ToolCalled(rid3, "cancel_order", "call_y", '{"order_id": "B2"}'))
     second = only(h.finish(rid3), "response.output_item.added")["item"]
     deny = {
         "type": "mcp_approval_response",
@@ -368,7 +377,7 @@ def test_mcp_approval_approve_runs_in_the_next_response_deny_tells_the_model(h: 
     h.send("conversation.item.create", item=deny)
     rid4 = h.create_response()
     assert not [c for c in h.take_commands() if isinstance(c, CallMcpTool)]
-    told = h.core.build_request(rid4)
+    told = h.core.chat_request(rid4)
     assert told is not None
     assert_valid_chat(told)
     assert (
@@ -380,15 +389,15 @@ def test_mcp_approval_approve_runs_in_the_next_response_deny_tells_the_model(h: 
 def test_mcp_listing_failure_and_bad_configurations(h: Harness) -> None:
     events = h.update(tools=[SHOP])
     item_id = events[1]["item"]["id"]
-    h.core.mcp_tools_failed(item_id, "mcp_server_url_not_allowed", "not allowed: loopback")
+    h.core.receive(McpToolsFailed(item_id, "mcp_server_url_not_allowed", "not allowed: loopback"))
     failed = h.events()
     assert types(failed) == ["mcp_list_tools.failed", "conversation.item.done", "error"]
     assert failed[-1]["error"]["code"] == "mcp_server_url_not_allowed"
     h.user_text("hi")
     rid = h.create_response()
-    request = h.core.build_request(rid)
+    request = h.core.chat_request(rid)
     assert request is not None and request.tools == ()
-    h.core.cancel_response(rid, "client_cancelled")
+    h.core.receive(CancelRequested(rid, "client_cancelled"))
     h.events()
     assert_error(h.update("u1", tools=[SHOP, SHOP]), "invalid_value", "u1", "session.tools[1].server_label")
     assert_error(
@@ -413,21 +422,21 @@ def test_voice_turns_while_a_call_is_pending() -> None:
     starts = [c for c in h.take_commands() if isinstance(c, StartResponse)]
     assert starts[-1].response_id == created
     user = starts[-1].context_item_ids[-1]
-    h.core.transcription_completed(user, "And tell me a joke.", {"type": "duration", "seconds": 1.0})
+    h.core.receive(TranscriptCompleted(user, "And tell me a joke.", {"type": "duration", "seconds": 1.0}))
     h.events()
-    request = h.core.build_request(created)
+    request = h.core.chat_request(created)
     assert request is not None
     assert_valid_chat(request)
     assert [m.content for m in request.messages if m.role == "tool"] == [PENDING_RESULT]
     assert request.messages[-1] == ChatMessage(role="user", content="And tell me a joke.")
     # the caller barges in on that answer; the late output still lands and is used next
-    h.core.response_text(created, "Why did")
+    h.core.receive(TextGenerated(created, "Why did"))
     barge = h.speak([0.9] * 10)
     assert only(barge, "response.done")["response"]["status"] == "cancelled"
     output(h, "call_1", "sunny")
     h.speak([0.0] * 12)
     auto = [e for e in h.log if e["type"] == "response.created"][-1]["response"]["id"]
-    later = h.core.build_request(auto)
+    later = h.core.chat_request(auto)
     assert later is not None
     assert_valid_chat(later)
     assert any(m.role == "tool" and m.content == "sunny" for m in later.messages)

@@ -22,6 +22,7 @@ from openai.types.realtime.realtime_server_event import RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from openrealtime.core.commands import StartResponse
+from openrealtime.core.events import GenerationFinished, SpeechGenerated, TextGenerated
 from openrealtime.core.session import SessionCore
 from openrealtime.protocol import beta
 from openrealtime.protocol import server_events as se
@@ -29,6 +30,8 @@ from openrealtime.protocol.client_events import validate_client_event
 from openrealtime.protocol.errors import RealtimeError
 from openrealtime.protocol.session import RealtimeSession, TranscriptionSession
 from openrealtime.protocol.shape import GA_SHAPE, FilteredShape
+from openrealtime.transports.wire import EventWire
+from tests.json_edge import pcm_of
 from tests.support import validate_beta_server_event
 
 GA_EVENT = TypeAdapter(RealtimeServerEvent)
@@ -47,7 +50,8 @@ class BetaHarness:
         self.core = SessionCore(
             session or RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=0
         )
-        self.shape = beta.BetaShape(conversation_id=self.core.conversation_id)
+        self.shape = beta.BetaShape(conversation_id=self.core.responses.conversation_id)
+        self.wire = EventWire(lambda: self.core.input_format, shape=self.shape)
         self.log: list[dict[str, Any]] = []
         self.commands: list[Any] = []
         self.sent: list[dict[str, Any]] = []
@@ -56,10 +60,11 @@ class BetaHarness:
 
     def pump(self) -> None:
         """Send what the core emitted through the shape, as a transport does after each frame."""
-        for event in self.core.take_events():
-            GA_EVENT.validate_json(event.to_json())
-            for frame in self.shape.send(event):
-                self.sent.append(validate_beta_server_event(frame))
+        for output in self.core.take_events():
+            for event in self.wire.events(output):  # GA events, audio as base64 deltas
+                GA_EVENT.validate_json(event.to_json())
+                for frame in self.shape.send(event):
+                    self.sent.append(validate_beta_server_event(frame))
         self.commands.extend(self.core.take_commands())
 
     def events(self) -> list[dict[str, Any]]:
@@ -70,11 +75,16 @@ class BetaHarness:
 
     def frame(self, frame: str | bytes) -> list[dict[str, Any]]:
         def deliver(ga: str | bytes) -> None:
-            self.core.handle(ga)
+            try:
+                event = self.wire.decode(ga)
+            except RealtimeError as err:
+                self.core.reject(err)
+            else:
+                self.core.handle(event)
             self.pump()
 
         def refuse(error: RealtimeError) -> None:
-            self.core.error(error)
+            self.core.reject(error)
             self.pump()
 
         self.shape.receive(frame, deliver, refuse)
@@ -97,7 +107,9 @@ class BetaHarness:
         return str(starts[-1].response_id)
 
     def finish(self, rid: str) -> list[dict[str, Any]]:
-        self.core.response_done(rid, "stop", prompt_tokens=10, cached_tokens=0, completion_tokens=3)
+        self.core.receive(
+            GenerationFinished(rid, "stop", prompt_tokens=10, cached_tokens=0, completion_tokens=3)
+        )
         return self.events()
 
 
@@ -873,7 +885,7 @@ def test_the_core_accepts_translated_events_in_a_conversation() -> None:
         and created["modalities"] == ["text"]
         and created["metadata"] == {"k": "v"}
     )
-    h.core.response_text(rid, "Sunny and warm.")
+    h.core.receive(TextGenerated(rid, "Sunny and warm."))
     done_events = h.finish(rid)
     types = [e["type"] for e in done_events]
     assert types == [
@@ -891,7 +903,7 @@ def test_the_core_accepts_translated_events_in_a_conversation() -> None:
     assert done["temperature"] == 0.65 and done["output"][0]["content"] == [
         {"type": "text", "text": "Sunny and warm."}
     ]
-    assert done["conversation_id"] == h.core.conversation_id
+    assert done["conversation_id"] == h.core.responses.conversation_id
     # the next response uses the session's temperature again
     rid = h.start_response(modalities=["text"])
     assert [e for e in h.log if e["type"] == "response.created"][-1]["response"]["temperature"] == 0.9
@@ -905,8 +917,8 @@ def test_an_audio_response_in_beta_names() -> None:
     h = BetaHarness()
     h.update(modalities=["audio", "text"], output_audio_format="g711_ulaw")
     rid = h.start_response()
-    h.core.response_text(rid, "Hello there.")
-    h.core.response_audio(rid, b"\xff" * 1600)
+    h.core.receive(TextGenerated(rid, "Hello there."))
+    h.core.receive(SpeechGenerated(rid, pcm_of(b"\xff" * 1600)))
     types = [e["type"] for e in h.finish(rid)]
     assert "response.audio.delta" in types and "response.audio_transcript.delta" in types
     assert "response.audio.done" in types and "response.audio_transcript.done" in types

@@ -3,7 +3,8 @@
 MCP is played too: session tools of type ``mcp`` (listed or failing), model calls to MCP tools
 (run, failed, cancelled mid-call, or turned into approval requests) and approval responses.
 
-A hypothesis ``RuleBasedStateMachine`` plays client (valid and invalid events), engines (text,
+A hypothesis ``RuleBasedStateMachine`` drives the core's entry points (``handle`` through the
+JSON edge, ``receive``) and plays client (valid and invalid events), engines (text,
 audio, tool calls, done, failed, cancel, transcripts, turn-detector answers) and VAD (speech
 probabilities over the audio it appended) against one core, and checks the emitted stream
 against the protocol's ordering guarantees (spec §10b rules 1-6 and 8), the reply contract of
@@ -28,9 +29,31 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent
 from pydantic import TypeAdapter
 
+from openrealtime.audio.formats import bytes_per_ms
 from openrealtime.core.commands import CallMcpTool, ListMcpTools, PredictEndOfTurn, TranscribeItem
-from openrealtime.core.session import BYTES_PER_MS, SessionCore
+from openrealtime.core.events import (
+    CancelRequested,
+    EndOfTurnPredicted,
+    GenerationFailed,
+    GenerationFinished,
+    IdleTimeout,
+    McpCallDone,
+    McpToolsFailed,
+    McpToolsListed,
+    PromptRead,
+    SpeechGenerated,
+    SpeechProbabilities,
+    TextGenerated,
+    ToolCalled,
+    TranscriptCompleted,
+    TranscriptDelta,
+    TranscriptFailed,
+    VadFrame,
+)
+from openrealtime.core.session import SessionCore
+from openrealtime.core.state import ResponsePhase, TurnPhase
 from openrealtime.protocol.session import RealtimeSession
+from tests.json_edge import JsonCore, pcm_of
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 FRAME_MS = 32
@@ -592,7 +615,9 @@ GARBAGE = st.sampled_from(
 class CoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.core = SessionCore(RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=0)
+        self.core = JsonCore(
+            SessionCore(RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=0)
+        )
         self.checker = StreamChecker()
         self.client_seq = 0
         self.item_ids: list[str] = []
@@ -654,10 +679,10 @@ class CoreMachine(RuleBasedStateMachine):
         return [i["id"] for i in self.core.conversation.items() if i.get("role") == "assistant"]
 
     def _live(self) -> list[str]:
-        return list(self.core.responses)  # creation order: deterministic, unlike the random ids
+        return list(self.core.responses.live)  # creation order: deterministic, unlike the random ids
 
     def _bytes_per_ms(self) -> int:
-        return BYTES_PER_MS[self.core.session.audio.input.format.type]
+        return bytes_per_ms(self.core.session.audio.input.format.type)
 
     # ---- client events
 
@@ -769,7 +794,7 @@ class CoreMachine(RuleBasedStateMachine):
         """The runtime appends audio and runs the VAD over exactly that audio."""
         if speech:  # a run of speech followed by silence, most likely to make a turn
             probs = [0.9] * len(probs) + [0.0] * 12
-        start = self.core.total_input_ms
+        start = self.core.input.total_ms
         self._send(
             {
                 "type": "input_audio_buffer.append",
@@ -781,18 +806,18 @@ class CoreMachine(RuleBasedStateMachine):
         frames: list[tuple[float, float, float, float | None]] = [
             (p, start + i * FRAME_MS, start + (i + 1) * FRAME_MS, None) for i, p in enumerate(probs)
         ]
-        self.core.vad_frames(frames)
+        self.core.receive(SpeechProbabilities(tuple(VadFrame(*frame) for frame in frames)))
         self._drain(None)
 
     @precondition(lambda self: bool(self.pending_eot))
     @rule(probability=st.sampled_from([0.0, 0.4, 0.99]))
     def end_of_turn(self, probability: float) -> None:
-        self.core.end_of_turn_result(self.pending_eot.pop(0), probability)
+        self.core.receive(EndOfTurnPredicted(self.pending_eot.pop(0), probability))
         self._drain(None)
 
     @rule()
     def idle_timeout(self) -> None:
-        self.core.idle_timeout()
+        self.core.receive(IdleTimeout())
         self._drain(None)
 
     @precondition(lambda self: bool(self.transcribing))
@@ -801,29 +826,29 @@ class CoreMachine(RuleBasedStateMachine):
         """Transcripts arrive for committed audio, possibly after the item was deleted."""
         item_id = data.draw(st.sampled_from(self.transcribing[-3:]))
         if which == "delta":
-            self.core.transcription_delta(item_id, "he")
+            self.core.receive(TranscriptDelta(item_id, "he"))
         elif which == "completed":
             usage = {"type": "duration", "seconds": 1.0}
-            self.core.transcription_completed(item_id, "hello", usage)
+            self.core.receive(TranscriptCompleted(item_id, "hello", usage))
         else:
-            self.core.transcription_failed(item_id, "could not transcribe")
+            self.core.receive(TranscriptFailed(item_id, "could not transcribe"))
         self._drain(None)
 
     # ---- engine results for live responses
 
-    @precondition(lambda self: bool(self.core.responses))
+    @precondition(lambda self: bool(self.core.responses.live))
     @rule(data=st.data(), text=st.sampled_from(["Hi", " there", "!", ""]))
     def engine_text(self, data: st.DataObject, text: str) -> None:
-        self.core.response_text(data.draw(st.sampled_from(self._live())), text)
+        self.core.receive(TextGenerated(data.draw(st.sampled_from(self._live())), text))
         self._drain(None)
 
-    @precondition(lambda self: bool(self.core.responses))
+    @precondition(lambda self: bool(self.core.responses.live))
     @rule(data=st.data(), n=st.sampled_from([0, 1, 480, 4800]))
     def engine_audio(self, data: st.DataObject, n: int) -> None:
-        self.core.response_audio(data.draw(st.sampled_from(self._live())), b"\0" * n)
+        self.core.receive(SpeechGenerated(data.draw(st.sampled_from(self._live())), pcm_of(b"\0" * n)))
         self._drain(None)
 
-    @precondition(lambda self: bool(self.core.responses))
+    @precondition(lambda self: bool(self.core.responses.live))
     @rule(
         data=st.data(),
         arguments=st.sampled_from(["", "{}", '{"city": "Paris", "unit": "celsius", "days": 3}']),
@@ -832,15 +857,15 @@ class CoreMachine(RuleBasedStateMachine):
     def engine_function_call(self, data: st.DataObject, arguments: str, name: str) -> None:
         """A call to a function, or to an MCP tool (run, or held for approval)."""
         rid = data.draw(st.sampled_from(self._live()))
-        self.core.build_request(rid)  # the runtime reads the request before the model runs
-        self.core.response_function_call(rid, name, f"call_{len(self.call_ids)}", arguments)
+        self.core.chat_request(rid)  # the runtime reads the request before the model runs
+        self.core.receive(ToolCalled(rid, name, f"call_{len(self.call_ids)}", arguments))
         self._drain(None)
 
-    @precondition(lambda self: bool(self.core.responses))
+    @precondition(lambda self: bool(self.core.responses.live))
     @rule(data=st.data())
     def engine_build_request(self, data: st.DataObject) -> None:
         """The runtime reads the request (this is when MCP tools are offered to the model)."""
-        request = self.core.build_request(data.draw(st.sampled_from(self._live())))
+        request = self.core.chat_request(data.draw(st.sampled_from(self._live())))
         assert request is not None
         for index, message in enumerate(request.messages):
             if message.tool_calls:  # every call answered right after, in order
@@ -861,7 +886,7 @@ class CoreMachine(RuleBasedStateMachine):
             }
         )
         for item_id in self.listings:
-            self.core.mcp_tools_listed(item_id, MCP_LISTED)
+            self.core.receive(McpToolsListed(item_id, tuple(MCP_LISTED)))
         self.listings.clear()
         self._drain(None)
 
@@ -871,9 +896,9 @@ class CoreMachine(RuleBasedStateMachine):
         item_id = data.draw(st.sampled_from(self.listings))
         self.listings.remove(item_id)
         if ok:
-            self.core.mcp_tools_listed(item_id, MCP_LISTED)
+            self.core.receive(McpToolsListed(item_id, tuple(MCP_LISTED)))
         else:
-            self.core.mcp_tools_failed(item_id, "mcp_server_unreachable", "down")
+            self.core.receive(McpToolsFailed(item_id, "mcp_server_unreachable", "down"))
         self._drain(None)
 
     @precondition(lambda self: bool(self.mcp_calls))
@@ -883,49 +908,53 @@ class CoreMachine(RuleBasedStateMachine):
         rid, item_id = data.draw(st.sampled_from(self.mcp_calls))
         self.mcp_calls.remove((rid, item_id))
         error = None if ok else {"type": "tool_execution_error", "message": "boom"}
-        self.core.mcp_call_result(rid, item_id, "ok" if ok else None, error)
+        self.core.receive(McpCallDone(rid, item_id, "ok" if ok else None, error))
         self._drain(None)
 
-    @precondition(lambda self: bool(self.core.responses))
+    @precondition(lambda self: bool(self.core.responses.live))
     @rule(data=st.data(), call=st.booleans(), reason=st.sampled_from(["stop", "length"]))
     def engine_complete(self, data: st.DataObject, call: bool, reason: str) -> None:
         """A whole answer at once: words with their speech, maybe a tool call, then done."""
         rid = data.draw(st.sampled_from(self._live()))
         for text in ("Hello", " there", "."):
-            self.core.response_text(rid, text)
-            self.core.response_audio(rid, b"\0" * 4800)
+            self.core.receive(TextGenerated(rid, text))
+            self.core.receive(SpeechGenerated(rid, pcm_of(b"\0" * 4800)))
         if call:
-            self.core.response_function_call(rid, "get_weather", f"call_{len(self.call_ids)}", "{}")
-        self.core.response_done(rid, reason, prompt_tokens=20, cached_tokens=0, completion_tokens=3)
+            self.core.receive(ToolCalled(rid, "get_weather", f"call_{len(self.call_ids)}", "{}"))
+        self.core.receive(
+            GenerationFinished(rid, reason, prompt_tokens=20, cached_tokens=0, completion_tokens=3)
+        )
         self._drain(None)
 
-    @precondition(lambda self: bool(self.core.responses))
+    @precondition(lambda self: bool(self.core.responses.live))
     @rule(data=st.data())
     def engine_prompt(self, data: st.DataObject) -> None:
-        self.core.response_prompt(data.draw(st.sampled_from(self._live())), 30, 40)
+        self.core.receive(PromptRead(data.draw(st.sampled_from(self._live())), 30, 40))
         self._drain(None)
 
-    @precondition(lambda self: bool(self.core.responses))
+    @precondition(lambda self: bool(self.core.responses.live))
     @rule(data=st.data(), reason=st.sampled_from(["stop", "length", "tool_calls"]))
     def engine_done(self, data: st.DataObject, reason: str) -> None:
         rid = data.draw(st.sampled_from(self._live()))
-        self.core.response_done(rid, reason, prompt_tokens=20, cached_tokens=25, completion_tokens=4)
+        self.core.receive(
+            GenerationFinished(rid, reason, prompt_tokens=20, cached_tokens=25, completion_tokens=4)
+        )
         events = self._drain(None)
         done = [e for e in events if e["type"] == "response.done"]
         assert len(done) == 1 and done[0]["response"]["id"] == rid
         expected = "incomplete" if reason == "length" else "completed"
         assert done[0]["response"]["status"] == expected
 
-    @precondition(lambda self: bool(self.core.responses))
+    @precondition(lambda self: bool(self.core.responses.live))
     @rule(data=st.data())
     def engine_failed(self, data: st.DataObject) -> None:
-        self.core.response_failed(data.draw(st.sampled_from(self._live())), "engine_error", "boom")
+        self.core.receive(GenerationFailed(data.draw(st.sampled_from(self._live())), "engine_error", "boom"))
         self._drain(None)
 
-    @precondition(lambda self: bool(self.core.responses))
+    @precondition(lambda self: bool(self.core.responses.live))
     @rule(data=st.data(), reason=st.sampled_from(["client_cancelled", "turn_detected"]))
     def engine_cancel(self, data: st.DataObject, reason: str) -> None:
-        self.core.cancel_response(data.draw(st.sampled_from(self._live())), reason)  # type: ignore[arg-type]
+        self.core.receive(CancelRequested(data.draw(st.sampled_from(self._live())), reason))  # type: ignore[arg-type]
         self._drain(None)
 
     @precondition(lambda self: bool(self.finished))
@@ -933,13 +962,15 @@ class CoreMachine(RuleBasedStateMachine):
     def engine_stale(self, data: st.DataObject) -> None:
         """Results that arrive after a response ended are dropped."""
         rid = data.draw(st.sampled_from(self.finished))
-        self.core.response_text(rid, "late")
-        self.core.response_audio(rid, b"\0" * 96)
-        self.core.response_function_call(rid, "f", "call_late", "{}")
-        self.core.response_done(rid, "stop", prompt_tokens=1, cached_tokens=0, completion_tokens=1)
-        self.core.response_failed(rid, "x", "y")
-        self.core.cancel_response(rid, "client_cancelled")
-        self.core.mcp_call_result(rid, "mcp_late", "late", None)
+        self.core.receive(TextGenerated(rid, "late"))
+        self.core.receive(SpeechGenerated(rid, pcm_of(b"\0" * 96)))
+        self.core.receive(ToolCalled(rid, "f", "call_late", "{}"))
+        self.core.receive(
+            GenerationFinished(rid, "stop", prompt_tokens=1, cached_tokens=0, completion_tokens=1)
+        )
+        self.core.receive(GenerationFailed(rid, "x", "y"))
+        self.core.receive(CancelRequested(rid, "client_cancelled"))
+        self.core.receive(McpCallDone(rid, "mcp_late", "late", None))
         assert self._drain(None) == []
 
     # ---- invariants
@@ -948,8 +979,23 @@ class CoreMachine(RuleBasedStateMachine):
     def one_default_response(self) -> None:
         default = [r for r, s in self.checker.open.items() if s.default]
         assert len(default) <= 1
-        assert self.core.active_default == (default[0] if default else None)
-        assert set(self.checker.open) == set(self.core.responses)
+        assert self.core.responses.active_default == (default[0] if default else None)
+        assert set(self.checker.open) == set(self.core.responses.live)
+
+    @invariant()
+    def phases_match_the_events(self) -> None:
+        """The core's phases (core/state.py) are what its events said: a response waits for a
+        tool exactly while one of its MCP calls is in progress, and the caller is speaking only
+        between ``speech_started`` and the end of that turn."""
+        for rid, response in self.core.responses.live.items():
+            calling = any(
+                out.response_id == rid and out.kind == "mcp_call" and out.phase == "calling"
+                for out in self.checker.items.values()
+            )
+            assert (response.phase is ResponsePhase.AWAITING_TOOL) == calling, (rid, response.phase)
+            assert response.phase is not ResponsePhase.DONE
+        if self.core.input.phase is TurnPhase.SPEAKING:
+            assert self.checker.turn == ("started", self.core.input.turn_item_id), self.checker.turn
 
     @invariant()
     def events_describe_the_conversation(self) -> None:
@@ -961,7 +1007,7 @@ class CoreMachine(RuleBasedStateMachine):
         if self.checker.broken:
             return
         for rid in self._live():
-            self.core.cancel_response(rid, "client_cancelled")
+            self.core.receive(CancelRequested(rid, "client_cancelled"))
         self._drain(None)
         assert not self.checker.open
 

@@ -22,8 +22,25 @@ from openrealtime.core.commands import (
     StartResponse,
     TranscribeItem,
 )
+from openrealtime.core.events import (
+    CancelRequested,
+    EndOfTurnPredicted,
+    GenerationFailed,
+    GenerationFinished,
+    IdleTimeout,
+    PromptRead,
+    SpeechGenerated,
+    SpeechProbabilities,
+    TextGenerated,
+    ToolCalled,
+    TranscriptCompleted,
+    TranscriptDelta,
+    TranscriptFailed,
+    VadFrame,
+)
 from openrealtime.core.session import SessionCore
 from openrealtime.protocol.session import RealtimeSession, TranscriptionSession
+from tests.json_edge import JsonCore, pcm_of
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 FRAME_MS = 32
@@ -43,8 +60,8 @@ class Harness:
     """One ``SessionCore`` plus helpers; every event taken is SDK-validated and kept in ``log``."""
 
     def __init__(self, session: RealtimeSession | TranscriptionSession | None = None) -> None:
-        self.core = SessionCore(
-            session or RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=0
+        self.core = JsonCore(
+            SessionCore(session or RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=0)
         )
         self.log: list[dict[str, Any]] = []
         self.commands: list[Any] = []
@@ -90,17 +107,17 @@ class Harness:
     def finish(self, rid: str, **kw: Any) -> list[dict[str, Any]]:
         args = {"prompt_tokens": 10, "cached_tokens": 0, "completion_tokens": 5} | kw
         finish_reason = args.pop("finish_reason", "stop")
-        self.core.response_done(rid, finish_reason, **args)
+        self.core.receive(GenerationFinished(rid, finish_reason, **args))
         return self.events()
 
     def speak(self, probs: list[float]) -> list[dict[str, Any]]:
         """Append 32 ms of audio per probability, then feed the VAD frames for it."""
-        start = self.core.total_input_ms
+        start = self.core.input.total_ms
         self.send("input_audio_buffer.append", audio=b64(pcm(FRAME_MS) * len(probs)))
         frames: list[tuple[float, float, float, float | None]] = [
             (p, start + i * FRAME_MS, start + (i + 1) * FRAME_MS, None) for i, p in enumerate(probs)
         ]
-        self.core.vad_frames(frames)
+        self.core.receive(SpeechProbabilities(tuple(VadFrame(*frame) for frame in frames)))
         return self.events()
 
 
@@ -206,7 +223,7 @@ def test_update_null_turns_features_off_and_empty_values_clear(h: Harness) -> No
     assert session["audio"]["input"]["turn_detection"] is None
     assert session["audio"]["input"]["transcription"] is None
     assert session["audio"]["input"]["noise_reduction"] is None
-    assert h.core.segmenter is None
+    assert h.core.input.segmenter is None
     # omission leaves things unchanged
     events = h.update(instructions="x")
     assert events[0]["session"]["audio"]["input"]["turn_detection"] is None
@@ -243,7 +260,7 @@ def test_update_validation_errors_echo_the_event_id(h: Harness) -> None:
 def test_voice_can_change_until_audio_was_produced(h: Harness) -> None:
     assert types(h.update(audio={"output": {"voice": "ash"}})) == ["session.updated"]
     rid = h.create_response()
-    h.core.response_audio(rid, pcm(100))
+    h.core.receive(SpeechGenerated(rid, pcm_of(pcm(100))))
     h.finish(rid)
     error = assert_error(
         h.update("v1", audio={"output": {"voice": "coral"}}),
@@ -412,8 +429,8 @@ def spoken_response(h: Harness, chunks: list[tuple[str, int]]) -> str:
     """A completed audio response of (transcript text, audio ms) chunks; returns its item id."""
     rid = h.create_response()
     for text, ms in chunks:
-        h.core.response_text(rid, text)
-        h.core.response_audio(rid, pcm(ms))
+        h.core.receive(TextGenerated(rid, text))
+        h.core.receive(SpeechGenerated(rid, pcm_of(pcm(ms))))
     done = only(h.finish(rid), "response.done")
     return str(done["response"]["output"][0]["id"])
 
@@ -429,7 +446,7 @@ def test_truncate_only_assistant_audio_within_its_length(h: Harness) -> None:
         "t1",
     )
     rid = h.create_response(output_modalities=["text"])
-    h.core.response_text(rid, "text only")
+    h.core.receive(TextGenerated(rid, "text only"))
     text_item = only(h.finish(rid), "response.done")["response"]["output"][0]["id"]
     assert_error(
         h.send(
@@ -480,7 +497,7 @@ def test_truncate_trims_transcript_and_audio_by_alignment(
     # the model now reads only what was heard
     h.user_text("next")
     rid = h.create_response()
-    request = h.core.build_request(rid)
+    request = h.core.chat_request(rid)
     assert request is not None
     assistant = [m.content for m in request.messages if m.role == "assistant"]
     assert assistant == ([transcript] if transcript else [])
@@ -494,7 +511,7 @@ def test_text_response_event_sequence_and_response_object(h: Harness) -> None:
     events = h.send("response.create", event_id="rc", response={"output_modalities": ["text"]})
     created = only(events, "response.created")["response"]
     assert created["status"] == "in_progress" and created["output"] == [] and created["usage"] is None
-    assert created["conversation_id"] == h.core.conversation_id
+    assert created["conversation_id"] == h.core.responses.conversation_id
     assert created["output_modalities"] == ["text"]
     assert created["metadata"] is None and created["status_details"] is None
     assert created["max_output_tokens"] == "inf"
@@ -512,8 +529,8 @@ def test_text_response_event_sequence_and_response_object(h: Harness) -> None:
         )
     ]
     for piece in ["Hi", " there", "!"]:
-        h.core.response_text(rid, piece)
-    h.core.response_text(rid, "")  # empty deltas are dropped
+        h.core.receive(TextGenerated(rid, piece))
+    h.core.receive(TextGenerated(rid, ""))  # empty deltas are dropped
     events = h.events() + h.finish(rid, prompt_tokens=20, cached_tokens=8, completion_tokens=3)
     assert types(events) == [
         "response.output_item.added",
@@ -555,9 +572,9 @@ def test_text_response_event_sequence_and_response_object(h: Harness) -> None:
 
 def test_audio_response_event_sequence(h: Harness) -> None:
     rid = h.create_response()
-    h.core.response_text(rid, "Hello")
-    h.core.response_audio(rid, pcm(100))
-    h.core.response_audio(rid, b"")  # dropped
+    h.core.receive(TextGenerated(rid, "Hello"))
+    h.core.receive(SpeechGenerated(rid, pcm_of(pcm(100))))
+    h.core.receive(SpeechGenerated(rid, pcm_of(b"")))  # dropped
     events = h.events() + h.finish(rid)
     assert types(events) == [
         "response.output_item.added",
@@ -582,9 +599,9 @@ def test_audio_response_event_sequence(h: Harness) -> None:
 
 def test_audio_is_ignored_for_text_responses(h: Harness) -> None:
     rid = h.create_response(output_modalities=["text"])
-    h.core.response_audio(rid, pcm(100))
+    h.core.receive(SpeechGenerated(rid, pcm_of(pcm(100))))
     assert h.events() == []
-    assert not h.core.audio_output_started
+    assert not h.core.responses.audio_output_started
 
 
 def test_response_overrides_apply_to_one_response_only(h: Harness) -> None:
@@ -612,13 +629,13 @@ def test_response_overrides_apply_to_one_response_only(h: Harness) -> None:
     assert created["output_modalities"] == ["text"]
     assert created["max_output_tokens"] == 64
     assert created["audio"]["output"] == {"format": {"type": "audio/pcmu"}, "voice": "ash"}
-    request = h.core.build_request(created["id"])
+    request = h.core.chat_request(created["id"])
     assert request is not None
     assert request.messages[0].role == "system" and request.messages[0].content == "response instructions"
     assert [t.name for t in request.tools] == ["lookup"]
     assert request.tool_choice == "lookup"
     assert request.max_output_tokens == 64
-    h.core.response_text(created["id"], "ok")
+    h.core.receive(TextGenerated(created["id"], "ok"))
     done = only(h.finish(created["id"]), "response.done")["response"]
     assert done["metadata"] == metadata
     # nothing persisted to the session
@@ -626,7 +643,7 @@ def test_response_overrides_apply_to_one_response_only(h: Harness) -> None:
     assert h.core.session.output_modalities == ["audio"]
     assert [t.name for t in h.core.session.tools] == ["session_tool"]
     rid = h.create_response(tools=[])
-    request = h.core.build_request(rid)
+    request = h.core.chat_request(rid)
     assert request is not None and request.tools == () and request.tool_choice == "none"
     assert request.messages[0].content == "session instructions"
 
@@ -635,16 +652,16 @@ def test_out_of_band_response_stays_out_of_the_conversation(h: Harness) -> None:
     h.user_text("talk", id="item_1")
     default = h.create_response(output_modalities=["text"])
     oob = h.create_response(conversation="none", metadata={"purpose": "summary"})
-    h.core.response_text(oob, "Summary")
-    h.core.response_audio(oob, pcm(50))
-    h.core.response_function_call(oob, "f", "call_oob", '{"a": 1}')
+    h.core.receive(TextGenerated(oob, "Summary"))
+    h.core.receive(SpeechGenerated(oob, pcm_of(pcm(50))))
+    h.core.receive(ToolCalled(oob, "f", "call_oob", '{"a": 1}'))
     events = h.events() + h.finish(oob)
     assert not [e for e in events if e["type"].startswith("conversation.")], types(events)
     done = only(events, "response.done")["response"]
     assert done["conversation_id"] is None and done["metadata"] == {"purpose": "summary"}
     assert [o["type"] for o in done["output"]] == ["message", "function_call"]
     assert h.core.conversation.ids() == ["item_1"]
-    assert h.core.active_default == default
+    assert h.core.responses.active_default == default
     # its items are not retrievable or truncatable
     assert_error(
         h.send("conversation.item.retrieve", event_id="o1", item_id=done["output"][0]["id"]),
@@ -666,7 +683,7 @@ def test_out_of_band_response_with_input_and_item_reference(h: Harness) -> None:
     )
     created = only(h.log, "response.created")["response"]
     assert created["conversation_id"] is None
-    request = h.core.build_request(rid)
+    request = h.core.chat_request(rid)
     assert request is not None
     assert [(m.role, m.content) for m in request.messages[1:]] == [
         ("user", "first words"),
@@ -724,9 +741,9 @@ def test_cancel_errors_when_nothing_is_active(h: Harness) -> None:
 def test_cancel_closes_what_is_open_in_order(h: Harness) -> None:
     h.user_text("tell me a story")
     rid = h.create_response()
-    h.core.response_text(rid, "Once upon")
-    h.core.response_audio(rid, pcm(120))
-    h.core.response_text(rid, " a time")
+    h.core.receive(TextGenerated(rid, "Once upon"))
+    h.core.receive(SpeechGenerated(rid, pcm_of(pcm(120))))
+    h.core.receive(TextGenerated(rid, " a time"))
     h.events()
     h.take_commands()
     events = h.send("response.cancel", event_id="cx")
@@ -755,7 +772,7 @@ def test_cancel_closes_what_is_open_in_order(h: Harness) -> None:
     assert commands.index(CancelResponse(rid)) < commands.index(
         ResponseFinished(response_id=rid, audio_ms=120, out_of_band=False)
     )
-    assert h.core.active_default is None
+    assert h.core.responses.active_default is None
     # a new response can start
     h.create_response()
 
@@ -766,23 +783,23 @@ def test_cancel_without_output_and_by_response_id(h: Harness) -> None:
     events = h.send("response.cancel", response_id=oob)
     assert types(events) == ["response.done", "rate_limits.updated"]
     assert events[0]["response"]["id"] == oob and events[0]["response"]["output"] == []
-    assert h.core.active_default == default
+    assert h.core.responses.active_default == default
     events = h.send("response.cancel")
     assert events[0]["response"]["id"] == default
 
 
 def test_results_after_cancel_are_ignored(h: Harness) -> None:
     rid = h.create_response()
-    h.core.response_text(rid, "a")
+    h.core.receive(TextGenerated(rid, "a"))
     h.send("response.cancel")
-    h.core.response_text(rid, "late")
-    h.core.response_audio(rid, pcm(50))
-    h.core.response_function_call(rid, "f", "call_late", "{}")
-    h.core.response_prompt(rid, 10, 0)
-    h.core.response_done(rid, "stop", prompt_tokens=1, cached_tokens=0, completion_tokens=1)
-    h.core.response_failed(rid, "boom", "late failure")
-    h.core.cancel_response(rid, "client_cancelled")
-    assert h.core.build_request(rid) is None
+    h.core.receive(TextGenerated(rid, "late"))
+    h.core.receive(SpeechGenerated(rid, pcm_of(pcm(50))))
+    h.core.receive(ToolCalled(rid, "f", "call_late", "{}"))
+    h.core.receive(PromptRead(rid, 10, 0))
+    h.core.receive(GenerationFinished(rid, "stop", prompt_tokens=1, cached_tokens=0, completion_tokens=1))
+    h.core.receive(GenerationFailed(rid, "boom", "late failure"))
+    h.core.receive(CancelRequested(rid, "client_cancelled"))
+    assert h.core.chat_request(rid) is None
     assert h.events() == []
     assert not h.core.conversation.has_call("call_late")
     assert not [c for c in h.take_commands() if isinstance(c, CancelResponse) and c != CancelResponse(rid)]
@@ -790,7 +807,7 @@ def test_results_after_cancel_are_ignored(h: Harness) -> None:
 
 def test_max_output_tokens_gives_incomplete(h: Harness) -> None:
     rid = h.create_response(max_output_tokens=5, output_modalities=["text"])
-    h.core.response_text(rid, "one two three four five")
+    h.core.receive(TextGenerated(rid, "one two three four five"))
     events = h.finish(rid, finish_reason="length", completion_tokens=5)
     response = only(events, "response.done")["response"]
     assert response["status"] == "incomplete"
@@ -802,9 +819,9 @@ def test_max_output_tokens_gives_incomplete(h: Harness) -> None:
 
 def test_failed_response_closes_its_items(h: Harness) -> None:
     rid = h.create_response()
-    h.core.response_text(rid, "partial")
+    h.core.receive(TextGenerated(rid, "partial"))
     h.events()
-    h.core.response_failed(rid, "llm_error", "The language model failed.")
+    h.core.receive(GenerationFailed(rid, "llm_error", "The language model failed."))
     events = h.events()
     assert types(events) == [
         "response.output_audio.done",
@@ -820,17 +837,17 @@ def test_failed_response_closes_its_items(h: Harness) -> None:
     assert response["status_details"]["type"] == "failed"
     assert response["status_details"]["error"]["code"] == "llm_error"
     assert response["status_details"]["error"]["message"] == "The language model failed."
-    assert h.core.active_default is None
+    assert h.core.responses.active_default is None
 
 
 def test_function_call_round_trip(h: Harness) -> None:
     h.update(tools=[{"type": "function", "name": "get_weather"}])
     h.user_text("weather in Paris?")
     rid = h.create_response()
-    h.core.response_text(rid, "Let me check.")
-    h.core.response_audio(rid, pcm(60))
+    h.core.receive(TextGenerated(rid, "Let me check."))
+    h.core.receive(SpeechGenerated(rid, pcm_of(pcm(60))))
     arguments = json.dumps({"city": "Paris", "padding": "x" * 40})
-    h.core.response_function_call(rid, "get_weather", "call_X", arguments)
+    h.core.receive(ToolCalled(rid, "get_weather", "call_X", arguments))
     events = h.events() + h.finish(rid)
     kinds = types(events)
     call_start = kinds.index("response.output_item.added", 1)
@@ -869,7 +886,7 @@ def test_function_call_round_trip(h: Harness) -> None:
     )
     assert types(events) == ["conversation.item.added", "conversation.item.done"]
     rid2 = h.create_response()
-    request = h.core.build_request(rid2)
+    request = h.core.chat_request(rid2)
     assert request is not None
     assert [m.role for m in request.messages] == ["system", "user", "assistant", "assistant", "tool"]
     assert request.messages[3].tool_calls[0].call_id == "call_X"
@@ -898,8 +915,8 @@ def test_usage_shape_and_arithmetic(h: Harness) -> None:
     h.send("input_audio_buffer.commit")
     h.user_text("and some text")
     rid = h.create_response()
-    h.core.response_text(rid, "Hi")
-    h.core.response_audio(rid, pcm(500))
+    h.core.receive(TextGenerated(rid, "Hi"))
+    h.core.receive(SpeechGenerated(rid, pcm_of(pcm(500))))
     usage = only(h.finish(rid, prompt_tokens=40, cached_tokens=100, completion_tokens=3), "response.done")[
         "response"
     ]["usage"]
@@ -927,11 +944,11 @@ def test_context_audio_is_billed_as_audio_and_cached_with_its_prefix(h: Harness)
     h.update(instructions="Be brief.", audio={"input": {"turn_detection": None}})
     h.send("input_audio_buffer.append", audio=b64(pcm(2000)))
     item_id = only(h.send("input_audio_buffer.commit"), "input_audio_buffer.committed")["item_id"]
-    h.core.transcription_completed(item_id, "one two three four", {"type": "duration", "seconds": 2})
+    h.core.receive(TranscriptCompleted(item_id, "one two three four", {"type": "duration", "seconds": 2}))
     h.events()
     first = h.create_response()
-    h.core.response_text(first, "five six")
-    h.core.response_audio(first, pcm(1000))
+    h.core.receive(TextGenerated(first, "five six"))
+    h.core.receive(SpeechGenerated(first, pcm_of(pcm(1000))))
     h.finish(first, prompt_tokens=30, cached_tokens=0, completion_tokens=2)
     h.user_text("seven")
     second = h.create_response()
@@ -951,9 +968,9 @@ def test_usage_audio_tokens_round_down_and_prompt_report_wins_on_cancel(h: Harne
     h.send("input_audio_buffer.append", audio=b64(pcm(250)))
     h.send("input_audio_buffer.commit")
     rid = h.create_response()
-    h.core.response_prompt(rid, 77, 12)
-    h.core.response_text(rid, "two words")
-    h.core.response_audio(rid, pcm(120))
+    h.core.receive(PromptRead(rid, 77, 12))
+    h.core.receive(TextGenerated(rid, "two words"))
+    h.core.receive(SpeechGenerated(rid, pcm_of(pcm(120))))
     usage = only(h.send("response.cancel"), "response.done")["response"]["usage"]
     assert usage["input_token_details"]["audio_tokens"] == 2
     assert usage["input_token_details"]["text_tokens"] == 77
@@ -988,7 +1005,7 @@ def test_append_commit_clear(h: Harness) -> None:
     }
     transcribe = [c for c in h.take_commands() if isinstance(c, TranscribeItem)]
     assert len(transcribe) == 1 and transcribe[0].item_id == item_id
-    assert transcribe[0].audio == pcm(60) * 2 and transcribe[0].model is None
+    assert transcribe[0].pcm.tobytes() == pcm(60) * 2 and transcribe[0].model is None
     error = assert_error(
         h.send("input_audio_buffer.commit", event_id="e"), "input_audio_buffer_commit_empty", "e"
     )
@@ -1032,7 +1049,7 @@ def test_commit_with_vad_on_does_not_create_a_response(h: Harness) -> None:
 )
 def test_append_rejects_bad_audio(h: Harness, audio: str, code: str) -> None:
     assert_error(h.send("input_audio_buffer.append", event_id="ap", audio=audio), code, "ap", "audio")
-    assert len(h.core.input_buffer) == 0
+    assert len(h.core.input.buffer) == 0
     assert not [c for c in h.take_commands() if type(c).__name__ == "InputAppended"]
 
 
@@ -1041,7 +1058,7 @@ def test_append_accepts_15_mib_and_odd_g711(h: Harness) -> None:
     h.send("input_audio_buffer.clear")
     h.update(audio={"input": {"format": {"type": "audio/pcmu"}}})
     assert h.send("input_audio_buffer.append", audio=b64(b"\xff" * 801)) == []
-    assert h.core.input_buffer_ms == pytest.approx(100.125)
+    assert h.core.input.buffer_ms == pytest.approx(100.125)
 
 
 # --------------------------------------------------------------------------- VAD turns
@@ -1070,7 +1087,7 @@ def test_vad_turn_order_and_auto_response(h: Harness) -> None:
     committed_ms = len(base64.b64decode(retrieved["item"]["content"][0]["audio"])) / PCM_BYTES_PER_MS
     assert committed_ms % FRAME_MS == 0
     assert events[1]["audio_end_ms"] < committed_ms <= len(TURN) * FRAME_MS
-    assert h.core.input_buffer_ms == pytest.approx(len(TURN) * FRAME_MS - committed_ms)
+    assert h.core.input.buffer_ms == pytest.approx(len(TURN) * FRAME_MS - committed_ms)
     start = [c for c in h.take_commands() if isinstance(c, StartResponse)]
     assert len(start) == 1 and start[0].context_item_ids == ("item_prev", item_id)
     h.finish(start[0].response_id)
@@ -1082,8 +1099,8 @@ def test_vad_turn_order_and_auto_response(h: Harness) -> None:
 
 def test_vad_barge_in_cancels_the_active_response(h: Harness) -> None:
     rid = h.create_response()
-    h.core.response_text(rid, "A long answer")
-    h.core.response_audio(rid, pcm(200))
+    h.core.receive(TextGenerated(rid, "A long answer"))
+    h.core.receive(SpeechGenerated(rid, pcm_of(pcm(200))))
     h.events()
     events = h.speak(TURN)
     assert types(events) == [
@@ -1105,14 +1122,14 @@ def test_vad_barge_in_cancels_the_active_response(h: Harness) -> None:
     assert done["id"] == rid and done["status"] == "cancelled"
     assert done["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
     assert CancelResponse(rid) in h.take_commands()
-    assert h.core.active_default == only(events, "response.created")["response"]["id"]
+    assert h.core.responses.active_default == only(events, "response.created")["response"]["id"]
 
 
 def test_vad_barge_in_leaves_out_of_band_responses_alone(h: Harness) -> None:
     oob = h.create_response(conversation="none")
     events = h.speak(TURN)
     assert "response.done" not in types(events)
-    assert oob in h.core.responses
+    assert oob in h.core.responses.live
 
 
 def test_vad_without_interrupt_response_refuses_the_auto_response(h: Harness) -> None:
@@ -1129,7 +1146,7 @@ def test_vad_without_interrupt_response_refuses_the_auto_response(h: Harness) ->
     ]
     assert events[-1]["error"]["code"] == "conversation_already_has_active_response"
     assert events[-1]["error"]["event_id"] is None
-    assert h.core.active_default == rid
+    assert h.core.responses.active_default == rid
 
 
 def test_vad_without_create_response(h: Harness) -> None:
@@ -1161,9 +1178,9 @@ def test_semantic_vad_asks_the_turn_detector(h: Harness) -> None:
     assert types(events) == ["input_audio_buffer.speech_started"]
     requests = [c for c in h.take_commands() if isinstance(c, PredictEndOfTurn)]
     assert len(requests) == 1
-    h.core.end_of_turn_result(requests[0].request_id + 100, 0.99)  # unknown request: ignored
+    h.core.receive(EndOfTurnPredicted(requests[0].request_id + 100, 0.99))  # unknown request: ignored
     assert h.events() == []
-    h.core.end_of_turn_result(requests[0].request_id, 0.99)
+    h.core.receive(EndOfTurnPredicted(requests[0].request_id, 0.99))
     assert types(h.events()) == [
         "input_audio_buffer.speech_stopped",
         "input_audio_buffer.committed",
@@ -1187,7 +1204,7 @@ def test_speech_in_progress_is_forgotten_by_clear(h: Harness) -> None:
 def test_idle_timeout_prompts_a_response(h: Harness) -> None:
     h.update(audio={"input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}})
     h.speak([0.0] * 10)
-    h.core.idle_timeout()
+    h.core.receive(IdleTimeout())
     events = h.events()
     assert types(events) == [
         "input_audio_buffer.timeout_triggered",
@@ -1200,15 +1217,15 @@ def test_idle_timeout_prompts_a_response(h: Harness) -> None:
     assert events[0]["audio_start_ms"] == 0 and events[0]["audio_end_ms"] == 320
     assert events[1]["item_id"] == item_id == events[2]["item"]["id"]
     # not while a response is running
-    h.core.idle_timeout()
+    h.core.receive(IdleTimeout())
     assert h.events() == []
 
 
 def test_idle_timeout_is_ignored_without_server_vad(h: Harness) -> None:
     h.update(audio={"input": {"turn_detection": {"type": "semantic_vad"}}})
-    h.core.idle_timeout()
+    h.core.receive(IdleTimeout())
     h.update(audio={"input": {"turn_detection": None}})
-    h.core.idle_timeout()
+    h.core.receive(IdleTimeout())
     assert h.events() == []
 
 
@@ -1231,9 +1248,9 @@ TRANSCRIPTION_USAGE = {
 
 def test_transcription_events_only_when_enabled(h: Harness) -> None:
     item_id = committed_item(h)
-    h.core.transcription_delta(item_id, "Hi")
-    h.core.transcription_completed(item_id, "Hi there.", TRANSCRIPTION_USAGE)
-    h.core.transcription_failed(item_id, "nope")
+    h.core.receive(TranscriptDelta(item_id, "Hi"))
+    h.core.receive(TranscriptCompleted(item_id, "Hi there.", TRANSCRIPTION_USAGE))
+    h.core.receive(TranscriptFailed(item_id, "nope"))
     assert h.events() == []
     # the transcript still reaches the item (and so the model)
     item = only(h.send("conversation.item.retrieve", item_id=item_id), "conversation.item.retrieved")["item"]
@@ -1245,12 +1262,12 @@ def test_transcription_events_when_enabled(h: Harness) -> None:
     item_id = committed_item(h)
     transcribe = [c for c in h.take_commands() if isinstance(c, TranscribeItem)]
     assert transcribe[0].model == "whisper-1" and transcribe[0].language == "en"
-    h.core.transcription_delta(item_id, "Hi")
-    h.core.transcription_delta(item_id, "")
-    h.core.transcription_completed(item_id, "Hi there.", TRANSCRIPTION_USAGE)
-    h.core.transcription_failed(item_id, "The audio could not be transcribed.")
-    h.core.transcription_delta("item_unknown", "x")
-    h.core.transcription_completed("item_unknown", "x", TRANSCRIPTION_USAGE)
+    h.core.receive(TranscriptDelta(item_id, "Hi"))
+    h.core.receive(TranscriptDelta(item_id, ""))
+    h.core.receive(TranscriptCompleted(item_id, "Hi there.", TRANSCRIPTION_USAGE))
+    h.core.receive(TranscriptFailed(item_id, "The audio could not be transcribed."))
+    h.core.receive(TranscriptDelta("item_unknown", "x"))
+    h.core.receive(TranscriptCompleted("item_unknown", "x", TRANSCRIPTION_USAGE))
     events = h.events()
     assert types(events) == [
         "conversation.item.input_audio_transcription.delta",
@@ -1267,8 +1284,8 @@ def test_transcription_of_a_deleted_item_is_dropped(h: Harness) -> None:
     h.update(audio={"input": {"transcription": {"model": "whisper-1"}}})
     item_id = committed_item(h)
     h.send("conversation.item.delete", item_id=item_id)
-    h.core.transcription_delta(item_id, "Hi")
-    h.core.transcription_completed(item_id, "Hi", TRANSCRIPTION_USAGE)
+    h.core.receive(TranscriptDelta(item_id, "Hi"))
+    h.core.receive(TranscriptCompleted(item_id, "Hi", TRANSCRIPTION_USAGE))
     assert h.events() == []
 
 
@@ -1351,11 +1368,11 @@ def test_bug_session_output_modalities_allows_only_one(h: Harness) -> None:
 
 def test_bug_usage_counts_audio_of_every_message_in_a_response(h: Harness) -> None:
     rid = h.create_response()
-    h.core.response_text(rid, "Checking.")
-    h.core.response_audio(rid, pcm(100))
-    h.core.response_function_call(rid, "f", "call_1", "{}")
-    h.core.response_text(rid, "Done.")
-    h.core.response_audio(rid, pcm(100))
+    h.core.receive(TextGenerated(rid, "Checking."))
+    h.core.receive(SpeechGenerated(rid, pcm_of(pcm(100))))
+    h.core.receive(ToolCalled(rid, "f", "call_1", "{}"))
+    h.core.receive(TextGenerated(rid, "Done."))
+    h.core.receive(SpeechGenerated(rid, pcm_of(pcm(100))))
     usage = only(h.finish(rid), "response.done")["response"]["usage"]
     assert usage["output_token_details"]["audio_tokens"] == 4  # 200 ms at 1 token / 50 ms
     finished = [c for c in h.take_commands() if isinstance(c, ResponseFinished)]
@@ -1365,7 +1382,7 @@ def test_bug_usage_counts_audio_of_every_message_in_a_response(h: Harness) -> No
 def test_bug_cancel_estimate_counts_the_response_context_not_the_conversation(h: Harness) -> None:
     h.user_text("one two three four five six")
     rid = h.create_response(conversation="none", input=[], instructions="")
-    h.core.cancel_response(rid, "client_cancelled")
+    h.core.receive(CancelRequested(rid, "client_cancelled"))
     usage = only(h.events(), "response.done")["response"]["usage"]
     assert usage["input_token_details"]["text_tokens"] == 0  # it read nothing
 
@@ -1375,6 +1392,6 @@ def test_bug_input_format_change_keeps_the_input_clock_consistent(h: Harness) ->
     h.send("input_audio_buffer.append", audio=b64(pcm(256)))
     h.update(audio={"input": {"format": {"type": "audio/pcma"}}})
     h.send("input_audio_buffer.append", audio=b64(b"\xd5" * 800))  # 100 ms of G.711
-    h.core.idle_timeout()
+    h.core.receive(IdleTimeout())
     triggered = only(h.events(), "input_audio_buffer.timeout_triggered")
     assert 0 <= triggered["audio_start_ms"] <= triggered["audio_end_ms"] == 356

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 
 from openrealtime.core.session import SessionCore
 from openrealtime.protocol.session import RealtimeSession
+from tests.json_edge import JsonCore
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 EXAMPLES = int(os.environ.get("OPENREALTIME_FUZZ_EXAMPLES", "300"))
@@ -66,16 +67,16 @@ VALID_EVENTS: list[dict[str, Any]] = [
 ]
 
 
-def new_core() -> SessionCore:
-    core = SessionCore(
-        RealtimeSession(), count_tokens=lambda text: len(text.split()), created_at=1_700_000_000
+def new_core() -> JsonCore:
+    core = JsonCore(
+        SessionCore(RealtimeSession(), count_tokens=lambda text: len(text.split()), created_at=1_700_000_000)
     )
     core.start()
     core.take_events()
     return core
 
 
-def check_answer(core: SessionCore, sent_event_id: Any) -> None:
+def check_answer(core: JsonCore, sent_event_id: Any) -> None:
     core.take_commands()  # engines are not part of this test
     for event in core.take_events():
         wire = json.loads(event.to_json())

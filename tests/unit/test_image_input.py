@@ -15,13 +15,14 @@ from PIL import Image, ImageDraw, ImageFont
 
 from openrealtime.core.commands import AnalyzeImage, StartResponse
 from openrealtime.core.context import build_chat_request
+from openrealtime.core.events import GenerationFinished, ImageAnalyzed, TextGenerated
 from openrealtime.core.usage import PromptImage, Usage, account_images
 from openrealtime.engines.base import ChatImage, ChatMessage, ChatRequest, ImageLabel, RecognizedText
 from openrealtime.engines.llm.openai_compatible import OpenAICompatibleModel
 from openrealtime.engines.vision.embedded import NOT_RECOGNISED, compose_analysis
-from openrealtime.engines.vision.images import MAX_IMAGE_BYTES, ImageInputError, check_data_url, open_image
 from openrealtime.engines.vision.ocr import join_characters
-from openrealtime.engines.vision.tokens import image_tokens
+from openrealtime.images.data_url import MAX_IMAGE_BYTES, ImageInputError, check_data_url, open_image
+from openrealtime.images.tokens import image_tokens
 from tests.unit.test_core_session import Harness
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
@@ -197,7 +198,7 @@ def test_the_llm_reads_the_cached_analysis_and_a_vision_llm_gets_the_image() -> 
     harness = new_harness()
     url = data_url(encoded(text_image(), "PNG"))
     item, _ = added_item(harness, image_message(url))
-    harness.core.image_analyzed(item["id"], 1, "[Image: OCR read 'ORDER NUMBER: 48213'.]")
+    harness.core.receive(ImageAnalyzed(item["id"], 1, "[Image: OCR read 'ORDER NUMBER: 48213'.]"))
     request = build_chat_request(
         harness.core.conversation.items(),
         instructions="Be brief.",
@@ -230,13 +231,15 @@ def test_an_image_without_analysis_is_named_as_such() -> None:
 def run_response(harness: Harness, prompt_tokens: int, cached_tokens: int) -> dict[str, Any]:
     harness.send("response.create")
     start = next(c for c in harness.core.take_commands() + harness.commands if isinstance(c, StartResponse))
-    harness.core.response_text(start.response_id, "It is 48213.")
-    harness.core.response_done(
-        start.response_id,
-        "stop",
-        prompt_tokens=prompt_tokens,
-        cached_tokens=cached_tokens,
-        completion_tokens=5,
+    harness.core.receive(TextGenerated(start.response_id, "It is 48213."))
+    harness.core.receive(
+        GenerationFinished(
+            start.response_id,
+            "stop",
+            prompt_tokens=prompt_tokens,
+            cached_tokens=cached_tokens,
+            completion_tokens=5,
+        )
     )
     done = [e for e in harness.events() if e["type"] == "response.done"]
     harness.commands.clear()
@@ -249,7 +252,7 @@ def test_usage_counts_image_tokens_and_moves_the_analysis_out_of_text() -> None:
     image = text_image(size=(1024, 1024))
     item, _ = added_item(harness, image_message(data_url(encoded(image, "PNG"))))
     analysis = "[Image: OCR read ORDER NUMBER 48213.]"  # 6 words in the prompt
-    harness.core.image_analyzed(item["id"], 1, analysis)
+    harness.core.receive(ImageAnalyzed(item["id"], 1, analysis))
 
     usage = run_response(harness, prompt_tokens=100, cached_tokens=0)
     details = usage["input_token_details"]
@@ -281,8 +284,8 @@ def test_images_inline_in_response_create_are_checked_and_billed() -> None:
     good = image_message(data_url(encoded(text_image(size=(512, 512)), "PNG")))
     harness.send("response.create", response={"input": [good], "conversation": "none"})
     start = next(c for c in harness.commands if isinstance(c, StartResponse))
-    harness.core.response_done(
-        start.response_id, "stop", prompt_tokens=40, cached_tokens=0, completion_tokens=1
+    harness.core.receive(
+        GenerationFinished(start.response_id, "stop", prompt_tokens=40, cached_tokens=0, completion_tokens=1)
     )
     usage = next(e for e in harness.events() if e["type"] == "response.done")["response"]["usage"]
     assert usage["input_token_details"]["image_tokens"] == 255

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-
+import numpy as np
 import pytest
 
+from openrealtime.core.events import OutputAudio
 from openrealtime.core.usage import Usage
 from openrealtime.protocol import server_events as se
 from openrealtime.runtime.observer import SessionInfo
-from openrealtime.telemetry.metrics import MetricsObserver, Playback, base64_size, schedule_chunk
+from openrealtime.telemetry.metrics import MetricsObserver, Playback, schedule_chunk
 
 INFO = SessionInfo(session_id="sess_1", key_id="key_1", transport="websocket", model="gpt-realtime")
 
@@ -57,22 +57,12 @@ def test_one_stall_counts_once_and_the_schedule_restarts_after_it() -> None:
     assert late == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 47, 48, 9600])
-def test_base64_size_matches_decoding(size: int) -> None:
-    assert base64_size(base64.b64encode(bytes(size)).decode()) == size
-
-
 # --------------------------------------------------------------------------- the observer
 
 
-def audio_delta(response_id: str, n_bytes: int) -> se.ResponseOutputAudioDelta:
-    return se.ResponseOutputAudioDelta(
-        response_id=response_id,
-        item_id="item_1",
-        output_index=0,
-        content_index=0,
-        delta=base64.b64encode(bytes(n_bytes)).decode(),
-    )
+def speech(response_id: str, ms: int, fmt: str = "audio/pcm") -> OutputAudio:
+    """``ms`` of a response's speech as the runtime sends it (24 kHz PCM)."""
+    return OutputAudio(response_id, "item_1", 0, 0, np.zeros(24 * ms, dtype=np.int16), fmt)
 
 
 def value(observer: MetricsObserver, name: str, **labels: str) -> float:
@@ -84,28 +74,28 @@ def test_late_audio_chunks_are_counted_per_response() -> None:
     clock = FakeClock()
     observer = MetricsObserver(clock=clock)
     observer.session_started(INFO)
-    ms_200 = 48 * 200  # audio/pcm: 48 bytes per ms
-    observer.server_event(INFO, audio_delta("resp_1", ms_200))
+    observer.output_audio(INFO, speech("resp_1", 200))
     clock.now += 0.1
-    observer.server_event(INFO, audio_delta("resp_1", ms_200))  # due at +0.2: in time
+    observer.output_audio(INFO, speech("resp_1", 200))  # due at +0.2: in time
     clock.now += 0.45
-    observer.server_event(INFO, audio_delta("resp_1", ms_200))  # due at +0.4: 0.15 s late
+    observer.output_audio(INFO, speech("resp_1", 200))  # due at +0.4: 0.15 s late
     assert value(observer, "openrealtime_audio_late_chunks_total") == 1
     assert value(observer, "openrealtime_audio_chunk_lateness_seconds_sum") == pytest.approx(0.15)
-    observer.server_event(INFO, audio_delta("resp_2", ms_200))  # a new response starts its own clock
+    observer.output_audio(INFO, speech("resp_2", 200))  # a new response starts its own clock
     assert value(observer, "openrealtime_audio_late_chunks_total") == 1
 
 
-def test_g711_output_durations_follow_the_session_format() -> None:
+def test_g711_output_durations_are_the_speech_not_its_wire_size() -> None:
     clock = FakeClock()
     observer = MetricsObserver(clock=clock)
     observer.session_started(INFO)
-    session = {"audio": {"output": {"format": {"type": "audio/pcmu"}}}}
-    observer.server_event(INFO, se.SessionUpdated(session=session))
-    observer.server_event(INFO, audio_delta("resp_1", 8 * 200))  # 200 ms of G.711
+    observer.output_audio(INFO, speech("resp_1", 200, "audio/pcmu"))  # 200 ms, sent as G.711
     clock.now += 0.19
-    observer.server_event(INFO, audio_delta("resp_1", 8 * 200))  # due at +0.2 (as pcm it'd be late)
+    observer.output_audio(INFO, speech("resp_1", 200, "audio/pcmu"))  # due at +0.2
     assert value(observer, "openrealtime_audio_late_chunks_total") == 0
+    clock.now += 0.3
+    observer.output_audio(INFO, speech("resp_1", 200, "audio/pcmu"))  # due at +0.4: late
+    assert value(observer, "openrealtime_audio_late_chunks_total") == 1
 
 
 def test_events_errors_sessions_and_usage() -> None:

@@ -26,11 +26,12 @@ from openrealtime.engines.base import (
     Transcript,
     VoiceInfo,
 )
-from openrealtime.protocol.server_events import ServerEvent
+from openrealtime.engines.registry import EngineSet
 from openrealtime.protocol.session import RealtimeSession
-from openrealtime.runtime.engines import EngineSet
+from openrealtime.runtime.port import ClientOutput
 from openrealtime.runtime.scheduler import Scheduler
 from openrealtime.runtime.session_runtime import SessionRuntime
+from openrealtime.transports.wire import EventWire
 
 
 class ScriptedLLM:
@@ -82,6 +83,20 @@ class BrokenTranscriber:
         raise RuntimeError("the decoder crashed")
 
 
+class Client:
+    """The runtime's ``SessionClient``: what a WebSocket client would receive."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+
+    def send(self, output: ClientOutput) -> None:
+        self.harness.events.extend(json.loads(frame) for frame in self.harness.wire.encode(output))
+        self.harness.arrived.set()
+
+    async def close(self, code: int, reason: str) -> None:
+        return None
+
+
 class Harness:
     def __init__(self) -> None:
         self.synthesizer = FlakySynthesizer()
@@ -93,19 +108,12 @@ class Harness:
         )
         self.events: list[dict[str, Any]] = []
         self.arrived = asyncio.Event()
-
-        def send(event: ServerEvent) -> None:
-            self.events.append(json.loads(event.to_json()))
-            self.arrived.set()
-
-        async def close(code: int, reason: str) -> None:
-            return None
-
-        self.runtime = SessionRuntime(core, engines, Scheduler(), send, close)
+        self.wire = EventWire(lambda: core.input_format)
+        self.runtime = SessionRuntime(core, engines, Scheduler(), Client(self))
         self.runtime.start()
 
     def send(self, event: dict[str, Any]) -> None:
-        self.runtime.on_frame(json.dumps(event))
+        self.wire.deliver(json.dumps(event), self.runtime)
 
     async def until(self, kind: str, after: int = 0) -> dict[str, Any]:
         async def wait() -> dict[str, Any]:

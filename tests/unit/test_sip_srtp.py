@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from openrealtime.audio.g711 import ulaw_encode
-from openrealtime.transports.media import Playout
 from openrealtime.transports.sip.rtp import RtpPacket, RtpSession, sender_report
 from openrealtime.transports.sip.srtp import (
     KEY_SALT_BYTES,
@@ -165,9 +164,8 @@ async def test_an_srtp_rtp_session_decodes_protected_audio_and_protects_what_it_
         heard.append(pcm)
         got_audio.set()
 
-    playout = Playout()
     session = RtpSession(
-        "127.0.0.1", on_audio=on_audio, on_dtmf=lambda _d: None, on_playback=lambda _e: None, playout=playout
+        "127.0.0.1", on_audio=on_audio, on_dtmf=lambda _d: None, pull=lambda: np.zeros(480, dtype=np.int16)
     )
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", 0))

@@ -14,6 +14,7 @@ import pytest
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent
 from pydantic import TypeAdapter
 
+from openrealtime.core.events import GenerationFinished, TextGenerated
 from openrealtime.core.session import SessionCore
 from openrealtime.protocol import server_events as se
 from openrealtime.protocol.session import RealtimeSession
@@ -25,6 +26,7 @@ from openrealtime.storage.sqlite import SqliteStorage
 from openrealtime.telemetry.budget import BudgetPolicy, BudgetTracker, window_of
 from openrealtime.telemetry.ledger import UsageLedger, response_record, transcription_record
 from openrealtime.telemetry.prices import PriceTable, load_prices
+from tests.json_edge import JsonCore
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 INFO = SessionInfo(session_id="sess_1", key_id="key_a", transport="websocket", model="gpt-realtime")
@@ -291,20 +293,22 @@ def test_records_tolerate_missing_or_odd_usage() -> None:
 # ------------------------------------------------------------------ the session core's hooks
 
 
-def core_with_budget(tracker: BudgetTracker, ledger: UsageLedger) -> SessionCore:
-    core = SessionCore(
-        RealtimeSession(output_modalities=["text"]),
-        count_tokens=lambda s: len(s.split()),
-        created_at=0,
-        budget_check=ledger.budget_check("key_a"),
-        budget_rate_limit=ledger.budget_rate_limit("key_a"),
+def core_with_budget(tracker: BudgetTracker, ledger: UsageLedger) -> JsonCore:
+    core = JsonCore(
+        SessionCore(
+            RealtimeSession(output_modalities=["text"]),
+            count_tokens=lambda s: len(s.split()),
+            created_at=0,
+            budget_check=ledger.budget_check("key_a"),
+            budget_rate_limit=ledger.budget_rate_limit("key_a"),
+        )
     )
     core.start()
     core.take_events()
     return core
 
 
-def wire_events(core: SessionCore) -> list[dict[str, Any]]:
+def wire_events(core: JsonCore) -> list[dict[str, Any]]:
     out = []
     for event in core.take_events():
         raw = event.to_json()
@@ -320,8 +324,10 @@ async def test_core_refuses_new_responses_past_the_budget_and_reports_it(storage
     core.handle(json.dumps({"type": "response.create"}))
     created = wire_events(core)
     response_id = created[0]["response"]["id"]
-    core.response_text(response_id, "hello there")
-    core.response_done(response_id, "stop", prompt_tokens=200, cached_tokens=0, completion_tokens=20)
+    core.receive(TextGenerated(response_id, "hello there"))
+    core.receive(
+        GenerationFinished(response_id, "stop", prompt_tokens=200, cached_tokens=0, completion_tokens=20)
+    )
     events = wire_events(core)
     limits = events[-1]
     assert limits["type"] == "rate_limits.updated"
@@ -331,7 +337,7 @@ async def test_core_refuses_new_responses_past_the_budget_and_reports_it(storage
     assert budget["remaining"] == math.floor((0.002 - spent) * 1e6)
     core.handle(json.dumps({"type": "response.create"}))
     second = wire_events(core)[0]["response"]["id"]
-    core.response_done(second, "stop", prompt_tokens=300, cached_tokens=0, completion_tokens=5)
+    core.receive(GenerationFinished(second, "stop", prompt_tokens=300, cached_tokens=0, completion_tokens=5))
     assert wire_events(core)[-1]["rate_limits"][1]["remaining"] == 0
     core.handle(json.dumps({"type": "response.create", "event_id": "evt_3"}))
     refused = wire_events(core)

@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 from openrealtime.core.session import SessionCore
 from openrealtime.protocol import server_events as se
 from openrealtime.protocol.session import RealtimeSession, TranscriptionSession, merge_session_update
+from tests.json_edge import JsonCore
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 LATER_ADDITIONS = {
@@ -49,7 +50,7 @@ def null_later_additions(value: Any, path: str = "") -> list[str]:
     return found
 
 
-def events(core: SessionCore) -> list[dict[str, Any]]:
+def events(core: JsonCore) -> list[dict[str, Any]]:
     out = []
     for event in core.take_events():
         raw = event.to_json()
@@ -58,7 +59,7 @@ def events(core: SessionCore) -> list[dict[str, Any]]:
     return out
 
 
-def update(core: SessionCore, session: dict[str, Any]) -> dict[str, Any]:
+def update(core: JsonCore, session: dict[str, Any]) -> dict[str, Any]:
     core.handle(json.dumps({"type": "session.update", "session": session}))
     emitted = events(core)
     assert emitted[0]["type"] == "session.updated", emitted  # (MCP tools also start a listing)
@@ -67,7 +68,7 @@ def update(core: SessionCore, session: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_default_session_has_the_launch_shape_and_no_later_fields() -> None:
-    core = SessionCore(RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=0)
+    core = JsonCore(SessionCore(RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=0))
     core.start()
     session = events(core)[0]["session"]
     assert set(session) == {
@@ -81,7 +82,7 @@ def test_the_default_session_has_the_launch_shape_and_no_later_fields() -> None:
 
 
 def test_a_transcription_config_echoes_only_what_the_client_could_send() -> None:
-    core = SessionCore(RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=0)
+    core = JsonCore(SessionCore(RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=0))
     core.start()
     events(core)
     wire = update(
@@ -106,7 +107,7 @@ def test_a_transcription_config_echoes_only_what_the_client_could_send() -> None
 
 
 def test_later_fields_a_client_sets_are_echoed() -> None:
-    core = SessionCore(RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=0)
+    core = JsonCore(SessionCore(RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=0))
     core.start()
     events(core)
     wire = update(

@@ -1,9 +1,16 @@
-"""Commands the session core asks its runtime to carry out (start or stop engine work)."""
+"""Commands the session core asks its runtime to carry out (start or stop engine work).
+
+Frozen values: the core decides, the runtime does; what the work produces comes back to the
+core as a ``Result`` (events.py) through ``SessionCore.receive``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .events import PcmAudio
 
 
 @dataclass(frozen=True)
@@ -13,12 +20,12 @@ class StartResponse:
     response_id: str
     context_item_ids: tuple[str, ...]
     """Items the response reads; the runtime waits for their transcripts, then asks the core
-    for the request (``SessionCore.build_request``)."""
+    for the request (``SessionCore.chat_request``)."""
     modality: Literal["audio", "text"]
     voice: str
     speed: float
     output_format: str
-    """The wire format of audio deltas: ``audio/pcm``, ``audio/pcmu`` or ``audio/pcma``."""
+    """The wire format of its audio: ``audio/pcm``, ``audio/pcmu`` or ``audio/pcma``."""
 
 
 @dataclass(frozen=True)
@@ -30,11 +37,10 @@ class CancelResponse:
 
 @dataclass(frozen=True)
 class TranscribeItem:
-    """Transcribe the committed user audio of ``item_id`` (input format bytes)."""
+    """Transcribe the committed user audio of ``item_id``."""
 
     item_id: str
-    audio: bytes
-    input_format: str
+    pcm: PcmAudio
     model: str | None
     language: str | None
     prompt: str | None
@@ -43,7 +49,7 @@ class TranscribeItem:
 @dataclass(frozen=True)
 class AnalyzeImage:
     """Describe the image in content part ``content_index`` of user item ``item_id`` for the
-    LLM, once; the result is cached on the item (``SessionCore.image_analyzed``)."""
+    LLM, once; the result (``ImageAnalyzed``) is cached on the item."""
 
     item_id: str
     content_index: int
@@ -54,20 +60,24 @@ class AnalyzeImage:
 
 @dataclass(frozen=True)
 class InputAppended:
-    """New caller audio (input format bytes) for VAD and streaming transcription."""
+    """New caller audio for VAD and streaming transcription."""
 
-    audio: bytes
-    input_format: str
+    pcm: PcmAudio
     start_ms: float
-    """Position of the first byte on the session's input clock."""
+    """Position of the first sample on the session's input clock."""
+    turn_detection: bool = True
+    """Turn detection is on: score the audio with the VAD and report ``SpeechProbabilities``."""
 
 
 @dataclass(frozen=True)
 class SpeechStarted:
-    """VAD confirmed speech: the user item ``item_id`` begins at ``audio_start_ms``."""
+    """VAD confirmed speech: the user item ``item_id`` begins at ``audio_start_ms`` (its
+    transcription may start now, with the session's ``language`` and ``prompt``)."""
 
     item_id: str
     audio_start_ms: int
+    language: str | None = None
+    prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,7 @@ class CloseConnection:
 @dataclass(frozen=True)
 class ListMcpTools:
     """List the tools of the MCP server ``server_label`` for the ``mcp_list_tools`` item
-    ``item_id``; report with ``SessionCore.mcp_tools_listed`` / ``mcp_tools_failed``."""
+    ``item_id``; report ``McpToolsListed`` or ``McpToolsFailed``."""
 
     item_id: str
     server_label: str
@@ -125,8 +135,8 @@ class ListMcpTools:
 @dataclass(frozen=True)
 class CallMcpTool:
     """Run tool ``name`` on an MCP server for the ``mcp_call`` item ``item_id`` of response
-    ``response_id``; report with ``SessionCore.mcp_call_result``. The response continues
-    (the model reads the result) once every call it started has been reported."""
+    ``response_id``; report ``McpCallDone``. The response continues (the model reads the
+    result) once every call it started has been reported."""
 
     response_id: str
     item_id: str
@@ -135,6 +145,12 @@ class CallMcpTool:
     name: str
     arguments: str
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClearOutputAudio:
+    """``output_audio_buffer.clear`` on WebRTC or SIP: drop the queued audio (the playback
+    reports what it cleared as ``OutputCleared``)."""
 
 
 Command = (
@@ -151,4 +167,5 @@ Command = (
     | CloseConnection
     | ListMcpTools
     | CallMcpTool
+    | ClearOutputAudio
 )

@@ -7,7 +7,8 @@ stable across turns so the LLM's prompt cache can reuse it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..engines.base import ChatImage, ChatMessage, ChatRequest, ToolCall, ToolChoice, ToolSpec
@@ -15,7 +16,7 @@ from ..engines.base import ChatImage, ChatMessage, ChatRequest, ToolCall, ToolCh
 IMAGE_PENDING = "[The user shared an image; no analysis of it is available.]"
 
 
-def item_text(item: dict[str, Any]) -> str:
+def item_text(item: Mapping[str, Any]) -> str:
     """The words of a message item: typed text, transcripts of audio, a note for images."""
     pieces: list[str] = []
     for part in item.get("content") or []:
@@ -244,3 +245,46 @@ def build_chat_request(
         tool_choice=tool_choice_of(tool_choice) if specs else "none",
         max_output_tokens=max_output_tokens,
     )
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """What a response asks of the model, fixed when the response is created."""
+
+    instructions: str
+    tools: list[dict[str, Any]]
+    tool_choice: Any
+    max_output_tokens: int | None
+    max_input_tokens: int
+    truncate: bool
+    """Drop the oldest turns to fit (``truncation`` is not ``disabled``)."""
+
+
+def request_for(
+    context: Sequence[dict[str, Any]],
+    outputs: Sequence[dict[str, Any]],
+    options: RequestOptions,
+    tools: Sequence[dict[str, Any]],
+    count_tokens: Callable[[str], int],
+) -> ChatRequest | None:
+    """The request for a response that read ``context`` and produced ``outputs`` so far
+    (continuing after MCP results), offering ``tools``; None when it does not fit and
+    truncation is disabled."""
+    tool_choice = options.tool_choice
+    if any(item.get("type") == "mcp_call" for item in outputs):
+        tool_choice = "auto"  # continuing after MCP results: never force another call
+    request = build_chat_request(
+        [*context, *outputs],
+        instructions=options.instructions,
+        tools=tools,
+        tool_choice=tool_choice,
+        max_output_tokens=options.max_output_tokens,
+        count_tokens=count_tokens,
+        max_input_tokens=options.max_input_tokens,
+    )
+    if not options.truncate:
+        kept = sum(m.role != "tool" for m in request.messages) - 1  # without the instructions
+        whole = sum(m.role != "tool" for m in conversation_messages([*context, *outputs]))
+        if kept < whole:  # it would have needed truncating
+            return None
+    return request

@@ -1,7 +1,8 @@
 """The default conversation: an ordered list of items addressable by id.
 
-Items are kept in wire shape (plain dicts) so that what the client sees and what the model
-is given come from one place; raw audio lives beside them, never inside the dicts.
+Items are kept in wire shape (plain dicts, built by the constructors in items.py) so that
+what the client sees and what the model is given come from one place; audio lives beside
+them as 24 kHz PCM, never inside the dicts.
 """
 
 from __future__ import annotations
@@ -9,19 +10,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+PCM_BYTES_PER_MS = 48
+"""24 kHz int16 mono."""
+
 
 @dataclass
 class AudioTrack:
-    """Raw audio of one content part plus what of its transcript each byte carried."""
+    """The audio of one content part (24 kHz int16 PCM), the wire format it is reported in,
+    and what of its transcript each byte carried."""
 
+    format: str = "audio/pcm"
     data: bytearray = field(default_factory=bytearray)
-    bytes_per_ms: int = 48
+    bytes_per_ms: int = PCM_BYTES_PER_MS
     # (audio length in bytes after a chunk, transcript length when that chunk was produced)
     alignment: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def duration_ms(self) -> int:
         return len(self.data) // self.bytes_per_ms
+
+    @property
+    def heard_at_most_ms(self) -> int:
+        """The longest ``audio_end_ms`` a client can have played: the duration rounded up
+        (G.711 clients count 1/8 ms per byte of a stream resampled from this one)."""
+        return -(-len(self.data) // self.bytes_per_ms)
 
     def transcript_heard(self, transcript: str, audio_end_ms: int) -> str:
         """The part of ``transcript`` whose audio started before ``audio_end_ms``."""

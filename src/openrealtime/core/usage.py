@@ -2,14 +2,17 @@
 
 User audio costs 1 token per 100 ms, assistant audio 1 token per 50 ms (generated, played or
 not); text tokens come from the language model's own tokenizer and prompt cache; images
-count by OpenAI's image rule (engines/vision/tokens.py), whatever the LLM was shown for them.
+count by OpenAI's image rule (images/tokens.py), whatever the LLM was shown for them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .context import item_text
 
 USER_AUDIO_MS_PER_TOKEN = 100
 ASSISTANT_AUDIO_MS_PER_TOKEN = 50
@@ -65,7 +68,7 @@ class PromptImage:
     """One image in a response's context, as usage needs it."""
 
     billed_tokens: int
-    """What the image is billed as (OpenAI's image rule, engines/vision/tokens.py)."""
+    """What the image is billed as (OpenAI's image rule, images/tokens.py)."""
     prompt_tokens: int
     """What it took in this LLM's prompt: its analysis text, or the image itself."""
     prefix_tokens: int
@@ -117,3 +120,89 @@ def account_audio(usage: Usage, audio: Sequence[PromptAudio], cached_prefix: int
     usage.cached_audio_tokens = tokens(cached)
     usage.input_text_tokens = max(0, usage.input_text_tokens - sum(a.prompt_tokens for a in audio))
     usage.cached_text_tokens = max(0, usage.cached_text_tokens - sum(a.prompt_tokens for a in cached))
+
+
+# --------------------------------------------------------------------------- a response's prompt
+
+
+def _prompt_start(
+    instructions: str, tools: Sequence[Mapping[str, Any]], count_tokens: Callable[[str], int]
+) -> int:
+    """Estimated prompt tokens before the first context item: instructions and tools."""
+    return count_tokens(instructions) + sum(count_tokens(json.dumps(tool)) for tool in tools)
+
+
+def prompt_audio(
+    instructions: str,
+    tools: Sequence[Mapping[str, Any]],
+    context_items: Sequence[Mapping[str, Any]],
+    audio_ms: Callable[[str], int],
+    count_tokens: Callable[[str], int],
+) -> list[PromptAudio]:
+    """The audio items in a response's context with where they sit in the prompt (estimated
+    the way ``prompt_images`` does); ``audio_ms`` gives an item's audio length."""
+    position = _prompt_start(instructions, tools, count_tokens)
+    audio: list[PromptAudio] = []
+    for item in context_items:
+        text = item_text(item)
+        shown = count_tokens(text) if text else 0
+        position += shown + 6 if text else 0
+        duration = audio_ms(str(item.get("id") or ""))
+        role = item.get("role")
+        if duration <= 0 or role not in ("user", "assistant"):
+            continue
+        audio.append(PromptAudio(duration, role == "assistant", shown, position))
+    return audio
+
+
+def prompt_images(
+    instructions: str,
+    tools: Sequence[Mapping[str, Any]],
+    context_items: Sequence[Mapping[str, Any]],
+    count_tokens: Callable[[str], int],
+    *,
+    llm_sees_images: bool,
+) -> list[PromptImage]:
+    """The images in a response's context with where they sit in the prompt (estimated)."""
+    position = _prompt_start(instructions, tools, count_tokens)
+    images: list[PromptImage] = []
+    for item in context_items:
+        text = item_text(item)
+        position += count_tokens(text) + 6 if text else 0
+        for part in item.get("content") or ():
+            if part.get("type") != "input_image" or "_image_tokens" not in part:
+                continue
+            billed = int(part["_image_tokens"])
+            shown = billed if llm_sees_images else count_tokens(item_text({"content": [part]}))
+            images.append(PromptImage(billed, shown, position))
+    return images
+
+
+def estimate_prompt_tokens(
+    instructions: str, context_items: Sequence[Mapping[str, Any]], count_tokens: Callable[[str], int]
+) -> int:
+    """Input tokens of a response cancelled before the model reported its prompt."""
+    texts = [instructions] if instructions else []
+    for item in context_items:
+        texts.append(item_text(item) or str(item.get("arguments") or item.get("output") or ""))
+    return sum(count_tokens(text) for text in texts if text)
+
+
+def account_context(
+    usage: Usage,
+    *,
+    instructions: str,
+    tools: Sequence[Mapping[str, Any]],
+    context_items: Sequence[Mapping[str, Any]],
+    audio_ms: Callable[[str], int],
+    count_tokens: Callable[[str], int],
+    llm_sees_images: bool,
+) -> None:
+    """Usage as billed: the audio and images of a response's context move out of the text
+    counts into audio and image tokens (cached as far as the LLM's cached prefix reaches)."""
+    cached_prefix = usage.cached_text_tokens
+    account_audio(
+        usage, prompt_audio(instructions, tools, context_items, audio_ms, count_tokens), cached_prefix
+    )
+    images = prompt_images(instructions, tools, context_items, count_tokens, llm_sees_images=llm_sees_images)
+    account_images(usage, images, cached_prefix)

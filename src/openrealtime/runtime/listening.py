@@ -1,9 +1,11 @@
 """The listening side of a live session: caller audio → VAD → turn detector → transcripts.
 
-Appended audio is decoded to 24 kHz, cut into 32 ms frames at 16 kHz and scored by the VAD on
-the scheduler's VAD queue; the scores go to the core, whose segmenter decides turns. While the
-caller speaks, a ``StreamingTranscription`` re-transcribes the turn in the background, so the
-final transcript is ready soon after the end of speech.
+Appended audio (24 kHz PCM) is cut into 32 ms frames at 16 kHz and scored by the VAD on the
+scheduler's VAD queue; the scores are reported to the runtime (``SpeechProbabilities``), which
+gives them to the core, whose segmenter decides turns. While the caller speaks, a
+``StreamingTranscription`` re-transcribes the turn in the background, so the final transcript
+is ready soon after the end of speech. This module carries out the core's commands and
+reports results; it never drives the core itself.
 """
 
 from __future__ import annotations
@@ -13,20 +15,19 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..audio import formats
 from ..audio.resample import AudioFrame, AudioFramer, int16_to_float32, resample
 from ..core.commands import InputAppended, InputCommitted, PredictEndOfTurn, SpeechStarted, TranscribeItem
+from ..core.events import EndOfTurnPredicted, Result, SpeechProbabilities, VadFrame
 from ..engines.asr.language import LanguageDetection, LanguageTracker
 from ..engines.asr.streaming import StreamingTranscription, transcribe_in
 from ..engines.base import FloatAudio, Transcript, VADStream
-from .scheduler import PRIORITY_BACKGROUND, PRIORITY_TURN
-
-if TYPE_CHECKING:
-    from .session_runtime import SessionRuntime
+from ..engines.registry import EngineSet
+from .scheduler import PRIORITY_BACKGROUND, PRIORITY_TURN, Scheduler
 
 log = logging.getLogger("openrealtime.listening")
 
@@ -62,14 +63,14 @@ class AudioHistory:
 
 
 class InputPipeline:
-    """Per-session VAD and streaming transcription, driven by the core's commands."""
+    """Per-session VAD and streaming transcription, driven by the core's commands; what they
+    find goes to ``report``."""
 
-    def __init__(self, runtime: SessionRuntime) -> None:
-        self.runtime = runtime
-        self.engines = runtime.engines
+    def __init__(self, engines: EngineSet, scheduler: Scheduler, report: Callable[[Result], None]) -> None:
+        self.engines = engines
+        self.scheduler = scheduler
+        self.report = report
         self.queue: asyncio.Queue[InputAppended] = asyncio.Queue()
-        self.decoder: formats.StreamDecoder | None = None
-        self.decoder_format: str | None = None
         self.framer: AudioFramer | None = None
         self.vad_stream: VADStream | None = None
         self.history = AudioHistory()
@@ -78,7 +79,7 @@ class InputPipeline:
         self.turn_streams: dict[str, StreamingTranscription] = {}
         self.task: asyncio.Task[None] | None = None
         self.last_frame_end_ms = 0.0
-        self.caller_language = LanguageTracker.from_setting(self.engines.extra.get("asr_language", "en"))
+        self.caller_language = LanguageTracker.from_setting(self.engines.asr_language)
         """The caller's language: the client's ``transcription.language`` or the tracked one."""
 
     # ------------------------------------------------------------------ commands
@@ -90,24 +91,22 @@ class InputPipeline:
 
     def on_speech_started(self, command: SpeechStarted) -> None:
         transcriber = self.engines.transcriber
-        mode = self.engines.extra.get("asr_partials", "whisper")
+        mode = self.engines.partials
         if transcriber is None or mode == "none":
             return
         self._drop_streaming()
-        session = self.runtime.core.session
-        transcription = session.audio.input.transcription
         partials = None
         sphinx = self.engines.partial_transcriber
         if mode == "pocketsphinx" and sphinx is not None and hasattr(sphinx, "stream"):
             partials = sphinx.stream()
-        self.caller_language.set_explicit(transcription.language if transcription else None)
+        self.caller_language.set_explicit(command.language)
         self.streaming = StreamingTranscription(
             transcriber,
             partials=partials,
             language=self.caller_language.policy(),
-            prompt=transcription.prompt if transcription else None,
-            busy=lambda: self.runtime.scheduler.asr.depth > 0,
-            executor=self.runtime.scheduler.asr.executor(PRIORITY_BACKGROUND),
+            prompt=command.prompt,
+            busy=lambda: self.scheduler.asr.depth > 0,
+            executor=self.scheduler.asr.executor(PRIORITY_BACKGROUND),
         )
         self.streaming_start_ms = command.audio_start_ms
         already = self.history.slice(command.audio_start_ms, self.last_frame_end_ms)
@@ -135,29 +134,27 @@ class InputPipeline:
             probability = 0.0
         else:
             audio = self.history.slice(command.audio_start_ms, command.audio_end_ms)
-            probability = await self.runtime.scheduler.vad.call(
+            probability = await self.scheduler.vad.call(
                 lambda: detector.end_of_turn_probability(audio), priority=PRIORITY_TURN
             )
-        self.runtime.core.end_of_turn_result(command.request_id, probability)
-        self.runtime.flush()
+        self.report(EndOfTurnPredicted(command.request_id, probability))
 
     async def transcribe(self, command: TranscribeItem) -> tuple[Transcript, float, list[str]]:
         """The item's final transcript: finish its streaming pass, or transcribe the audio."""
         transcriber = self.engines.transcriber
         assert transcriber is not None
         streaming = self.turn_streams.pop(command.item_id, None)
-        seconds = len(command.audio) / formats.bytes_per_ms(command.input_format) / 1000
+        seconds = len(command.pcm) / formats.INTERNAL_RATE
         if streaming is not None:
             # not on the ASR queue: finish may wait for a pass that queue is running
             final = await asyncio.to_thread(streaming.finish)
             self._observe(final.detection)
             deltas = streaming.deltas if final.deltas_match else [final.transcript.text]
             return final.transcript, seconds, [d for d in deltas if d]
-        pcm = formats.decode(command.input_format, command.audio)
-        audio16 = resample(int16_to_float32(pcm), formats.INTERNAL_RATE, transcriber.sample_rate)
+        audio16 = resample(int16_to_float32(command.pcm), formats.INTERNAL_RATE, transcriber.sample_rate)
         self.caller_language.set_explicit(command.language)
         policy = self.caller_language.policy()
-        result, _, detection = await self.runtime.scheduler.asr.call(
+        result, _, detection = await self.scheduler.asr.call(
             lambda: transcribe_in(transcriber, audio16, policy, prompt=command.prompt),
             priority=PRIORITY_TURN,
         )
@@ -190,34 +187,28 @@ class InputPipeline:
                 self.last_frame_end_ms = frames[-1].end_ms
                 if self.streaming is not None:
                     self._feed_streaming(audio)
-                core = self.runtime.core
-                if vad is None or core.segmenter is None:
+                if vad is None or not command.turn_detection:
                     continue
                 if self.vad_stream is None:
                     self.vad_stream = vad.new_stream()
-                probabilities = await self.runtime.scheduler.vad.call(
+                probabilities = await self.scheduler.vad.call(
                     _scorer(self.vad_stream, frames), priority=PRIORITY_TURN
                 )
-                core.vad_frames(
-                    [
-                        (p, f.start_ms, f.end_ms, f.level_db)
-                        for p, f in zip(probabilities, frames, strict=True)
-                    ]
+                scored = zip(probabilities, frames, strict=True)
+                self.report(
+                    SpeechProbabilities(
+                        tuple(VadFrame(p, f.start_ms, f.end_ms, f.level_db) for p, f in scored)
+                    )
                 )
-                self.runtime.flush()
             except Exception:
                 log.exception("input audio processing failed")
 
     def _frames(self, command: InputAppended) -> list[AudioFrame]:
-        if self.decoder is None or self.decoder_format != command.input_format:
-            self.decoder = formats.StreamDecoder(command.input_format)
-            self.decoder_format = command.input_format
+        if self.framer is None:
             rate = self.engines.vad.sample_rate if self.engines.vad is not None else 16_000
             size = self.engines.vad.frame_samples if self.engines.vad is not None else 512
             self.framer = AudioFramer(formats.INTERNAL_RATE, rate, size, origin_ms=command.start_ms)
-        assert self.framer is not None
-        pcm = self.decoder.decode(command.audio)
-        return self.framer.push(pcm) if len(pcm) else []
+        return self.framer.push(command.pcm) if len(command.pcm) else []
 
     async def aclose(self) -> None:
         self._drop_streaming()

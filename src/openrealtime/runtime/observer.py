@@ -3,6 +3,8 @@
 Metrics, the usage ledger and traces are observers (the pattern pipecat uses for latency
 metrics): the runtime tells them what happened; they never change what the client sees. An
 observer must be quick and must not raise; the runtime shields the session from one that does.
+An observer implements only the notifications it wants (a session recorder would take them
+all: every client and server event, and the speech as produced).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..core.events import OutputAudio
 from ..protocol.server_events import ServerEvent
 
 log = logging.getLogger("openrealtime.observer")
@@ -42,6 +45,14 @@ class SessionObserver(Protocol):
     def session_ended(self, info: SessionInfo) -> None: ...
 
 
+class AudioObserver(Protocol):
+    """An observer that also follows the speech (optional: ``Observers`` skips those that
+    do not implement it)."""
+
+    def output_audio(self, info: SessionInfo, audio: OutputAudio) -> None:
+        """Speech of a response is about to be sent or played (24 kHz PCM)."""
+
+
 class Observers:
     """Fans each notification out to several observers; one failing never affects the rest."""
 
@@ -50,8 +61,11 @@ class Observers:
 
     def _each(self, method: str, *args: Any) -> None:
         for observer in self.observers:
+            notify = getattr(observer, method, None)
+            if notify is None:
+                continue
             try:
-                getattr(observer, method)(*args)
+                notify(*args)
             except Exception:
                 log.exception("session observer %s.%s failed", type(observer).__name__, method)
 
@@ -63,6 +77,9 @@ class Observers:
 
     def server_event(self, info: SessionInfo, event: ServerEvent) -> None:
         self._each("server_event", info, event)
+
+    def output_audio(self, info: SessionInfo, audio: OutputAudio) -> None:
+        self._each("output_audio", info, audio)
 
     def turn_timings(self, info: SessionInfo, record: dict[str, Any]) -> None:
         self._each("turn_timings", info, record)

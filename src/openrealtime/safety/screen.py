@@ -141,5 +141,7 @@ def screen_text(
     for delta in [*deltas, None]:
         clauses = screen.flush() if delta is None else screen.push(delta)
         for clause in clauses:
+            if screen.blocked is not None:
+                break  # clauses handed out together with the blocked one are never spoken
             decisions.append(screen.settle(clause, judge(clause.text, "output", clause.context)))
     return decisions

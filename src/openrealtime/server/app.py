@@ -6,35 +6,31 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Settings
+from ..engines.registry import EngineSet
 from ..protocol.beta import BETA_EXTRAS_KEY, BetaShape
 from ..protocol.errors import RealtimeError
 from ..protocol.server_events import ErrorEvent
 from ..protocol.session import RealtimeSession, TranscriptionSession
 from ..protocol.shape import GA_SHAPE, EventShape
-from ..runtime.engines import EngineSet
-from ..runtime.observer import Observers
 from ..runtime.scheduler import Scheduler
 from ..storage.redis_state import SharedStateUnavailable
-from ..telemetry.ledger import UsageLedger, open_ledger
 from ..telemetry.logs import session_id_var
 from ..transports.websocket import WebSocketConnection
-from . import audio, beta_sessions, calls, client_secrets, cluster, playground, sip_calls, usage
-from .auth import Authenticator, KeyStore, SecretStore, credential_from_headers
+from . import audio, beta_sessions, calls, client_secrets, cluster, metrics, playground, sip_calls, usage
+from .auth import KeyStore, SecretStore, credential_from_headers
 from .dialects import AzureCredentials, RealtimeRequest, azure_request, openai_request
 from .http import BodySizeLimit, RouteCors, http_error
-from .limits import SessionLimits
-from .metrics import Telemetry
 from .session_factory import new_session_runtime
 from .sessions import restore_session
+from .state import ServerState, State, Unauthorized, any_key, close_server_state, open_server_state
 
 log = logging.getLogger("openrealtime.server")
 
@@ -51,25 +47,6 @@ REALTIME_MODEL_ALIASES = (
 )
 
 
-@dataclass
-class ServerState:
-    settings: Settings
-    keys: KeyStore
-    auth: Authenticator
-    engines: EngineSet
-    scheduler: Scheduler
-    observers: Observers = field(default_factory=Observers)
-    active_sessions: int = 0
-    limits: SessionLimits = field(default_factory=SessionLimits)
-    calls: calls.CallRegistry = field(default_factory=lambda: calls.CallRegistry())
-    usage_ledger: UsageLedger | None = None
-    sip: sip_calls.SipServer | None = None
-    cluster: cluster.Cluster | None = None  # gateway replicas sharing state through Redis
-
-
-error_body = http_error
-
-
 def create_app(
     settings: Settings,
     *,
@@ -78,55 +55,20 @@ def create_app(
     scheduler: Scheduler | None = None,
     secrets: SecretStore | None = None,
 ) -> FastAPI:
-    """Build the app. ``engines`` may be a factory, called once at startup."""
-    holder: dict[str, ServerState] = {}
-    telemetry = Telemetry()
+    """Build the app. ``engines`` may be a factory, called once at startup; the server state is
+    built once in the lifespan (``state.open_server_state``)."""
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine_set = engines() if callable(engines) else engines
-        ledger = await open_ledger(settings)  # storage: usage ledger and ephemeral keys
-        shared = await cluster.start_cluster(settings)  # None without OPENREALTIME_REDIS_URL
-        holder["state"] = ServerState(
-            settings=settings,
-            keys=keys,
-            auth=Authenticator(keys, secrets or (shared.redis if shared else None) or ledger.storage),
-            engines=engine_set,
-            # one worker per engine in-process; engines on Ray take several requests at once
-            scheduler=scheduler
-            or Scheduler(
-                **{
-                    "llm_workers": 1,
-                    "asr_workers": 1,
-                    "tts_workers": 1,
-                    "vad_workers": 1,
-                    **engine_set.extra.get("scheduler_workers", {}),
-                }
-            ),
-            limits=SessionLimits(
-                max_sessions=settings.max_sessions,
-                max_sessions_per_key=settings.max_sessions_per_key,
-                events_per_second=settings.max_events_per_second,
-                event_burst=settings.event_burst,
-            ),
+        state = await open_server_state(
+            settings, keys=keys, engines=engine_set, scheduler=scheduler, secrets=secrets
         )
-        if shared is not None:
-            shared.attach(holder["state"])
-        telemetry.attach(holder["state"])
-        holder["state"].usage_ledger = ledger
-        holder["state"].observers.observers.append(ledger)
-        holder["state"].sip = await sip_calls.start_sip(holder["state"])
+        app.state.server = state
         try:
             yield
         finally:
-            if holder["state"].sip is not None:
-                await holder["state"].sip.stop()
-            await holder["state"].calls.close_all()
-            if shared is not None:
-                await shared.close()
-            telemetry.shutdown()
-            await ledger.close()
-            await ledger.storage.close()
+            await close_server_state(state)
 
     # no /docs, /redoc or /openapi.json: every route but /healthz needs a key (tests build the
     # schema in-process with ``app.openapi()``)
@@ -148,6 +90,10 @@ def create_app(
         codes = {404: "not_found", 405: "method_not_allowed"}
         return http_error(exc.status_code, codes.get(exc.status_code), str(exc.detail))
 
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        return http_error(401, "invalid_api_key", exc.message)
+
     @app.exception_handler(SharedStateUnavailable)
     async def shared_state_unavailable(_: Request, exc: SharedStateUnavailable) -> JSONResponse:
         return http_error(503, exc.code, exc.message)
@@ -163,34 +109,23 @@ def create_app(
     app.add_middleware(RouteCors, listed_origins=settings.cors_origins)
     app.add_middleware(AzureCredentials)  # outermost: ``?api-key=`` never travels further
 
-    def state() -> ServerState:
-        return holder["state"]
-
-    async def authorized(request: Request) -> bool:
-        credential = credential_from_headers(request.headers)
-        return credential is not None and await state().auth.authenticate(credential.key) is not None
-
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/models", response_model=None)
-    async def models(request: Request) -> dict[str, Any] | JSONResponse:
-        if not await authorized(request):
-            return error_body(401, "invalid_api_key", "Incorrect API key provided.")
+    @app.get("/v1/models", response_model=None, dependencies=[Depends(any_key)])
+    async def models(state: State) -> dict[str, Any]:
         created = int(time.time())
-        engine = state().engines.llm.name
+        engine = state.engines.llm.name
         data = [
             {"id": name, "object": "model", "created": created, "owned_by": "openrealtime", "engine": engine}
             for name in REALTIME_MODEL_ALIASES
         ]
         return {"object": "list", "data": data}
 
-    @app.get("/v1/voices", response_model=None)
-    async def voices(request: Request) -> dict[str, Any] | JSONResponse:
-        if not await authorized(request):
-            return error_body(401, "invalid_api_key", "Incorrect API key provided.")
-        table = state().engines.voices
+    @app.get("/v1/voices", response_model=None, dependencies=[Depends(any_key)])
+    async def voices(state: State) -> dict[str, Any]:
+        table = state.engines.voices
         if table is None:
             return {"object": "list", "data": [], "languages": {}}
         languages = getattr(table, "languages", None)
@@ -202,32 +137,39 @@ def create_app(
             "languages": languages() if callable(languages) else {},
         }
 
-    app.include_router(client_secrets.router(state))
-    app.include_router(beta_sessions.router(state))
-    app.include_router(usage.router(state))
-    app.include_router(audio.router(state))
-    app.include_router(calls.router(state))
-    app.include_router(sip_calls.router(state))
-    app.include_router(telemetry.router(state))
-    app.include_router(playground.router(state, lifetime_seconds=settings.playground_session_hours * 3600))
+    app.include_router(client_secrets.router())
+    app.include_router(beta_sessions.router())
+    app.include_router(usage.router())
+    app.include_router(audio.router())
+    app.include_router(calls.router())
+    app.include_router(sip_calls.router())
+    app.include_router(metrics.router())
+    app.include_router(
+        playground.router(
+            enabled=settings.playground_enabled, lifetime_seconds=settings.playground_session_hours * 3600
+        )
+    )
 
-    async def realtime_socket(websocket: WebSocket, request: RealtimeRequest) -> None:
+    async def realtime_socket(websocket: WebSocket, state: ServerState, request: RealtimeRequest) -> None:
         try:
-            await serve_realtime(state(), websocket, request)
+            await serve_realtime(state, websocket, request)
         except SharedStateUnavailable as unavailable:  # e.g. an ek_ key while Redis is down
             await cluster.refuse_websocket(websocket, unavailable.error)
 
     # OpenAI's path, and Azure's two (real routes each: a WebSocket upgrade is never redirected)
     @app.websocket("/v1/realtime")
     @app.websocket("/openai/v1/realtime")
-    async def realtime(websocket: WebSocket) -> None:
+    async def realtime(websocket: WebSocket, state: State) -> None:
         offered = list(websocket.scope.get("subprotocols") or [])
-        await realtime_socket(websocket, openai_request(websocket.query_params, websocket.headers, offered))
+        request = openai_request(websocket.query_params, websocket.headers, offered)
+        await realtime_socket(websocket, state, request)
 
     @app.websocket("/openai/realtime")
-    async def azure_realtime(websocket: WebSocket) -> None:
+    async def azure_realtime(websocket: WebSocket, state: State) -> None:
         offered = list(websocket.scope.get("subprotocols") or [])
-        await realtime_socket(websocket, azure_request(websocket.query_params, websocket.headers, offered))
+        await realtime_socket(
+            websocket, state, azure_request(websocket.query_params, websocket.headers, offered)
+        )
 
     return app
 
@@ -348,16 +290,12 @@ async def serve_realtime(
         key_id=principal.key_id,
         transport="websocket",
         model=params.get("model") or "",
-        send=connection.send,
-        close=connection.close,
+        client=connection,
     )
-    core = runtime.core
     if isinstance(shape, BetaShape):
-        shape.conversation_id = core.conversation_id
-    state.active_sessions += 1
-    session_id_var.set(core.session.id)  # log records of this connection's tasks carry it
+        shape.conversation_id = runtime.core.responses.conversation_id
+    session_id_var.set(runtime.core.session.id)  # log records of this connection's tasks carry it
     try:
         await connection.serve(runtime)
     finally:
-        state.active_sessions -= 1
         state.limits.release(principal.key_id)

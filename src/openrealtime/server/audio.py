@@ -28,14 +28,14 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import Annotated, Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -58,10 +58,8 @@ from ..engines.tts.chunker import ClauseChunker
 from ..protocol.ids import new_id
 from ..storage.base import UsageRecord
 from ..telemetry.ledger import day_of
-from .auth import EPHEMERAL_PREFIX, Principal, credential_from_headers
-
-if TYPE_CHECKING:
-    from .app import ServerState
+from .auth import Principal
+from .state import ServerState, State, require_principal
 
 __all__ = ["PRIORITY_AUDIO_API", "router", "upload_limits"]
 
@@ -270,19 +268,11 @@ def _sse(event: dict[str, Any]) -> bytes:
 # --------------------------------------------------------------------------- shared checks
 
 
-async def _principal(server: ServerState, request: Request) -> Principal:
-    credential = credential_from_headers(request.headers)
-    key = credential.key if credential is not None else None
-    if key is not None and key.startswith(EPHEMERAL_PREFIX):
-        raise ApiError(
-            401,
-            "invalid_api_key",
-            "Ephemeral keys are for Realtime sessions only; use an API key for the audio endpoints.",
-        )
-    principal = await server.auth.authenticate(key, allow_ephemeral=False)
-    if principal is None:
-        raise ApiError(401, "invalid_api_key", "Incorrect API key provided.")
-    return principal
+audio_key = require_principal(
+    api_keys_only=True,
+    ephemeral_refusal="Ephemeral keys are for Realtime sessions only; use an API key for the audio endpoints.",
+)
+AudioKey = Annotated[Principal, Depends(audio_key)]
 
 
 def _check_budget(server: ServerState, principal: Principal) -> None:
@@ -769,18 +759,16 @@ def _speech_usage(call: _Call) -> dict[str, int]:
 # --------------------------------------------------------------------------- routes
 
 
-def router(state: Callable[[], ServerState]) -> APIRouter:
-    """The two routes, bound to ``state`` (a callable returning the live ``ServerState``)."""
+def router() -> APIRouter:
+    """The two routes."""
     api = APIRouter()
     slots = _Slots()
 
     @api.post(TRANSCRIPTIONS, response_model=None, openapi_extra={"requestBody": _TRANSCRIPTION_BODY})
-    async def transcriptions(request: Request) -> Response:
-        server = state()
+    async def transcriptions(request: Request, server: State, principal: AudioKey) -> Response:
         call: _Call | None = None
         form: Any = None
         try:
-            principal = await _principal(server, request)
             _check_budget(server, principal)
             transcriber = server.engines.transcriber
             if transcriber is None:
@@ -828,10 +816,8 @@ def router(state: Callable[[], ServerState]) -> APIRouter:
                 await form.close()
 
     @api.post(SPEECH, response_model=None, openapi_extra={"requestBody": _SPEECH_BODY})
-    async def speech(request: Request) -> Response:
-        server = state()
+    async def speech(request: Request, server: State, principal: AudioKey) -> Response:
         try:
-            principal = await _principal(server, request)
             _check_budget(server, principal)
             voices = server.engines.voices
             if voices is None:

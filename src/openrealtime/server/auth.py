@@ -6,7 +6,6 @@ in the data dir (mode 0600). Comparison is constant-time and never logs the key.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -16,24 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..auth_records import EPHEMERAL_PREFIX, ClientSecret, Principal, key_id, secret_hash
+
+__all__ = [
+    "EPHEMERAL_PREFIX",
+    "Authenticator",
+    "ClientSecret",
+    "Credential",
+    "KeyStore",
+    "MemorySecretStore",
+    "Principal",
+    "SecretStore",
+    "credential_from_headers",
+    "key_id",
+    "secret_hash",
+]
+
 KEY_FILE = "api_keys"
-EPHEMERAL_PREFIX = "ek_"
 BROWSER_KEY_PREFIX = "openai-insecure-api-key."
-
-
-def key_id(key: str) -> str:
-    """A stable, non-secret name for a key (ledger rows, logs, metrics): never the key itself."""
-    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a request acts for. For an ephemeral key, ``key_id`` is its parent API key's id and
-    ``session`` the session config bound to it at minting (the session's initial config)."""
-
-    key_id: str
-    ephemeral: bool = False
-    session: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,22 +101,6 @@ def credential_from_headers(
 
 
 # --------------------------------------------------------------------------- ephemeral keys
-
-
-def secret_hash(value: str) -> str:
-    """What is stored of an ephemeral key: its SHA-256, never the key."""
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class ClientSecret:
-    """A minted ephemeral key as persisted: hash, parent, bound session (wire JSON), times."""
-
-    key_hash: str
-    parent_key_id: str
-    session: dict[str, Any]
-    created_at: int
-    expires_at: int
 
 
 class SecretStore(Protocol):

@@ -11,22 +11,20 @@ Only API keys may mint.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..protocol import beta
 from ..protocol.errors import RealtimeError
 from ..protocol.ids import new_id
-from .auth import Principal, credential_from_headers
+from .auth import Principal
 from .client_secrets import ttl_of
 from .dialects import api_version_shape
 from .http import http_error
 from .sessions import build_session
-
-if TYPE_CHECKING:
-    from .app import ServerState
+from .state import ServerState, State, require_principal
 
 BETA_TTL_SECONDS = 60
 """OpenAI's beta keys lived one minute."""
@@ -94,21 +92,19 @@ OPENAPI: dict[str, Any] = {
 }
 
 
-def router(state: Any) -> APIRouter:
-    """The routes, bound to ``state`` (a callable returning the live ``ServerState``)."""
+minting_key = require_principal(
+    api_keys_only=True, ephemeral_refusal="Ephemeral keys cannot mint keys; use an API key."
+)
+MintingKey = Annotated[Principal, Depends(minting_key)]
+
+
+def router() -> APIRouter:
+    """The beta minting routes (OpenAI's and Azure's)."""
     api = APIRouter()
 
     async def mint(
-        request: Request, kind: Literal["realtime", "transcription"]
+        request: Request, server: ServerState, parent: Principal, kind: Literal["realtime", "transcription"]
     ) -> dict[str, Any] | JSONResponse:
-        server: ServerState = state()
-        credential = credential_from_headers(request.headers)
-        key = credential.key if credential is not None else None
-        parent = await server.auth.authenticate(key, allow_ephemeral=False)
-        if parent is None:
-            if key is not None and key.startswith("ek_"):
-                return http_error(401, "invalid_api_key", "Ephemeral keys cannot mint keys; use an API key.")
-            return http_error(401, "invalid_api_key", "Incorrect API key provided.")
         if not server.settings.beta_shape:
             return http_error(
                 400,
@@ -126,23 +122,24 @@ def router(state: Any) -> APIRouter:
             return http_error(400, err.code, err.message, err.param)
 
     @api.post("/v1/realtime/sessions", response_model=None, openapi_extra=OPENAPI)
-    async def sessions(request: Request) -> dict[str, Any] | JSONResponse:
-        return await mint(request, "realtime")
+    async def sessions(request: Request, server: State, parent: MintingKey) -> dict[str, Any] | JSONResponse:
+        return await mint(request, server, parent, "realtime")
 
     @api.post("/v1/realtime/transcription_sessions", response_model=None, openapi_extra=OPENAPI)
-    async def transcription_sessions(request: Request) -> dict[str, Any] | JSONResponse:
-        return await mint(request, "transcription")
+    async def transcription_sessions(
+        request: Request, server: State, parent: MintingKey
+    ) -> dict[str, Any] | JSONResponse:
+        return await mint(request, server, parent, "transcription")
 
     @api.post("/openai/realtimeapi/sessions", response_model=None, openapi_extra=OPENAPI)
-    async def azure_sessions(request: Request) -> dict[str, Any] | JSONResponse:
+    async def azure_sessions(
+        request: Request, server: State, parent: MintingKey
+    ) -> dict[str, Any] | JSONResponse:
         """Azure's preview route: the same, with an ``api-version`` (checked after the key)."""
-        server: ServerState = state()
-        credential = credential_from_headers(request.headers)
-        if await server.auth.authenticate(credential.key if credential else None, allow_ephemeral=False):
-            try:
-                api_version_shape(request.query_params.get("api-version"))
-            except RealtimeError as err:
-                return http_error(400, err.code, err.message, err.param)
-        return await mint(request, "realtime")
+        try:
+            api_version_shape(request.query_params.get("api-version"))
+        except RealtimeError as err:
+            return http_error(400, err.code, err.message, err.param)
+        return await mint(request, server, parent, "realtime")
 
     return api

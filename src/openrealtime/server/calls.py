@@ -1,6 +1,5 @@
 """WebRTC calls: ``POST /v1/realtime/calls`` (SDP offer → answer), ``…/{call_id}/hangup``,
-and the registry of live calls (WebRTC and SIP) that hangup and sideband WebSockets
-(``/v1/realtime?call_id=``) find them in.
+and sideband WebSockets (``/v1/realtime?call_id=``) attached to a live call (WebRTC or SIP).
 
 Two request shapes (spec §4.1): raw ``application/sdp`` with an ``ek_`` key (the session bound
 to the key) or an API key (defaults), and ``multipart/form-data`` with ``sdp`` + ``session``
@@ -17,83 +16,34 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from fastapi import APIRouter, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from ..protocol.beta import BETA_EXTRAS_KEY, BetaShape
 from ..protocol.errors import RealtimeError
 from ..protocol.ids import new_id
-from ..protocol.server_events import ServerEvent
 from ..protocol.session import AnySession, RealtimeSession
 from ..protocol.shape import GA_SHAPE, EventShape, FilteredShape
+from ..runtime.port import SessionClient
 from ..runtime.session_runtime import SessionRuntime
 from ..telemetry.logs import session_id_var
-from ..transports.webrtc import EventSink, WebRTCCall, addresses_for_bind
+from ..transports.webrtc import WebRTCCall, addresses_for_bind
 from ..transports.websocket import WebSocketConnection
-from .auth import Principal, credential_from_headers
+from .auth import Principal
+from .call_registry import LiveCall
 from .dialects import AZURE_WEBRTC_FILTER
 from .http import http_error
 from .session_factory import new_session_runtime
 from .sessions import build_session, restore_session
-
-if TYPE_CHECKING:
-    from .app import ServerState
+from .state import AnyKey, ServerState, State, api_key
 
 log = logging.getLogger("openrealtime.calls")
 
 MAX_SDP_BYTES = 64 * 1024
 CALL_ID_PREFIX = "rtc_"
-
-
-class LiveCall(Protocol):
-    """What the registry, hangup and sidebands need of a call (WebRTC or SIP)."""
-
-    call_id: str
-
-    @property
-    def closed(self) -> bool: ...
-
-    async def close(self) -> None: ...
-
-    async def attach(self, sink: EventSink) -> None: ...
-
-    def detach(self, sink: EventSink) -> None: ...
-
-    def on_client_frame(self, frame: str | bytes) -> None: ...
-
-
-class CallRegistry:
-    """The live calls of this server (WebRTC and SIP), by call id."""
-
-    def __init__(self) -> None:
-        self._calls: dict[str, LiveCall] = {}
-
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    def add(self, call: LiveCall) -> None:
-        self._calls[call.call_id] = call
-
-    def get(self, call_id: str) -> LiveCall | None:
-        return self._calls.get(call_id)
-
-    def remove(self, call: LiveCall) -> None:
-        if self._calls.get(call.call_id) is call:
-            del self._calls[call.call_id]
-
-    def call_ids(self) -> list[str]:
-        return list(self._calls)
-
-    async def published(self, call_id: str) -> None:
-        """Wait until other gateways can find the call (a no-op without replicas)."""
-
-    async def close_all(self) -> None:
-        calls = list(self._calls.values())
-        await asyncio.gather(*(call.close() for call in calls), return_exceptions=True)
 
 
 class _BadRequest(Exception):
@@ -172,23 +122,14 @@ async def start_call(
     call_id = new_id(CALL_ID_PREFIX)
     model = session.model if isinstance(session, RealtimeSession) else ""
 
-    def make_runtime(
-        send: Callable[[ServerEvent], None], close: Callable[[int, str], Awaitable[None]]
-    ) -> SessionRuntime:
+    def make_runtime(client: SessionClient) -> SessionRuntime:
         return new_session_runtime(
-            state,
-            session,
-            key_id=principal.key_id,
-            transport="webrtc",
-            model=model or "",
-            send=send,
-            close=close,
+            state, session, key_id=principal.key_id, transport="webrtc", model=model or "", client=client
         )
 
     def ended(call: WebRTCCall) -> None:
         if state.calls.get(call.call_id) is call:
             state.calls.remove(call)
-            state.active_sessions -= 1
             state.limits.release(principal.key_id)
 
     call = WebRTCCall(
@@ -201,9 +142,8 @@ async def start_call(
     )
     inner = shape.inner if isinstance(shape, FilteredShape) else shape
     if isinstance(inner, BetaShape):
-        inner.conversation_id = call.runtime.core.conversation_id
+        inner.conversation_id = call.runtime.core.responses.conversation_id
     state.calls.add(call)
-    state.active_sessions += 1
     session_id_var.set(call.runtime.core.session.id)  # the call's tasks log under it
     try:
         answer = await call.answer(sdp)
@@ -213,36 +153,37 @@ async def start_call(
     return call, answer
 
 
-def router(state: Any) -> APIRouter:
-    """The routes, bound to ``state`` (a callable returning the live ``ServerState``)."""
+def router() -> APIRouter:
+    """The WebRTC call routes."""
     api = APIRouter()
 
     @api.post("/v1/realtime/calls", response_model=None)
-    async def create_call(request: Request) -> Response:
-        return await answer_offer(request, "/v1/realtime/calls")
+    async def create_call(request: Request, server: State, principal: AnyKey) -> Response:
+        return await answer_offer(request, server, principal, "/v1/realtime/calls")
 
     @api.post("/openai/v1/realtime/calls", response_model=None)
-    async def azure_create_call(request: Request) -> Response:
+    async def azure_create_call(request: Request, server: State, principal: AnyKey) -> Response:
         """Azure's GA route; ``?webrtcfilter=on`` keeps the session (and its instructions), tool
         calls and errors off the browser's data channel."""
         filtered = request.query_params.get("webrtcfilter", "").lower() == "on"
         shape = FilteredShape(GA_SHAPE, AZURE_WEBRTC_FILTER) if filtered else GA_SHAPE
-        return await answer_offer(request, "/openai/v1/realtime/calls", shape=shape)
+        return await answer_offer(request, server, principal, "/openai/v1/realtime/calls", shape=shape)
 
     @api.post("/v1/realtime", response_model=None)
     @api.post("/v1/realtimertc", response_model=None)  # Azure's preview WebRTC route
-    async def beta_create_call(request: Request) -> Response:
+    async def beta_create_call(request: Request, server: State, principal: AnyKey) -> Response:
         """The beta WebRTC offer (``?model=``): the data channel speaks the beta shape."""
-        return await answer_offer(request, "/v1/realtime/calls", beta=True)
+        return await answer_offer(request, server, principal, "/v1/realtime/calls", beta=True)
 
     async def answer_offer(
-        request: Request, location: str, *, shape: EventShape = GA_SHAPE, beta: bool = False
+        request: Request,
+        server: ServerState,
+        principal: Principal,
+        location: str,
+        *,
+        shape: EventShape = GA_SHAPE,
+        beta: bool = False,
     ) -> Response:
-        server: ServerState = state()
-        credential = credential_from_headers(request.headers)
-        principal = await server.auth.authenticate(credential.key if credential else None)
-        if principal is None:
-            return http_error(401, "invalid_api_key", "Incorrect API key provided.")
         if beta and not server.settings.beta_shape:
             return http_error(
                 400,
@@ -281,16 +222,11 @@ def router(state: Any) -> APIRouter:
             headers={"Location": f"{location}/{call.call_id}"},
         )
 
-    @api.post("/v1/realtime/calls/{call_id}/hangup", response_model=None)
-    @api.post("/openai/v1/realtime/calls/{call_id}/hangup", response_model=None)  # Azure
-    async def hangup(call_id: str, request: Request) -> Response:
-        server: ServerState = state()
-        credential = credential_from_headers(request.headers)
-        principal = await server.auth.authenticate(
-            credential.key if credential else None, allow_ephemeral=False
-        )
-        if principal is None:
-            return http_error(401, "invalid_api_key", "Incorrect API key provided.")
+    @api.post("/v1/realtime/calls/{call_id}/hangup", response_model=None, dependencies=[Depends(api_key)])
+    @api.post(  # Azure
+        "/openai/v1/realtime/calls/{call_id}/hangup", response_model=None, dependencies=[Depends(api_key)]
+    )
+    async def hangup(call_id: str, request: Request, server: State) -> Response:
         call = server.calls.get(call_id)
         if call is None:
             from .cluster import forward_call_request
@@ -313,24 +249,11 @@ def live_call(state: ServerState, call_id: str, principal: Principal) -> LiveCal
     return call if call is not None and not call.closed else None
 
 
-class _SidebandSink:
-    """A sideband socket as an event sink of the call."""
-
-    def __init__(self, connection: WebSocketConnection) -> None:
-        self.connection = connection
-
-    def send(self, event: ServerEvent) -> None:
-        self.connection.send(event)
-
-    async def close(self, code: int, reason: str) -> None:
-        await self.connection.close(code, reason)
-
-
 async def serve_sideband(call: LiveCall, websocket: WebSocket) -> None:
     """Relay a sideband WebSocket (already accepted) to ``call`` until either side ends."""
     connection = WebSocketConnection(websocket)
-    sink = _SidebandSink(connection)
-    await call.attach(sink)
+    connection.wire.input_format = lambda: call.input_format
+    await call.attach(connection)
     writer = asyncio.create_task(connection._writer(), name="sideband-writer")
 
     async def read() -> None:
@@ -339,13 +262,13 @@ async def serve_sideband(call: LiveCall, websocket: WebSocket) -> None:
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
-            call.on_client_frame(text if text is not None else message.get("bytes") or b"")
+            call.receive_frame(text if text is not None else message.get("bytes") or b"", connection.wire)
 
     reader = asyncio.create_task(read(), name="sideband-reader")
     try:
         await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        call.detach(sink)
+        call.detach(connection)
         reader.cancel()
         writer.cancel()
         with contextlib.suppress(BaseException):

@@ -8,18 +8,16 @@ the WebSocket or on ``/calls`` and never sees the API key. Only API keys may min
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..protocol.errors import RealtimeError
-from .auth import Principal, credential_from_headers
+from .auth import Principal
 from .http import http_error
 from .sessions import build_session
-
-if TYPE_CHECKING:
-    from .app import ServerState
+from .state import ServerState, State, require_principal
 
 DEFAULT_TTL_SECONDS = 600
 MIN_TTL_SECONDS = 10
@@ -124,23 +122,22 @@ OPENAPI: dict[str, Any] = {
 """The route reads its body itself (to answer with OpenAI's errors); this documents it."""
 
 
-def router(state: Any) -> APIRouter:
-    """The route, bound to ``state`` (a callable returning the live ``ServerState``)."""
+minting_key = require_principal(
+    api_keys_only=True, ephemeral_refusal="Ephemeral keys cannot mint client secrets; use an API key."
+)
+
+
+def router() -> APIRouter:
+    """The ``client_secrets`` route."""
     api = APIRouter()
 
     @api.post("/v1/realtime/client_secrets", response_model=None, openapi_extra=OPENAPI)
     @api.post("/openai/v1/realtime/client_secrets", response_model=None, openapi_extra=OPENAPI)  # Azure
-    async def client_secrets(request: Request) -> dict[str, Any] | JSONResponse:
-        server: ServerState = state()
-        credential = credential_from_headers(request.headers)
-        key = credential.key if credential is not None else None
-        parent = await server.auth.authenticate(key, allow_ephemeral=False)
-        if parent is None:
-            if key is not None and key.startswith("ek_"):
-                return http_error(
-                    401, "invalid_api_key", "Ephemeral keys cannot mint client secrets; use an API key."
-                )
-            return http_error(401, "invalid_api_key", "Incorrect API key provided.")
+    async def client_secrets(
+        request: Request,
+        server: State,
+        parent: Annotated[Principal, Depends(minting_key)],
+    ) -> dict[str, Any] | JSONResponse:
         raw = await request.body()
         try:
             body = json.loads(raw) if raw.strip() else {}

@@ -40,12 +40,12 @@ from ..protocol.server_events import ErrorEvent
 from ..storage.redis_state import RedisState, SharedStateUnavailable
 from ..transports.websocket import WebSocketConnection
 from .auth import Credential
-from .calls import CallRegistry, LiveCall
+from .call_registry import CallRegistry, LiveCall
 from .http import http_error
 from .limits import SessionLimits
 
 if TYPE_CHECKING:
-    from .app import ServerState
+    from .state import ServerState
 
 log = logging.getLogger("openrealtime.cluster")
 
@@ -72,7 +72,8 @@ class Cluster:
         self.member = f"{self.url}#{secrets.token_hex(4)}"
         self.lease_seconds = settings.gateway_lease_seconds
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=3.0))
-        self.state: ServerState | None = None
+        self.limits: SessionLimits | None = None
+        self.calls: CallRegistry | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._published_keys: set[str] = set()
@@ -84,12 +85,9 @@ class Cluster:
     def lease_ms(self) -> int:
         return int(self.lease_seconds * 1000)
 
-    def attach(self, state: ServerState) -> None:
-        """Swap in the shared limits and call registry, and start renewing the lease."""
-        self.state = state
-        state.cluster = self
-        state.limits = SharedLimits.replacing(state.limits, self)
-        state.calls = SharedCallRegistry(self)
+    def start(self, limits: SessionLimits, calls: CallRegistry) -> None:
+        """Start renewing the lease of this gateway's session counts and calls."""
+        self.limits, self.calls = limits, calls
         self._heartbeat = asyncio.create_task(self._beat(), name="gateway-heartbeat")
 
     def spawn(self, what: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -109,16 +107,16 @@ class Cluster:
 
     async def publish(self) -> None:
         """Renew the lease, this gateway's session counts and its calls' owner entries."""
-        state = self.state
-        if state is None:
+        limits, calls = self.limits, self.calls
+        if limits is None or calls is None:
             return
         async with self.counts_lock:
-            counts = dict(state.limits.active)
+            counts = dict(limits.active)
             for gone in self._published_keys - set(counts):
                 counts[gone] = 0
             await self.redis.publish_sessions(self.member, counts, self.lease_ms)
             self._published_keys = {key for key, count in counts.items() if count > 0}
-        await self.redis.set_call_owners(state.calls.call_ids(), self.url, self._call_ttl())
+        await self.redis.set_call_owners(calls.call_ids(), self.url, self._call_ttl())
 
     def _call_ttl(self) -> int:
         return max(2, int(self.lease_seconds))
@@ -140,11 +138,11 @@ class Cluster:
 
     async def publish_key(self, key_id: str) -> None:
         """Write this gateway's current session count of one key (after a session ended)."""
-        if self.state is None:
+        if self.limits is None:
             return
         async with self.counts_lock:
             self._published_keys.add(key_id)  # until a heartbeat has written its 0 for sure
-            counts = {key_id: self.state.limits.active.get(key_id, 0)}
+            counts = {key_id: self.limits.active.get(key_id, 0)}
             await self.redis.publish_sessions(self.member, counts, self.lease_ms)
 
     async def close(self) -> None:
@@ -186,14 +184,13 @@ class SharedLimits(SessionLimits):
     _degraded: set[str] = field(default_factory=set)
 
     @classmethod
-    def replacing(cls, local: SessionLimits, cluster: Cluster) -> SharedLimits:
-        rate, burst = local.events_per_second, local.event_burst
+    def for_cluster(cls, settings: Settings, cluster: Cluster) -> SharedLimits:
+        rate, burst = settings.max_events_per_second, settings.event_burst
         return cls(
-            max_sessions=local.max_sessions,
-            max_sessions_per_key=local.max_sessions_per_key,
+            max_sessions=settings.max_sessions,
+            max_sessions_per_key=settings.max_sessions_per_key,
             events_per_second=rate,
             event_burst=burst,
-            clock=local.clock,
             cluster=cluster,
             batch=max(1, int(min(burst / 4, rate / 2))) if rate else 1,
         )

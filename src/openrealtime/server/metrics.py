@@ -1,64 +1,24 @@
-"""``GET /metrics`` and the wiring of metrics, traces and log context into a running server.
+"""``GET /metrics``: the Prometheus text format of the server's metrics.
 
-``/metrics`` serves the Prometheus text format. It needs an API key (never an ``ek_`` key:
-those are handed to browsers) unless ``metrics_auth`` is false, for a scraper on a private
-network.
+It needs an API key (never an ``ek_`` key: those are handed to browsers) unless
+``metrics_auth`` is false, for a scraper on a private network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from fastapi import APIRouter, Depends, Response
 
-from fastapi import APIRouter, Request, Response
+from ..telemetry.metrics import CONTENT_TYPE
+from .state import State, require_principal
 
-from ..telemetry.logs import LogContextObserver
-from ..telemetry.metrics import CONTENT_TYPE, MetricsObserver, list_price_cost
-from ..telemetry.prices import load_prices
-from ..telemetry.tracing import TurnTracer
-from .auth import credential_from_headers
-from .http import http_error
-
-if TYPE_CHECKING:
-    from .app import ServerState
+scraping_key = require_principal(api_keys_only=True, unless=lambda settings: not settings.metrics_auth)
 
 
-class Telemetry:
-    """The server's observers: Prometheus metrics, per-turn traces (when configured), log ids."""
+def router() -> APIRouter:
+    api = APIRouter()
 
-    def __init__(self) -> None:
-        self.metrics = MetricsObserver()
-        self.tracer: TurnTracer | None = None
+    @api.get("/metrics", response_model=None, dependencies=[Depends(scraping_key)])
+    async def metrics(server: State) -> Response:
+        return Response(server.telemetry.metrics.exposition(), media_type=CONTENT_TYPE)
 
-    def attach(self, state: ServerState) -> None:
-        """Start observing the server's sessions and engine queues."""
-        self.tracer = TurnTracer.from_settings(state.settings.otlp_endpoint)
-        self.metrics.cost = list_price_cost(load_prices(state.settings.prices))
-        observers = state.observers.observers
-        observers.extend([self.metrics, LogContextObserver()])
-        if self.tracer is not None:
-            observers.append(self.tracer)
-        scheduler = state.scheduler
-        for queue in (scheduler.llm, scheduler.asr, scheduler.tts, scheduler.vad):
-            queue.on_wait = self.metrics.observe_queue_wait
-
-    def shutdown(self) -> None:
-        """Export the traces still buffered."""
-        if self.tracer is not None:
-            self.tracer.shutdown()
-            self.tracer = None
-
-    def router(self, state: Callable[[], ServerState]) -> APIRouter:
-        api = APIRouter()
-
-        @api.get("/metrics", response_model=None)
-        async def metrics(request: Request) -> Response:
-            server = state()
-            if server.settings.metrics_auth:
-                credential = credential_from_headers(request.headers)
-                key = credential.key if credential is not None else None
-                if await server.auth.authenticate(key, allow_ephemeral=False) is None:
-                    return http_error(401, "invalid_api_key", "Incorrect API key provided.")
-            return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
-
-        return api
+    return api

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
@@ -29,9 +29,7 @@ from ..protocol.session import RealtimeSession
 from .auth import Principal
 from .client_secrets import mint_client_secret
 from .http import http_error
-
-if TYPE_CHECKING:
-    from .app import ServerState
+from .state import State
 
 COOKIE_NAME = "openrealtime_playground"
 CSRF_HEADER = "x-playground"
@@ -168,14 +166,10 @@ async def _json_body(request: Request) -> Any:
         raise RealtimeError("invalid_json", "The request body is not valid JSON.") from None
 
 
-def router(state: Any, *, lifetime_seconds: float = 12 * 3600) -> APIRouter:
-    """The playground routes, bound to ``state`` (a callable returning the live ``ServerState``)."""
+def router(*, enabled: bool = True, lifetime_seconds: float = 12 * 3600) -> APIRouter:
+    """The playground routes (answering 404 when the playground is not ``enabled``)."""
     api = APIRouter(include_in_schema=False)
     logins = PlaygroundSessions(lifetime_seconds)
-
-    def enabled() -> bool:
-        server: ServerState = state()
-        return server.settings.playground_enabled
 
     def login_of(request: Request) -> PlaygroundLogin | None:
         return logins.find(request.cookies.get(COOKIE_NAME))
@@ -193,7 +187,7 @@ def router(state: Any, *, lifetime_seconds: float = 12 * 3600) -> APIRouter:
 
     @api.get("/")
     async def page() -> Response:
-        if not enabled():
+        if not enabled:
             return not_found()
         return Response(
             _static("index.html"), media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS
@@ -201,7 +195,7 @@ def router(state: Any, *, lifetime_seconds: float = 12 * 3600) -> APIRouter:
 
     @api.get("/playground/static/{name}")
     async def static(name: str) -> Response:
-        if not enabled():
+        if not enabled:
             return not_found()
         media_type = STATIC_FILES.get(name)
         if media_type is None:
@@ -210,7 +204,7 @@ def router(state: Any, *, lifetime_seconds: float = 12 * 3600) -> APIRouter:
 
     @api.get("/playground/me", response_model=None)
     async def me(request: Request) -> dict[str, Any] | JSONResponse:
-        if not enabled():
+        if not enabled:
             return not_found()
         login = login_of(request)
         if login is None:
@@ -219,8 +213,8 @@ def router(state: Any, *, lifetime_seconds: float = 12 * 3600) -> APIRouter:
         return {"signed_in": True, "expires_at": int(login.expires_at), "defaults": defaults}
 
     @api.post("/playground/login", response_model=None)
-    async def login(request: Request) -> dict[str, Any] | JSONResponse:
-        if not enabled():
+    async def login(request: Request, server: State) -> dict[str, Any] | JSONResponse:
+        if not enabled:
             return not_found()
         if not same_origin(request):
             return forbidden()
@@ -231,7 +225,6 @@ def router(state: Any, *, lifetime_seconds: float = 12 * 3600) -> APIRouter:
         key = body.get("api_key") if isinstance(body, dict) else None
         if not isinstance(key, str) or not key.strip():
             return http_error(400, "missing_required_parameter", "Missing 'api_key'.", "api_key")
-        server: ServerState = state()
         principal = await server.auth.authenticate(key.strip(), allow_ephemeral=False)
         if principal is None:
             return http_error(401, "invalid_api_key", "Incorrect API key provided.")
@@ -251,7 +244,7 @@ def router(state: Any, *, lifetime_seconds: float = 12 * 3600) -> APIRouter:
 
     @api.post("/playground/logout", response_model=None)
     async def logout(request: Request) -> dict[str, Any] | JSONResponse:
-        if not enabled():
+        if not enabled:
             return not_found()
         if not same_origin(request):
             return forbidden()
@@ -261,17 +254,17 @@ def router(state: Any, *, lifetime_seconds: float = 12 * 3600) -> APIRouter:
         return response
 
     @api.get("/playground/voices", response_model=None)
-    async def voices(request: Request) -> dict[str, Any] | JSONResponse:
-        if not enabled():
+    async def voices(request: Request, server: State) -> dict[str, Any] | JSONResponse:
+        if not enabled:
             return not_found()
         if login_of(request) is None:
             return signed_out()
-        table = state().engines.voices
+        table = server.engines.voices
         return {"object": "list", "data": table.describe() if table is not None else []}
 
     @api.post("/playground/session", response_model=None)
-    async def session(request: Request) -> dict[str, Any] | JSONResponse:
-        if not enabled():
+    async def session(request: Request, server: State) -> dict[str, Any] | JSONResponse:
+        if not enabled:
             return not_found()
         signed_in = login_of(request)
         if signed_in is None:
@@ -286,7 +279,7 @@ def router(state: Any, *, lifetime_seconds: float = 12 * 3600) -> APIRouter:
                 "expires_after": {"anchor": "created_at", "seconds": EPHEMERAL_TTL_SECONDS},
                 "session": body.get("session"),
             }
-            minted: dict[str, Any] = await mint_client_secret(state(), signed_in.principal, request_body)
+            minted: dict[str, Any] = await mint_client_secret(server, signed_in.principal, request_body)
         except RealtimeError as err:
             return http_error(400, err.code, err.message, err.param)
         return minted

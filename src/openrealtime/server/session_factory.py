@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+from ..config import Settings
 from ..core.session import Limits, SessionCore
-from ..protocol.server_events import ServerEvent
 from ..protocol.session import AnySession
+from ..runtime.mcp import McpPolicy
 from ..runtime.observer import SessionInfo
+from ..runtime.port import SessionClient
+from ..runtime.responding import Cascade, Responder
 from ..runtime.session_runtime import SessionRuntime
+from ..runtime.upstream import UpstreamConfig, UpstreamResponder
 from ..telemetry.ledger import budget_hooks
-
-if TYPE_CHECKING:
-    from .app import ServerState
+from .state import ServerState
 
 
 def new_session_runtime(
@@ -24,8 +25,7 @@ def new_session_runtime(
     key_id: str,
     transport: str,
     model: str,
-    send: Callable[[ServerEvent], None],
-    close: Callable[[int, str], Awaitable[None]],
+    client: SessionClient,
 ) -> SessionRuntime:
     """A session starting from ``session`` with the server's limits, budgets, engines and
     observers (admission, ``state.limits.admit``, is the caller's to do first)."""
@@ -40,6 +40,8 @@ def new_session_runtime(
         count_tokens=state.engines.llm.count_tokens,
         created_at=int(time.time()),
         limits=limits,
+        server_playback=transport != "websocket",  # WebRTC and SIP play the answers out themselves
+        llm_sees_images=state.engines.llm_vision,
         voice_check=state.engines.voice_problem,
         **budget_hooks(state.usage_ledger, key_id),
     )
@@ -48,9 +50,26 @@ def new_session_runtime(
         core,
         state.engines,
         state.scheduler,
-        send,
-        close,
+        client,
         observers=state.observers,
         info=info,
         admit_event=lambda: state.limits.allow_event(key_id),
+        mcp_policy=McpPolicy.from_settings(settings.mcp_allowed_hosts, settings.mcp_timeout_seconds),
+        responder=responder_for(settings),
     )
+
+
+def responder_for(settings: Settings) -> Callable[[SessionRuntime], Responder]:
+    """Who answers a session: the upstream Realtime API when ``upstream_url`` is set (the
+    local cascade as its fallback), else the local cascade."""
+    if not settings.upstream_url:
+        return Cascade
+    config = UpstreamConfig(
+        url=settings.upstream_url,
+        api_key=settings.upstream_api_key,
+        model=settings.upstream_model,
+        fallback=settings.upstream_fallback,
+        connect_timeout_s=settings.upstream_connect_timeout_seconds,
+        stall_s=settings.upstream_stall_seconds,
+    )
+    return lambda runtime: UpstreamResponder(runtime, config)

@@ -13,37 +13,38 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from ..config import Settings
 from ..protocol.errors import RealtimeError
 from ..protocol.session import RealtimeSession
+from ..runtime.port import SessionClient
+from ..runtime.session_runtime import SessionRuntime
 from ..transports.sip import webhook
 from ..transports.sip.call import CallStateError, SipCall
 from ..transports.sip.server import SipServer as SipServer
 from ..transports.sip.tls import TlsConfig
-from .auth import credential_from_headers
+from .call_registry import CallRegistry
 from .http import http_error
+from .limits import SessionLimits
 from .session_factory import new_session_runtime
 from .sessions import build_session
-
-if TYPE_CHECKING:
-    from .app import ServerState
+from .state import ApiKey, ServerState, State, api_key
 
 log = logging.getLogger("openrealtime.sip_calls")
 
 _TARGET = re.compile(r"^(sip|sips|tel):[^\s<>\"]+$", re.IGNORECASE)
 
 
-async def start_sip(state: ServerState) -> SipServer | None:
-    """Start the SIP listener when ``sip_enabled``; its calls join ``state.calls``."""
-    settings = state.settings
+async def start_sip(settings: Settings, calls: CallRegistry, limits: SessionLimits) -> SipServer | None:
+    """Start the SIP listener when ``sip_enabled``; its calls join ``calls``."""
     if not settings.sip_enabled:
         return None
 
     async def announce(call: SipCall) -> bool:
-        state.calls.add(call)
+        calls.add(call)
         url, secret = settings.webhook_url, settings.webhook_secret
         if not url or not secret:
             log.warning("SIP call %s: no webhook_url/webhook_secret configured", call.call_id)
@@ -54,11 +55,10 @@ async def start_sip(state: ServerState) -> SipServer | None:
         return await webhook.deliver(url, secret, event)
 
     def ended(call: SipCall) -> None:
-        if state.calls.get(call.call_id) is call:
-            state.calls.remove(call)
+        if calls.get(call.call_id) is call:
+            calls.remove(call)
         if call.runtime is not None:
-            state.active_sessions -= 1
-            state.limits.release(call.key_id)
+            limits.release(call.key_id)
 
     tls = (
         TlsConfig(
@@ -98,19 +98,12 @@ async def _body(request: Request) -> Any:
         raise RealtimeError("invalid_json", "The request body is not valid JSON.") from None
 
 
-def router(state: Any) -> APIRouter:
-    """The routes, bound to ``state`` (a callable returning the live ``ServerState``, whose
-    ``sip`` is the running listener or None)."""
+def router() -> APIRouter:
+    """The SIP call-control routes (API keys only); ``ServerState.sip`` is the running
+    listener or None."""
     api = APIRouter()
 
-    async def sip_call(request: Request, call_id: str) -> tuple[Any, SipCall] | Response:
-        server: ServerState = state()
-        credential = credential_from_headers(request.headers)
-        principal = await server.auth.authenticate(
-            credential.key if credential else None, allow_ephemeral=False
-        )
-        if principal is None:
-            return http_error(401, "invalid_api_key", "Incorrect API key provided.")
+    async def sip_call(server: ServerState, request: Request, call_id: str) -> SipCall | Response:
         listener = server.sip
         call = listener.calls.get(call_id) if listener is not None else None
         if call is None:
@@ -120,16 +113,19 @@ def router(state: Any) -> APIRouter:
             if forwarded is not None:  # the call rings on another gateway
                 return forwarded
             return http_error(404, "call_not_found", f"No SIP call with id '{call_id}' is active.", "call_id")
-        return principal, call
+        return call
 
     @api.post("/v1/realtime/calls/{call_id}/accept", response_model=None)
     @api.post("/openai/v1/realtime/calls/{call_id}/accept", response_model=None)  # Azure
-    async def accept(call_id: str, request: Request) -> Response:
-        found = await sip_call(request, call_id)
-        if isinstance(found, Response):
-            return found
-        principal, call = found
-        server: ServerState = state()
+    async def accept(
+        call_id: str,
+        request: Request,
+        server: State,
+        principal: ApiKey,
+    ) -> Response:
+        call = await sip_call(server, request, call_id)
+        if isinstance(call, Response):
+            return call
         try:
             config = await _body(request)
             if config is None:
@@ -145,15 +141,9 @@ def router(state: Any) -> APIRouter:
             return http_error(400, err.code, err.message, err.param)
         model = session.model if isinstance(session, RealtimeSession) else ""
 
-        def make_runtime(send: Any, close: Any) -> Any:
+        def make_runtime(client: SessionClient) -> SessionRuntime:
             return new_session_runtime(
-                server,
-                session,
-                key_id=principal.key_id,
-                transport="sip",
-                model=model or "",
-                send=send,
-                close=close,
+                server, session, key_id=principal.key_id, transport="sip", model=model or "", client=client
             )
 
         refused = await server.limits.admit_shared(principal.key_id)
@@ -170,16 +160,16 @@ def router(state: Any) -> APIRouter:
             if call.runtime is None:
                 server.limits.release(principal.key_id)
             return http_error(500, "server_error", "The call could not be answered; it was ended.")
-        server.active_sessions += 1
         return Response(status_code=200)
 
-    @api.post("/v1/realtime/calls/{call_id}/reject", response_model=None)
-    @api.post("/openai/v1/realtime/calls/{call_id}/reject", response_model=None)  # Azure
-    async def reject(call_id: str, request: Request) -> Response:
-        found = await sip_call(request, call_id)
-        if isinstance(found, Response):
-            return found
-        _, call = found
+    @api.post("/v1/realtime/calls/{call_id}/reject", response_model=None, dependencies=[Depends(api_key)])
+    @api.post(
+        "/openai/v1/realtime/calls/{call_id}/reject", response_model=None, dependencies=[Depends(api_key)]
+    )  # Azure
+    async def reject(call_id: str, request: Request, server: State) -> Response:
+        call = await sip_call(server, request, call_id)
+        if isinstance(call, Response):
+            return call
         try:
             body = await _body(request) or {}
             if not isinstance(body, dict):
@@ -199,13 +189,14 @@ def router(state: Any) -> APIRouter:
             return http_error(409, "call_not_ringing", str(err), "call_id")
         return Response(status_code=200)
 
-    @api.post("/v1/realtime/calls/{call_id}/refer", response_model=None)
-    @api.post("/openai/v1/realtime/calls/{call_id}/refer", response_model=None)  # Azure
-    async def refer(call_id: str, request: Request) -> Response:
-        found = await sip_call(request, call_id)
-        if isinstance(found, Response):
-            return found
-        _, call = found
+    @api.post("/v1/realtime/calls/{call_id}/refer", response_model=None, dependencies=[Depends(api_key)])
+    @api.post(
+        "/openai/v1/realtime/calls/{call_id}/refer", response_model=None, dependencies=[Depends(api_key)]
+    )  # Azure
+    async def refer(call_id: str, request: Request, server: State) -> Response:
+        call = await sip_call(server, request, call_id)
+        if isinstance(call, Response):
+            return call
         try:
             body = await _body(request)
             target = body.get("target_uri") if isinstance(body, dict) else None

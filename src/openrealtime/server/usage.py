@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..storage.base import GROUP_COLUMNS, GroupColumn, UsageAggregate, UsageQuery
-from .auth import EPHEMERAL_PREFIX, credential_from_headers, key_id
+from ..telemetry.ledger import UsageLedger
+from .auth import Principal, key_id
 from .http import http_error
-
-if TYPE_CHECKING:
-    from ..telemetry.ledger import UsageLedger
-    from .app import ServerState
+from .state import State, require_principal
 
 
 def admin_key_ids(configured: list[str]) -> set[str]:
@@ -115,23 +113,22 @@ def budget_wire(ledger: UsageLedger, owner: str) -> dict[str, Any] | None:
     }
 
 
-def router(state: Any) -> APIRouter:
-    """The route, bound to ``state`` (a callable returning the live ``ServerState``)."""
+reading_key = require_principal(
+    api_keys_only=True, ephemeral_refusal="Ephemeral keys cannot read usage; use an API key."
+)
+
+
+def router() -> APIRouter:
+    """The ``/v1/usage`` route."""
     api = APIRouter()
 
     @api.get("/v1/usage", response_model=None)
-    async def usage(request: Request) -> dict[str, Any] | JSONResponse:
-        server: ServerState = state()
-        credential = credential_from_headers(request.headers)
-        key = credential.key if credential is not None else None
-        principal = await server.auth.authenticate(key, allow_ephemeral=False)
-        if principal is None:
-            if key is not None and key.startswith(EPHEMERAL_PREFIX):
-                return http_error(401, "invalid_api_key", "Ephemeral keys cannot read usage; use an API key.")
-            return http_error(401, "invalid_api_key", "Incorrect API key provided.")
+    async def usage(
+        request: Request,
+        server: State,
+        principal: Annotated[Principal, Depends(reading_key)],
+    ) -> dict[str, Any] | JSONResponse:
         ledger = server.usage_ledger
-        if ledger is None:
-            return http_error(503, "usage_unavailable", "The usage ledger is not running.")
         params = request.query_params
         try:
             groups = parse_group_by(params.get("group_by"))

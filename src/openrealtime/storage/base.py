@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Literal, Protocol
 
-from ..server.auth import ClientSecret
+from ..auth_records import ClientSecret
 
 GroupColumn = Literal["key", "session", "day"]
 GROUP_COLUMNS: dict[str, str] = {"key": "key_id", "session": "session_id", "day": "day"}

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from ..server.auth import ClientSecret
+from ..auth_records import ClientSecret
 from .base import USAGE_COLUMNS, UsageAggregate, UsageQuery, UsageRecord
 from .recordings import PostgresRecordingIndex
 from .schema import MIGRATIONS, VERSION_TABLE, Placeholders, aggregate_sql, insert_usage_sql

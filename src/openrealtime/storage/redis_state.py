@@ -18,8 +18,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
+from ..auth_records import ClientSecret
 from ..protocol.errors import RealtimeError
-from ..server.auth import ClientSecret
 
 log = logging.getLogger("openrealtime.redis")
 

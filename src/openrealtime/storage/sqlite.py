@@ -17,7 +17,7 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..server.auth import ClientSecret
+from ..auth_records import ClientSecret
 from .base import USAGE_COLUMNS, UsageAggregate, UsageQuery, UsageRecord
 from .recordings import SqliteRecordingIndex
 from .schema import MIGRATIONS, VERSION_TABLE, Placeholders, aggregate_sql, insert_usage_sql

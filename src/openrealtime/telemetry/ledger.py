@@ -20,10 +20,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
+from ..auth_records import key_id as key_id_of
 from ..config import Settings
 from ..protocol import server_events as se
 from ..runtime.observer import SessionInfo
-from ..server.auth import key_id as key_id_of
 from ..storage import database_url, open_storage
 from ..storage.base import Storage, UsageRecord
 from .budget import BudgetPolicy, BudgetTracker

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ..audio import formats
+from ..core.events import OutputAudio
 from ..protocol.server_events import ServerEvent
 from ..runtime.observer import SessionInfo
 from .ledger import response_record
@@ -33,6 +34,7 @@ STAGES = {
     "llm_first_token_ms": "llm_first_token",
     "tts_first_chunk_ms": "tts_first_chunk",
     "first_audio_sent_ms": "first_audio",
+    "upstream_first_output_ms": "upstream_first_output",
 }
 """Turn-timing fields (ms after the end of the user's speech) → the ``stage`` label."""
 
@@ -77,11 +79,6 @@ def schedule_chunk(playback: Playback | None, now: float, duration_s: float) -> 
     return Playback(playback.ends_at + duration_s), 0.0
 
 
-def base64_size(data: str) -> int:
-    """Decoded size of standard padded base64, without decoding it."""
-    return len(data) // 4 * 3 - data.endswith("=") - data.endswith("==")
-
-
 # --------------------------------------------------------------------------- cost
 
 
@@ -98,12 +95,6 @@ def list_price_cost(table: PriceTable | None = None) -> CostFunction:
 # --------------------------------------------------------------------------- the observer
 
 
-@dataclass
-class _SessionAudio:
-    bytes_per_ms: int = formats.bytes_per_ms("audio/pcm")
-    playback: dict[str, Playback] = field(default_factory=dict)
-
-
 class MetricsObserver:
     """A ``SessionObserver`` that keeps the server's Prometheus metrics."""
 
@@ -118,7 +109,8 @@ class MetricsObserver:
         self.cost = cost if cost is not None else list_price_cost()
         """Prices each response's usage for ``openrealtime_cost_usd_total``."""
         self._clock = clock
-        self._audio: dict[str, _SessionAudio] = {}
+        self._audio: dict[str, dict[str, Playback]] = {}
+        """Session id → response id → where the client's playback of it stands."""
         self._open: set[str] = set()
         self._server_event_counters: dict[str, Counter] = {}
         self._client_event_counters: dict[str, Counter] = {}
@@ -186,7 +178,7 @@ class MetricsObserver:
         self._open.add(info.session_id)
         self.active_sessions.labels(info.transport).inc()
         self.sessions.labels(info.transport).inc()
-        self._audio[info.session_id] = _SessionAudio()
+        self._audio[info.session_id] = {}
 
     def session_ended(self, info: SessionInfo) -> None:
         self._audio.pop(info.session_id, None)
@@ -200,20 +192,19 @@ class MetricsObserver:
             counter = self._client_event_counters[event_type] = self.client_events.labels(event_type)
         counter.inc()
 
-    def server_event(self, info: SessionInfo, event: ServerEvent) -> None:
-        kind = event.type
+    def _count_server_event(self, kind: str) -> None:
         counter = self._server_event_counters.get(kind)
         if counter is None:  # ``labels()`` takes a lock and builds a key: once per type is enough
             counter = self._server_event_counters[kind] = self.server_events.labels(kind)
         counter.inc()
-        if kind == "response.output_audio.delta":
-            self._audio_delta(info, event)
-        elif kind == "response.done":
+
+    def server_event(self, info: SessionInfo, event: ServerEvent) -> None:
+        kind = event.type
+        self._count_server_event(kind)
+        if kind == "response.done":
             self._response_done(info, getattr(event, "response", {}))
         elif kind == "error":
             self.errors.labels(str(getattr(event, "error", {}).get("code") or "unknown")).inc()
-        elif kind in ("session.created", "session.updated"):
-            self._session_config(info, getattr(event, "session", {}))
 
     def turn_timings(self, info: SessionInfo, record: dict[str, Any]) -> None:
         origin = str(record.get("from") or "response_created")
@@ -228,28 +219,22 @@ class MetricsObserver:
 
     # ------------------------------------------------------------------ details
 
-    def _session_config(self, info: SessionInfo, session: Mapping[str, Any]) -> None:
-        fmt = ((session.get("audio") or {}).get("output") or {}).get("format") or {}
-        try:
-            rate = formats.bytes_per_ms(fmt.get("type", "audio/pcm"))
-        except (formats.AudioFormatError, AttributeError):
-            return
-        self._audio.setdefault(info.session_id, _SessionAudio()).bytes_per_ms = rate
-
-    def _audio_delta(self, info: SessionInfo, event: ServerEvent) -> None:
-        audio = self._audio.setdefault(info.session_id, _SessionAudio())
-        response_id: str = getattr(event, "response_id", "")
-        duration_s = base64_size(getattr(event, "delta", "")) / audio.bytes_per_ms / 1000
-        playback, lateness = schedule_chunk(audio.playback.get(response_id), self._clock(), duration_s)
-        audio.playback[response_id] = playback
+    def output_audio(self, info: SessionInfo, audio: OutputAudio) -> None:
+        """A chunk of speech is sent (a ``response.output_audio.delta`` on WebSocket, played
+        out on WebRTC and SIP): late when the client should already be playing it."""
+        self._count_server_event("response.output_audio.delta")
+        playback = self._audio.setdefault(info.session_id, {})
+        duration_s = len(audio.pcm) / formats.INTERNAL_RATE
+        schedule, lateness = schedule_chunk(playback.get(audio.response_id), self._clock(), duration_s)
+        playback[audio.response_id] = schedule
         if lateness > 0:
             self.late_chunks.inc()
             self.chunk_lateness.observe(lateness)
 
     def _response_done(self, info: SessionInfo, response: Mapping[str, Any]) -> None:
-        audio = self._audio.get(info.session_id)
-        if audio is not None:
-            audio.playback.pop(str(response.get("id")), None)
+        playback = self._audio.get(info.session_id)
+        if playback is not None:
+            playback.pop(str(response.get("id")), None)
         self.responses.labels(str(response.get("status") or "unknown")).inc()
         usage = response.get("usage")
         if not isinstance(usage, Mapping):

@@ -1,24 +1,22 @@
 """The WebRTC transport (aiortc): one peer connection per call.
 
-Caller audio arrives as RTP (Opus, or G.711 when the client forces it) and is fed to the
-session as input audio; the assistant's audio leaves as RTP at real-time pace from a server
-side ``Playout``, so no ``response.output_audio.delta`` goes to the client. JSON events flow
-over the ``oai-events`` data channel and every attached sideband WebSocket. The server
-tracks playback: ``output_audio_buffer.started`` / ``.stopped`` / ``.cleared``, and on
-barge-in it truncates the interrupted answer at the played position itself.
+Caller audio arrives as RTP (Opus, or G.711 when the client forces it) and goes to the
+session as 24 kHz PCM; the assistant's voice leaves as RTP at real-time pace, pulled frame by
+frame from the session's playback (runtime/playback.py, which also reports
+``output_audio_buffer.*`` and truncates interrupted answers), so no
+``response.output_audio.delta`` goes to the client. JSON events flow over the ``oai-events``
+data channel and every attached sideband WebSocket (transports/calls.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import contextvars
 import fractions
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Literal, Protocol
+from collections.abc import Callable, Iterator, Sequence
 
 import aioice.ice
 import numpy as np
@@ -35,21 +33,12 @@ from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
 from ..audio import formats
-from ..protocol import client_events as ce
-from ..protocol import server_events as se
-from ..protocol.errors import RealtimeError
 from ..protocol.shape import GA_SHAPE, EventShape
+from ..runtime.port import ClientOutput, SessionClient
 from ..runtime.session_runtime import SessionRuntime
-from .media import (
-    FramePacer,
-    InboundAudio,
-    PcmAudio,
-    PlaybackCleared,
-    PlaybackEvent,
-    PlaybackStarted,
-    Playout,
-    RateConverter,
-)
+from .calls import CallSession, EventSink
+from .media import FramePacer, PcmAudio, RateConverter
+from .wire import EventWire, Frame
 
 log = logging.getLogger("openrealtime.webrtc")
 
@@ -108,22 +97,16 @@ def peer_configuration() -> RTCConfiguration:
 
 class PlayoutTrack(MediaStreamTrack):
     """The assistant's voice: one 20 ms frame per ``recv`` at real-time pace, silence when
-    the playout buffer is empty."""
+    nothing is queued."""
 
     kind = "audio"
 
-    def __init__(
-        self,
-        playout: Playout,
-        on_events: Callable[[list[PlaybackEvent]], None],
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, pull: Callable[[], PcmAudio], clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self.playout = playout
-        self.on_events = on_events
+        self.pull = pull
         self.pacer = FramePacer(clock)
         self.rate = CODEC_RATES["audio/opus"]
-        self._converter = RateConverter(playout.rate, self.rate)
+        self._converter = RateConverter(formats.INTERNAL_RATE, self.rate)
         self._pts = 0
 
     def use_codec(self, mime_type: str) -> None:
@@ -131,7 +114,7 @@ class PlayoutTrack(MediaStreamTrack):
         rate = CODEC_RATES.get(mime_type.lower(), CODEC_RATES["audio/opus"])
         if rate != self.rate:
             self.rate = rate
-            self._converter = RateConverter(self.playout.rate, rate)
+            self._converter = RateConverter(formats.INTERNAL_RATE, rate)
 
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":
@@ -139,10 +122,7 @@ class PlayoutTrack(MediaStreamTrack):
         delay = self.pacer.next_delay()
         if delay > 0:
             await asyncio.sleep(delay)
-        pcm, events = self.playout.pull()
-        if events:
-            self.on_events(events)
-        out = self._converter.convert(pcm)
+        out = self._converter.convert(self.pull())
         frame = AudioFrame.from_ndarray(out.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.rate
         frame.pts = self._pts
@@ -176,21 +156,33 @@ def frame_samples(frame: AudioFrame) -> tuple[PcmAudio, int]:
 # ---------------------------------------------------------------- the call
 
 
-class EventSink(Protocol):
-    """Something else that receives the call's server events (a sideband WebSocket)."""
+class _DataChannelSink:
+    """The ``oai-events`` data channel as an event sink of the call."""
 
-    def send(self, event: se.ServerEvent) -> None: ...
+    def __init__(self, channel: RTCDataChannel, wire: EventWire) -> None:
+        self.channel = channel
+        self.wire = wire
 
-    async def close(self, code: int, reason: str) -> None: ...
+    def send(self, output: ClientOutput) -> None:
+        if self.channel.readyState != "open":
+            return
+        for frame in self.wire.encode(output):
+            try:
+                self.channel.send(frame)
+            except Exception:  # a channel closing under us: teardown follows
+                log.debug("data channel send failed", exc_info=True)
+                return
+
+    async def close(self, code: int, reason: str) -> None:
+        return None  # closed with the peer connection
 
 
-RuntimeFactory = Callable[
-    [Callable[[se.ServerEvent], None], Callable[[int, str], Awaitable[None]]], SessionRuntime
-]
+RuntimeFactory = Callable[[SessionClient], SessionRuntime]
+"""Builds the call's session runtime around the ``SessionClient`` its output goes to."""
 
 
 class WebRTCCall:
-    """One live WebRTC call: the peer connection, its session runtime, playout and sidebands."""
+    """One live WebRTC call: the peer connection, its session and sidebands."""
 
     def __init__(
         self,
@@ -208,21 +200,25 @@ class WebRTCCall:
         """What the data channel speaks (``protocol.shape``); sidebands always get GA events."""
         self.key_id = key_id
         self.pc = RTCPeerConnection(peer_configuration())
-        self.runtime = make_runtime(self._on_session_event, self._on_session_close)
+        self.session = CallSession(self._on_session_close)
+        self.runtime = make_runtime(self.session)
+        self.session.port = self.runtime
         self.on_ended = on_ended
         self.ice_hosts = ice_hosts
-        self.playout = Playout()
-        self.track = PlayoutTrack(self.playout, self._on_playback, clock)
+        self.track = PlayoutTrack(self.session.pull, clock)
         self.channel: RTCDataChannel | None = None
-        self.sinks: list[EventSink] = []
-        self.started = False
         self.closed = False
         self.ended = asyncio.Event()
-        self._decoders: dict[str, formats.StreamDecoder] = {}
-        self._last_audio_item: dict[str, str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._buffer_full_reported = False
+        self._channel_wire = EventWire(lambda: self.session.input_format, shape=shape)
         self._has_data_channel = False
+
+    @property
+    def started(self) -> bool:
+        return self.session.accepting
+
+    @property
+    def input_format(self) -> str:
+        return self.session.input_format
 
     # ---- signalling
 
@@ -245,7 +241,7 @@ class WebRTCCall:
         codecs = getattr(audio[0], "_codecs", []) if audio else []
         if codecs:
             self.track.use_codec(codecs[0].mimeType)
-        self._spawn(self._connect_deadline(), "webrtc-connect-deadline")
+        self.session.spawn(self._connect_deadline(), "webrtc-connect-deadline")
         return pc.localDescription.sdp
 
     async def _connect_deadline(self) -> None:
@@ -259,202 +255,59 @@ class WebRTCCall:
         if state == "connected" and not self._has_data_channel:
             self._start_session()
         elif state in ("failed", "closed"):
-            self._spawn(self.close(), "webrtc-close")
+            self.session.spawn(self.close(), "webrtc-close")
 
     # ---- session start and events
 
     def _start_session(self) -> None:
-        if self.started or self.closed:
-            return
-        self.started = True
-        self.runtime.start()  # session.created
+        if not self.closed:
+            self.session.start()  # session.created
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label not in EVENTS_CHANNELS or self.channel is not None:
             return
         self.channel = channel
-        channel.on("message", self._on_channel_frame)
-        channel.on("close", lambda: self._spawn(self.close(), "webrtc-close"))
+        self.session.sinks.append(_DataChannelSink(channel, self._channel_wire))
+        channel.on("message", lambda frame: self.session.receive_frame(frame, self._channel_wire))
+        channel.on("close", lambda: self.session.spawn(self.close(), "webrtc-close"))
         self._start_session()
 
-    def _on_channel_frame(self, frame: str | bytes) -> None:
-        """A client event from the data channel, in the channel's shape."""
-        if self.closed or not self.started:
-            return
-        self.shape.receive(frame, self.on_client_frame, self.runtime.fail)
+    def receive_frame(self, frame: Frame, wire: EventWire) -> None:
+        """A client event from a sideband socket."""
+        if not self.closed:
+            self.session.receive_frame(frame, wire)
 
-    def on_client_frame(self, frame: str | bytes) -> None:
-        """A client event (GA) from the data channel or a sideband socket."""
-        if self.closed or not self.started:
-            return
-        if self._is_output_clear(frame):
-            self.runtime.observers.client_event(self.runtime.info, "output_audio_buffer.clear")
-            self._clear_output(by_client=True)
-            return
-        self.runtime.on_frame(frame)
-
-    @staticmethod
-    def _is_output_clear(frame: str | bytes) -> bool:
-        """``output_audio_buffer.clear`` is the transport's to handle (it owns playback); a
-        malformed one goes to the session, which reports the problem."""
-        if b"output_audio_buffer.clear" not in (frame.encode() if isinstance(frame, str) else frame):
-            return False
-        try:
-            return isinstance(ce.parse_client_event(frame), ce.OutputAudioBufferClear)
-        except RealtimeError:
-            return False
-
-    def _publish(self, event: se.ServerEvent) -> None:
-        """Send one event to the data channel and every sideband."""
-        channel = self.channel
-        if channel is not None and channel.readyState == "open":
-            try:
-                for frame in self.shape.send(event):
-                    channel.send(frame)
-            except Exception:  # a channel closing under us: teardown follows
-                log.debug("data channel send failed", exc_info=True)
-        for sink in list(self.sinks):
-            sink.send(event)
-
-    def _publish_own(self, event: se.ServerEvent) -> None:
-        """An event the transport itself produced (playback tracking)."""
-        self.runtime.observers.server_event(self.runtime.info, event)
-        self._publish(event)
-
-    def _on_session_event(self, event: se.ServerEvent) -> None:
-        """Every event of the session, in order: audio goes to playout, the rest to clients."""
-        if isinstance(event, se.ResponseOutputAudioDelta):
-            self._queue_audio(event)
-            return
-        self._publish(event)
-        if isinstance(event, se.InputAudioBufferSpeechStarted) and self._interrupts():
-            self._clear_output(by_client=False)
-        elif isinstance(event, se.ResponseDone):
-            rid = str(event.response.get("id") or "")
-            decoder = self._decoders.pop(rid, None)
-            if decoder is not None:
-                item = self._last_audio_item.pop(rid, None)
-                tail = decoder.flush()
-                if item is not None and len(tail):
-                    self.playout.push(rid, item, tail)
-            self._on_playback(list(self.playout.finish(rid)))
-
-    def _queue_audio(self, event: se.ResponseOutputAudioDelta) -> None:
-        rid = event.response_id
-        decoder = self._decoders.get(rid)
-        if decoder is None:
-            live = self.runtime.core.responses.get(rid)
-            fmt = live.output_format if live is not None else self._output_format()
-            decoder = self._decoders[rid] = formats.StreamDecoder(fmt)
-        self._last_audio_item[rid] = event.item_id
-        pcm = decoder.decode(base64.b64decode(event.delta))
-        self.playout.push(rid, event.item_id, pcm)
-
-    def _output_format(self) -> str:
-        session = self.runtime.core.session
-        audio = getattr(session.audio, "output", None)
-        return str(audio.format.type) if audio is not None else "audio/pcm"
-
-    def _interrupts(self) -> bool:
-        detection = self.runtime.core.session.audio.input.turn_detection
-        return detection is not None and bool(getattr(detection, "interrupt_response", False))
-
-    def _on_playback(self, events: list[PlaybackEvent]) -> None:
-        for event in events:
-            if isinstance(event, PlaybackStarted):
-                self._publish_own(se.OutputAudioBufferStarted(response_id=event.response_id))
-            else:
-                self._publish_own(se.OutputAudioBufferStopped(response_id=event.response_id))
-
-    def _clear_output(self, *, by_client: bool) -> None:
-        """Drop queued audio, report ``output_audio_buffer.cleared`` and truncate the answer
-        to what was played. On barge-in this runs inside the session's event flush, so the
-        truncation waits until that batch (the cancelled response's tail) has gone out."""
-        cleared = self.playout.clear()
-        if cleared is None:
-            return
-        self._decoders.pop(cleared.response_id, None)
-        self._last_audio_item.pop(cleared.response_id, None)
-        self._publish_own(se.OutputAudioBufferCleared(response_id=cleared.response_id))
-        if by_client:
-            self._truncate(cleared, "client_cancelled")
-        else:
-            asyncio.get_running_loop().call_soon(self._truncate, cleared, "turn_detected")
-
-    def _truncate(
-        self, cleared: PlaybackCleared, reason: Literal["client_cancelled", "turn_detected"]
-    ) -> None:
-        if self.closed:
-            return
-        core = self.runtime.core
-        if cleared.response_id in core.responses:  # still generating: stop it first
-            core.cancel_response(cleared.response_id, reason)
-            self.runtime.flush()
-        track = core.conversation.audio.get((cleared.item_id, 0))
-        if track is None or cleared.item_id not in core.conversation or track.duration_ms == 0:
-            return  # out-of-band answers are not in the conversation
-        core.handle_event(
-            ce.ConversationItemTruncate(
-                type="conversation.item.truncate",
-                item_id=cleared.item_id,
-                content_index=0,
-                audio_end_ms=min(cleared.played_ms, track.duration_ms),
-            )
-        )
-        self.runtime.flush()
-
-    async def _on_session_close(self, code: int, reason: str) -> None:
+    async def _on_session_close(self) -> None:
         """The session ended itself (fatal error, expiry): end the call after the last events."""
         channel = self.channel
         deadline = time.monotonic() + 1.0
         while channel is not None and channel.bufferedAmount and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        self._spawn(self.close(), "webrtc-close")
+        await self.close()
 
     # ---- inbound audio
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
-            self._spawn(self._read_audio(track), "webrtc-audio-in")
+            self.session.spawn(self._read_audio(track), "webrtc-audio-in")
 
     async def _read_audio(self, track: MediaStreamTrack) -> None:
-        inbound = InboundAudio()
         while not self.closed:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            if not self.started or not isinstance(frame, AudioFrame):
-                continue
-            core = self.runtime.core
-            samples, channels = frame_samples(frame)
-            data = inbound.convert(samples, frame.sample_rate, channels, core.input_format)
-            if core.append_media_audio(data):
-                self._buffer_full_reported = False
-            elif not self._buffer_full_reported:
-                self._buffer_full_reported = True
-                core.error(
-                    RealtimeError(
-                        "input_audio_buffer_full",
-                        "The input audio buffer is full; commit or clear it to keep listening.",
-                    )
-                )
-            self.runtime.flush()
+            if isinstance(frame, AudioFrame):
+                samples, channels = frame_samples(frame)
+                self.session.caller_audio(samples, frame.sample_rate, channels)
 
     # ---- sidebands and teardown
 
     async def attach(self, sink: EventSink) -> None:
-        self.sinks.append(sink)
+        await self.session.attach(sink)
 
     def detach(self, sink: EventSink) -> None:
-        with contextlib.suppress(ValueError):
-            self.sinks.remove(sink)
-
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.session.detach(sink)
 
     async def close(self) -> None:
         """End the call: session, peer connection, sidebands, registry entry. Idempotent."""
@@ -462,19 +315,13 @@ class WebRTCCall:
             return
         self.closed = True
         self.on_ended(self)
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
+        self.session.cancel_tasks()
         try:
             if self.started:
-                await self.runtime.aclose()
+                await self.session.end_session()
         finally:
             self.track.stop()
             with contextlib.suppress(Exception):
                 await self.pc.close()
-            for sink in list(self.sinks):
-                with contextlib.suppress(Exception):
-                    await sink.close(1000, "call ended")
-            self.sinks.clear()
+            await self.session.close_sinks()
             self.ended.set()

@@ -1,12 +1,16 @@
 """The WebSocket transport: one Realtime session per connection, JSON events in text frames.
 
+Frames are turned into typed events, and events (with the response audio, as base64 deltas in
+the session's output format) into frames, at the JSON edge (wire.py).
+
 Reading and writing run as two tasks so that a client sending fast never waits for our
 output, and our output never waits for the client's next frame. Outgoing events are sent in
 the order the session emitted them. The send queue is bounded: a client that stops reading is
 disconnected once ``max_queued_bytes`` are waiting, instead of growing the server's memory.
 
-The connection's ``shape`` (``protocol.shape``) sits on the frame-in / event-out path: GA
-passes both unchanged, the beta shape translates them, so the session always speaks GA.
+The connection's ``shape`` (``protocol.shape``) sits in its JSON edge (wire.py), on the
+frame-in / event-out path: GA passes both unchanged, the beta shape translates them, so the
+session always speaks GA.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import time
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..protocol.errors import RealtimeError
-from ..protocol.server_events import ServerEvent
 from ..protocol.shape import GA_SHAPE, EventShape
-from ..runtime.session_runtime import SessionRuntime
+from ..runtime.port import ClientOutput, SessionPort
+from .wire import EventWire
 
 log = logging.getLogger("openrealtime.websocket")
 
@@ -31,7 +35,8 @@ SLOW_CONSUMER_CLOSE = 1008
 
 
 class WebSocketConnection:
-    """Owns the socket: an ordered send queue and a close that flushes it first."""
+    """Owns the socket: an ordered send queue and a close that flushes it first. It is the
+    ``SessionClient`` of its session (or an event sink of a call, for a sideband)."""
 
     def __init__(
         self,
@@ -41,7 +46,6 @@ class WebSocketConnection:
         shape: EventShape = GA_SHAPE,
     ) -> None:
         self.websocket = websocket
-        self.shape = shape
         self.idle_timeout_s = idle_timeout_s
         """Close a connection that sent nothing for this long while no response ran (0: never)."""
         self.last_frame_at = time.monotonic()
@@ -52,11 +56,12 @@ class WebSocketConnection:
         self.max_queued_bytes = max_queued_bytes
         self.queued_bytes = 0
         self.overflowed = asyncio.Event()
+        self.wire = EventWire(shape=shape)
 
-    def send(self, event: ServerEvent) -> None:
-        if self.closing.is_set():
-            return
-        for frame in self.shape.send(event):
+    def send(self, output: ClientOutput) -> None:
+        for frame in self.wire.encode(output):
+            if self.closing.is_set():
+                return
             self.queued_bytes += len(frame)
             if self.queued_bytes > self.max_queued_bytes:
                 log.warning("client is not reading: %d bytes queued; disconnecting it", self.queued_bytes)
@@ -88,25 +93,24 @@ class WebSocketConnection:
             await self.websocket.send_text(item)
             self.queued_bytes -= len(item)
 
-    async def _reader(self, runtime: SessionRuntime) -> None:
+    async def _reader(self, port: SessionPort) -> None:
         while True:
             message = await self.websocket.receive()
             self.last_frame_at = time.monotonic()
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
-            frame: str | bytes = text if text is not None else message.get("bytes") or b""
-            self.shape.receive(frame, runtime.on_frame, runtime.fail)
+            self.wire.deliver(text if text is not None else message.get("bytes") or b"", port)
 
-    async def _idle_watch(self, runtime: SessionRuntime) -> None:
+    async def _idle_watch(self, port: SessionPort) -> None:
         """Close the session once the client has sent nothing for ``idle_timeout_s`` while no
         response was running."""
         if self.idle_timeout_s <= 0:
             return
         while not self.closing.is_set():
             idle_for = time.monotonic() - self.last_frame_at
-            if idle_for >= self.idle_timeout_s and not runtime.busy:
-                runtime.fail(
+            if idle_for >= self.idle_timeout_s and not port.busy:
+                port.fail(
                     RealtimeError(
                         "idle_timeout",
                         f"The connection was idle for {self.idle_timeout_s:g} seconds and is being closed.",
@@ -116,14 +120,15 @@ class WebSocketConnection:
                 return
             await asyncio.sleep(max(0.05, self.idle_timeout_s - idle_for))
 
-    async def serve(self, runtime: SessionRuntime) -> None:
+    async def serve(self, port: SessionPort) -> None:
         """Run the session until either side closes; then release all of its work."""
+        self.wire.input_format = lambda: port.input_format
         writer = asyncio.create_task(self._writer(), name="ws-writer")
-        reader = asyncio.create_task(self._reader(runtime), name="ws-reader")
+        reader = asyncio.create_task(self._reader(port), name="ws-reader")
         overflow = asyncio.create_task(self.overflowed.wait(), name="ws-overflow")
-        idle = asyncio.create_task(self._idle_watch(runtime), name="ws-idle")
+        idle = asyncio.create_task(self._idle_watch(port), name="ws-idle")
         try:
-            runtime.start()
+            port.start()
             done, _ = await asyncio.wait({writer, reader, overflow}, return_when=asyncio.FIRST_COMPLETED)
             if overflow in done:  # the writer may be stuck on a full socket: do not wait for it
                 writer.cancel()
@@ -138,7 +143,7 @@ class WebSocketConnection:
             writer.cancel()
             overflow.cancel()
             idle.cancel()
-            await runtime.aclose()
+            await port.aclose()
             if self.websocket.application_state == WebSocketState.CONNECTED:
                 with contextlib.suppress(Exception):
                     await self.websocket.close(self.close_code)

@@ -7,7 +7,7 @@ connect error, an HTTP error, a timeout or an answer that is not a transcription
 locally, and the endpoint is then skipped for a while (``Cooldown``) so that the next turns do
 not each wait for a dead host first.
 
-The remote's partial results are not used while the caller speaks: see ``runtime/engines.py``
+The remote's partial results are not used while the caller speaks: see ``engines/registry.py``
 (``use_remote_speech``) for why sessions default to remote finals only.
 """
 

@@ -39,14 +39,13 @@ from openrealtime.engines.base import (
     Transcript,
     VoiceInfo,
 )
-from openrealtime.engines.ray.deployments import DEPLOYMENT_NAMES, ENGINES, app_name, voices_from_info
+from openrealtime.engines.ray.deployments import DEPLOYMENT_NAMES, app_name, voices_from_info
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
     from openrealtime.config import Settings
     from openrealtime.engines.asr.whisper import SegmentedTranscript
-    from openrealtime.runtime.engines import EngineSet
 
 __all__ = [
     "RayEngineError",
@@ -55,7 +54,10 @@ __all__ = [
     "RayTranscriber",
     "RayVisionDescriber",
     "connect",
-    "load_ray_engines",
+    "ray_describer",
+    "ray_language_model",
+    "ray_synthesizers_for",
+    "ray_transcriber",
 ]
 
 log = logging.getLogger("openrealtime.engines.ray")
@@ -420,76 +422,35 @@ class RayVisionDescriber:
         return analysis
 
 
-# --------------------------------------------------------------------------- wiring
+# --------------------------------------------------------------------------- builders
+
+# What engines/registry.py builds for the ``ray`` backend of each engine kind; the other kinds,
+# and the engines not listed in ``ray_engines``, are built by the registry in this process.
 
 
-def _connect_for(settings: Settings) -> set[str]:
-    remote = set(settings.ray_engines)
-    unknown = remote - set(ENGINES)
-    if unknown:
-        raise ValueError(
-            f"ray_engines: unknown engine(s) {sorted(unknown)}; choose from {', '.join(ENGINES)}"
-        )
+def _connected(settings: Settings) -> str:
+    """Join the cluster (once) and return the Serve application prefix."""
     connect(settings.ray_address or "auto")
-    return remote
+    return settings.ray_app
 
 
 def ray_language_model(settings: Settings) -> RayLanguageModel:
     """The LLM adapter for the ``<ray_app>-llm`` deployment."""
-    _connect_for(settings)
-    model = RayLanguageModel(_handle(settings.ray_app, "llm"), model_dir=settings.model_dir)
+    model = RayLanguageModel(_handle(_connected(settings), "llm"), model_dir=settings.model_dir)
     log.info("llm on Ray: %s (local tokenizer: %s)", model.name, model.local_tokenizer)
     return model
 
 
-def load_ray_engines(engines: EngineSet, settings: Settings, *, speech: bool) -> None:
-    """Fill ``engines`` with the speech engines and image describer, using the Ray adapters
-    for those listed in ``settings.ray_engines``; VAD and the turn detector (per-session
-    state, 32 ms frames) and unlisted engines load locally. The LLM is chosen by the caller."""
-    remote = _connect_for(settings)
-    prefix = settings.ray_app
-    if speech:
-        _load_speech(engines, settings, remote, prefix)
-    if "vision" in remote:
-        engines.llm_vision = False
-        engines.vision = RayVisionDescriber(_handle(prefix, "vision"))
+def ray_transcriber(settings: Settings) -> RayTranscriber:
+    """The transcriber adapter for the ``<ray_app>-asr`` deployment."""
+    return RayTranscriber(_handle(_connected(settings), "asr"))
 
 
-def _load_speech(engines: EngineSet, settings: Settings, remote: set[str], prefix: str) -> None:
-    from openrealtime.engines.tts.voices import VoiceTable, default_engines
-    from openrealtime.engines.turn.smart_turn import SmartTurnDetector
-    from openrealtime.engines.vad.silero import SileroVAD
-
-    engines.vad = SileroVAD()
-    engines.turn_detector = SmartTurnDetector(intra_op_num_threads=settings.vad_threads)
-    engines.extra["asr_partials"] = settings.asr_partials
-    if "asr" in remote:
-        engines.transcriber = RayTranscriber(_handle(prefix, "asr"))
-    else:
-        from openrealtime.engines.asr.whisper import WhisperTranscriber
-
-        asr_model: str | Path = Path(settings.asr) if Path(settings.asr).is_dir() else settings.asr
-        engines.transcriber = WhisperTranscriber(asr_model, cpu_threads=settings.asr_threads)
-    if settings.asr_partials == "pocketsphinx":
-        from openrealtime.engines.asr.pocketsphinx import PocketSphinxTranscriber
-
-        engines.partial_transcriber = PocketSphinxTranscriber()
-    synthesizers: dict[str, Any]
-    if "tts" in remote:
-        synthesizers = ray_synthesizers(_handle(prefix, "tts"))
-    else:
-        synthesizers = dict(
-            default_engines(
-                piper_voices=[str(p) for p in settings.piper_voices],
-                kokoro=settings.kokoro or settings.kokoro_model is not None,
-                kokoro_model=settings.kokoro_model,
-                kokoro_voices=[str(p) for p in settings.kokoro_voices],
-                onnx_threads=settings.tts_threads,
-            )
-        )
-    engines.voices = VoiceTable(synthesizers, overrides=settings.voices or None)
-    log.info("speech engines ready: asr on %s, tts on %s", _where("asr", remote), _where("tts", remote))
+def ray_synthesizers_for(settings: Settings) -> dict[str, RaySynthesizer]:
+    """Every TTS engine of the ``<ray_app>-tts`` deployment."""
+    return ray_synthesizers(_handle(_connected(settings), "tts"))
 
 
-def _where(engine: str, remote: set[str]) -> str:
-    return "Ray" if engine in remote else "this process"
+def ray_describer(settings: Settings) -> RayVisionDescriber:
+    """The image describer of the ``<ray_app>-vision`` deployment."""
+    return RayVisionDescriber(_handle(_connected(settings), "vision"))

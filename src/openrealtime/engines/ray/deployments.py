@@ -23,10 +23,10 @@ from ray import serve
 from ray.serve.deployment import Application
 
 from openrealtime.engines.base import CancelToken, ChatRequest, ImageAnalysis, LLMEvent, PcmAudio, VoiceInfo
+from openrealtime.engines.registry import RAY_KINDS
 
-ENGINES: tuple[str, ...] = ("llm", "asr", "tts", "vision")
-"""Engines that can run on Ray (VAD and the turn detector keep per-session state on 32 ms
-frames: a network hop per frame would cost more than the model, so they stay local)."""
+ENGINES: tuple[str, ...] = RAY_KINDS
+"""Engines that can run on Ray (see ``engines.registry.RAY_KINDS``)."""
 
 _DONE = object()
 
@@ -138,15 +138,18 @@ class LLMDeployment:
 
     def __init__(self, options: EngineOptions) -> None:
         from openrealtime.engines.llm.llamacpp import LlamaCppModel
+        from openrealtime.engines.registry import embedded_llm
 
-        self.model = LlamaCppModel(
+        model = embedded_llm(
             options.llm,
-            n_threads=options.llm_threads,
-            n_threads_batch=options.llm_threads,
-            n_ctx=options.llm_context,
+            threads=options.llm_threads,
+            batch_threads=options.llm_threads,
+            context=options.llm_context,
             seed=options.llm_seed,
             model_dir=_model_dir(options),
         )
+        assert isinstance(model, LlamaCppModel)
+        self.model = model
 
     def info(self) -> dict[str, Any]:
         return {
@@ -178,12 +181,12 @@ class ASRDeployment:
     CTranslate2 threads and the queue the autoscaler sees is the real backlog."""
 
     def __init__(self, options: EngineOptions) -> None:
-        from pathlib import Path
-
         from openrealtime.engines.asr.whisper import WhisperTranscriber
+        from openrealtime.engines.registry import embedded_transcriber
 
-        model: str | Path = Path(options.asr) if Path(options.asr).is_dir() else options.asr
-        self.model = WhisperTranscriber(model, cpu_threads=options.asr_threads)
+        model = embedded_transcriber(options.asr, threads=options.asr_threads)
+        assert isinstance(model, WhisperTranscriber)
+        self.model = model
 
     def info(self) -> dict[str, Any]:
         return {"name": self.model.name, "sample_rate": self.model.sample_rate}
@@ -221,14 +224,14 @@ class TTSDeployment:
     """The installed TTS engines (Piper, optional Kokoro, espeak-ng), streamed chunk by chunk."""
 
     def __init__(self, options: EngineOptions) -> None:
-        from openrealtime.engines.tts.voices import default_engines
+        from openrealtime.engines.registry import embedded_synthesizers
 
-        self.engines = default_engines(
-            piper_voices=list(options.piper_voices),
-            kokoro=options.kokoro or options.kokoro_model is not None,
+        self.engines = embedded_synthesizers(
+            piper_voices=options.piper_voices,
+            kokoro=options.kokoro,
             kokoro_model=options.kokoro_model,
-            kokoro_voices=list(options.kokoro_voices),
-            onnx_threads=options.tts_threads,
+            kokoro_voices=options.kokoro_voices,
+            threads=options.tts_threads,
         )
 
     def info(self) -> dict[str, dict[str, Any]]:
@@ -269,9 +272,12 @@ class VisionDeployment:
     """The embedded image describer (OCR + ImageNet labels)."""
 
     def __init__(self, options: EngineOptions) -> None:
+        from openrealtime.engines.registry import embedded_describer
         from openrealtime.engines.vision.embedded import EmbeddedDescriber
 
-        self.model = EmbeddedDescriber(_model_dir(options), threads=options.vision_threads)
+        model = embedded_describer(_model_dir(options), threads=options.vision_threads)
+        assert isinstance(model, EmbeddedDescriber)
+        self.model = model
 
     def info(self) -> dict[str, Any]:
         return {"name": self.model.name, "problems": list(self.model.check())}

@@ -1,8 +1,4 @@
-"""Image input: checking data URLs, billing image tokens, and describing images for an LLM."""
+"""Describing images for a language model that cannot see them (OCR and ImageNet labels).
 
-from __future__ import annotations
-
-from .images import CheckedImage, ImageInputError, check_data_url, open_image
-from .tokens import image_tokens
-
-__all__ = ["CheckedImage", "ImageInputError", "check_data_url", "image_tokens", "open_image"]
+Checking and decoding the images clients send lives in ``openrealtime.images``.
+"""

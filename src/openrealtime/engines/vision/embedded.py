@@ -19,12 +19,12 @@ from typing import Literal
 
 from PIL import Image
 
+from ...images.data_url import FORMATS, open_image
+from ...images.tokens import image_tokens
 from ..assets import AssetError
 from ..base import ImageAnalysis, ImageLabel, RecognizedText
 from .classifier import ImageClassifier
-from .images import FORMATS, open_image
 from .ocr import TextReader
-from .tokens import image_tokens
 
 __all__ = ["EmbeddedDescriber", "compose_analysis"]
 

@@ -1,28 +1,26 @@
 """One phone call: ringing until the app accepts or rejects it, then a Realtime session
 whose audio is the call's RTP.
 
-The session side mirrors the WebRTC call (the server owns playback): assistant audio waits
-in a ``Playout`` and leaves as paced 20 ms G.711 packets, so ``output_audio_buffer.*``
-events and barge-in truncation follow what the caller really heard. DTMF key presses become
-``input_audio_buffer.dtmf_event_received``. Events go to every attached sideband socket.
+The session side is the WebRTC call's (transports/calls.py): the runtime plays the answer
+out, and the call's RTP sends it as paced 20 ms G.711 packets pulled from the session, so
+``output_audio_buffer.*`` events and barge-in truncation follow what the caller really heard.
+DTMF key presses become ``input_audio_buffer.dtmf_event_received``. Events go to every
+attached sideband socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import Protocol, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
-from ...audio import formats
-from ...protocol import client_events as ce
-from ...protocol import server_events as se
-from ...protocol.errors import RealtimeError
+from ...runtime.port import SessionClient
 from ...runtime.session_runtime import SessionRuntime
-from ..media import InboundAudio, PcmAudio, PlaybackCleared, PlaybackEvent, PlaybackStarted, Playout
+from ..calls import CallSession, EventSink
+from ..media import PcmAudio
+from ..wire import EventWire, Frame
 from .dialog import Dialog
 from .message import SipRequest, SipResponse
 from .rtp import MEDIA_TIMEOUT_S, RtpSession
@@ -31,12 +29,6 @@ from .sdp import Negotiated, build_answer
 log = logging.getLogger("openrealtime.sip.call")
 
 SIP_RATE = 8000
-
-
-class EventSink(Protocol):
-    def send(self, event: se.ServerEvent) -> None: ...
-
-    async def close(self, code: int, reason: str) -> None: ...
 
 
 class Signaling(Protocol):
@@ -53,9 +45,7 @@ class Signaling(Protocol):
     def call_ended(self, call: SipCall) -> None: ...
 
 
-RuntimeFactory = Callable[
-    [Callable[[se.ServerEvent], None], Callable[[int, str], Awaitable[None]]], SessionRuntime
-]
+RuntimeFactory = Callable[[SessionClient], SessionRuntime]
 
 
 class CallStateError(Exception):
@@ -83,18 +73,12 @@ class SipCall:
         self.state = "ringing"
         self.key_id = ""
         self.runtime: SessionRuntime | None = None
+        self.session = CallSession(self.close)
         self.rtp: RtpSession | None = None
         self.answer_sdp = ""
-        self.playout = Playout()
-        self.sinks: list[EventSink] = []
         self.ended = asyncio.Event()
         self.ring_timer: asyncio.TimerHandle | None = None
         self.end_reason = ""
-        self._inbound = InboundAudio()
-        self._decoders: dict[str, formats.StreamDecoder] = {}
-        self._last_audio_item: dict[str, str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._buffer_full_reported = False
 
     @property
     def closed(self) -> bool:
@@ -116,8 +100,7 @@ class SipCall:
                 self.signaling.media_host,
                 on_audio=self._on_caller_audio,
                 on_dtmf=self.on_dtmf,
-                on_playback=self._on_playback,
-                playout=self.playout,
+                pull=self.session.pull,
                 on_media_timeout=lambda: self._spawn(self.close(), "sip-media-timeout"),
                 media_timeout_s=MEDIA_TIMEOUT_S if receiving else float("inf"),
             )
@@ -130,13 +113,14 @@ class SipCall:
             rtp.sending = chosen.direction in ("sendrecv", "sendonly")
             rtp.use_srtp(chosen.srtp)  # SDES keys from the offer/answer, or None for plain RTP
             await rtp.start()
-            self.runtime = make_runtime(self._on_session_event, self._on_session_close)
+            self.runtime = make_runtime(self.session)
+            self.session.port = self.runtime
         except BaseException:
             self.signaling.final_response(self, 500)
             await self._end(send_bye=False, status=0)
             raise
         self.answer_sdp = build_answer(self.offer_sdp, chosen, self.signaling.media_host, rtp.local_port)
-        self.runtime.start()  # session.created
+        self.session.start()  # session.created
         self.signaling.final_response(self, 200, body=self.answer_sdp.encode())
 
     def reject(self, status: int = 603) -> None:
@@ -181,146 +165,30 @@ class SipCall:
         log.info("call %s: no ACK for our 200 OK", self.call_id)
         self._spawn(self._end(send_bye=True, status=0), "sip-no-ack")
 
-    # ---- sidebands
+    # ---- sidebands and media in
+
+    @property
+    def input_format(self) -> str:
+        return self.session.input_format
 
     async def attach(self, sink: EventSink) -> None:
-        self.sinks.append(sink)
+        await self.session.attach(sink)
 
     def detach(self, sink: EventSink) -> None:
-        with contextlib.suppress(ValueError):
-            self.sinks.remove(sink)
+        self.session.detach(sink)
 
-    def on_client_frame(self, frame: str | bytes) -> None:
+    def receive_frame(self, frame: Frame, wire: EventWire) -> None:
         """A client event from a sideband socket."""
-        runtime = self.runtime
-        if runtime is None or self.state != "active":
-            return
-        if _is_output_clear(frame):
-            runtime.observers.client_event(runtime.info, "output_audio_buffer.clear")
-            self._clear_output(by_client=True)
-            return
-        runtime.on_frame(frame)
-
-    # ---- media in
+        if self.state == "active":
+            self.session.receive_frame(frame, wire)
 
     def _on_caller_audio(self, pcm8k: PcmAudio) -> None:
-        runtime = self.runtime
-        if runtime is None or self.state != "active":
-            return
-        core = runtime.core
-        data = self._inbound.convert(pcm8k, SIP_RATE, 1, core.input_format)
-        if core.append_media_audio(data):
-            self._buffer_full_reported = False
-        elif not self._buffer_full_reported:
-            self._buffer_full_reported = True
-            core.error(
-                RealtimeError(
-                    "input_audio_buffer_full",
-                    "The input audio buffer is full; commit or clear it to keep listening.",
-                )
-            )
-        runtime.flush()
+        if self.state == "active":
+            self.session.caller_audio(pcm8k, SIP_RATE)
 
     def on_dtmf(self, digit: str) -> None:
-        if self.state != "active":
-            return
-        event = se.InputAudioBufferDtmfEventReceived(event=digit, received_at=int(time.time()))
-        self._publish(cast(se.ServerEvent, event))  # the one event without an event_id
-
-    # ---- session events → playout and sidebands
-
-    def _publish(self, event: se.ServerEvent) -> None:
-        for sink in list(self.sinks):
-            sink.send(event)
-
-    def _publish_own(self, event: se.ServerEvent) -> None:
-        if self.runtime is not None:
-            self.runtime.observers.server_event(self.runtime.info, event)
-        self._publish(event)
-
-    def _on_session_event(self, event: se.ServerEvent) -> None:
-        if isinstance(event, se.ResponseOutputAudioDelta):
-            self._queue_audio(event)
-            return
-        self._publish(event)
-        if isinstance(event, se.InputAudioBufferSpeechStarted) and self._interrupts():
-            self._clear_output(by_client=False)
-        elif isinstance(event, se.ResponseDone):
-            rid = str(event.response.get("id") or "")
-            decoder = self._decoders.pop(rid, None)
-            if decoder is not None:
-                item = self._last_audio_item.pop(rid, None)
-                tail = decoder.flush()
-                if item is not None and len(tail):
-                    self.playout.push(rid, item, tail)
-            self._on_playback(list(self.playout.finish(rid)))
-
-    def _queue_audio(self, event: se.ResponseOutputAudioDelta) -> None:
-        assert self.runtime is not None
-        rid = event.response_id
-        decoder = self._decoders.get(rid)
-        if decoder is None:
-            live = self.runtime.core.responses.get(rid)
-            fmt = live.output_format if live is not None else self._output_format()
-            decoder = self._decoders[rid] = formats.StreamDecoder(fmt)
-        self._last_audio_item[rid] = event.item_id
-        self.playout.push(rid, event.item_id, decoder.decode(base64.b64decode(event.delta)))
-
-    def _output_format(self) -> str:
-        assert self.runtime is not None
-        audio = getattr(self.runtime.core.session.audio, "output", None)
-        return str(audio.format.type) if audio is not None else "audio/pcm"
-
-    def _interrupts(self) -> bool:
-        assert self.runtime is not None
-        detection = self.runtime.core.session.audio.input.turn_detection
-        return detection is not None and bool(getattr(detection, "interrupt_response", False))
-
-    def _on_playback(self, events: list[PlaybackEvent]) -> None:
-        for event in events:
-            if isinstance(event, PlaybackStarted):
-                self._publish_own(se.OutputAudioBufferStarted(response_id=event.response_id))
-            else:
-                self._publish_own(se.OutputAudioBufferStopped(response_id=event.response_id))
-
-    def _clear_output(self, *, by_client: bool) -> None:
-        """Barge-in or ``output_audio_buffer.clear``: queued audio is dropped at once (the next
-        RTP packet is silence) and the answer is truncated to what the caller heard."""
-        cleared = self.playout.clear()
-        if cleared is None:
-            return
-        self._decoders.pop(cleared.response_id, None)
-        self._last_audio_item.pop(cleared.response_id, None)
-        self._publish_own(se.OutputAudioBufferCleared(response_id=cleared.response_id))
-        if by_client:
-            self._truncate(cleared)
-        else:
-            asyncio.get_running_loop().call_soon(self._truncate, cleared)
-
-    def _truncate(self, cleared: PlaybackCleared) -> None:
-        runtime = self.runtime
-        if runtime is None or self.state != "active":
-            return
-        core = runtime.core
-        if cleared.response_id in core.responses:
-            core.cancel_response(cleared.response_id, "client_cancelled")
-            runtime.flush()
-        track = core.conversation.audio.get((cleared.item_id, 0))
-        if track is None or cleared.item_id not in core.conversation or track.duration_ms == 0:
-            return
-        core.handle_event(
-            ce.ConversationItemTruncate(
-                type="conversation.item.truncate",
-                item_id=cleared.item_id,
-                content_index=0,
-                audio_end_ms=min(cleared.played_ms, track.duration_ms),
-            )
-        )
-        runtime.flush()
-
-    async def _on_session_close(self, code: int, reason: str) -> None:
-        """The session ended itself (fatal error, expiry): hang up."""
-        self._spawn(self.close(), "sip-session-closed")
+        if self.state == "active" and self.runtime is not None:
+            self.runtime.dtmf(digit)
 
     # ---- teardown
 
@@ -329,11 +197,8 @@ class SipCall:
             self.ring_timer.cancel()
             self.ring_timer = None
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self.session.spawn(coro, name)
 
     async def _end(self, *, send_bye: bool, status: int) -> None:
         """Finish the call once: the final SIP message, media, session, sidebands."""
@@ -349,23 +214,10 @@ class SipCall:
             if send_bye:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.signaling.request(self, "BYE"), 5.0)
-            if self.runtime is not None:
-                with contextlib.suppress(Exception):
-                    await self.runtime.aclose()
+            with contextlib.suppress(Exception):
+                await self.session.end_session()
         finally:
             if self.rtp is not None:
                 await self.rtp.close()
-            for sink in list(self.sinks):
-                with contextlib.suppress(Exception):
-                    await sink.close(1000, "call ended")
-            self.sinks.clear()
+            await self.session.close_sinks()
             self.ended.set()
-
-
-def _is_output_clear(frame: str | bytes) -> bool:
-    if b"output_audio_buffer.clear" not in (frame.encode() if isinstance(frame, str) else frame):
-        return False
-    try:
-        return isinstance(ce.parse_client_event(frame), ce.OutputAudioBufferClear)
-    except RealtimeError:
-        return False

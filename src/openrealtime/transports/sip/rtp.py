@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...audio import formats
 from ...audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from ..media import FramePacer, PcmAudio, PlaybackEvent, Playout, RateConverter
+from ..media import FramePacer, PcmAudio, RateConverter
 from .srtp import SdesKeys, SrtpError, SrtpSession
 
 log = logging.getLogger("openrealtime.sip.rtp")
@@ -222,8 +223,7 @@ class RtpSession:
         *,
         on_audio: Callable[[PcmAudio], None],
         on_dtmf: Callable[[str], None],
-        on_playback: Callable[[list[PlaybackEvent]], None],
-        playout: Playout,
+        pull: Callable[[], PcmAudio],
         jitter_depth: int = 3,
         on_media_timeout: Callable[[], None] = lambda: None,
         media_timeout_s: float = MEDIA_TIMEOUT_S,
@@ -231,8 +231,8 @@ class RtpSession:
         self.host = host
         self.on_audio = on_audio
         self.on_dtmf = on_dtmf
-        self.on_playback = on_playback
-        self.playout = playout
+        self.pull = pull
+        """The next 20 ms of the assistant's voice at 24 kHz (the session's playback)."""
         self.on_media_timeout = on_media_timeout
         self.media_timeout_s = media_timeout_s
         self._last_packet = time.monotonic()
@@ -309,17 +309,14 @@ class RtpSession:
 
     async def _send_loop(self) -> None:
         pacer = FramePacer(time.monotonic)
-        converter = RateConverter(self.playout.rate, 8000)
+        converter = RateConverter(formats.INTERNAL_RATE, 8000)
         encode = _encoder(self.codec)
         first = True
         while not self.closed:
             delay = pacer.next_delay()
             if delay > 0:
                 await asyncio.sleep(delay)
-            pcm, events = self.playout.pull()
-            if events:
-                self.on_playback(events)
-            payload = encode(converter.convert(pcm))
+            payload = encode(converter.convert(self.pull()))
             self._timestamp = (self._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
             self._sequence = (self._sequence + 1) & 0xFFFF
             if not self.sending or self.remote is None or not self._transports:

@@ -1,4 +1,4 @@
-"""Turn speech probabilities into ``speech_started`` / ``speech_stopped`` decisions.
+"""Turn-taking: speech probabilities into ``speech_started`` / ``speech_stopped`` decisions.
 
 A pure, deterministic state machine: no threads, no clocks, no audio. The caller runs a VAD
 model on fixed frames and feeds each frame's speech probability, the frame's position on the
@@ -74,6 +74,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..protocol.session import SemanticVad, ServerVad
+
 __all__ = [
     "EAGERNESS_DEFAULTS",
     "Eagerness",
@@ -88,6 +90,7 @@ __all__ = [
     "SpeechStarted",
     "SpeechStopped",
     "StopReason",
+    "config_for",
 ]
 
 Eagerness = Literal["low", "medium", "high", "auto"]
@@ -532,3 +535,14 @@ class SpeechSegmenter:
         self._candidate_onset_ms = None
         self._buffer_start_ms = at_ms
         return event
+
+
+def config_for(detection: ServerVad | SemanticVad) -> SegmenterConfig:
+    """The segmenter settings for the session's ``audio.input.turn_detection``."""
+    if isinstance(detection, ServerVad):
+        return ServerVadConfig(
+            threshold=detection.threshold,
+            prefix_padding_ms=detection.prefix_padding_ms,
+            silence_duration_ms=detection.silence_duration_ms,
+        )
+    return SemanticVadConfig(eagerness=detection.eagerness)

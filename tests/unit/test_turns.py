@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openrealtime.engines.vad.segmenter import (
+from openrealtime.core.turns import (
     EdgeRefinement,
     EndOfTurnRequested,
     SegmenterEvent,
