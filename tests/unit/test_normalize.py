@@ -25,7 +25,7 @@ from openrealtime.engines.tts.normalize import normalize_for_speech, spell_code
         ("It costs $12.50.", "It costs twelve dollars and fifty cents."),
         (
             "That is $1,234.56 in total.",
-            "That is one thousand two hundred thirty-four dollars and fifty-six cents in total.",
+            "That is one thousand, two hundred thirty-four dollars and fifty-six cents in total.",
         ),
         ("A $3 million deal.", "A three million dollars deal."),
         ("Pay 20 EUR.", "Pay twenty euros."),

@@ -271,9 +271,8 @@ def _amount_words(amount: Decimal, currency: str, lang: str) -> str:
     parts = []
     if whole or not fraction:
         # "nine hundred seven dollars": with num2words' British "and" inside the number,
-        # Whisper heard "nine hundred and seven dollars" as "$900 and $7", and with its comma
-        # (a pause) "one thousand, five hundred fifty-five dollars" as "$1,500, $55"
-        words = _cardinal(whole, lang).replace(" and ", " ").replace(",", "")
+        # Whisper heard "nine hundred and seven dollars" as "$900 and $7"
+        words = _cardinal(whole, lang).replace(" and ", " ")
         parts.append(f"{words} {one if whole == 1 else many}")
     if fraction and cent:
         parts.append(f"{_cardinal(fraction, lang)} {cent if fraction == 1 else cents}")
