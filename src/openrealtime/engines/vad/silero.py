@@ -78,6 +78,8 @@ class SileroVADStream:
 
     def speech_probability(self, frame: FloatAudio) -> float:
         """Probability of speech in one 512-sample float32 frame at 16 kHz."""
+        if self.closed:
+            raise RuntimeError("this VAD stream is closed")
         return self._owner.score([(self, [frame])])[0][0]
 
     def reset(self) -> None:
@@ -140,8 +142,6 @@ class SileroVAD:
         streams: dict[int, SileroVADStream] = {}
         spans: list[tuple[int, int, int]] = []  # (stream key, first frame, count) per request
         for stream, frames in requests:
-            if stream.closed:
-                raise RuntimeError("this VAD stream is closed")
             key = id(stream)
             streams[key] = stream
             own = frames_of.setdefault(key, [])
@@ -171,9 +171,9 @@ class SileroVAD:
             context[active] = window[:, -_CONTEXT:]
             for row, index in enumerate(active):
                 found[keys[index]].append(float(probabilities[row, 0]))
-        for index, key in enumerate(keys):
-            streams[key].state[:] = state[:, index]
-            streams[key].context[:] = context[index]
+        for column, key in enumerate(keys):
+            streams[key].state[:] = state[:, column]
+            streams[key].context[:] = context[column]
         return [found[key][first : first + count] for key, first, count in spans]
 
 
