@@ -162,8 +162,8 @@ class Settings(BaseSettings):
     """Client events per second per API key across its sessions (0: unlimited); bursts up to
     ``event_burst`` are allowed. Over the rate an event is refused with ``rate_limit_exceeded``."""
     event_burst: float = 1000.0
-    max_waiting_text_responses: int = 8
-    """Text-only sessions' responses that may wait for the language model at once; a
+    max_text_responses: int = 8
+    """Text-only sessions' responses in progress at once (waiting or generating); a
     ``response.create`` beyond that gets ``rate_limits.updated`` and a ``server_overloaded``
     error instead of a place in the queue (0: unlimited). Voice turns are never refused."""
     partial_asr_share: float = 0.5

@@ -60,28 +60,22 @@ async def test_a_voice_turn_runs_before_text_work_queued_earlier() -> None:
     assert queue.waiting() == 0
 
 
-async def test_text_responses_beyond_the_limit_are_refused_then_admitted_again() -> None:
+def test_text_responses_beyond_the_limit_are_refused_then_admitted_again() -> None:
     queue = EngineQueue("llm", 1)
-    admission = Admission(queue, max_waiting_text=2)
-    release, blocker = await _blocked(queue)
+    admission = Admission(queue, max_text=2)
     assert admission.text_response() is None
-    with serving(PRIORITY_TEXT):
-        waiting = [asyncio.ensure_future(queue.call(lambda: None)) for _ in range(2)]
-    while queue.waiting(PRIORITY_TEXT) < 2:
-        await asyncio.sleep(0.001)
+    admission.text_started()
+    assert admission.text_response() is None
+    admission.text_started()
     refusal = admission.text_response()
-    assert refusal is not None and refusal.limit == 2 and refusal.waiting == 2
+    assert refusal is not None and refusal.limit == 2 and refusal.in_progress == 2
     assert refusal.retry_after_s > 0
     limits = refusal_rate_limits(refusal).rate_limits[0]
     assert (limits.name, limits.limit, limits.remaining) == ("requests", 2, 0)
-    # voice work waiting does not count against text admission
-    voice = asyncio.ensure_future(queue.call(lambda: None, priority=PRIORITY_TURN))
-    await asyncio.sleep(0)
-    assert admission.text_response() is not None
-    release.set()
-    await asyncio.gather(blocker, voice, *waiting)
+    assert limits.reset_seconds == refusal.retry_after_s
+    admission.text_finished()
     assert admission.text_response() is None
-    assert Admission(queue, max_waiting_text=0).text_response() is None
+    assert Admission(queue, max_text=0).text_response() is None
 
 
 async def test_partials_stay_within_their_share_and_yield_to_waiting_turns() -> None:

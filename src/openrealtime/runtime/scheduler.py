@@ -7,8 +7,8 @@ later step faster). The class of a response's work comes from the task that runs
 (``serving``), so engines and responders need not pass it along. Work queued for a response
 that was cancelled in the meantime is dropped before it starts.
 
-Admission (``Admission``) refuses a new text response while too many text responses already
-wait for the LLM, instead of letting the queue grow without bound; voice turns are never
+Admission (``Admission``) refuses a new text response while too many text responses are
+already in progress, instead of letting the LLM queue grow without bound; voice turns are never
 refused (one at a time per voice session, and they go first). ``BackgroundBudget`` keeps
 partial transcription to a bounded share of the ASR worker's time and stops it while a voice
 turn's work waits.
@@ -318,7 +318,7 @@ class Refusal:
     """Why new work was not admitted: the queue it would join and when to try again."""
 
     limit: int
-    waiting: int
+    in_progress: int
     retry_after_s: float
 
 
@@ -335,20 +335,32 @@ def refusal_rate_limits(refusal: Refusal) -> se.RateLimitsUpdated:
 
 
 class Admission:
-    """Refuses a text-only session's new response while ``max_waiting_text`` text responses
-    already wait for the language model (0 admits everything)."""
+    """Refuses a text-only session's new response while ``max_text`` text responses are
+    already in progress (waiting for the language model or generating; 0 admits everything).
 
-    def __init__(self, llm: EngineQueue, *, max_waiting_text: int) -> None:
+    Counted from the moment a response is admitted, not when its work reaches a queue, so
+    requests arriving together cannot all slip in before the first is queued."""
+
+    def __init__(self, llm: EngineQueue, *, max_text: int) -> None:
         self.llm = llm
-        self.max_waiting_text = max_waiting_text
+        self.max_text = max_text
+        self.text_in_progress = 0
 
     def text_response(self) -> Refusal | None:
-        waiting = self.llm.waiting(PRIORITY_TEXT)
-        if self.max_waiting_text <= 0 or waiting < self.max_waiting_text:
+        """``None`` when a new text response may start, else why not."""
+        busy = self.text_in_progress
+        if self.max_text <= 0 or busy < self.max_text:
             return None
         per_job = self.llm.mean_run_s.get(PRIORITY_TEXT, 1.0)
         workers = max(1, len(self.llm._threads))
-        return Refusal(self.max_waiting_text, waiting, round(max(0.1, per_job * waiting / workers), 2))
+        ahead = busy - self.max_text + 1
+        return Refusal(self.max_text, busy, round(max(0.1, per_job * ahead / workers), 2))
+
+    def text_started(self) -> None:
+        self.text_in_progress += 1
+
+    def text_finished(self) -> None:
+        self.text_in_progress = max(0, self.text_in_progress - 1)
 
 
 class Scheduler:
@@ -361,7 +373,7 @@ class Scheduler:
         asr_workers: int = 1,
         tts_workers: int = 1,
         vad_workers: int = 1,
-        max_waiting_text: int = 8,
+        max_text_responses: int = 8,
         partial_share: float = 0.5,
     ) -> None:
         self.llm = EngineQueue("llm", llm_workers)
@@ -369,7 +381,7 @@ class Scheduler:
         self.tts = EngineQueue("tts", tts_workers)
         self.vad = EngineQueue("vad", vad_workers)
         self.vision = EngineQueue("vision", 1)
-        self.admission = Admission(self.llm, max_waiting_text=max_waiting_text)
+        self.admission = Admission(self.llm, max_text=max_text_responses)
         self.partials = BackgroundBudget((self.asr, self.llm, self.tts, self.vad), share=partial_share)
         self.asr.on_done = self.partials.record
         self._vad_batches: dict[int, VadBatcher] = {}

@@ -288,8 +288,12 @@ class SessionRuntime:
             case StartResponse():
                 token = CancelToken()
                 self.timings[command.response_id] = TurnTimings(created=time.monotonic())
-                with serving(PRIORITY_TURN if self._is_voice(command) else PRIORITY_TEXT):
+                voice = self._is_voice(command)
+                with serving(PRIORITY_TURN if voice else PRIORITY_TEXT):
                     task = self._spawn(self._run_response(command, token), f"response:{command.response_id}")
+                if not voice:  # counted until the task ends, however it ends
+                    self.scheduler.admission.text_started()
+                    task.add_done_callback(lambda _: self.scheduler.admission.text_finished())
                 self._responses[command.response_id] = _Work(token, task)
             case CancelResponse():
                 work = self._responses.pop(command.response_id, None)
