@@ -6,7 +6,7 @@ Whisper base (CTranslate2 int8, greedy) on real speech clips, each padded to Whi
 window as faster-whisper does: ``batch`` clips encoded and decoded one after another (batch
 size 1, what the ASR queue does now) against the same clips as one batch
 (``WhisperModel.model.encode`` / ``generate`` on a stacked batch). Prints median/p95 wall
-time per round and per clip for each batch size and writes ``bench/results/asr_batch.json``.
+time and process CPU time (all threads; robust on a busy machine) per round for each batch size and writes ``bench/results/asr_batch.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,16 @@ from openrealtime.benchmark.machine import machine_info  # noqa: E402
 from openrealtime.benchmark.stats import summarize  # noqa: E402
 
 AUDIO = ROOT.parent.parent / "shared" / "audio"
-CLIPS = ["librivox-0880", "cards-005", "librivox-0930", "goforward", "cards-001", "librivox-0890", "cards-003", "librivox-0920"]
+CLIPS = [
+    "librivox-0880",
+    "cards-005",
+    "librivox-0930",
+    "goforward",
+    "cards-001",
+    "librivox-0890",
+    "cards-003",
+    "librivox-0920",
+]
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -37,7 +46,9 @@ def load(name: str) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sizes", type=int, nargs="*", default=[2, 4])
@@ -52,9 +63,10 @@ def main() -> None:
         cpu_threads=args.threads,
     )
     clips = [load(name) for name in CLIPS]
-    features = [model.feature_extractor(c, padding=model.feature_extractor.n_samples - c.size)[:, :3000] for c in clips]
-    prompt = model.tokenizer if hasattr(model, "tokenizer") else None
-    del prompt
+    features = [
+        model.feature_extractor(c, padding=model.feature_extractor.n_samples - c.size)[:, :3000]
+        for c in clips
+    ]
     from faster_whisper.tokenizer import Tokenizer
 
     tokenizer = Tokenizer(model.hf_tokenizer, True, task="transcribe", language="en")
@@ -72,18 +84,22 @@ def main() -> None:
     report: dict[str, object] = {"command": " ".join(["python", *sys.argv]), "machine": machine_info()}
     for size in args.sizes:
         batch = features[:size]
-        apart, together = [], []
+        apart, together, apart_cpu, together_cpu = [], [], [], []
         for _ in range(args.rounds):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             texts_apart = [decode([f])[0] for f in batch]
             apart.append((time.perf_counter() - t) * 1000)
-            t = time.perf_counter()
+            apart_cpu.append((time.process_time() - c) * 1000)
+            t, c = time.perf_counter(), time.process_time()
             texts_together = decode(batch)
             together.append((time.perf_counter() - t) * 1000)
+            together_cpu.append((time.process_time() - c) * 1000)
         same = sum(a.strip() == b.strip() for a, b in zip(texts_apart, texts_together, strict=True))
         row = {
             "one_after_another_ms": summarize(apart),
             "as_one_batch_ms": summarize(together),
+            "one_after_another_cpu_ms": summarize(apart_cpu),
+            "as_one_batch_cpu_ms": summarize(together_cpu),
             "same_text": f"{same}/{size}",
         }
         report[f"batch_{size}"] = row
