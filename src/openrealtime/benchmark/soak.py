@@ -141,8 +141,8 @@ async def text_session(server: BenchServer, until: float, load: TextLoad, index:
                     elif event["type"] == "error" and event["error"]["code"] == "server_overloaded":
                         # refused at capacity: wait as told, then ask again (the wait counts)
                         load.refused += 1
-                        if time.monotonic() >= until:
-                            return
+                        if time.monotonic() >= until and turn > 1:
+                            return  # every session still gets its first answer
                         await asyncio.sleep(min(max(retry_after, 0.2), 5.0))
                         await ws.send(create)
                     elif event["type"] == "error":
