@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openrealtime.engines.tts.verbatim import (
+from openrealtime.core.verbatim import (
     VERBATIM_INSTRUCTIONS,
     VerbatimExpander,
     marker,
