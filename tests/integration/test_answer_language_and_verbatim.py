@@ -110,7 +110,10 @@ async def voice_turn(ws: Any, pcm24: np.ndarray) -> CallerRun:
 
 
 def answer_transcript(run: CallerRun) -> str:
-    return " ".join(e["transcript"] for e in run.of("response.output_audio_transcript.done"))
+    """The answer's transcript, after what the server heard the caller say (for messages)."""
+    caller = [e["transcript"] for e in run.of("conversation.item.input_audio_transcription.completed")]
+    said = " ".join(e["transcript"] for e in run.of("response.output_audio_transcript.done"))
+    return f"{caller} -> {said}" if caller else said
 
 
 def heard(whisper: Any, run: CallerRun) -> tuple[str, float, str]:
@@ -154,7 +157,7 @@ async def test_the_answer_follows_a_switch_in_the_middle_of_a_conversation(ws: A
     for pcm in (caller_audio("librivox-0870"), spoken(SPANISH, "es"), caller_audio("librivox-0890")):
         run = await voice_turn(ws, pcm)
         language, probability, words = heard(whisper, run)
-        languages.append((language, round(probability, 2), words))
+        languages.append((language, round(probability, 2), words, answer_transcript(run)))
     assert [entry[0] for entry in languages] == ["en", "es", "en"], languages
 
 
@@ -205,7 +208,7 @@ async def test_a_verbatim_function_result_is_spoken_word_for_word(ws: Any, whisp
     await ws.send(json.dumps({"type": "response.create"}))
     run = CallerRun()
     await collect(ws, run, "response.done", timeout=240)
-    transcript = answer_transcript(run)
+    transcript = " ".join(e["transcript"] for e in run.of("response.output_audio_transcript.done"))
     assert LEGAL in transcript, transcript
     assert "[[" not in transcript and "say:" not in transcript
     _, _, words = heard(whisper, run)

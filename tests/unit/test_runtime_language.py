@@ -185,7 +185,7 @@ async def test_the_clients_language_is_used_as_is() -> None:
         await h.runtime.aclose()
 
 
-SPANISH_LINE = "The caller speaks Spanish; answer in Spanish."
+SPANISH_LINE = "Answer in Spanish. Responde en español."
 
 
 async def test_answers_follow_the_language_the_caller_is_heard_in() -> None:
@@ -214,9 +214,7 @@ async def test_the_clients_language_is_the_answers_language() -> None:
         h.configure(language="fr-CA")
         await h.respond()  # nothing heard yet: the setting alone decides
         assert llm.requests[-1].language == "fr"
-        assert (llm.requests[-1].messages[0].content or "").endswith(
-            "The caller speaks French; answer in French."
-        )
+        assert (llm.requests[-1].messages[0].content or "").endswith("Answer in French. Réponds en français.")
     finally:
         await h.runtime.aclose()
 

@@ -26,6 +26,17 @@ _NAMES = {
 """English names of the languages callers commonly speak (the model follows a name better
 than a code)."""
 
+_IN_ITS_OWN_WORDS = {
+    "de": "Antworte auf Deutsch.", "es": "Responde en español.", "fr": "Réponds en français.",
+    "hi": "हिंदी में जवाब दें।", "it": "Rispondi in italiano.", "ja": "日本語で答えてください。",
+    "nl": "Antwoord in het Nederlands.", "pl": "Odpowiadaj po polsku.", "pt": "Responda em português.",
+    "ru": "Отвечай по-русски.", "zh": "请用中文回答。",
+}  # fmt: skip
+"""The same request in the language itself. Measured with the default model (Qwen2.5 0.5B) on a
+garbled Spanish transcript (espeak-ng speech through Whisper base): "The caller speaks Spanish;
+answer in Spanish." made it talk about the caller in English in 4 of 4 runs ("The caller can
+say Spanish."); "Answer in Spanish. Responde en español." answered in Spanish in 4 of 4."""
+
 
 def normalise_language(value: str | None) -> str | None:
     """``"ES"``/``"es-MX"`` → ``"es"``; ``None``, ``""`` and ``"auto"`` → ``None``."""
@@ -44,5 +55,6 @@ def language_instruction(language: str | None) -> str | None:
     code = normalise_language(language)
     if code is None or code == ENGLISH:
         return None
-    name = language_name(code)
-    return f"The caller speaks {name}; answer in {name}."
+    line = f"Answer in {language_name(code)}."
+    own = _IN_ITS_OWN_WORDS.get(code)
+    return f"{line} {own}" if own else line
