@@ -1180,7 +1180,7 @@ def test_semantic_vad_asks_the_turn_detector(h: Harness) -> None:
     assert len(requests) == 1
     h.core.receive(EndOfTurnPredicted(requests[0].request_id + 100, 0.99))  # unknown request: ignored
     assert h.events() == []
-    h.core.receive(EndOfTurnPredicted(requests[0].request_id, 0.99))
+    h.core.receive(EndOfTurnPredicted(requests[0].request_id, 0.99, text=0.9, text_pending=False))
     assert types(h.events()) == [
         "input_audio_buffer.speech_stopped",
         "input_audio_buffer.committed",

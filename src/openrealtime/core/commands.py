@@ -87,6 +87,8 @@ class PredictEndOfTurn:
     request_id: int
     audio_start_ms: int
     audio_end_ms: int
+    speech_end_ms: int | None = None
+    """Where the speech before the pause ended (prosody is measured up to here)."""
 
 
 @dataclass(frozen=True)

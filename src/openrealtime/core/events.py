@@ -217,8 +217,15 @@ class SpeechProbabilities:
 
 @dataclass(frozen=True)
 class EndOfTurnPredicted:
+    """Evidence for the pause that ``request_id`` asked about: smart-turn's score (``None``:
+    none new), the completeness of the pause's transcript and the prosody at its end (each a
+    probability that the turn is over), and whether that transcript is still being made."""
+
     request_id: int
-    probability: float
+    probability: float | None
+    text: float | None = None
+    prosody: float | None = None
+    text_pending: bool | None = None
 
 
 @dataclass(frozen=True)

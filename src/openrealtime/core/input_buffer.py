@@ -203,7 +203,13 @@ class InputTurns:
     def end_of_turn(self, result: EndOfTurnPredicted) -> None:
         if self.segmenter is None or self.state.closed:
             return
-        for event in self.segmenter.end_of_turn_result(result.request_id, result.probability):
+        for event in self.segmenter.end_of_turn_result(
+            result.request_id,
+            result.probability,
+            text=result.text,
+            prosody=result.prosody,
+            text_pending=result.text_pending,
+        ):
             self._segmented(event)
 
     def _segmented(self, event: turns.SegmenterEvent) -> None:
@@ -236,6 +242,7 @@ class InputTurns:
                     request_id=event.request_id,
                     audio_start_ms=event.audio_start_ms,
                     audio_end_ms=event.audio_end_ms,
+                    speech_end_ms=event.speech_end_ms,
                 )
             )
 
