@@ -27,9 +27,18 @@ from ..engines.asr.language import LanguageDetection, LanguageTracker
 from ..engines.asr.streaming import StreamingTranscription, transcribe_in
 from ..engines.base import FloatAudio, Transcript, VADStream
 from ..engines.registry import EngineSet
+from ..engines.turn.completeness import RuleCompleteness
+from ..engines.turn.prosody import end_probability, prosody_at_end
+from .echo_guard import EchoGuard
 from .scheduler import PRIORITY_BACKGROUND, PRIORITY_TURN, Scheduler
 
 log = logging.getLogger("openrealtime.listening")
+
+PROSODY_SPAN_MS = 3000
+"""The prosody at a pause is measured against the last seconds of speech, not the whole turn."""
+
+TEXT_WAIT_SECONDS = 2.0
+"""Longest wait for the pass that transcribes a pause (the policy waits 1.5 s at most)."""
 
 KEEP_SECONDS = 120.0
 """How much 16 kHz caller audio is kept for the turn detector and transcription."""
@@ -79,12 +88,17 @@ class InputPipeline:
         self.turn_streams: dict[str, StreamingTranscription] = {}
         self.task: asyncio.Task[None] | None = None
         self.last_frame_end_ms = 0.0
+        self.echo = EchoGuard()
+        """The session's own voice, removed before the VAD and the transcriber hear the caller."""
+        self.completeness = RuleCompleteness()
+        """How finished the pause's transcript reads (free: a rule over its last words)."""
         self.caller_language = LanguageTracker.from_setting(self.engines.asr_language)
         """The caller's language: the client's ``transcription.language`` or the tracked one."""
 
     # ------------------------------------------------------------------ commands
 
     def on_append(self, command: InputAppended) -> None:
+        self.echo.heard_until(command.start_ms + len(command.pcm) * 1000 / formats.INTERNAL_RATE)
         self.queue.put_nowait(command)
         if self.task is None:
             self.task = asyncio.ensure_future(self._run())
@@ -129,6 +143,8 @@ class InputPipeline:
             self.streaming = None
 
     async def predict_end_of_turn(self, command: PredictEndOfTurn) -> None:
+        """The evidence at a pause: smart-turn's score and the prosody now, the completeness of
+        the pause's transcript now or, while its pass runs, in a second report when it ends."""
         detector = self.engines.turn_detector
         if detector is None:
             probability = 0.0
@@ -137,7 +153,28 @@ class InputPipeline:
             probability = await self.scheduler.vad.call(
                 lambda: detector.end_of_turn_probability(audio), priority=PRIORITY_TURN
             )
-        self.report(EndOfTurnPredicted(command.request_id, probability))
+        prosody = None
+        if command.speech_end_ms is not None:
+            since = max(command.audio_start_ms, command.speech_end_ms - PROSODY_SPAN_MS)
+            spoken = self.history.slice(since, command.speech_end_ms)
+            prosody = end_probability(prosody_at_end(spoken))
+        streaming = self.streaming
+        text, running = streaming.pause_transcript() if streaming is not None else (None, None)
+        self.report(
+            EndOfTurnPredicted(
+                command.request_id,
+                probability,
+                text=self.completeness.probability(text) if text else None,
+                prosody=prosody,
+                text_pending=running is not None,
+            )
+        )
+        if running is None or streaming is None:
+            return
+        await asyncio.to_thread(running.wait, TEXT_WAIT_SECONDS)
+        text, _ = streaming.pause_transcript()
+        completeness = self.completeness.probability(text) if text else None
+        self.report(EndOfTurnPredicted(command.request_id, None, text=completeness, text_pending=False))
 
     async def transcribe(self, command: TranscribeItem) -> tuple[Transcript, float, list[str]]:
         """The item's final transcript: finish its streaming pass, or transcribe the audio."""
@@ -182,6 +219,7 @@ class InputPipeline:
                 frames = self._frames(command)
                 if not frames:
                     continue
+                frames = self.echo.clean(frames)
                 audio = np.concatenate([f.samples for f in frames])
                 self.history.add(frames[0].start_ms, audio)
                 self.last_frame_end_ms = frames[-1].end_ms
@@ -197,7 +235,10 @@ class InputPipeline:
                 scored = zip(probabilities, frames, strict=True)
                 self.report(
                     SpeechProbabilities(
-                        tuple(VadFrame(p, f.start_ms, f.end_ms, f.level_db) for p, f in scored)
+                        tuple(
+                            VadFrame(self.echo.gate(p, f.end_ms), f.start_ms, f.end_ms, f.level_db)
+                            for p, f in scored
+                        )
                     )
                 )
             except Exception:
@@ -219,6 +260,7 @@ class InputPipeline:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
+        self.echo.close()
         close = getattr(self.vad_stream, "close", None)
         if close is not None:
             close()

@@ -484,6 +484,21 @@ class StreamingTranscription:
         with self._lock:
             return _join(self._committed)
 
+    def pause_transcript(self) -> tuple[str | None, threading.Event | None]:
+        """The turn's text up to its latest pause, for the end-of-turn decision.
+
+        ``(text, None)`` once a pass covers all the speech fed so far; ``(None, done)`` while
+        such a pass runs (``done`` is set when it ends); ``(None, None)`` when none will come
+        (too little audio for a pass)."""
+        with self._lock:
+            running = self._inflight.get(self._final_slot)
+            if running is not None and running.end >= self._voiced_end:
+                return None, running.done
+            last = self._last_pass
+            if last is not None and last.end >= self._voiced_end and last.cut == self._cut:
+                return _join([*self._committed[: self._cut_words], *last.words]), None
+            return None, None
+
     @property
     def trimmed_seconds(self) -> float:
         """Audio at the start of the turn whose text is final and no longer re-decoded."""
