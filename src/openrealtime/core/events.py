@@ -206,6 +206,8 @@ class VadFrame:
     start_ms: float
     end_ms: float
     level_db: float | None = None
+    assistant_audible: bool = False
+    """The answer may be playing at the caller's end during this frame (core/backchannels.py)."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,14 @@ class SpeechProbabilities:
     """VAD scores of consecutive frames of the input audio."""
 
     frames: tuple[VadFrame, ...]
+
+
+@dataclass(frozen=True)
+class HeldSpeechHeard:
+    """The (partial) transcript of speech held back while the answer plays."""
+
+    item_id: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -263,6 +273,7 @@ Result = (
     | ImageAnalyzed
     | SpeechProbabilities
     | EndOfTurnPredicted
+    | HeldSpeechHeard
     | CallerAudio
     | IdleTimeout
     | SessionExpired

@@ -35,6 +35,7 @@ from .events import (
     EndOfTurnPredicted,
     GenerationFailed,
     GenerationFinished,
+    HeldSpeechHeard,
     IdleTimeout,
     ImageAnalyzed,
     McpCallDone,
@@ -246,6 +247,8 @@ class SessionCore:
                 self.input.speech_probabilities(result)
             case EndOfTurnPredicted():
                 self.input.end_of_turn(result)
+            case HeldSpeechHeard():
+                self.input.held_speech_heard(result)
             case CallerAudio():
                 if not self.state.closed:
                     self.input.caller_audio(result.pcm)

@@ -289,6 +289,11 @@ class SpeechSegmenter:
         return self._turn is not None
 
     @property
+    def speech_end_ms(self) -> float | None:
+        """Where the turn's speech was last heard (None outside a turn)."""
+        return self._turn.speech_end_ms if self._turn is not None else None
+
+    @property
     def buffer_start_ms(self) -> float:
         return self._buffer_start_ms
 

@@ -52,6 +52,7 @@ class EchoGuard:
         """The input clock's present position: the end of the caller audio received so far."""
         self.play_end_ms = 0.0
         """Where the output placed so far ends on the input clock."""
+        self.played_any = False
 
     def configure(self, mode: NoiseReduction) -> None:
         """Follow ``audio.input.noise_reduction``; a change starts a fresh canceller."""
@@ -70,12 +71,12 @@ class EchoGuard:
         """Output speech (24 kHz) handed to the client or the playout, in order."""
         if not len(pcm):
             return
-        canceller = self._ensure()
-        if canceller is None:
-            return
         at_ms = max(self.clock_ms, self.play_end_ms)
-        canceller.play(pcm, OUTPUT_RATE, at_ms=at_ms)
         self.play_end_ms = at_ms + len(pcm) * 1000 / OUTPUT_RATE
+        self.played_any = True
+        canceller = self._ensure()
+        if canceller is not None:
+            canceller.play(pcm, OUTPUT_RATE, at_ms=at_ms)
 
     def stopped(self) -> None:
         """Playback was cut now (barge-in, cleared): the rest of the answer will not be heard."""
@@ -86,9 +87,9 @@ class EchoGuard:
 
     def audible(self, start_ms: float) -> bool:
         """Whether output placed so far can still be echoing at input time ``start_ms``."""
-        if self.canceller is None:
+        if not self.played_any:
             return False
-        s = self.canceller.settings
+        s = self.canceller.settings if self.canceller is not None else EchoSettings()
         return start_ms < self.play_end_ms + s.max_delay_ms + s.tail_ms
 
     def clean(self, frames: list[AudioFrame]) -> list[AudioFrame]:

@@ -22,11 +22,12 @@ import numpy as np
 from ..audio import formats
 from ..audio.resample import AudioFrame, AudioFramer, int16_to_float32, resample
 from ..core.commands import InputAppended, InputCommitted, PredictEndOfTurn, SpeechStarted, TranscribeItem
-from ..core.events import EndOfTurnPredicted, Result, SpeechProbabilities, VadFrame
+from ..core.events import EndOfTurnPredicted, HeldSpeechHeard, Result, SpeechProbabilities, VadFrame
 from ..engines.asr.language import LanguageDetection, LanguageTracker
 from ..engines.asr.streaming import StreamingTranscription, transcribe_in
 from ..engines.base import FloatAudio, Transcript, VADStream
 from ..engines.registry import EngineSet
+from ..engines.turn.backchannel import BACKCHANNEL_PROMPT
 from ..engines.turn.completeness import RuleCompleteness
 from ..engines.turn.prosody import end_probability, prosody_at_end
 from .echo_guard import EchoGuard
@@ -36,6 +37,10 @@ log = logging.getLogger("openrealtime.listening")
 
 PROSODY_SPAN_MS = 3000
 """The prosody at a pause is measured against the last seconds of speech, not the whole turn."""
+
+HELD_POLL_SECONDS = 0.05
+HELD_FOLLOW_SECONDS = 5.0
+"""Held speech is decided within ~2.5 s (a second of speech, or 1.5 s for its transcript)."""
 
 TEXT_WAIT_SECONDS = 2.0
 """Longest wait for the pass that transcribes a pause (the policy waits 1.5 s at most)."""
@@ -86,6 +91,7 @@ class InputPipeline:
         self.streaming: StreamingTranscription | None = None
         self.streaming_start_ms = 0.0
         self.turn_streams: dict[str, StreamingTranscription] = {}
+        self.followers: set[asyncio.Task[None]] = set()
         self.task: asyncio.Task[None] | None = None
         self.last_frame_end_ms = 0.0
         self.echo = EchoGuard()
@@ -118,7 +124,9 @@ class InputPipeline:
             transcriber,
             partials=partials,
             language=self.caller_language.policy(),
-            prompt=command.prompt,
+            # held speech is most often a backchannel: without the prompt Whisper spells "mhm"
+            # as whatever word it resembles
+            prompt=BACKCHANNEL_PROMPT if command.held and command.prompt is None else command.prompt,
             busy=lambda: self.scheduler.asr.depth > 0,
             executor=self.scheduler.asr.executor(PRIORITY_BACKGROUND),
         )
@@ -126,6 +134,27 @@ class InputPipeline:
         already = self.history.slice(command.audio_start_ms, self.last_frame_end_ms)
         if len(already):
             self._feed_streaming(already)
+        if command.held:
+            self._follow_held(command.item_id, self.streaming)
+
+    def _follow_held(self, item_id: str, streaming: StreamingTranscription) -> None:
+        """Report the transcript of held speech as its passes finish, until it is decided
+        (then the streaming pass is no longer this one: dropped, or the turn's)."""
+
+        async def follow() -> None:
+            last: str | None = None
+            for _ in range(round(HELD_FOLLOW_SECONDS / HELD_POLL_SECONDS)):
+                if self.streaming is not streaming:
+                    return
+                text = streaming.latest_text()
+                if text is not None and text != last:
+                    last = text
+                    self.report(HeldSpeechHeard(item_id, text))
+                await asyncio.sleep(HELD_POLL_SECONDS)
+
+        task = asyncio.ensure_future(follow())
+        self.followers.add(task)
+        task.add_done_callback(self.followers.discard)
 
     def on_committed(self, command: InputCommitted) -> None:
         if command.by_vad and self.streaming is not None:
@@ -236,7 +265,13 @@ class InputPipeline:
                 self.report(
                     SpeechProbabilities(
                         tuple(
-                            VadFrame(self.echo.gate(p, f.end_ms), f.start_ms, f.end_ms, f.level_db)
+                            VadFrame(
+                                self.echo.gate(p, f.end_ms),
+                                f.start_ms,
+                                f.end_ms,
+                                f.level_db,
+                                assistant_audible=self.echo.audible(f.start_ms),
+                            )
                             for p, f in scored
                         )
                     )
@@ -252,6 +287,8 @@ class InputPipeline:
         return self.framer.push(command.pcm) if len(command.pcm) else []
 
     async def aclose(self) -> None:
+        for follower in list(self.followers):
+            follower.cancel()
         self._drop_streaming()
         for streaming in self.turn_streams.values():
             streaming.cancel()

@@ -30,6 +30,7 @@ from ..core.commands import (
     ClearOutputAudio,
     CloseConnection,
     Command,
+    HeldSpeechDropped,
     InputAppended,
     InputBufferCleared,
     InputCommitted,
@@ -317,6 +318,8 @@ class SessionRuntime:
                 self._arm_idle_timer(command)
             case InputBufferCleared():
                 self.listening.on_cleared()
+            case HeldSpeechDropped():
+                self.listening.on_cleared()  # a backchannel: its transcription is not needed
             case ClearOutputAudio():
                 self.listening.echo.stopped()
                 cleared = self.playback.clear("client_cancelled") if self.playback is not None else None

@@ -484,6 +484,14 @@ class StreamingTranscription:
         with self._lock:
             return _join(self._committed)
 
+    def latest_text(self) -> str | None:
+        """The text of the latest finished pass over the turn (None before one finished)."""
+        with self._lock:
+            last = self._last_pass
+            if last is None or last.cut != self._cut:
+                return None
+            return _join([*self._committed[: self._cut_words], *last.words])
+
     def pause_transcript(self) -> tuple[str | None, threading.Event | None]:
         """The turn's text up to its latest pause, for the end-of-turn decision.
 
