@@ -85,10 +85,12 @@ class Speakerphone:
 
     def talk(self, name: str, level_db: float) -> Talk:
         """Mix clip ``name`` into the microphone from the next tick, at ``level_db`` dBFS."""
-        audio = clip24(name)
-        audio = audio * np.float32(10 ** ((level_db - rms_db(audio)) / 20))
-        onset = self.position + round(REFERENCE_EDGES[name][0] * RATE / 1000)
-        talk = Talk(audio, self.position, onset)
+        return self.say(clip24(name), level_db, onset_ms=REFERENCE_EDGES[name][0])
+
+    def say(self, audio: np.ndarray, level_db: float, onset_ms: float = 0.0) -> Talk:
+        """Mix 24 kHz ``audio`` into the microphone from the next tick, at ``level_db`` dBFS."""
+        scaled = (audio * 10 ** ((level_db - rms_db(audio)) / 20)).astype(np.float32)
+        talk = Talk(scaled, self.position, self.position + round(onset_ms * RATE / 1000))
         self.talks.append(talk)
         return talk
 

@@ -189,11 +189,21 @@ class InputPipeline:
             prosody = end_probability(prosody_at_end(spoken))
         streaming = self.streaming
         text, running = streaming.pause_transcript() if streaming is not None else (None, None)
+        completeness = self.completeness.probability(text) if text else None
+        log.debug(
+            "pause %d: smart-turn %.2f, prosody %s, text %r (%s)%s",
+            command.request_id,
+            probability,
+            prosody,
+            text,
+            completeness,
+            ", transcript pending" if running is not None else "",
+        )
         self.report(
             EndOfTurnPredicted(
                 command.request_id,
                 probability,
-                text=self.completeness.probability(text) if text else None,
+                text=completeness,
                 prosody=prosody,
                 text_pending=running is not None,
             )
@@ -203,6 +213,7 @@ class InputPipeline:
         await asyncio.to_thread(running.wait, TEXT_WAIT_SECONDS)
         text, _ = streaming.pause_transcript()
         completeness = self.completeness.probability(text) if text else None
+        log.debug("pause %d: text %r (%s)", command.request_id, text, completeness)
         self.report(EndOfTurnPredicted(command.request_id, None, text=completeness, text_pending=False))
 
     async def transcribe(self, command: TranscribeItem) -> tuple[Transcript, float, list[str]]:
