@@ -5,7 +5,7 @@ Callers say "mhm", "okay", "right", cough or laugh while the assistant speaks; c
 answer for that is one of the most common complaints about voice agents. ``server_vad`` keeps
 OpenAI's semantics (any speech interrupts). Under ``semantic_vad`` with ``interrupt_response``,
 speech the segmenter confirms while the answer can be heard (the runtime marks such frames,
-``VadFrame.assistant_audible``) is *held*: no ``speech_started``, no barge-in, but its
+``VadFrame.assistant_audible``) or is being generated is *held*: no ``speech_started``, no barge-in, but its
 transcription starts at once. Each frame, and each transcript of it, asks
 :func:`~openrealtime.engines.turn.backchannel.classify`:
 

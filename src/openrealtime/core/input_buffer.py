@@ -43,12 +43,15 @@ class InputTurns:
         *,
         on_speech_started: Callable[[], None],
         on_turn_committed: Callable[[], None],
+        answering: Callable[[], bool] = lambda: False,
     ) -> None:
         self.state = state
         self.on_speech_started = on_speech_started
         """Called right after ``speech_started`` is emitted (barge-in)."""
         self.on_turn_committed = on_turn_committed
         """Called after turn detection committed a turn."""
+        self.answering = answering
+        """Whether the default response is being generated (speech now may be a backchannel)."""
         self.buffer = bytearray()
         self.total_ms = 0.0
         self.last_frame_end_ms = 0.0
@@ -233,10 +236,10 @@ class InputTurns:
         return False
 
     def _holds(self, audible: bool) -> bool:
-        """Speech now is held: semantic_vad, barge-in on, and the answer can be heard."""
+        """Speech now is held: semantic_vad, barge-in on, and an answer is heard or generated."""
         detection = self.state.session.audio.input.turn_detection
         return (
-            audible
+            (audible or self.answering())
             and detection is not None
             and detection.type == "semantic_vad"
             and detection.interrupt_response

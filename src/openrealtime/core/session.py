@@ -98,7 +98,10 @@ class SessionCore:
         )
         self.mcp = Mcp(self.state, self.responses)
         self.input = InputTurns(
-            self.state, on_speech_started=self._speech_started, on_turn_committed=self._turn_committed
+            self.state,
+            on_speech_started=self._speech_started,
+            on_turn_committed=self._turn_committed,
+            answering=lambda: self.responses.active_default is not None,
         )
 
     # ------------------------------------------------------------------ reading

@@ -149,6 +149,7 @@ class InputPipeline:
                 text = streaming.latest_text()
                 if text is not None and text != last:
                     last = text
+                    log.debug("held speech %s: %r", item_id, text)
                     self.report(HeldSpeechHeard(item_id, text))
                 await asyncio.sleep(HELD_POLL_SECONDS)
 
