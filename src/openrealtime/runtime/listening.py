@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -42,8 +43,12 @@ HELD_POLL_SECONDS = 0.05
 HELD_FOLLOW_SECONDS = 5.0
 """Held speech is decided within ~2.5 s (a second of speech, or 1.5 s for its transcript)."""
 
-TEXT_WAIT_SECONDS = 2.0
-"""Longest wait for the pass that transcribes a pause (the policy waits 1.5 s at most)."""
+TEXT_WAIT_SECONDS = 1.5
+"""How long the pass that transcribes a pause is waited for before the turn may end without
+it (the policy's ``text_wait_ms``)."""
+TEXT_LATE_SECONDS = 3.0
+"""How much longer a late transcript of a pause still counts."""
+TEXT_POLL_SECONDS = 0.02
 
 KEEP_SECONDS = 120.0
 """How much 16 kHz caller audio is kept for the turn detector and transcription."""
@@ -211,7 +216,11 @@ class InputPipeline:
         )
         if running is None or streaming is None:
             return
-        await asyncio.to_thread(running.wait, TEXT_WAIT_SECONDS)
+        if not await _wait_for(running, TEXT_WAIT_SECONDS):
+            # late: the turn may end on the other evidence now; the text still counts if it comes
+            self.report(EndOfTurnPredicted(command.request_id, None, text_pending=False))
+            if not await _wait_for(running, TEXT_LATE_SECONDS):
+                return
         text, _ = streaming.pause_transcript()
         completeness = self.completeness.probability(text) if text else None
         log.debug("pause %d: text %r (%s)", command.request_id, text, completeness)
@@ -313,6 +322,15 @@ class InputPipeline:
         close = getattr(self.vad_stream, "close", None)
         if close is not None:
             close()
+
+
+async def _wait_for(event: threading.Event, seconds: float) -> bool:
+    """Wait for a worker thread's event without holding a thread of the loop's pool."""
+    for _ in range(max(1, round(seconds / TEXT_POLL_SECONDS))):
+        if event.is_set():
+            return True
+        await asyncio.sleep(TEXT_POLL_SECONDS)
+    return event.is_set()
 
 
 def _scorer(stream: VADStream, frames: list[AudioFrame]) -> Callable[[], list[float]]:
