@@ -19,8 +19,8 @@ playing there.
 ``audio.input.noise_reduction`` chooses how hard to suppress
 (:meth:`~openrealtime.audio.echo.EchoSettings.for_noise_reduction`); ``None`` (the default)
 still cancels the server's own echo, which removes nothing of the caller. Without libspeexdsp
-the guard is off (logged once) and audio passes untouched. Nothing runs before the first
-answer is played.
+the guard is off (logged once) and audio passes untouched. Nothing runs while no answer can
+be echoing (the learnt echo path is kept for the next one).
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ class EchoGuard:
     def clean(self, frames: list[AudioFrame]) -> list[AudioFrame]:
         """The frames with the echo of the output removed (unchanged before any output)."""
         canceller = self.canceller
-        if canceller is None or not frames:
-            return frames
+        if canceller is None or not frames or not self.audible(frames[0].start_ms):
+            return frames  # no answer can be echoing: nothing to do (the learnt path is kept)
         audio = np.concatenate([f.samples for f in frames])
         if audio.size % canceller.frame_samples:
             return frames
