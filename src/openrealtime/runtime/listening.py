@@ -181,9 +181,8 @@ class InputPipeline:
         """The evidence at a pause: smart-turn's score and the prosody now, the completeness of
         the pause's transcript now or, while its pass runs, in a second report when it ends."""
         detector = self.engines.turn_detector
-        if detector is None:
-            probability = 0.0
-        else:
+        probability: float | None = None  # no detector: no score, the other evidence decides
+        if detector is not None:
             audio = self.history.slice(command.audio_start_ms, command.audio_end_ms)
             probability = await self.scheduler.vad.call(
                 lambda: detector.end_of_turn_probability(audio), priority=PRIORITY_TURN
@@ -197,7 +196,7 @@ class InputPipeline:
         text, running = streaming.pause_transcript() if streaming is not None else (None, None)
         completeness = self.completeness.probability(text) if text else None
         log.debug(
-            "pause %d: smart-turn %.2f, prosody %s, text %r (%s)%s",
+            "pause %d: smart-turn %s, prosody %s, text %r (%s)%s",
             command.request_id,
             probability,
             prosody,
