@@ -46,7 +46,10 @@ PREFIX_MS = 300
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with run_server(tmp_path_factory.mktemp("turn-taking")) as process:
+    with run_server(
+        tmp_path_factory.mktemp("turn-taking"), env={"OPENREALTIME_LOG_LEVEL": "debug"}
+    ) as process:
+        print(process.log_path)
         yield process
 
 

@@ -36,6 +36,9 @@ from .scheduler import PRIORITY_BACKGROUND, PRIORITY_TURN, Scheduler
 
 log = logging.getLogger("openrealtime.listening")
 
+SPEECH_END_MARGIN_MS = 96
+"""The segmenter reports speech ending this much before the VAD released (its lag)."""
+
 PROSODY_SPAN_MS = 3000
 """The prosody at a pause is measured against the last seconds of speech, not the whole turn."""
 
@@ -193,7 +196,12 @@ class InputPipeline:
             spoken = self.history.slice(since, command.speech_end_ms)
             prosody = end_probability(prosody_at_end(spoken))
         streaming = self.streaming
-        text, running = streaming.pause_transcript() if streaming is not None else (None, None)
+        covering = None
+        if streaming is not None and command.speech_end_ms is not None:
+            # the pass must hold every word up to where the VAD heard speech end
+            end_ms = command.speech_end_ms + SPEECH_END_MARGIN_MS - self.streaming_start_ms
+            covering = max(0, round(end_ms * streaming.sample_rate / 1000))
+        text, running = streaming.pause_transcript(covering) if streaming is not None else (None, None)
         completeness = self.completeness.probability(text) if text else None
         log.debug(
             "pause %d: smart-turn %s, prosody %s, text %r (%s)%s",
@@ -215,12 +223,18 @@ class InputPipeline:
         )
         if running is None or streaming is None:
             return
-        if not await _wait_for(running, TEXT_WAIT_SECONDS):
-            # late: the turn may end on the other evidence now; the text still counts if it comes
-            self.report(EndOfTurnPredicted(command.request_id, None, text_pending=False))
-            if not await _wait_for(running, TEXT_LATE_SECONDS):
-                return
-        text, _ = streaming.pause_transcript()
+        late = False
+        waited = 0.0
+        while running is not None and waited < TEXT_WAIT_SECONDS + TEXT_LATE_SECONDS:
+            budget = TEXT_WAIT_SECONDS - waited if not late else TEXT_LATE_SECONDS
+            if not await _wait_for(running, budget):
+                if late:
+                    return
+                # late: the turn may end on the other evidence now; the text still counts
+                late = True
+                self.report(EndOfTurnPredicted(command.request_id, None, text_pending=False))
+            waited += budget  # a bound, not a measurement: passes that were replaced count whole
+            text, running = streaming.pause_transcript(covering)  # a cancelled pass is redone
         completeness = self.completeness.probability(text) if text else None
         log.debug("pause %d: text %r (%s)", command.request_id, text, completeness)
         self.report(EndOfTurnPredicted(command.request_id, None, text=completeness, text_pending=False))
