@@ -8,7 +8,7 @@ is sent, after whatever is still queued: clients and the server's own playout pl
 order), hands it to :class:`~openrealtime.audio.echo.EchoCanceller` as the far end, and cleans
 the caller's audio before the VAD, the turn detector and the transcriber hear it. The
 canceller's delay estimator finds the true echo path (network, jitter buffer, loudspeaker)
-within ``max_delay_ms`` of that placement.
+within :data:`MAX_DELAY_MS` of that placement.
 
 While playback could be echoing, a VAD frame's probability reaches the segmenter only when the
 canceller's residual looks like a different talker (:meth:`EchoCanceller.gate`), so the
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from ..core.events import PcmAudio
 log = logging.getLogger("openrealtime.echo")
 
 OUTPUT_RATE = 24_000
+MAX_DELAY_MS = 800
+"""Longest echo lag behind the placement searched: the client's network, playout buffer and
+loudspeaker, plus how late a busy server sees the caller's audio it places answers against."""
 _warned = False
 
 
@@ -89,8 +93,8 @@ class EchoGuard:
         """Whether output placed so far can still be echoing at input time ``start_ms``."""
         if not self.played_any:
             return False
-        s = self.canceller.settings if self.canceller is not None else EchoSettings()
-        return start_ms < self.play_end_ms + s.max_delay_ms + s.tail_ms
+        tail_ms = self.canceller.settings.tail_ms if self.canceller is not None else EchoSettings().tail_ms
+        return start_ms < self.play_end_ms + MAX_DELAY_MS + tail_ms
 
     def clean(self, frames: list[AudioFrame]) -> list[AudioFrame]:
         """The frames with the echo of the output removed (unchanged before any output)."""
@@ -124,7 +128,8 @@ class EchoGuard:
         global _warned
         if self.canceller is None:
             try:
-                self.canceller = EchoCanceller(self.sample_rate, EchoSettings.for_noise_reduction(self.mode))
+                settings = replace(EchoSettings.for_noise_reduction(self.mode), max_delay_ms=MAX_DELAY_MS)
+                self.canceller = EchoCanceller(self.sample_rate, settings)
             except EchoUnavailable as error:
                 if not _warned:
                     _warned = True
