@@ -135,7 +135,7 @@ class InputPipeline:
             # held speech is most often a backchannel: without the prompt Whisper spells "mhm"
             # as whatever word it resembles
             prompt=BACKCHANNEL_PROMPT if command.held and command.prompt is None else command.prompt,
-            busy=lambda: self.scheduler.asr.depth > 0,
+            busy=lambda: not self.scheduler.partials.allows(),
             executor=self.scheduler.asr.executor(PRIORITY_BACKGROUND),
         )
         self.streaming_start_ms = command.audio_start_ms
@@ -292,8 +292,8 @@ class InputPipeline:
                     continue
                 if self.vad_stream is None:
                     self.vad_stream = vad.new_stream()
-                probabilities = await self.scheduler.vad.call(
-                    _scorer(self.vad_stream, frames), priority=PRIORITY_TURN
+                probabilities = await self.scheduler.vad_batches(vad).score(
+                    self.vad_stream, [f.samples for f in frames]
                 )
                 scored = zip(probabilities, frames, strict=True)
                 self.report(
@@ -344,10 +344,6 @@ async def _wait_for(event: threading.Event, seconds: float) -> bool:
             return True
         await asyncio.sleep(TEXT_POLL_SECONDS)
     return event.is_set()
-
-
-def _scorer(stream: VADStream, frames: list[AudioFrame]) -> Callable[[], list[float]]:
-    return lambda: [stream.speech_probability(frame.samples) for frame in frames]
 
 
 def usage_for(seconds: float, text_tokens: int) -> dict[str, Any]:
