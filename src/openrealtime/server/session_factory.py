@@ -51,4 +51,6 @@ def new_session_runtime(
         info=info,
         admit_event=lambda: state.limits.allow_event(key_id),
         mcp_policy=McpPolicy.from_settings(settings.mcp_allowed_hosts, settings.mcp_timeout_seconds),
+        moderation=state.moderation,
+        disclosure=settings.disclosure if transport != "websocket" else None,  # said on calls
     )

@@ -20,9 +20,13 @@ from starlette.requests import HTTPConnection, Request
 from ..auth_records import EPHEMERAL_PREFIX, Principal
 from ..config import Settings
 from ..engines.registry import EngineSet
-from ..runtime.observer import Observers
+from ..recording import RecordingService, open_recording_service
+from ..recording.observer import RecordingObserver
+from ..runtime.observer import Observers, SessionObserver
 from ..runtime.scheduler import Scheduler
+from ..safety import Moderation, build_moderation
 from ..telemetry.ledger import UsageLedger, open_ledger
+from ..telemetry.metrics import ModerationMetrics
 from ..telemetry.observers import Telemetry
 from ..transports.sip.server import SipServer
 from . import cluster as cluster_module
@@ -50,6 +54,10 @@ class ServerState:
     sip: SipServer | None = None
     cluster: cluster_module.Cluster | None = None
     """This gateway's membership when replicas share state through Redis (``redis_url``)."""
+    recordings: RecordingService | None = None
+    """Encrypted session recordings (``None`` when recording is off for every key)."""
+    moderation: Moderation | None = None
+    """Content safety in the speech path (``None`` for ``moderation=none``)."""
 
 
 async def open_server_state(
@@ -60,7 +68,8 @@ async def open_server_state(
     scheduler: Scheduler | None = None,
     secrets: SecretStore | None = None,
 ) -> ServerState:
-    """Build the server state (storage, shared state, telemetry, SIP) in dependency order."""
+    """Build the server state (storage, shared state, telemetry, recordings, moderation, SIP)
+    in dependency order."""
     from .sip_calls import start_sip  # the SIP routes depend on this module
 
     ledger = await open_ledger(settings)  # storage: usage ledger and ephemeral keys
@@ -85,6 +94,12 @@ async def open_server_state(
         tts_workers=engines.in_flight.get("tts", 1),
     )
     telemetry = Telemetry.start(settings, scheduler)
+    moderation = build_moderation(settings, ModerationMetrics(telemetry.metrics.registry))
+    # the retention sweeper runs inside the service (at start-up, then periodically)
+    recordings = await open_recording_service(settings, ledger.storage)
+    observers: list[SessionObserver] = [*telemetry.observers, ledger]
+    if recordings is not None:
+        observers.append(RecordingObserver(recordings, opt_out_key=settings.recording_opt_out_dtmf))
     secret_store = secrets or (shared.redis if shared is not None else None) or ledger.storage
     sip = await start_sip(settings, calls, limits)
     if shared is not None:
@@ -95,13 +110,15 @@ async def open_server_state(
         auth=Authenticator(keys, secret_store),
         engines=engines,
         scheduler=scheduler,
-        observers=Observers([*telemetry.observers, ledger]),
+        observers=Observers(observers),
         limits=limits,
         calls=calls,
         usage_ledger=ledger,
         telemetry=telemetry,
         sip=sip,
         cluster=shared,
+        recordings=recordings,
+        moderation=moderation,
     )
 
 
@@ -113,6 +130,10 @@ async def close_server_state(state: ServerState) -> None:
     if state.cluster is not None:
         await state.cluster.close()
     state.telemetry.shutdown()
+    if state.recordings is not None:
+        await state.recordings.close()
+    if state.moderation is not None:
+        await state.moderation.close()
     await state.usage_ledger.close()
     await state.usage_ledger.storage.close()
 
