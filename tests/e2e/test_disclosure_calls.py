@@ -40,6 +40,8 @@ pytestmark = pytest.mark.slow
 DISCLOSURE = "You are talking to an automated assistant. This call may be recorded."
 OPT_OUT = "9"
 DISCLOSURE_WORDS = {"automated", "assistant", "recorded"}
+LEAD_MS = 9000
+"""The SIP caller starts speaking this long after the call starts, once the disclosure is said."""
 
 
 def words(text: str) -> set[str]:
@@ -141,7 +143,7 @@ async def test_a_webrtc_caller_hears_the_disclosure_before_the_first_answer(
 @pytest.fixture
 async def phone(tmp_path: Path) -> AsyncIterator[Baresip]:
     # the caller waits until the disclosure has been said, then speaks
-    agent = Baresip(tmp_path / "baresip", write_caller_wav(tmp_path / "caller.wav", lead_ms=7000))
+    agent = Baresip(tmp_path / "baresip", write_caller_wav(tmp_path / "caller.wav", lead_ms=LEAD_MS))
     await agent.start()
     try:
         yield agent
@@ -200,5 +202,5 @@ async def test_a_sip_caller_hears_the_disclosure_and_can_stop_the_recording(
     print("the SIP caller first heard:", said)
     assert len(words(said) & DISCLOSURE_WORDS) >= 2, said
     offset = len(sent) - len(heard)
-    assert loud[0] + offset < 7000 * 8, "the disclosure came before the caller spoke"
+    assert loud[0] + offset < LEAD_MS * 8, "the disclosure came before the caller spoke"
     assert gaps.size and loud[gaps[0] + 1] > end, "an answer followed the disclosure"

@@ -17,11 +17,13 @@ import numpy as np
 from ..audio import formats
 from ..audio.resample import StreamingResampler
 from ..core.events import PcmAudio
+from ..engines.registry import EngineSet
+from .scheduler import Scheduler
 
 if TYPE_CHECKING:
     from .session_runtime import SessionRuntime
 
-__all__ = ["DISCLOSURE_ID", "speak_disclosure"]
+__all__ = ["DISCLOSURE_ID", "prepare_disclosure", "speak_disclosure", "voice_name"]
 
 log = logging.getLogger("openrealtime.runtime")
 
@@ -30,8 +32,24 @@ _CACHE: dict[tuple[int, str, str], PcmAudio] = {}
 _CACHE_LIMIT = 16
 
 
-async def _synthesize(runtime: SessionRuntime, text: str, voice: str) -> PcmAudio | None:
-    voices = runtime.engines.voices
+def voice_name(voice: object) -> str:
+    """A session's voice (a name or a ``{"id": …}`` object) as the name the voice table resolves."""
+    if isinstance(voice, str):
+        return voice
+    found = getattr(voice, "id", None)
+    return found if isinstance(found, str) else "marin"
+
+
+async def prepare_disclosure(engines: EngineSet, scheduler: Scheduler, text: str, voice: str) -> None:
+    """Synthesize the disclosure ahead of the first call (at start-up), so no call waits for it."""
+    try:
+        await _synthesize(engines, scheduler, text, voice)
+    except Exception:
+        log.exception("the disclosure could not be synthesized")
+
+
+async def _synthesize(engines: EngineSet, scheduler: Scheduler, text: str, voice: str) -> PcmAudio | None:
+    voices = engines.voices
     if voices is None:
         return None
     synthesizer, voice_id = voices.resolve(voice)
@@ -42,7 +60,7 @@ async def _synthesize(runtime: SessionRuntime, text: str, voice: str) -> PcmAudi
     resampler = StreamingResampler(synthesizer.sample_rate, formats.INTERNAL_RATE, dtype=np.int16)
     parts = [
         np.asarray(resampler.process(chunk), dtype=np.int16)
-        async for chunk in runtime.scheduler.tts.stream(lambda: synthesizer.synthesize(text, voice=voice_id))
+        async for chunk in scheduler.tts.stream(lambda: synthesizer.synthesize(text, voice=voice_id))
     ]
     parts.append(np.asarray(resampler.flush(), dtype=np.int16))
     pcm = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
@@ -58,10 +76,9 @@ async def speak_disclosure(runtime: SessionRuntime, text: str) -> None:
     if playback is None or not text.strip():
         return
     session = runtime.core.session
-    voice = getattr(getattr(getattr(session, "audio", None), "output", None), "voice", None)
-    voice_name = voice if isinstance(voice, str) else getattr(voice, "id", None) or "marin"
+    voice = voice_name(getattr(getattr(getattr(session, "audio", None), "output", None), "voice", None))
     try:
-        pcm = await _synthesize(runtime, text, voice_name)
+        pcm = await _synthesize(runtime.engines, runtime.scheduler, text, voice)
     except Exception:
         log.exception("the disclosure could not be synthesized")
         return

@@ -9,6 +9,7 @@ dependencies (``server_state``, ``require_principal``) instead of looking them u
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,8 +21,10 @@ from starlette.requests import HTTPConnection, Request
 from ..auth_records import EPHEMERAL_PREFIX, Principal
 from ..config import Settings
 from ..engines.registry import EngineSet
+from ..protocol.session import RealtimeSession
 from ..recording import RecordingService, open_recording_service
 from ..recording.observer import RecordingObserver
+from ..runtime.disclosure import prepare_disclosure, voice_name
 from ..runtime.observer import Observers, SessionObserver
 from ..runtime.scheduler import Scheduler
 from ..safety import Moderation, build_moderation
@@ -35,6 +38,7 @@ from .call_registry import CallRegistry
 from .limits import SessionLimits
 
 log = logging.getLogger("openrealtime.server")
+_background: set[asyncio.Future[None]] = set()
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,11 @@ async def open_server_state(
     sip = await start_sip(settings, calls, limits)
     if shared is not None:
         shared.start(limits, calls)
+    if settings.disclosure and engines.voices is not None:
+        voice = voice_name(RealtimeSession().audio.output.voice)  # the default voice's sound, ready
+        warm = asyncio.ensure_future(prepare_disclosure(engines, scheduler, settings.disclosure, voice))
+        _background.add(warm)
+        warm.add_done_callback(_background.discard)
     return ServerState(
         settings=settings,
         keys=keys,
