@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -174,13 +175,13 @@ async def test_a_sip_caller_hears_the_disclosure_and_can_stop_the_recording(
             url, additional_headers={"Authorization": f"Bearer {server.api_key}"}
         ) as ws:
             await phone.event("CALL_ESTABLISHED")
+            await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
             first = await sideband_until(ws, "output_audio_buffer.started", seen)
             assert first["response_id"] == "disclosure"
             await sideband_until(ws, "response.done", seen)
             await sideband_until(ws, "output_audio_buffer.stopped", seen)
-            session_id = next(
-                e["session"]["id"] for e in seen if e["type"] in ("session.created", "session.updated")
-            )
+            updated = [e for e in seen if e["type"] == "session.updated"]
+            session_id = (updated or [await sideband_until(ws, "session.updated", seen)])[0]["session"]["id"]
             assert await recordings_of(server, session_id) != []  # recorded so far
             await phone.command("sndcode", OPT_OUT)
             await sideband_until(ws, "input_audio_buffer.dtmf_event_received", seen)
