@@ -4,6 +4,7 @@ report of what each frame carried, and the recording observer on a real recordin
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from openrealtime.core.events import AppendAudio, OutputAudio
+from openrealtime.core.events import AppendAudio, CreateItem, OutputAudio
 from openrealtime.engines.tts.chunker import ClauseChunker
 from openrealtime.protocol import client_events as ce
 from openrealtime.protocol import server_events as se
@@ -135,3 +136,11 @@ def test_client_events_return_to_their_wire_shape() -> None:
         client_event_wire(ce.InputAudioBufferCommit(type="input_audio_buffer.commit"))["type"]
         == "input_audio_buffer.commit"
     )
+
+
+def test_created_items_keep_their_decoded_audio() -> None:
+    item = {"type": "message", "role": "user", "content": [{"type": "input_audio"}]}
+    created = ce.ConversationItemCreate(type="conversation.item.create", item=item)
+    wire = client_event_wire(CreateItem(created, {0: np.full(4, 3, dtype=np.int16)}))
+    audio = wire["item"]["content"][0]["audio"]
+    assert np.array_equal(np.frombuffer(base64.b64decode(audio), "<i2"), np.full(4, 3))

@@ -11,12 +11,14 @@ deletes the recording of the call.
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
 from ..core.events import AppendAudio, ClientInput, CreateItem, OutputAudio, PcmAudio
 from ..protocol.server_events import ServerEvent
 from ..runtime.observer import SessionInfo
+from .journal import pcm_bytes
 from .service import RecordingService, SessionRecorder
 
 __all__ = ["RecordingObserver"]
@@ -34,7 +36,12 @@ def client_event_wire(event: ClientInput | None) -> dict[str, Any]:
             wire["event_id"] = event.event_id
         return wire
     if isinstance(event, CreateItem):
-        return event.event.model_dump(mode="json", exclude_none=True)
+        created: dict[str, Any] = event.event.model_dump(mode="json", exclude_none=True)
+        content = created.get("item", {}).get("content")
+        for index, pcm in event.audio.items():  # decoded on arrival: kept as 24 kHz pcm16
+            if isinstance(content, list) and index < len(content) and isinstance(content[index], dict):
+                content[index]["audio"] = base64.b64encode(pcm_bytes(pcm)).decode()
+        return created
     dumped: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
     return dumped
 

@@ -469,7 +469,7 @@ class SessionRuntime:
             result, seconds, deltas = await self.listening.transcribe(command)
             self.transcript_ready_at[command.item_id] = time.monotonic()
             text = result.text.strip()
-            if self.moderation is not None and text:
+            if self.moderation is not None and text and self.core.state.realtime is not None:
                 verdict = await self.moderation.check_input(text, session_id=self.session_id)
                 if verdict.blocked:
                     self.refused_items.add(command.item_id)
