@@ -175,6 +175,13 @@ class Settings(BaseSettings):
     """Client events per second per API key across its sessions (0: unlimited); bursts up to
     ``event_burst`` are allowed. Over the rate an event is refused with ``rate_limit_exceeded``."""
     event_burst: float = 1000.0
+    max_text_responses: int = 8
+    """Text-only sessions' responses in progress at once (waiting or generating); a
+    ``response.create`` beyond that gets ``rate_limits.updated`` and a ``server_overloaded``
+    error instead of a place in the queue (0: unlimited). Voice turns are never refused."""
+    partial_asr_share: float = 0.5
+    """At most this share of the ASR worker's time goes to partial transcripts while callers
+    speak (over 10 s windows); none while a voice turn's work waits."""
     max_send_queue_bytes: int = 64 * 1024 * 1024
     idle_connection_seconds: float = 900.0
     """A WebSocket that sends nothing for this long while no response runs gets ``idle_timeout``

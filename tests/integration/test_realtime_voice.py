@@ -7,7 +7,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,7 +19,7 @@ from openai import AsyncOpenAI
 from openrealtime.audio import formats
 from openrealtime.engines.asr.wer import corpus_wer
 from tests.speech_audio import LEAD_MS, REFERENCE_EDGES, caller_audio, transcripts
-from tests.support import ServerProcess, run_server, validate_server_event
+from tests.support import ServerProcess, validate_server_event
 from tests.voice_client import CallerRun, collect, output_audio, stream_audio
 
 pytestmark = pytest.mark.slow
@@ -30,12 +30,6 @@ FIXED_REPLY = (
     "Thank you for calling, I heard you clearly and I will help you right away."
 )
 PREFIX_MS = 300
-
-
-@pytest.fixture(scope="module")
-def voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with run_server(tmp_path_factory.mktemp("voice-server")) as server:
-        yield server
 
 
 @pytest.fixture

@@ -226,6 +226,7 @@ async def record_session(server: ServerProcess, data: Path, tmp: Path) -> Record
 
 @pytest.fixture(scope="module")
 def voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Its own server, not the shared one: the tests read every turn's timings in its log."""
     env = {
         "OPENREALTIME_API_KEYS": f"{OWNER_KEY},{OTHER_KEY},{ADMIN_KEY}",
         "OPENREALTIME_USAGE_ADMIN_KEYS": ADMIN_KEY,

@@ -64,7 +64,8 @@ from ..core.session import SessionCore
 from ..engines.base import CancelToken, ChatRequest
 from ..engines.registry import EngineSet
 from ..protocol import server_events as se
-from ..protocol.errors import RealtimeError, rate_limited
+from ..protocol.client_events import ResponseCreate
+from ..protocol.errors import RealtimeError, rate_limited, server_overloaded
 from ..safety import Moderation
 from . import mcp as mcp_client
 from .disclosure import speak_disclosure
@@ -74,7 +75,7 @@ from .observer import Observers, SessionInfo
 from .playback import FRAME_MS, MediaPlayback
 from .port import ClientOutput, SessionClient
 from .responding import FIRST_PIECE_WORDS, Cascade, Responder, TurnTimings
-from .scheduler import Scheduler
+from .scheduler import PRIORITY_TEXT, PRIORITY_TURN, Refusal, Scheduler, refusal_rate_limits, serving
 
 log = logging.getLogger("openrealtime.runtime")
 
@@ -194,6 +195,9 @@ class SessionRuntime:
             self.observers.client_event(self.info, _client_event_type(event))
             if self.admit_event is not None and not self.admit_event():
                 self.core.reject(rate_limited(event.event_id))
+            elif isinstance(event, ResponseCreate) and (refusal := self._refuse_text_response()):
+                self._send(refusal_rate_limits(refusal))
+                self.core.reject(server_overloaded(event.event_id, refusal.retry_after_s))
             else:
                 self.core.handle(event)
         except Exception:  # a bug on one event must not end the session
@@ -204,6 +208,16 @@ class SessionRuntime:
         refused = any(isinstance(e, se.ErrorEvent) for e in self.core.state.events[emitted:])
         self.observers.client_input(self.info, event, not refused, at)
         self.flush()
+
+    def _is_voice(self, command: StartResponse) -> bool:
+        """A caller is listening: the answer is spoken, or the session has sent audio."""
+        return command.modality == "audio" or self.listening.history.samples > 0
+
+    def _refuse_text_response(self) -> Refusal | None:
+        """Admission for a ``response.create`` of a session that is not a voice session."""
+        if self.listening.history.samples > 0:
+            return None
+        return self.scheduler.admission.text_response()
 
     def client_error(self, error: RealtimeError) -> None:
         self.observers.client_event(self.info, "invalid")
@@ -306,7 +320,12 @@ class SessionRuntime:
             case StartResponse():
                 token = CancelToken()
                 self.timings[command.response_id] = TurnTimings(created=time.monotonic())
-                task = self._spawn(self._run_response(command, token), f"response:{command.response_id}")
+                voice = self._is_voice(command)
+                with serving(PRIORITY_TURN if voice else PRIORITY_TEXT):
+                    task = self._spawn(self._run_response(command, token), f"response:{command.response_id}")
+                if not voice:  # counted until the task ends, however it ends
+                    self.scheduler.admission.text_started()
+                    task.add_done_callback(lambda _: self.scheduler.admission.text_finished())
                 self._responses[command.response_id] = _Work(token, task)
             case CancelResponse():
                 work = self._responses.pop(command.response_id, None)
