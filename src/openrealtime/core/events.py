@@ -108,7 +108,8 @@ class PromptRead:
 
 @dataclass(frozen=True)
 class GenerationFinished:
-    """The engines finished the response (``finish_reason`` ``length``: out of tokens)."""
+    """The engines finished the response (``finish_reason`` ``length``: out of tokens;
+    ``content_filter``: content safety cut it)."""
 
     response_id: str
     finish_reason: str
