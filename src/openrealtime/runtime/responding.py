@@ -362,7 +362,13 @@ class _SpeechOut:
         if self.voice is None:
             self.voice = voices.resolve(self.command.voice, language=self.language)
             if self.language not in (None, "en"):
-                log.info("response %s speaks %s: voice %s", rid, self.language, self.voice[1])
+                log.info(
+                    "response %s speaks %s: voice %s:%s",
+                    rid,
+                    self.language,
+                    self.voice[0].name,
+                    self.voice[1],
+                )
         synthesizer, voice_id = self.voice
         resampler = StreamingResampler(synthesizer.sample_rate, formats.INTERNAL_RATE, dtype=np.int16)
         first = True
