@@ -77,7 +77,7 @@ class SlowTone:
 
 
 class Voices:
-    def resolve(self, name: str) -> tuple[Any, str]:
+    def resolve(self, name: str, language: str | None = None) -> tuple[Any, str]:
         return SlowTone(), "tone"
 
     def describe(self) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ import numpy as np
 from ..audio import formats
 from ..audio.resample import AudioFrame, AudioFramer, int16_to_float32, resample
 from ..core.commands import InputAppended, InputCommitted, PredictEndOfTurn, SpeechStarted, TranscribeItem
-from ..core.events import EndOfTurnPredicted, Result, SpeechProbabilities, VadFrame
+from ..core.events import CallerLanguageChanged, EndOfTurnPredicted, Result, SpeechProbabilities, VadFrame
 from ..engines.asr.language import LanguageDetection, LanguageTracker
 from ..engines.asr.streaming import StreamingTranscription, transcribe_in
 from ..engines.base import FloatAudio, Transcript, VADStream
@@ -81,6 +81,8 @@ class InputPipeline:
         self.last_frame_end_ms = 0.0
         self.caller_language = LanguageTracker.from_setting(self.engines.asr_language)
         """The caller's language: the client's ``transcription.language`` or the tracked one."""
+        self.reported_language: str | None = None
+        """The language the core was last told (``CallerLanguageChanged``)."""
 
     # ------------------------------------------------------------------ commands
 
@@ -165,6 +167,10 @@ class InputPipeline:
         before = self.caller_language.language
         if self.caller_language.observe(detection) is not None:
             log.info("caller's language: %s -> %s", before, self.caller_language.language)
+        language = self.caller_language.language
+        if language != self.reported_language:  # before the transcript, so its answer follows
+            self.reported_language = language
+            self.report(CallerLanguageChanged(language))
 
     # ------------------------------------------------------------------ audio loop
 
