@@ -479,6 +479,9 @@ async def test_voices_route_lists_every_builtin_name(voice_server: ServerProcess
     assert names["marin"]["engine"] == "piper"
     assert names["marin"]["neural"] is True and names["marin"]["languages"] == ["en"]
     assert names["echo"]["neural"] is False
+    measured = names["marin"]["measured"]  # what bench/voices.py measured for Piper joe
+    assert measured["first_chunk_ms_p50"] > 0 and 0 <= measured["round_trip_wer"] <= 0.05
+    assert "bench/voices.py" in measured["command"] and measured["measured_on"]
     assert listed["languages"]["en"][0] == "piper" and "espeak" in listed["languages"]["es"]
 
 

@@ -68,7 +68,7 @@ class Voices:
     def __init__(self, synthesizer: FlakySynthesizer) -> None:
         self.synthesizer = synthesizer
 
-    def resolve(self, name: str) -> tuple[Any, str]:
+    def resolve(self, name: str, language: str | None = None) -> tuple[Any, str]:
         return self.synthesizer, "v"
 
     def describe(self) -> list[dict[str, Any]]:

@@ -26,6 +26,9 @@ class StartResponse:
     speed: float
     output_format: str
     """The wire format of its audio: ``audio/pcm``, ``audio/pcmu`` or ``audio/pcma``."""
+    language: str | None = None
+    """The language to answer in when the response was created (ISO 639-1; None: English or
+    undecided); the request (``ChatRequest.language``) has the one its transcripts settled."""
 
 
 @dataclass(frozen=True)

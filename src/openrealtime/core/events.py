@@ -108,7 +108,8 @@ class PromptRead:
 
 @dataclass(frozen=True)
 class GenerationFinished:
-    """The engines finished the response (``finish_reason`` ``length``: out of tokens)."""
+    """The engines finished the response (``finish_reason`` ``length``: out of tokens;
+    ``content_filter``: content safety cut it)."""
 
     response_id: str
     finish_reason: str
@@ -195,6 +196,14 @@ class TranscriptFailed:
 
 
 @dataclass(frozen=True)
+class CallerLanguageChanged:
+    """The language the caller is heard speaking changed (ISO 639-1; None: undecided). Answers
+    follow it unless the client set ``transcription.language``."""
+
+    language: str | None
+
+
+@dataclass(frozen=True)
 class ImageAnalyzed:
     """What the LLM reads for an image from now on (its analysis, or why there is none)."""
 
@@ -256,6 +265,7 @@ Result = (
     | TranscriptDelta
     | TranscriptCompleted
     | TranscriptFailed
+    | CallerLanguageChanged
     | ImageAnalyzed
     | SpeechProbabilities
     | EndOfTurnPredicted

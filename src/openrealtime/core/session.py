@@ -29,6 +29,7 @@ from .conversation import Conversation
 from .events import (
     AppendAudio,
     CallerAudio,
+    CallerLanguageChanged,
     CancelRequested,
     ClientInput,
     CreateItem,
@@ -240,6 +241,8 @@ class SessionCore:
                     self.state.emit(
                         se.TranscriptionFailed(item_id=result.item_id, error={**error, "param": None})
                     )
+            case CallerLanguageChanged():
+                self.state.caller_language = result.language
             case ImageAnalyzed():
                 self.items.image_analyzed(result)
             case SpeechProbabilities():

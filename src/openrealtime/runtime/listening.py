@@ -22,7 +22,7 @@ import numpy as np
 from ..audio import formats
 from ..audio.resample import AudioFrame, AudioFramer, int16_to_float32, resample
 from ..core.commands import InputAppended, InputCommitted, PredictEndOfTurn, SpeechStarted, TranscribeItem
-from ..core.events import EndOfTurnPredicted, Result, SpeechProbabilities, VadFrame
+from ..core.events import CallerLanguageChanged, EndOfTurnPredicted, Result, SpeechProbabilities, VadFrame
 from ..engines.asr.language import LanguageDetection, LanguageTracker
 from ..engines.asr.streaming import StreamingTranscription, transcribe_in
 from ..engines.base import FloatAudio, Transcript, VADStream
@@ -81,6 +81,8 @@ class InputPipeline:
         self.last_frame_end_ms = 0.0
         self.caller_language = LanguageTracker.from_setting(self.engines.asr_language)
         """The caller's language: the client's ``transcription.language`` or the tracked one."""
+        self.reported_language: str | None = None
+        """The language the core was last told (``CallerLanguageChanged``)."""
 
     # ------------------------------------------------------------------ commands
 
@@ -105,7 +107,7 @@ class InputPipeline:
             partials=partials,
             language=self.caller_language.policy(),
             prompt=command.prompt,
-            busy=lambda: self.scheduler.asr.depth > 0,
+            busy=lambda: not self.scheduler.partials.allows(),
             executor=self.scheduler.asr.executor(PRIORITY_BACKGROUND),
         )
         self.streaming_start_ms = command.audio_start_ms
@@ -165,6 +167,10 @@ class InputPipeline:
         before = self.caller_language.language
         if self.caller_language.observe(detection) is not None:
             log.info("caller's language: %s -> %s", before, self.caller_language.language)
+        language = self.caller_language.language
+        if language != self.reported_language:  # before the transcript, so its answer follows
+            self.reported_language = language
+            self.report(CallerLanguageChanged(language))
 
     # ------------------------------------------------------------------ audio loop
 
@@ -191,8 +197,8 @@ class InputPipeline:
                     continue
                 if self.vad_stream is None:
                     self.vad_stream = vad.new_stream()
-                probabilities = await self.scheduler.vad.call(
-                    _scorer(self.vad_stream, frames), priority=PRIORITY_TURN
+                probabilities = await self.scheduler.vad_batches(vad).score(
+                    self.vad_stream, [f.samples for f in frames]
                 )
                 scored = zip(probabilities, frames, strict=True)
                 self.report(
@@ -222,10 +228,6 @@ class InputPipeline:
         close = getattr(self.vad_stream, "close", None)
         if close is not None:
             close()
-
-
-def _scorer(stream: VADStream, frames: list[AudioFrame]) -> Callable[[], list[float]]:
-    return lambda: [stream.speech_probability(frame.samples) for frame in frames]
 
 
 def usage_for(seconds: float, text_tokens: int) -> dict[str, Any]:

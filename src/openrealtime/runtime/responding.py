@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -32,12 +32,14 @@ from ..core.events import (
     TextGenerated,
     ToolCalled,
 )
+from ..core.verbatim import VerbatimExpander
 from ..engines.base import (
     CancelToken,
     ChatMessage,
     ChatRequest,
     GenerationDone,
     LLMEvent,
+    Synthesizer,
     TextDelta,
     ToolCallDelta,
     ToolSpec,
@@ -45,6 +47,8 @@ from ..engines.base import (
 from ..engines.llm.tool_calling import validate_arguments
 from ..engines.registry import EngineSet
 from ..engines.tts.chunker import ClauseChunker
+from ..safety import Moderation
+from .moderating import ScreenedClauses
 from .scheduler import Scheduler
 
 log = logging.getLogger("openrealtime.runtime")
@@ -87,6 +91,11 @@ class ResponseHost(Protocol):
     scheduler: Scheduler
     timings: dict[str, TurnTimings]
     first_piece_words: int | None
+    moderation: Moderation | None
+    """Content safety: each clause is judged before it is spoken (``moderating.py``)."""
+
+    @property
+    def session_id(self) -> str: ...
 
     def report(self, result: Result) -> None:
         """Give a result to the core and send what it emits."""
@@ -127,9 +136,11 @@ class Cascade:
             request = host.chat_request(rid)
             if request is None or token.cancelled:
                 return
-            speech = _SpeechOut(host, command, token) if command.modality == "audio" else None
+            language = request.language or command.language
+            speech = _SpeechOut(host, command, token, language) if command.modality == "audio" else None
             totals = [0, 0, 0]  # prompt, cached, completion
-            finish = await self._generate(rid, request, token, speech, totals, retry_allowed=True)
+            verbatim = VerbatimExpander(request.verbatim)
+            finish = await self._generate(rid, request, token, speech, totals, verbatim, retry_allowed=True)
             rounds = 0
             while host.mcp_calls_pending(rid) and not token.cancelled and rounds < MAX_MCP_ROUNDS:
                 # the model called an MCP tool: wait for its result, then let the model use it
@@ -138,10 +149,14 @@ class Cascade:
                 request = host.chat_request(rid)
                 if request is None or token.cancelled:
                     break
-                finish = await self._generate(rid, request, token, speech, totals, retry_allowed=True)
+                verbatim.texts.update({k.lower(): v for k, v in request.verbatim.items()})
+                finish = await self._generate(
+                    rid, request, token, speech, totals, verbatim, retry_allowed=True
+                )
             await host.tools_settled(rid)
             if speech is not None:
                 await speech.finish()
+                finish = "content_filter" if speech.clauses.blocked else finish
             if token.cancelled:
                 return
             host.report(GenerationFinished(rid, finish, totals[0], totals[1], totals[2]))
@@ -161,9 +176,7 @@ class Cascade:
         if token.cancelled or not host.is_live(rid):
             return
         if command.modality == "audio":
-            speech = _SpeechOut(host, command, token)
-            await speech.feed(UNAVAILABLE_APOLOGY)
-            await speech.finish()
+            await speak_text(host, command, token, UNAVAILABLE_APOLOGY)
         else:
             host.report(TextGenerated(rid, UNAVAILABLE_APOLOGY))
         if not token.cancelled:
@@ -202,18 +215,31 @@ class Cascade:
         token: CancelToken,
         speech: _SpeechOut | None,
         totals: list[int],
+        verbatim: VerbatimExpander,
         *,
         retry_allowed: bool,
     ) -> str:
-        """Run the LLM once; a tool call with invalid arguments gets one retry, then an apology."""
+        """Run the LLM once; a tool call with invalid arguments gets one retry, then an apology.
+
+        The model's text goes through the response's ``verbatim`` expander (markers become the
+        exact words of a function result) before it is spoken or becomes the transcript."""
         host = self.host
+
+        async def say(text: str) -> None:
+            if not text:
+                return
+            if speech is not None:
+                await speech.feed(text)
+            else:
+                host.report(TextGenerated(rid, text))
+
         tools = {tool.name: tool for tool in request.tools}
         finish = "stop"
         said_anything = False
         retry_note: str | None = None
         timings = host.timings.get(rid)
         async for event in self._llm_events(request, token):
-            if token.cancelled:
+            if token.cancelled or (speech is not None and speech.clauses.blocked):
                 break
             if (
                 isinstance(event, TextDelta | ToolCallDelta)
@@ -223,13 +249,11 @@ class Cascade:
                 timings.llm_first_token = time.monotonic()
             if isinstance(event, TextDelta):
                 said_anything = said_anything or bool(event.text.strip())
-                if speech is not None:
-                    await speech.feed(event.text)
-                else:
-                    host.report(TextGenerated(rid, event.text))
+                await say(verbatim.push(event.text))
             elif isinstance(event, ToolCallDelta):
                 call = event.call
                 problem = _call_problem(tools, call.name, call.arguments)
+                await say(verbatim.flush())
                 if problem is None:
                     if speech is not None:
                         await speech.finish()
@@ -244,21 +268,31 @@ class Cascade:
                 if event.prompt_tokens:
                     host.report(PromptRead(rid, totals[0], totals[1]))
                 finish = "length" if event.finish_reason == "length" else "stop"
+        if not token.cancelled:
+            await say(verbatim.flush())
+        if verbatim.unknown:
+            log.warning("response %s: unknown verbatim markers dropped: %s", rid, verbatim.unknown)
+            verbatim.unknown.clear()
         if retry_note is not None and not token.cancelled:
             if retry_allowed and not said_anything:
-                again = ChatRequest(
+                again = replace(
+                    request,
                     messages=(*request.messages, ChatMessage(role="system", content=retry_note)),
-                    tools=request.tools,
-                    tool_choice=request.tool_choice,
-                    max_output_tokens=request.max_output_tokens,
                     temperature=max(0.1, request.temperature / 2),
                 )
-                return await self._generate(rid, again, token, speech, totals, retry_allowed=False)
+                return await self._generate(rid, again, token, speech, totals, verbatim, retry_allowed=False)
             if speech is not None:
                 await speech.feed(APOLOGY)
             else:
                 host.report(TextGenerated(rid, APOLOGY))
         return finish
+
+
+async def speak_text(host: ResponseHost, command: StartResponse, token: CancelToken, text: str) -> None:
+    """Speak a fixed text as the response's audio (an apology, a refusal)."""
+    speech = _SpeechOut(host, command, token, command.language)
+    await speech.feed(text)
+    await speech.finish()
 
 
 def _call_problem(tools: dict[str, ToolSpec], name: str, arguments: str) -> str | None:
@@ -275,11 +309,17 @@ class _SpeechOut:
     transcript is reported just before its first audio so transcript and sound stay aligned.
     """
 
-    def __init__(self, host: ResponseHost, command: StartResponse, token: CancelToken) -> None:
+    def __init__(
+        self, host: ResponseHost, command: StartResponse, token: CancelToken, language: str | None
+    ) -> None:
         self.host = host
         self.command = command
         self.token = token
+        self.language = language
+        """The answer's language: its voice is chosen for it, once per response."""
+        self.voice: tuple[Synthesizer, str] | None = None
         self.chunker = ClauseChunker(min_first_words=3, max_first_words=host.first_piece_words)
+        self.clauses = ScreenedClauses(self.chunker, host.moderation, host.session_id)
         self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
 
@@ -288,7 +328,7 @@ class _SpeechOut:
             self.worker = asyncio.ensure_future(self._speak_all())
 
     async def feed(self, text: str) -> None:
-        for piece in self.chunker.push(text):
+        for piece in await self.clauses.push(text):
             timings = self.host.timings.get(self.command.response_id)
             if timings is not None and timings.first_piece is None:
                 timings.first_piece = time.monotonic()
@@ -297,7 +337,7 @@ class _SpeechOut:
 
     async def finish(self) -> None:
         """Speak whatever text is left and wait until all of it has been reported."""
-        for piece in self.chunker.flush():
+        for piece in await self.clauses.flush():
             self._ensure_worker()
             self.pieces.put_nowait(piece)
         if self.worker is not None:
@@ -319,7 +359,17 @@ class _SpeechOut:
         if voices is None:
             host.report(TextGenerated(rid, text))
             return
-        synthesizer, voice_id = voices.resolve(self.command.voice)
+        if self.voice is None:
+            self.voice = voices.resolve(self.command.voice, language=self.language)
+            if self.language not in (None, "en"):
+                log.info(
+                    "response %s speaks %s: voice %s:%s",
+                    rid,
+                    self.language,
+                    self.voice[0].name,
+                    self.voice[1],
+                )
+        synthesizer, voice_id = self.voice
         resampler = StreamingResampler(synthesizer.sample_rate, formats.INTERNAL_RATE, dtype=np.int16)
         first = True
         spoken_text = text if not host.spoken_text(rid) else " " + text.lstrip()

@@ -64,14 +64,18 @@ from ..core.session import SessionCore
 from ..engines.base import CancelToken, ChatRequest
 from ..engines.registry import EngineSet
 from ..protocol import server_events as se
-from ..protocol.errors import RealtimeError, rate_limited
+from ..protocol.client_events import ResponseCreate
+from ..protocol.errors import RealtimeError, rate_limited, server_overloaded
+from ..safety import Moderation
 from . import mcp as mcp_client
+from .disclosure import speak_disclosure
 from .listening import InputPipeline, usage_for
+from .moderating import refuse
 from .observer import Observers, SessionInfo
 from .playback import FRAME_MS, MediaPlayback
 from .port import ClientOutput, SessionClient
 from .responding import FIRST_PIECE_WORDS, Cascade, Responder, TurnTimings
-from .scheduler import Scheduler
+from .scheduler import PRIORITY_TEXT, PRIORITY_TURN, Refusal, Scheduler, refusal_rate_limits, serving
 
 log = logging.getLogger("openrealtime.runtime")
 
@@ -112,6 +116,8 @@ class SessionRuntime:
         admit_event: Callable[[], bool] | None = None,
         mcp_policy: mcp_client.McpPolicy | None = None,
         responder: Callable[[SessionRuntime], Responder] = Cascade,
+        moderation: Moderation | None = None,
+        disclosure: str | None = None,
     ) -> None:
         self.core = core
         self.engines = engines
@@ -123,7 +129,15 @@ class SessionRuntime:
         self.info = info or SessionInfo(
             session_id=core.session.id or "", key_id="", transport="websocket", model=""
         )
-        self.playback = MediaPlayback(self._publish, self._interrupts) if core.server_playback else None
+        self.moderation = moderation
+        """Content safety of caller turns and answers (``moderating.py``), or None."""
+        self.disclosure = disclosure
+        """Said to a media caller before the first turn (``disclosure.py``)."""
+        self.refused_items: set[str] = set()
+        """Caller turns the moderation blocked: answered with its refusal, not by the model."""
+        self.playback = (
+            MediaPlayback(self._publish, self._interrupts, self._played) if core.server_playback else None
+        )
         self.responder = responder(self)
         self.listening = InputPipeline(engines, scheduler, self.report)
         self.first_piece_words: int | None = FIRST_PIECE_WORDS
@@ -162,17 +176,28 @@ class SessionRuntime:
                 model=self.info.model,
             )
         self.observers.session_started(self.info)
+        if self.disclosure and self.playback is not None:
+            self._spawn(speak_disclosure(self, self.disclosure), "disclosure")
         loop = asyncio.get_running_loop()
         self._expiry = loop.call_later(
             self.core.limits.max_session_minutes * 60, self.report, SessionExpired()
         )
         self.flush()
 
+    @property
+    def session_id(self) -> str:
+        return self.info.session_id
+
     def client_event(self, event: ClientInput) -> None:
+        at = time.time()
+        emitted = len(self.core.state.events)
         try:
             self.observers.client_event(self.info, _client_event_type(event))
             if self.admit_event is not None and not self.admit_event():
                 self.core.reject(rate_limited(event.event_id))
+            elif isinstance(event, ResponseCreate) and (refusal := self._refuse_text_response()):
+                self._send(refusal_rate_limits(refusal))
+                self.core.reject(server_overloaded(event.event_id, refusal.retry_after_s))
             else:
                 self.core.handle(event)
         except Exception:  # a bug on one event must not end the session
@@ -180,17 +205,32 @@ class SessionRuntime:
             self.core.reject(
                 RealtimeError("server_error", "The server failed to process the event.", type="server_error")
             )
+        refused = any(isinstance(e, se.ErrorEvent) for e in self.core.state.events[emitted:])
+        self.observers.client_input(self.info, event, not refused, at)
         self.flush()
+
+    def _is_voice(self, command: StartResponse) -> bool:
+        """A caller is listening: the answer is spoken, or the session has sent audio."""
+        return command.modality == "audio" or self.listening.history.samples > 0
+
+    def _refuse_text_response(self) -> Refusal | None:
+        """Admission for a ``response.create`` of a session that is not a voice session."""
+        if self.listening.history.samples > 0:
+            return None
+        return self.scheduler.admission.text_response()
 
     def client_error(self, error: RealtimeError) -> None:
         self.observers.client_event(self.info, "invalid")
+        self.observers.client_input(self.info, None, False, time.time())
         self.core.reject(error)
         self.flush()
 
     def caller_audio(self, pcm: PcmAudio) -> None:
+        self.observers.caller_audio(self.info, pcm, time.time())
         self.report(CallerAudio(pcm))
 
     def dtmf(self, digit: str) -> None:
+        self.observers.dtmf(self.info, digit)
         self._send(se.InputAudioBufferDtmfEventReceived(event=digit, received_at=int(time.time())))
 
     def playout_frame(self) -> PcmAudio:
@@ -261,6 +301,9 @@ class SessionRuntime:
         """An event of the runtime's own (playback): observed and sent like the core's."""
         self._send(event)
 
+    def _played(self, response_id: str, item_id: str, pcm: PcmAudio) -> None:
+        self.observers.played_audio(self.info, response_id, item_id, pcm)
+
     def _interrupts(self) -> bool:
         detection = self.core.session.audio.input.turn_detection
         return detection is not None and bool(getattr(detection, "interrupt_response", False))
@@ -277,7 +320,12 @@ class SessionRuntime:
             case StartResponse():
                 token = CancelToken()
                 self.timings[command.response_id] = TurnTimings(created=time.monotonic())
-                task = self._spawn(self._run_response(command, token), f"response:{command.response_id}")
+                voice = self._is_voice(command)
+                with serving(PRIORITY_TURN if voice else PRIORITY_TEXT):
+                    task = self._spawn(self._run_response(command, token), f"response:{command.response_id}")
+                if not voice:  # counted until the task ends, however it ends
+                    self.scheduler.admission.text_started()
+                    task.add_done_callback(lambda _: self.scheduler.admission.text_finished())
                 self._responses[command.response_id] = _Work(token, task)
             case CancelResponse():
                 work = self._responses.pop(command.response_id, None)
@@ -353,11 +401,25 @@ class SessionRuntime:
 
     async def _run_response(self, command: StartResponse, token: CancelToken) -> None:
         try:
-            await self.responder.respond(command, token)
+            refusal = await self._refusal(command)
+            if refusal is not None:
+                await refuse(self, command, token, refusal)
+            else:
+                await self.responder.respond(command, token)
         finally:
             self._responses.pop(command.response_id, None)
             self.flush()
             self._log_timings(command)
+
+    async def _refusal(self, command: StartResponse) -> str | None:
+        """The moderation's refusal when the caller turn this response answers was blocked."""
+        if self.moderation is None:
+            return None
+        heard = [i for i in command.context_item_ids if i in self._transcripts]
+        if not heard:
+            return None
+        await asyncio.wait([self._transcripts[heard[-1]]], timeout=TRANSCRIPT_WAIT_S)
+        return self.moderation.refusal if heard[-1] in self.refused_items else None
 
     def chat_request(self, response_id: str) -> ChatRequest | None:
         request = self.core.chat_request(response_id)
@@ -430,6 +492,11 @@ class SessionRuntime:
             result, seconds, deltas = await self.listening.transcribe(command)
             self.transcript_ready_at[command.item_id] = time.monotonic()
             text = result.text.strip()
+            if self.moderation is not None and text and self.core.state.realtime is not None:
+                verdict = await self.moderation.check_input(text, session_id=self.session_id)
+                if verdict.blocked:
+                    self.refused_items.add(command.item_id)
+                text = verdict.text
             usage = usage_for(seconds, result.output_tokens or self.engines.llm.count_tokens(text))
             for delta in deltas:
                 self.core.receive(TranscriptDelta(command.item_id, delta))
