@@ -1058,7 +1058,13 @@ def test_append_accepts_15_mib_and_odd_g711(h: Harness) -> None:
     h.send("input_audio_buffer.clear")
     h.update(audio={"input": {"format": {"type": "audio/pcmu"}}})
     assert h.send("input_audio_buffer.append", audio=b64(b"\xff" * 801)) == []
-    assert h.core.input.buffer_ms == pytest.approx(100.125)
+    # the last 4 ms wait for the audio after them; a commit takes all 801 bytes (3 samples each)
+    assert h.core.input.buffer_ms == pytest.approx(100.125 - 4)
+    committed = only(h.send("input_audio_buffer.commit"), "input_audio_buffer.committed")
+    retrieved = only(
+        h.send("conversation.item.retrieve", item_id=committed["item_id"]), "conversation.item.retrieved"
+    )
+    assert len(base64.b64decode(retrieved["item"]["content"][0]["audio"])) == 801
 
 
 # --------------------------------------------------------------------------- VAD turns
@@ -1394,4 +1400,5 @@ def test_bug_input_format_change_keeps_the_input_clock_consistent(h: Harness) ->
     h.send("input_audio_buffer.append", audio=b64(b"\xd5" * 800))  # 100 ms of G.711
     h.core.receive(IdleTimeout())
     triggered = only(h.events(), "input_audio_buffer.timeout_triggered")
-    assert 0 <= triggered["audio_start_ms"] <= triggered["audio_end_ms"] == 356
+    # the G.711 edge holds its last 4 ms until more audio (or a commit) arrives
+    assert 0 <= triggered["audio_start_ms"] <= triggered["audio_end_ms"] == 356 - 4
