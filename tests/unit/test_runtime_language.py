@@ -24,10 +24,10 @@ from openrealtime.engines.base import (
 )
 from openrealtime.engines.registry import EngineSet
 from openrealtime.protocol.session import RealtimeSession
-from openrealtime.runtime.port import ClientOutput
 from openrealtime.runtime.scheduler import Scheduler
 from openrealtime.runtime.session_runtime import SessionRuntime
 from openrealtime.transports.wire import EventWire
+from tests.runtime_client import Client
 
 
 class QuietLLM:
@@ -71,20 +71,6 @@ class DetectingTranscriber:
         language = policy.choose(detection).language if policy is not None else "en"
         text = {"es": "hola, quisiera saber de mi pedido", "de": "hallo"}.get(language, "hello")
         return Timed(Transcript(text, language, seconds, 3), (), detection)
-
-
-class Client:
-    """The runtime's ``SessionClient``: what a WebSocket client would receive."""
-
-    def __init__(self, harness: Harness) -> None:
-        self.harness = harness
-
-    def send(self, output: ClientOutput) -> None:
-        self.harness.events.extend(json.loads(frame) for frame in self.harness.wire.encode(output))
-        self.harness.arrived.set()
-
-    async def close(self, code: int, reason: str) -> None:
-        return None
 
 
 class RecordingLLM(QuietLLM):
