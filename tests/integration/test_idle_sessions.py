@@ -63,4 +63,7 @@ async def test_idle_sip_calls_cost_little(
     sessions = sip_sessions_factory(*ports, tmp_path, seconds=120)
     cost = await measure(server, "sip", sessions, SESSIONS, window_s=10)
     assert cost.rss_mb_per_session <= MB_PER_SESSION, cost
-    assert cost.core_share_per_session <= 0.02, cost  # measured 0.48 % and 0.93 %
+    # measured 0.48-0.93 % at load average 20-28 and 1.2-2.1 % on a quiet machine (fewer
+    # callers already awake, so more wake-ups and cache misses per packet); held to about
+    # twice the worst measured, which still catches a call that polls or decodes without need.
+    assert cost.core_share_per_session <= 0.04, cost
