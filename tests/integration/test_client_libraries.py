@@ -312,6 +312,16 @@ async def test_a_barge_in_through_the_agents_sdk(voice_server: ServerProcess, tm
     assert BARGE_IN_MS <= cut_ms < first_ms, (cut_ms, first_ms)
     truncated = session.of("conversation.item.truncated")
     assert [(event["item_id"], event["audio_end_ms"]) for event in truncated] == [(first["id"], cut_ms)]
+    # it read the item back (``conversation.item.retrieve``, as it does after every truncation
+    # and transcript): the server holds the audio the caller heard, no more
+    retrieves = [
+        event for event in session.client_events if event.get("type") == "conversation.item.retrieve"
+    ]
+    retrieved = session.of("conversation.item.retrieved")
+    assert retrieves and len(retrieved) == len(retrieves), (retrieves, [e["item"]["id"] for e in retrieved])
+    assert [event["item"]["id"] for event in retrieved] == [event["item_id"] for event in retrieves]
+    kept = base64.b64decode(retrieved[0]["item"]["content"][0]["audio"])
+    assert len(kept) == cut_ms * 48, (len(kept), cut_ms)
     # and answered the caller's second turn
     done = [event["response"] for event in session.of("response.done")]
     assert len(done) >= 2 and done[-1]["status"] == "completed", done
