@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import math
 import threading
 from collections import deque
@@ -61,10 +62,16 @@ __all__ = [
     "level_db",
 ]
 
+log = logging.getLogger("openrealtime.echo")
+
 NoiseReduction = Literal["near_field", "far_field"] | None
 FloatAudio = npt.NDArray[np.float32]
 
 _SILENCE_DB = -100.0
+_INF_DB = 100.0
+PATHLESS_ESTIMATES = 3
+"""Estimates (every ``estimate_every_ms`` over ``estimate_window_ms``) that must find no echo
+before :attr:`EchoCanceller.no_echo_path` holds."""
 
 # speex_echo.h / speex_preprocess.h request codes
 _ECHO_SET_SAMPLING_RATE = 24
@@ -137,9 +144,14 @@ class EchoSettings:
     """Length of speex's adaptive filter: the room's reverberation after the estimated lag."""
     max_delay_ms: int = 400
     """Longest echo lag searched (network + playout buffer + loudspeaker + air)."""
-    lead_ms: int = 8
-    """The far end goes to the filter this much early, so a slightly late lag estimate still
-    leaves the echo inside the filter's causal window."""
+    lead_ms: int = 32
+    """The far end goes to the filter this much early, so a lag estimate up to this much late
+    still leaves the echo inside the filter's causal window."""
+    lag_tolerance_ms: float = 24.0
+    """A new lag estimate this close to the current one keeps the filter as it is: each answer
+    chunk after a playback underrun lands up to a client tick (20 ms) off its placement, and
+    restarting the filter for each would keep it from ever converging (the adaptive filter
+    follows such a shift within its window instead)."""
     echo_suppress_db: int = -40
     echo_suppress_active_db: int = -25
     noise_suppress_db: int = -3
@@ -155,6 +167,15 @@ class EchoSettings:
     """:meth:`EchoCanceller.different_talker`: share of talker frames a span needs."""
     talker_window_ms: float = 160.0
     """:meth:`EchoCanceller.gate` asks about this much audio up to the frame's end."""
+    cancellation_window_ms: float = 750.0
+    """Frames the achieved cancellation is measured over (its 25th percentile)."""
+    cancellation_decay_db_per_s: float = 2.0
+    """How fast the held cancellation gives way when the filter stops reaching it."""
+    sustained_ms: float = 320.0
+    sustained_excess_db: float = 4.0
+    """Fail-open: input whose filtered level stays, by its median over ``sustained_ms``, this
+    far above the predicted echo is a person, however the cancellation estimate stands (an
+    echo alone does not stay above its own prediction)."""
     far_active_db: float = -55.0
     """Playback quieter than this (dBFS) is treated as silence: no echo to predict."""
     estimate_every_ms: int = 250
@@ -343,10 +364,18 @@ class EchoCanceller:
         self._candidate: int | None = None
         self._since_estimate = 0
         self._ratios: deque[float] = deque(maxlen=200)
-        self._reductions: deque[float] = deque(maxlen=round(1500 / s.frame_ms))
+        self._reductions: deque[float] = deque(maxlen=round(s.cancellation_window_ms / s.frame_ms))
+        self._held_cancellation = 0.0
+        """The best cancellation seen since the filter last started over, less a slow decay:
+        the caller's own voice (not cancelled) must not talk the estimate down, or a caller who
+        keeps talking would close the gate on themselves."""
+        self._excess: deque[float] = deque(maxlen=max(1, round(s.sustained_ms / s.frame_ms)))
         self._floor: deque[float] = deque(maxlen=64)
         self.frames: deque[EchoFrame] = deque(maxlen=round(4000 / s.frame_ms))
         self.resets = 0
+        self._open = False
+        self._pathless = 0
+        """Delay estimates in a row that found no echo of loud playback in the input at all."""
 
     # ------------------------------------------------------------------ inspection
 
@@ -367,9 +396,14 @@ class EchoCanceller:
         """How much the adaptive filter surely takes off echo now: the 25th percentile of the
         level reduction over the last 1.5 s of frames where echo stood well above the noise
         (0 until the lag is known: an unconverged filter takes off nothing)."""
-        if len(self._reductions) < 8:
-            return 0.0
-        return float(np.percentile(np.asarray(self._reductions), 25))
+        return self._held_cancellation
+
+    @property
+    def no_echo_path(self) -> bool:
+        """No lag found and :data:`PATHLESS_ESTIMATES` estimates in a row saw no echo of loud
+        playback (a client with its own echo cancellation, or not playing): nothing to tell a
+        talker from, so the gate stays open rather than predict an echo that never comes."""
+        return self._lag is None and self._pathless >= PATHLESS_ESTIMATES
 
     @property
     def noise_floor_db(self) -> float:
@@ -473,6 +507,7 @@ class EchoCanceller:
         far_db = self._window_level(window)
         if far_db < self.settings.far_active_db:
             self._floor.append(near_db)
+            self._excess.append(_INF_DB if near_db > self._floor_gate() else -_INF_DB)
             frame = EchoFrame(start_ms, end_ms, near_db, near_db, None, near_db > self._floor_gate())
             self.frames.append(frame)
             return near
@@ -489,10 +524,26 @@ class EchoCanceller:
             self._ratios.append(near_db - far_db)
             if near_db > self._floor_gate():  # echo well above the noise: cancellation shows
                 self._reductions.append(near_db - linear_db)
+                self._update_cancellation()
+        self._excess.append(linear_db - predicted if linear_db > self._floor_gate() else -_INF_DB)
         self.frames.append(
             EchoFrame(start_ms, end_ms, near_db, out_db, predicted, talker, linear_db, allowed)
         )
         return cleaned
+
+    def _update_cancellation(self) -> None:
+        decay = self.settings.cancellation_decay_db_per_s * self.settings.frame_ms / 1000
+        held = max(0.0, self._held_cancellation - decay)
+        if len(self._reductions) >= 8:
+            held = max(held, float(np.percentile(np.asarray(self._reductions), 25)))
+        self._held_cancellation = held
+
+    def sustained_talker(self) -> bool:
+        """The fail-open check: the last ``sustained_ms`` of filtered input stayed, in median,
+        ``sustained_excess_db`` above the predicted echo."""
+        if len(self._excess) < (self._excess.maxlen or 1):
+            return False
+        return float(np.median(np.asarray(self._excess))) > self.settings.sustained_excess_db
 
     def _window_level(self, window: FloatAudio) -> float:
         """Loudest frame-sized block of the playback window, in dBFS."""
@@ -517,10 +568,14 @@ class EchoCanceller:
             return
         far = self._far_slice(end - self._window - self._max_lag, end)
         found = self._estimator.estimate(self._near, far)
+        if found is not None and found[1] < 8.0 and self._lag is None and self._candidate is None:
+            self._pathless += 1  # playback, input, and nothing of one in the other
+        elif found is not None:
+            self._pathless = 0
         if found is None or found[1] < 8.0:
             return
         lag, confidence = found
-        close = self.frame_samples // 8
+        close = round(self.settings.lag_tolerance_ms * self.sample_rate / 1000)
         if self._lag is not None and abs(lag - self._lag) <= close:
             self._candidate = None
             return
@@ -532,12 +587,14 @@ class EchoCanceller:
             self._candidate = lag
 
     def _set_lag(self, lag: int) -> None:
+        log.debug("echo lag %s -> %.0f ms", self.delay_ms, lag * 1000 / self.sample_rate)
         if self._lag is not None:
             self._speex.reset()
             self.resets += 1
         self._lag = lag
-        self._ratios.clear()
+        # the echo's level does not depend on its lag: the return loss is kept
         self._reductions.clear()
+        self._held_cancellation = 0.0
 
     def _trim(self) -> None:
         drop = (self._near_end - self._keep) - self._far_origin
@@ -555,6 +612,8 @@ class EchoCanceller:
         off (see the module docs) and above the noise floor. Power over the span rather than
         frame votes: a talker's syllables carry it, single frames of echo leak do not.
         """
+        if self.no_echo_path:
+            return True
         frames = [
             f
             for f in self.frames
@@ -573,8 +632,20 @@ class EchoCanceller:
         the caller is the only source, 0 while playback could be echoing and the last
         ``talker_window_ms`` do not hold a different talker. Feeding gated probabilities
         keeps the segmenter as it is and makes ``speech_started`` wait for the check."""
-        if self.different_talker(end_ms - self.settings.talker_window_ms, end_ms):
+        sustained = self.sustained_talker()
+        if sustained or self.different_talker(end_ms - self.settings.talker_window_ms, end_ms):
+            if not self._open and probability >= 0.5:
+                self._open = True
+                log.debug(
+                    "echo gate opens at %.0f ms (%s): lag %s ms, return loss %.1f dB, cancellation %.1f dB",
+                    end_ms,
+                    "sustained" if sustained else "no echo path" if self.no_echo_path else "different talker",
+                    None if self._lag is None else round(self._lag * 1000 / self.sample_rate),
+                    self.echo_return_loss_db,
+                    self.cancellation_db,
+                )
             return probability
+        self._open = False
         return 0.0
 
     def close(self) -> None:
