@@ -69,6 +69,8 @@ FloatAudio = npt.NDArray[np.float32]
 
 _SILENCE_DB = -100.0
 _INF_DB = 100.0
+RUN_END_MS = 1000
+"""Playback silent this long ends a playback run (its echo reduction is logged)."""
 PATHLESS_ESTIMATES = 3
 """Estimates (every ``estimate_every_ms`` over ``estimate_window_ms``) that must find no echo
 before :attr:`EchoCanceller.no_echo_path` holds."""
@@ -373,6 +375,11 @@ class EchoCanceller:
         self._floor: deque[float] = deque(maxlen=64)
         self.frames: deque[EchoFrame] = deque(maxlen=round(4000 / s.frame_ms))
         self.resets = 0
+        self.run_reductions_db: list[float] = []
+        """Per finished playback run: the median echo reduction of the adaptive filter (dB)
+        over its frames where echo stood above the noise and the lag was known."""
+        self._run: list[float] = []
+        self._quiet_frames = 0
         self._open = False
         self._pathless = 0
         """Delay estimates in a row that found no echo of loud playback in the input at all."""
@@ -506,11 +513,15 @@ class EchoCanceller:
             window = self._far_slice(start - self._max_lag - self._tail, end)
         far_db = self._window_level(window)
         if far_db < self.settings.far_active_db:
+            self._quiet_frames += 1
+            if self._quiet_frames * self.settings.frame_ms >= RUN_END_MS:
+                self.end_run()
             self._floor.append(near_db)
             self._excess.append(_INF_DB if near_db > self._floor_gate() else -_INF_DB)
             frame = EchoFrame(start_ms, end_ms, near_db, near_db, None, near_db > self._floor_gate())
             self.frames.append(frame)
             return near
+        self._quiet_frames = 0
         lag = self._lag if self._lag is not None else 0
         far = self._far_slice(start - lag + self._lead, end - lag + self._lead)
         linear16, cleaned16 = self._speex.process(_to_int16(near), _to_int16(far))
@@ -524,6 +535,7 @@ class EchoCanceller:
             self._ratios.append(near_db - far_db)
             if near_db > self._floor_gate():  # echo well above the noise: cancellation shows
                 self._reductions.append(near_db - linear_db)
+                self._run.append(near_db - linear_db)
                 self._update_cancellation()
         self._excess.append(linear_db - predicted if linear_db > self._floor_gate() else -_INF_DB)
         self.frames.append(
@@ -648,7 +660,23 @@ class EchoCanceller:
         self._open = False
         return 0.0
 
+    def end_run(self) -> None:
+        """The playback run is over: log (and keep) the echo reduction it achieved."""
+        if not self._run:
+            return
+        reduction = float(np.median(np.asarray(self._run)))
+        self.run_reductions_db.append(reduction)
+        log.debug(
+            "echo run over: %d frames, reduction %.1f dB, lag %s ms, resets %d",
+            len(self._run),
+            reduction,
+            None if self._lag is None else round(self._lag * 1000 / self.sample_rate),
+            self.resets,
+        )
+        self._run = []
+
     def close(self) -> None:
+        self.end_run()
         self._speex.close()
 
 

@@ -76,6 +76,8 @@ class EchoGuard:
         if not len(pcm):
             return
         at_ms = max(self.clock_ms, self.play_end_ms)
+        if at_ms > self.play_end_ms:
+            log.debug("output placed at %.0f ms, %.0f ms after the last", at_ms, at_ms - self.play_end_ms)
         self.play_end_ms = at_ms + len(pcm) * 1000 / OUTPUT_RATE
         self.played_any = True
         canceller = self._ensure()
@@ -100,6 +102,8 @@ class EchoGuard:
         """The frames with the echo of the output removed (unchanged before any output)."""
         canceller = self.canceller
         if canceller is None or not frames or not self.audible(frames[0].start_ms):
+            if canceller is not None:
+                canceller.end_run()
             return frames  # no answer can be echoing: nothing to do (the learnt path is kept)
         audio = np.concatenate([f.samples for f in frames])
         if audio.size % canceller.frame_samples:
