@@ -182,6 +182,12 @@ class EchoSettings:
     """Playback quieter than this (dBFS) is treated as silence: no echo to predict."""
     estimate_every_ms: int = 250
     estimate_window_ms: int = 1000
+    run_search_ms: int = 120
+    """How far (either way) a playback run's own echo is searched around where its placement
+    and the echo path put it: a run placed after an underrun lands where the server's view of
+    the input clock was when it sent it, which is off the client's by the audio in flight."""
+    run_heard_ms: int = 400
+    """Echo of a run heard before its offset is estimated (and then held for the whole run)."""
 
     def __post_init__(self) -> None:
         if self.frame_ms <= 0 or self.tail_ms <= 0 or self.max_delay_ms < 0 or self.lead_ms < 0:
@@ -360,6 +366,10 @@ class EchoCanceller:
         self._far = np.zeros(0, dtype=np.float32)
         self._far_origin = 0
         self._far_stream: _PlaybackStream | None = None
+        self._run_shift = 0
+        """Samples the last playback run was found to be heard later than it was placed."""
+        self._run_search = round(s.run_search_ms * sample_rate / 1000)
+        self._run_heard = round(s.run_heard_ms * sample_rate / 1000)
         self._near = np.zeros(0, dtype=np.float32)  # raw microphone, ending at self._near_end
         self._near_end = 0
         self._lag: int | None = None
@@ -438,19 +448,21 @@ class EchoCanceller:
         )
         if not continues:
             if stream is not None:
-                self._place(stream.flush(), stream.position)
+                self._place(stream.flush(), stream.position + stream.shift)
             begin = at_ms if at_ms is not None else (stream.next_ms if stream is not None else 0.0)
             stream = self._far_stream = _PlaybackStream(rate, self.sample_rate, begin)
+            stream.shift = self._run_shift  # the last run's offset: the best guess until measured
+            stream.held = self._lag is None  # the run that finds the echo path defines its offset
         assert stream is not None
         out, position = stream.push(audio)
-        self._place(out, position)
+        self._place(out, position + stream.shift)
 
     def cut(self, at_ms: float) -> None:
         """Playback stopped at ``at_ms`` on the input clock (barge-in, cleared): what was placed
         after it will not be heard, so it predicts no echo."""
         stream = self._far_stream
         if stream is not None:
-            self._place(stream.flush(), stream.position)
+            self._place(stream.flush(), stream.position + stream.shift)
             self._far_stream = None
         keep = round(at_ms * self.sample_rate / 1000) - self._far_origin
         if keep < self._far.size:
@@ -503,12 +515,18 @@ class EchoCanceller:
         self._since_estimate += n
         if self._since_estimate * 1000 >= self.settings.estimate_every_ms * self.sample_rate:
             self._since_estimate = 0
-            self._update_lag(end)
+            if self._lag is None:
+                self._update_lag(end)
+            else:
+                self._update_run_offset(end)
         near_db = level_db(near)
         start_ms, end_ms = start * 1000 / self.sample_rate, end * 1000 / self.sample_rate
         # the playback that can be in this frame: the lag's window, or every lag until known
+        unsure = self._run_unsure(start)
         if self._lag is not None:
-            window = self._far_slice(start - self._lag - self._tail, end - self._lag + self._lead)
+            # a run whose offset is not yet measured may be heard up to run_search either way
+            pad = self._run_search if unsure else 0
+            window = self._far_slice(start - self._lag - self._tail - pad, end - self._lag + self._lead + pad)
         else:
             window = self._far_slice(start - self._max_lag - self._tail, end)
         far_db = self._window_level(window)
@@ -529,9 +547,11 @@ class EchoCanceller:
         out_db = level_db(cleaned)
         linear_db = level_db(linear16.astype(np.float32) / 32768.0)
         predicted = far_db + self.echo_return_loss_db
-        allowed = min(self.cancellation_db - self.settings.talker_guard_db, self.settings.talker_margin_db)
+        # a run not yet placed where it is heard may be cancelled far less than the filter did
+        cancellation = 0.0 if unsure else self.cancellation_db
+        allowed = min(cancellation - self.settings.talker_guard_db, self.settings.talker_margin_db)
         talker = linear_db > predicted - allowed and linear_db > self._floor_gate()
-        if self._lag is not None:  # before the lag is known, ratios would mix in pre-echo frames
+        if self._lag is not None and not unsure:  # else ratios would mix in pre-echo frames
             self._ratios.append(near_db - far_db)
             if near_db > self._floor_gate():  # echo well above the noise: cancellation shows
                 self._reductions.append(near_db - linear_db)
@@ -598,12 +618,77 @@ class EchoCanceller:
         else:
             self._candidate = lag
 
+    def _run_unsure(self, start: int) -> bool:
+        """Whether input sample ``start`` can hold echo of a run whose offset is not measured."""
+        run = self._far_stream
+        if self._lag is None or run is None or run.held:
+            return False
+        return start - self._lag >= run.start + run.shift - self._run_search - self._tail
+
+    def _learn_path(self, end: int, samples: int) -> None:
+        """Run the last ``samples`` of input before the frame ending at ``end`` through the
+        filter with the playback where it now sits, so the filter goes on from a path learnt
+        on audio already heard instead of learning it from the next frames."""
+        assert self._lag is not None
+        n = self.frame_samples
+        usable = min(samples, self._near.size - n) // n * n
+        if usable <= 0:
+            return
+        history = self._near[self._near.size - n - usable : self._near.size - n]
+        first = end - n - usable
+        for i in range(0, usable, n):
+            at = first + i - self._lag + self._lead
+            self._speex.process(_to_int16(history[i : i + n]), _to_int16(self._far_slice(at, at + n)))
+
+    def _update_run_offset(self, end: int) -> None:
+        """Once ``run_heard_ms`` of the current run's echo has come back, find where it really
+        is (GCC-PHAT over that run's playback alone, within ``run_search_ms`` of its
+        placement), move the run there and hold it: the adaptive filter keeps one echo path
+        for the session and sees a far end that is continuous for the whole run, instead of
+        re-learning after every re-placement."""
+        run = self._far_stream
+        assert self._lag is not None
+        if run is None or run.held:
+            return
+        heard = end - (run.start + run.shift + self._lag)
+        if heard < self._run_heard or self._near.size < self._run_heard:
+            return
+        window = min(heard, self._near.size, self._window)
+        search = self._run_search
+        reach = self._lag - search  # echo of far[t] expected at t + lag: search lag +- search
+        far = run.played(end - window - 2 * search - reach, end - reach)
+        found = EchoDelayEstimator(self.sample_rate, 2 * search, window).estimate(self._near[-window:], far)
+        if found is None or found[1] < 8.0:
+            return
+        moved = found[0] - search
+        log.debug(
+            "playback run offset %+.0f ms (confidence %.1f), held for the run",
+            (run.shift + moved) * 1000 / self.sample_rate,
+            found[1],
+        )
+        if moved:
+            self._unplace(run)
+            run.shift += moved
+            self._place(run.played(run.start + run.shift, run.position + run.shift), run.start + run.shift)
+            self._learn_path(end, heard)
+        run.hold()
+        self._run_shift = run.shift
+
+    def _unplace(self, run: _PlaybackStream) -> None:
+        a = max(run.start + run.shift - self._far_origin, 0)
+        b = min(run.position + run.shift - self._far_origin, self._far.size)
+        if b > a:
+            self._far[a:b] = 0.0
+
     def _set_lag(self, lag: int) -> None:
         log.debug("echo lag %s -> %.0f ms", self.delay_ms, lag * 1000 / self.sample_rate)
         if self._lag is not None:
             self._speex.reset()
             self.resets += 1
+        first = self._lag is None
         self._lag = lag
+        if first:
+            self._learn_path(self._near_end, self._window)
         # the echo's level does not depend on its lag: the return loss is kept
         self._reductions.clear()
         self._held_cancellation = 0.0
@@ -667,11 +752,12 @@ class EchoCanceller:
         reduction = float(np.median(np.asarray(self._run)))
         self.run_reductions_db.append(reduction)
         log.debug(
-            "echo run over: %d frames, reduction %.1f dB, lag %s ms, resets %d",
+            "echo run over: %d frames, reduction %.1f dB, lag %s ms, resets %d, offset %+.0f ms",
             len(self._run),
             reduction,
             None if self._lag is None else round(self._lag * 1000 / self.sample_rate),
             self.resets,
+            self._run_shift * 1000 / self.sample_rate,
         )
         self._run = []
 
@@ -687,7 +773,12 @@ class _PlaybackStream:
         self.rate = rate
         self.out_rate = out_rate
         self.next_ms = start_ms
-        self.position = round(start_ms * out_rate / 1000)  # input sample of the next output
+        self.start = round(start_ms * out_rate / 1000)  # input sample where it was placed
+        self.position = self.start  # input sample of the next output
+        self.shift = 0
+        """Samples the run is heard later than placed (its measured offset, once held)."""
+        self.held = False
+        self._audio: list[FloatAudio] = []
         self._resampler = StreamingResampler(rate, out_rate) if rate != out_rate else None
 
     def push(self, audio: FloatAudio) -> tuple[FloatAudio, int]:
@@ -697,7 +788,26 @@ class _PlaybackStream:
         )
         position = self.position
         self.position += out.size
+        if not self.held:  # kept until its offset is measured
+            self._audio.append(out)
         return out, position
+
+    def hold(self) -> None:
+        """The run's offset is measured: keep it (and no longer the audio)."""
+        self.held = True
+        self._audio = []
+
+    def played(self, start: int, end: int) -> FloatAudio:
+        """This run's audio for input samples ``[start, end)`` at its current offset (zeros
+        outside it)."""
+        out = np.zeros(max(end - start, 0), dtype=np.float32)
+        audio = np.concatenate(self._audio) if self._audio else np.zeros(0, dtype=np.float32)
+        self._audio = [audio]
+        begin = self.start + self.shift
+        a, b = max(start, begin), min(end, begin + audio.size)
+        if b > a:
+            out[a - start : b - start] = audio[a - begin : b - begin]
+        return out
 
     def flush(self) -> FloatAudio:
         if self._resampler is None:
