@@ -21,6 +21,7 @@ from openrealtime.core.commands import (
     PredictEndOfTurn,
     ResponseFinished,
     StartResponse,
+    TranscribeHeld,
     TranscribeItem,
 )
 from openrealtime.core.commands import SpeechStarted as SpeechStartedCommand
@@ -1422,10 +1423,13 @@ def speak_over_answer(h: Harness, probs: list[float]) -> list[dict[str, Any]]:
     return h.events()
 
 
-def held_speech(h: Harness) -> str:
-    held = [c for c in h.take_commands() if isinstance(c, SpeechStartedCommand) and c.held]
+def held_speech(h: Harness) -> tuple[str, TranscribeHeld | None]:
+    """The held turn's item id, and the transcription of it asked for once it ended."""
+    commands = h.take_commands()
+    held = [c for c in commands if isinstance(c, SpeechStartedCommand) and c.held]
     assert len(held) == 1
-    return held[0].item_id
+    asked = [c for c in commands if isinstance(c, TranscribeHeld)]
+    return held[0].item_id, asked[-1] if asked else None
 
 
 @pytest.mark.parametrize("detection", ["semantic_vad", "server_vad"])
@@ -1436,18 +1440,43 @@ def test_a_backchannel_interrupts_only_under_server_vad(h: Harness, detection: s
         assert "input_audio_buffer.speech_started" in types(events)
         return
     assert events == []
-    item_id = held_speech(h)
-    h.core.receive(HeldSpeechHeard(item_id, "Mhm."))
+    item_id, asked = held_speech(h)
+    assert asked is not None and asked.item_id == item_id  # its own span, onset to end
+    assert asked.start_ms < 0 + 100 and 12 * FRAME_MS <= asked.end_ms <= 18 * FRAME_MS + 100
+    assert speak_over_answer(h, [0.0] * 100) == []  # the turn's end waits for the verdict
+    h.core.receive(HeldSpeechHeard(item_id, "Mhm.", asked.end_ms))
     assert h.events() == []
     assert any(isinstance(c, HeldSpeechDropped) for c in h.take_commands())
     assert speak_over_answer(h, [0.0] * 100) == []  # the turn is forgotten: nothing ends it
 
 
+def test_a_partial_transcript_does_not_decide_held_speech(h: Harness) -> None:
+    h.update(audio={"input": {"turn_detection": {"type": "semantic_vad", "create_response": False}}})
+    assert speak_over_answer(h, [0.9] * 8 + [0.0] * 4) == []
+    item_id, first = held_speech(h)
+    assert first is not None
+    assert speak_over_answer(h, [0.9] * 6 + [0.0] * 4) == []  # the speech went on: a longer span
+    _, second = held_speech_asked(h)
+    assert second.end_ms > first.end_ms
+    h.core.receive(HeldSpeechHeard(item_id, "Okay the courier", first.end_ms))  # stale: ignored
+    assert h.events() == []
+    h.core.receive(HeldSpeechHeard(item_id, "Okay.", second.end_ms))
+    assert h.events() == []
+    assert any(isinstance(c, HeldSpeechDropped) for c in h.take_commands())
+
+
+def held_speech_asked(h: Harness) -> tuple[None, TranscribeHeld]:
+    asked = [c for c in h.take_commands() if isinstance(c, TranscribeHeld)]
+    assert asked
+    return None, asked[-1]
+
+
 def test_held_speech_with_other_words_interrupts_with_its_own_onset(h: Harness) -> None:
     h.update(audio={"input": {"turn_detection": {"type": "semantic_vad", "create_response": False}}})
-    assert speak_over_answer(h, [0.0] * 10 + [0.9] * 8) == []
-    item_id = held_speech(h)
-    h.core.receive(HeldSpeechHeard(item_id, "Wait, no"))
+    assert speak_over_answer(h, [0.0] * 10 + [0.9] * 8 + [0.0] * 4) == []
+    item_id, asked = held_speech(h)
+    assert asked is not None
+    h.core.receive(HeldSpeechHeard(item_id, "Wait, no", asked.end_ms))
     started = only(h.events(), "input_audio_buffer.speech_started")
     assert started["item_id"] == item_id and started["audio_start_ms"] == 10 * FRAME_MS - 300
 

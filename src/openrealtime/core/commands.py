@@ -94,6 +94,17 @@ class HeldSpeechDropped:
 
 
 @dataclass(frozen=True)
+class TranscribeHeld:
+    """Held speech ended: transcribe exactly ``[start_ms, end_ms)`` (its onset to its end, on
+    the input clock) and report it as ``HeldSpeechHeard``, whatever the pass finds (no words
+    for a cough) or if it fails (no words)."""
+
+    item_id: str
+    start_ms: float
+    end_ms: float
+
+
+@dataclass(frozen=True)
 class PredictEndOfTurn:
     """Run the turn detector on ``[audio_start_ms, audio_end_ms)`` and report the result."""
 
@@ -177,6 +188,7 @@ Command = (
     | SpeechStarted
     | PredictEndOfTurn
     | HeldSpeechDropped
+    | TranscribeHeld
     | InputCommitted
     | ResponseFinished
     | InputBufferCleared

@@ -231,10 +231,11 @@ class SpeechProbabilities:
 
 @dataclass(frozen=True)
 class HeldSpeechHeard:
-    """The (partial) transcript of speech held back while the answer plays."""
+    """The transcript of held speech over ``TranscribeHeld``'s span, which ended at ``end_ms``."""
 
     item_id: str
     text: str
+    end_ms: float
 
 
 @dataclass(frozen=True)

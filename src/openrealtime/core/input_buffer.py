@@ -23,6 +23,7 @@ from .commands import (
     InputCommitted,
     PredictEndOfTurn,
     SpeechStarted,
+    TranscribeHeld,
     TranscribeItem,
 )
 from .conversation import PCM_BYTES_PER_MS, AudioTrack
@@ -215,25 +216,30 @@ class InputTurns:
 
     def held_speech_heard(self, result: HeldSpeechHeard) -> None:
         if self.held is not None and self.held.item_id == result.item_id:
-            self.held.transcript = result.text
+            self.held.heard(result.text, result.end_ms)
             self._judge_held()
 
-    def _judge_held(self, *, ended: bool = False) -> bool:
-        """Decide held speech if its verdict is in; True when it was a backchannel."""
+    def _judge_held(self) -> None:
+        """Ask for the held speech's transcript once it ended, and carry out its verdict once
+        there is one (a turn end found meanwhile waits in ``held.stopped``)."""
         held, segmenter = self.held, self.segmenter
         if held is None or segmenter is None:
-            return False
-        verdict = backchannels.decide(held, segmenter, self.last_frame_end_ms, ended=ended)
+            return
+        span = held.span_to_transcribe(segmenter)
+        if span is not None:
+            self.state.command(TranscribeHeld(held.item_id, *span))
+        verdict = backchannels.decide(held, segmenter, self.last_frame_end_ms)
+        if verdict is backchannels.Verdict.UNDECIDED:
+            return
+        self.held = None
         if verdict is backchannels.Verdict.INTERRUPTION:
-            self.held = None
             self._announce(held.item_id, held.started.audio_start_ms)
-        elif verdict is backchannels.Verdict.BACKCHANNEL or ended:
-            self.held = None
-            if not ended:
-                segmenter.reset()
-            self.state.command(HeldSpeechDropped(held.item_id))
-            return True
-        return False
+            if held.stopped is not None:
+                self._stop(held.stopped)
+            return
+        if held.stopped is None:
+            segmenter.reset()
+        self.state.command(HeldSpeechDropped(held.item_id))
 
     def _holds(self, audible: bool) -> bool:
         """Speech now is held: semantic_vad, barge-in on, and an answer is heard or generated."""
@@ -257,6 +263,17 @@ class InputTurns:
         ):
             self._segmented(event)
 
+    def _stop(self, event: turns.SpeechStopped) -> None:
+        """``speech_stopped``: the turn is committed up to where its end was decided."""
+        state = self.state
+        item_id = self.turn_item_id or state.new_id("item_")
+        self.turn_item_id = item_id
+        state.emit(se.InputAudioBufferSpeechStopped(audio_end_ms=event.audio_end_ms, item_id=item_id))
+        end_byte = int((event.detected_at_ms - self.buffer_start_ms) * PCM_BYTES_PER_MS)
+        self._commit(end_byte, by_vad=True)
+        self._move(TurnTrigger.SPEECH_STOPPED)
+        self.on_turn_committed()
+
     def _announce(self, item_id: str, audio_start_ms: int) -> None:
         """``speech_started`` (and barge-in) for a turn whose transcription already runs."""
         self._move(TurnTrigger.SPEECH_STARTED)
@@ -267,6 +284,9 @@ class InputTurns:
     def _segmented(self, event: turns.SegmenterEvent, *, audible: bool = False) -> None:
         state = self.state
         if isinstance(event, turns.SpeechStarted):
+            if self.held is not None:  # new speech after a turn end that awaits its verdict
+                state.command(HeldSpeechDropped(self.held.item_id))
+                self.held = None
             item_id = state.new_id("item_")
             held = self._holds(audible)
             transcription = state.session.audio.input.transcription
@@ -284,15 +304,11 @@ class InputTurns:
             else:
                 self._announce(item_id, event.audio_start_ms)
         elif isinstance(event, turns.SpeechStopped):
-            if self.held is not None and self._judge_held(ended=True):
+            if self.held is not None:
+                self.held.stopped = event
+                self._judge_held()
                 return
-            item_id = self.turn_item_id or state.new_id("item_")
-            self.turn_item_id = item_id
-            state.emit(se.InputAudioBufferSpeechStopped(audio_end_ms=event.audio_end_ms, item_id=item_id))
-            end_byte = int((event.detected_at_ms - self.buffer_start_ms) * PCM_BYTES_PER_MS)
-            self._commit(end_byte, by_vad=True)
-            self._move(TurnTrigger.SPEECH_STOPPED)
-            self.on_turn_committed()
+            self._stop(event)
         else:
             state.command(
                 PredictEndOfTurn(

@@ -22,8 +22,22 @@ import numpy as np
 
 from ..audio import formats
 from ..audio.resample import AudioFrame, AudioFramer, int16_to_float32, resample
-from ..core.commands import InputAppended, InputCommitted, PredictEndOfTurn, SpeechStarted, TranscribeItem
-from ..core.events import CallerLanguageChanged, EndOfTurnPredicted, HeldSpeechHeard, Result, SpeechProbabilities, VadFrame
+from ..core.commands import (
+    InputAppended,
+    InputCommitted,
+    PredictEndOfTurn,
+    SpeechStarted,
+    TranscribeHeld,
+    TranscribeItem,
+)
+from ..core.events import (
+    CallerLanguageChanged,
+    EndOfTurnPredicted,
+    HeldSpeechHeard,
+    Result,
+    SpeechProbabilities,
+    VadFrame,
+)
 from ..engines.asr.language import LanguageDetection, LanguageTracker
 from ..engines.asr.streaming import StreamingTranscription, transcribe_in
 from ..engines.base import FloatAudio, Transcript, VADStream
@@ -41,10 +55,6 @@ SPEECH_END_MARGIN_MS = 96
 
 PROSODY_SPAN_MS = 3000
 """The prosody at a pause is measured against the last seconds of speech, not the whole turn."""
-
-HELD_POLL_SECONDS = 0.05
-HELD_FOLLOW_SECONDS = 5.0
-"""Held speech is decided within ~2.5 s (a second of speech, or 1.5 s for its transcript)."""
 
 TEXT_WAIT_SECONDS = 1.5
 """How long the pass that transcribes a pause is waited for before the turn may end without
@@ -99,7 +109,6 @@ class InputPipeline:
         self.streaming: StreamingTranscription | None = None
         self.streaming_start_ms = 0.0
         self.turn_streams: dict[str, StreamingTranscription] = {}
-        self.followers: set[asyncio.Task[None]] = set()
         self.task: asyncio.Task[None] | None = None
         self.last_frame_end_ms = 0.0
         self.echo = EchoGuard()
@@ -144,28 +153,27 @@ class InputPipeline:
         already = self.history.slice(command.audio_start_ms, self.last_frame_end_ms)
         if len(already):
             self._feed_streaming(already)
-        if command.held:
-            self._follow_held(command.item_id, self.streaming)
 
-    def _follow_held(self, item_id: str, streaming: StreamingTranscription) -> None:
-        """Report the transcript of held speech as its passes finish, until it is decided
-        (then the streaming pass is no longer this one: dropped, or the turn's)."""
-
-        async def follow() -> None:
-            last: str | None = None
-            for _ in range(round(HELD_FOLLOW_SECONDS / HELD_POLL_SECONDS)):
-                if self.streaming is not streaming:
-                    return
-                text = streaming.latest_text()
-                if text is not None and text != last:
-                    last = text
-                    log.debug("held speech %s: %r", item_id, text)
-                    self.report(HeldSpeechHeard(item_id, text))
-                await asyncio.sleep(HELD_POLL_SECONDS)
-
-        task = asyncio.ensure_future(follow())
-        self.followers.add(task)
-        task.add_done_callback(self.followers.discard)
+    async def transcribe_held(self, command: TranscribeHeld) -> None:
+        """One pass over exactly the held speech (with the backchannel prompt), reported
+        whatever it finds: the backchannel verdict waits for it (no words if it fails)."""
+        text = ""
+        transcriber = self.engines.transcriber
+        audio = self.history.slice(command.start_ms, command.end_ms)
+        if transcriber is not None and len(audio):
+            policy = self.caller_language.policy()
+            try:
+                result, _, _ = await self.scheduler.asr.call(
+                    lambda: transcribe_in(transcriber, audio, policy, prompt=BACKCHANNEL_PROMPT),
+                    priority=PRIORITY_TURN,
+                )
+                text = result.text
+            except Exception:
+                log.exception("transcribing held speech failed")
+        log.debug(
+            "held speech %s (%.0f-%.0f ms): %r", command.item_id, command.start_ms, command.end_ms, text
+        )
+        self.report(HeldSpeechHeard(command.item_id, text, command.end_ms))
 
     def on_committed(self, command: InputCommitted) -> None:
         if command.by_vad and self.streaming is not None:
@@ -327,8 +335,6 @@ class InputPipeline:
         return self.framer.push(command.pcm) if len(command.pcm) else []
 
     async def aclose(self) -> None:
-        for follower in list(self.followers):
-            follower.cancel()
         self._drop_streaming()
         for streaming in self.turn_streams.values():
             streaming.cancel()

@@ -39,6 +39,7 @@ from ..core.commands import (
     ResponseFinished,
     SpeechStarted,
     StartResponse,
+    TranscribeHeld,
     TranscribeItem,
 )
 from ..core.events import (
@@ -371,6 +372,8 @@ class SessionRuntime:
                 self.listening.on_cleared()
             case HeldSpeechDropped():
                 self.listening.on_cleared()  # a backchannel: its transcription is not needed
+            case TranscribeHeld():
+                self._spawn(self.listening.transcribe_held(command), f"held:{command.item_id}")
             case ClearOutputAudio():
                 self.listening.echo.stopped()
                 cleared = self.playback.clear("client_cancelled") if self.playback is not None else None
