@@ -71,6 +71,14 @@ _SILENCE_DB = -100.0
 _INF_DB = 100.0
 RUN_END_MS = 1000
 """Playback silent this long ends a playback run (its echo reduction is logged)."""
+RUN_ESTIMATE_EVERY_MS = 64
+RUN_PAD_MS = 120
+"""Until a run's offset is measured its echo is predicted from the playback this much either
+side of where it was placed (runs measured live were off by -60 to +60 ms, rarely more)."""
+LEARN_PASSES = 3
+"""Times the audio already heard is run through the filter when the path is found or a run is
+moved: speex's adaptive filter needs seconds of echo to converge, and a short first answer
+piece would leave it unconverged at the start of the next."""
 PATHLESS_ESTIMATES = 3
 """Estimates (every ``estimate_every_ms`` over ``estimate_window_ms``) that must find no echo
 before :attr:`EchoCanceller.no_echo_path` holds."""
@@ -182,7 +190,7 @@ class EchoSettings:
     """Playback quieter than this (dBFS) is treated as silence: no echo to predict."""
     estimate_every_ms: int = 250
     estimate_window_ms: int = 1000
-    run_search_ms: int = 120
+    run_search_ms: int = 300
     """How far (either way) a playback run's own echo is searched around where its placement
     and the echo path put it: a run placed after an underrun lands where the server's view of
     the input clock was when it sent it, which is off the client's by the audio in flight."""
@@ -513,7 +521,9 @@ class EchoCanceller:
         end = start + n
         self._remember_near(near, end)
         self._since_estimate += n
-        if self._since_estimate * 1000 >= self.settings.estimate_every_ms * self.sample_rate:
+        # a run's offset is looked for every few frames: until it is found the gate is strict
+        every_ms = self.settings.estimate_every_ms if self._lag is None else RUN_ESTIMATE_EVERY_MS
+        if self._since_estimate * 1000 >= every_ms * self.sample_rate:
             self._since_estimate = 0
             if self._lag is None:
                 self._update_lag(end)
@@ -525,7 +535,7 @@ class EchoCanceller:
         unsure = self._run_unsure(start)
         if self._lag is not None:
             # a run whose offset is not yet measured may be heard up to run_search either way
-            pad = self._run_search if unsure else 0
+            pad = round(RUN_PAD_MS * self.sample_rate / 1000) if unsure else 0
             window = self._far_slice(start - self._lag - self._tail - pad, end - self._lag + self._lead + pad)
         else:
             window = self._far_slice(start - self._max_lag - self._tail, end)
@@ -636,9 +646,10 @@ class EchoCanceller:
             return
         history = self._near[self._near.size - n - usable : self._near.size - n]
         first = end - n - usable
-        for i in range(0, usable, n):
-            at = first + i - self._lag + self._lead
-            self._speex.process(_to_int16(history[i : i + n]), _to_int16(self._far_slice(at, at + n)))
+        for _ in range(LEARN_PASSES):
+            for i in range(0, usable, n):
+                at = first + i - self._lag + self._lead
+                self._speex.process(_to_int16(history[i : i + n]), _to_int16(self._far_slice(at, at + n)))
 
     def _update_run_offset(self, end: int) -> None:
         """Once ``run_heard_ms`` of the current run's echo has come back, find where it really
@@ -659,6 +670,12 @@ class EchoCanceller:
         far = run.played(end - window - 2 * search - reach, end - reach)
         found = EchoDelayEstimator(self.sample_rate, 2 * search, window).estimate(self._near[-window:], far)
         if found is None or found[1] < 8.0:
+            run.tries += 1
+            if run.tries >= 8:  # not near where the path puts it: look for the path anew
+                lag = self._lag
+                self._update_lag(end)
+                if self._lag != lag:
+                    run.hold()
             return
         moved = found[0] - search
         log.debug(
@@ -778,6 +795,8 @@ class _PlaybackStream:
         self.shift = 0
         """Samples the run is heard later than placed (its measured offset, once held)."""
         self.held = False
+        self.tries = 0
+        """Estimates of its offset that found nothing within ``run_search_ms``."""
         self._audio: list[FloatAudio] = []
         self._resampler = StreamingResampler(rate, out_rate) if rate != out_rate else None
 
