@@ -162,3 +162,32 @@ def test_rejects_partial_frames() -> None:
         canceller.process(np.zeros(300, np.float32), 0.0)
     with pytest.raises(ValueError):
         canceller.play(np.zeros((2, 10), np.float32), RATE)
+
+
+@pytest.mark.parametrize("off_ms", [-60, 0, 45])
+def test_a_run_heard_off_its_placement_is_moved_there_once_and_held(off_ms: int) -> None:
+    """An answer's second piece, placed after a gap where the server's view of the input clock
+    stood, is heard ``off_ms`` later by the client: its offset is measured from its echo, the
+    run moved there and held, and the filter's reduction over it matches the first run's."""
+    first, second = babble(2.5, 21), babble(3.0, 22)
+    placed_ms, heard_ms = 5000, 5000 + off_ms
+    played = np.zeros(int(9.0 * RATE), np.float32)
+    played[RATE // 2 : RATE // 2 + first.size] = first
+    at = heard_ms * RATE // 1000
+    played[at : at + second.size] = second
+    ir = room_impulse_response(RATE, rt60_s=0.25, seed=23)
+    noise = (np.random.default_rng(24).standard_normal(played.size) * 3e-4).astype(np.float32)
+    mic = echo_of(played, RATE, delay_ms=100, level_db=-6.0, ir=ir) + noise
+    canceller = EchoCanceller(RATE)
+    canceller.play(first, RATE, at_ms=500.0)
+    split = placed_ms * RATE // 1000 // 512 * 512  # the second piece arrives at its placement
+    run(canceller, mic[:split])
+    canceller.play(second, RATE, at_ms=float(placed_ms))
+    for i in range(split, mic.size // 512 * 512, 512):
+        canceller.process(mic[i : i + 512], i * 1000 / RATE)
+    canceller.close()
+    assert canceller.delay_ms == pytest.approx(100, abs=1.0)  # the path: kept, never re-learnt
+    assert canceller.resets == 0
+    assert canceller._run_shift * 1000 / RATE == pytest.approx(off_ms, abs=2.0)
+    first_db, second_db = canceller.run_reductions_db
+    assert second_db > 10.0 and second_db > first_db - 3.0, canceller.run_reductions_db
