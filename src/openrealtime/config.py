@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = None
     """OTLP/HTTP collector base URL for traces (else ``OTEL_EXPORTER_OTLP_ENDPOINT``); unset: off."""
     warm_up: bool = True
+    preemptive: bool = True
+    """Start answering a turn on its partial transcript while the caller pauses, invisibly,
+    and release it when the committed turn says the same (runtime/speculation.py)."""
     """Run every engine once at start-up (and prime the LLM's prompt cache)."""
 
     # language model

@@ -61,6 +61,8 @@ class EngineSet:
     asr_language: str = "en"
     """The callers' language until one is heard (``asr_language``; ``auto``: detect)."""
     llm_threads: int = 1
+    preemptive: bool = True
+    """Answers may be started on partial transcripts (``preemptive``)."""
     llm_batch_threads: int = 1
     """Prompt-evaluation threads the embedded LLM may use while no other engine is busy."""
     in_flight: dict[str, int] = field(default_factory=dict)
@@ -344,6 +346,7 @@ def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
         asr_language=settings.asr_language,
         llm_threads=settings.llm_threads,
         llm_batch_threads=settings.llm_batch_threads,
+        preemptive=settings.preemptive,
         in_flight={kind: settings.ray_concurrency for kind in RAY_KINDS if kind in settings.ray_engines},
     )
     if speech:

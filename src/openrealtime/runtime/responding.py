@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -45,7 +45,7 @@ from ..engines.base import (
 from ..engines.llm.tool_calling import validate_arguments
 from ..engines.registry import EngineSet
 from ..engines.tts.chunker import ClauseChunker
-from .scheduler import Scheduler
+from .scheduler import PRIORITY_SPECULATIVE, PRIORITY_TURN, Scheduler
 
 log = logging.getLogger("openrealtime.runtime")
 
@@ -85,6 +85,9 @@ class ResponseHost(Protocol):
     scheduler: Scheduler
     timings: dict[str, TurnTimings]
     first_piece_words: int | None
+    speculative: bool
+    """The work is a guess (runtime/speculation.py): it queues below every committed turn
+    and gives the engine up when one needs it."""
 
     def report(self, result: Result) -> None:
         """Give a result to the core and send what it emits."""
@@ -184,7 +187,10 @@ class Cascade:
         produced = False
         try:
             async for event in self.host.scheduler.llm.stream(
-                lambda: self._start_llm(request, token), cancel=token, stall_timeout=ENGINE_STALL_S
+                lambda: self._start_llm(request, token),
+                cancel=token,
+                stall_timeout=ENGINE_STALL_S,
+                **_placement(self.host),
             ):
                 produced = True
                 yield event
@@ -257,6 +263,13 @@ class Cascade:
             else:
                 host.report(TextGenerated(rid, APOLOGY))
         return finish
+
+
+def _placement(host: ResponseHost) -> dict[str, Any]:
+    """Queue options of the host's engine work: a committed turn's, or a guess's."""
+    if host.speculative:
+        return {"priority": PRIORITY_SPECULATIVE, "yielding": True}
+    return {"priority": PRIORITY_TURN}
 
 
 def _call_problem(tools: dict[str, ToolSpec], name: str, arguments: str) -> str | None:
@@ -341,6 +354,7 @@ class _SpeechOut:
             lambda: synthesizer.synthesize(text, voice=voice_id, speed=self.command.speed, cancel=self.token),
             cancel=self.token,
             stall_timeout=ENGINE_STALL_S,
+            **_placement(host),
         ):
             if self.token.cancelled:
                 return

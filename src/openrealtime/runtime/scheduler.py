@@ -26,6 +26,11 @@ PRIORITY_TURN = 0
 """Work a caller is waiting for right now."""
 PRIORITY_BACKGROUND = 10
 """Work that only makes a later step faster (e.g. partial transcripts)."""
+PRIORITY_SPECULATIVE = 20
+"""A guessed answer to a turn not yet committed (runtime/speculation.py): below every
+committed turn of every session, and given up as soon as such a turn needs the engine."""
+PRIORITY_PREFILL = 30
+"""Evaluating a session's prompt prefix ahead of its first turn: the lowest of all."""
 
 _DONE = object()
 
@@ -41,6 +46,8 @@ class _Job:
     run: Callable[[], None] = field(compare=False)
     cancel: CancelToken | None = field(compare=False, default=None)
     enqueued: float = field(compare=False, default=0.0)
+    yields: CancelToken | None = field(compare=False, default=None)
+    """Set when work of a turn (``PRIORITY_TURN``) is queued while this job waits or runs."""
 
 
 class EngineQueue:
@@ -58,6 +65,8 @@ class EngineQueue:
         self.on_wait: Callable[[str, float], None] | None = None
         """Told ``(engine name, seconds waited)`` on the worker thread as each job starts."""
         self.running = 0
+        self._yielding: set[CancelToken] = set()
+        self._yield_lock = threading.Lock()
         for thread in self._threads:
             thread.start()
 
@@ -75,7 +84,15 @@ class EngineQueue:
                 job.run()
             finally:
                 self.running -= 1
+                if job.yields is not None:
+                    with self._yield_lock:
+                        self._yielding.discard(job.yields)
                 self._queue.task_done()
+
+    def keep(self, token: CancelToken) -> None:
+        """Work queued as ``yielding`` under ``token`` is a turn's now: no longer given up."""
+        with self._yield_lock:
+            self._yielding.discard(token)
 
     def executor(self, priority: int) -> QueueExecutor:
         return QueueExecutor(self, priority)
@@ -89,11 +106,30 @@ class EngineQueue:
         """Nothing queued and nothing running."""
         return self.running == 0 and self._queue.qsize() == 0
 
-    def _put(self, run: Callable[[], None], priority: int, cancel: CancelToken | None) -> None:
-        self._queue.put(_Job(priority, next(self._seq), run, cancel, time.monotonic()))
+    def _put(
+        self,
+        run: Callable[[], None],
+        priority: int,
+        cancel: CancelToken | None,
+        yields: CancelToken | None = None,
+    ) -> None:
+        with self._yield_lock:
+            if yields is not None:
+                self._yielding.add(yields)
+            elif priority <= PRIORITY_TURN and self._yielding:
+                # a caller is waiting for this engine: speculative work gives it up at once
+                for token in self._yielding:
+                    token.cancel()
+                self._yielding.clear()
+        self._queue.put(_Job(priority, next(self._seq), run, cancel, time.monotonic(), yields))
 
     async def call(
-        self, fn: Callable[[], T], *, priority: int = PRIORITY_TURN, cancel: CancelToken | None = None
+        self,
+        fn: Callable[[], T],
+        *,
+        priority: int = PRIORITY_TURN,
+        cancel: CancelToken | None = None,
+        yielding: bool = False,
     ) -> T:
         """Run ``fn`` on this engine's workers and await its result."""
         loop = asyncio.get_running_loop()
@@ -110,7 +146,8 @@ class EngineQueue:
         def dropped() -> None:
             loop.call_soon_threadsafe(_set_exception, future, asyncio.CancelledError())
 
-        self._put(run if cancel is None else _unless_cancelled(run, dropped, cancel), priority, None)
+        guarded = run if cancel is None else _unless_cancelled(run, dropped, cancel)
+        self._put(guarded, priority, None, cancel if yielding else None)
         return await future
 
     async def stream(
@@ -120,11 +157,13 @@ class EngineQueue:
         priority: int = PRIORITY_TURN,
         cancel: CancelToken | None = None,
         stall_timeout: float | None = None,
+        yielding: bool = False,
     ) -> AsyncIterator[T]:
         """Drain the iterator ``make()`` on a worker; items arrive here as they are produced.
 
         With ``stall_timeout``, waiting longer than that for the next item (queueing included)
-        raises ``EngineStalled`` and the worker stops at its next item."""
+        raises ``EngineStalled`` and the worker stops at its next item. ``yielding`` work
+        (speculative, with a ``cancel`` token) is cancelled when work of a turn is queued."""
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[Any] = asyncio.Queue()
         abandoned = threading.Event()
@@ -149,7 +188,8 @@ class EngineQueue:
         def dropped() -> None:
             loop.call_soon_threadsafe(items.put_nowait, _DONE)
 
-        self._put(run if cancel is None else _unless_cancelled(run, dropped, cancel), priority, None)
+        guarded = run if cancel is None else _unless_cancelled(run, dropped, cancel)
+        self._put(guarded, priority, None, cancel if yielding else None)
         try:
             while True:
                 try:
@@ -231,3 +271,8 @@ class Scheduler:
         self.tts = EngineQueue("tts", tts_workers)
         self.vad = EngineQueue("vad", vad_workers)
         self.vision = EngineQueue("vision", 1)
+
+    def keep(self, token: CancelToken) -> None:
+        """Speculative work under ``token`` became a committed turn's (on every engine)."""
+        for engine in (self.llm, self.asr, self.tts, self.vad, self.vision):
+            engine.keep(token)

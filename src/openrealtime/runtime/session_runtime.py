@@ -72,6 +72,7 @@ from .playback import FRAME_MS, MediaPlayback
 from .port import ClientOutput, SessionClient
 from .responding import FIRST_PIECE_WORDS, Cascade, Responder, TurnTimings
 from .scheduler import Scheduler
+from .speculation import Speculation
 
 log = logging.getLogger("openrealtime.runtime")
 
@@ -127,6 +128,14 @@ class SessionRuntime:
         self.responder = responder(self)
         self.listening = InputPipeline(engines, scheduler, self.report)
         self.first_piece_words: int | None = FIRST_PIECE_WORDS
+        self.speculative = False
+        self.speculation = Speculation(
+            self,
+            enabled=engines.preemptive and isinstance(self.responder, Cascade),
+            on_outcome=lambda outcome, tokens, seconds: self.observers.speculation(
+                self.info, outcome, tokens, seconds
+            ),
+        )
         self.mcp_policy = mcp_policy or mcp_client.McpPolicy.from_settings(None, None)
         self.timings: dict[str, TurnTimings] = {}
         self.speech_stopped_at: dict[str, float] = {}
@@ -162,6 +171,7 @@ class SessionRuntime:
                 model=self.info.model,
             )
         self.observers.session_started(self.info)
+        self.speculation.config_changed()
         loop = asyncio.get_running_loop()
         self._expiry = loop.call_later(
             self.core.limits.max_session_minutes * 60, self.report, SessionExpired()
@@ -175,6 +185,8 @@ class SessionRuntime:
                 self.core.reject(rate_limited(event.event_id))
             else:
                 self.core.handle(event)
+                if _client_event_type(event) == "session.update":
+                    self.speculation.config_changed()
         except Exception:  # a bug on one event must not end the session
             log.exception("unexpected failure handling a client event")
             self.core.reject(
@@ -210,6 +222,7 @@ class SessionRuntime:
         if self._expiry is not None:
             self._expiry.cancel()
         await self.listening.aclose()
+        await self.speculation.aclose()
         self.observers.session_ended(self.info)
         for work in self._responses.values():
             work.token.cancel()
@@ -302,16 +315,19 @@ class SessionRuntime:
             case SpeechStarted():
                 self._cancel_idle_timer()
                 self.listening.on_speech_started(command)
+                self.speculation.on_speech_started()
             case InputCommitted():
                 if command.by_vad:
                     self.speech_stopped_at[command.item_id] = time.monotonic()
                 self.listening.on_committed(command)
+                self.speculation.on_committed(command.item_id, command.by_vad)
             case PredictEndOfTurn():
                 self._spawn(self.listening.predict_end_of_turn(command), "end-of-turn")
             case ResponseFinished():
                 self._arm_idle_timer(command)
             case InputBufferCleared():
                 self.listening.on_cleared()
+                self.speculation.on_cleared()
             case ClearOutputAudio():
                 cleared = self.playback.clear("client_cancelled") if self.playback is not None else None
                 if cleared is not None:
@@ -350,11 +366,19 @@ class SessionRuntime:
 
     async def _run_response(self, command: StartResponse, token: CancelToken) -> None:
         try:
-            await self.responder.respond(command, token)
+            adopt = lambda guessed: self._adopt(command.response_id, guessed)  # noqa: E731
+            if not await self.speculation.release(command, token, adopt):
+                await self.responder.respond(command, token)
         finally:
             self._responses.pop(command.response_id, None)
             self.flush()
             self._log_timings(command)
+
+    def _adopt(self, response_id: str, token: CancelToken) -> None:
+        """A released guess's token is the response's now: the core's cancel reaches it."""
+        work = self._responses.get(response_id)
+        if work is not None:
+            work.token = token
 
     def chat_request(self, response_id: str) -> ChatRequest | None:
         request = self.core.chat_request(response_id)
@@ -412,6 +436,7 @@ class SessionRuntime:
             "first_audio_sent_ms": ms(timings.first_audio_sent),
             "asr_queue_wait_ms": round(self.scheduler.asr.last_wait_s * 1000, 1),
             "llm_queue_wait_ms": round(self.scheduler.llm.last_wait_s * 1000, 1),
+            **self.speculation.timing_fields(command.response_id),
         }
         log.info("turn timings %s", json.dumps(record))
         self.observers.turn_timings(self.info, record)

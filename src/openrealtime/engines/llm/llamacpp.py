@@ -383,7 +383,9 @@ class LlamaCppModel:
 
     # ------------------------------------------------------------------ prompt
 
-    def _render(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> str:
+    def _render(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], *, generation_prompt: bool = True
+    ) -> str:
         chat = to_chat_messages(messages, arguments_as_object=True)
         if tools and self.tool_guidance:
             if chat and chat[0]["role"] == "system":
@@ -395,7 +397,7 @@ class LlamaCppModel:
         rendered: str = self._template.render(
             messages=chat,
             tools=to_chat_tools(tools) if tools else None,
-            add_generation_prompt=True,
+            add_generation_prompt=generation_prompt,
             bos_token=self._bos_text,
             eos_token=self._eos_text,
         )
@@ -548,6 +550,26 @@ class LlamaCppModel:
             return False
         self._llm.eval(list(tokens))
         return True
+
+    def prefill(self, request: ChatRequest, cancel: CancelToken) -> int:
+        """Evaluate the prompt prefix ``request`` renders (its system message and tools, no
+        generation prompt) and keep it as a snapshot, so a later prompt that starts with it
+        evaluates only the rest; the number of tokens evaluated (0 when already cached)."""
+        with self._lock:
+            tools = request.tools if self.supports_tools else ()
+            ids = self._tokenize(self._render(request.messages, tools, generation_prompt=False))
+            if self._add_bos and (not ids or ids[0] != self._bos):
+                ids.insert(0, self._bos)
+            prefix = np.asarray(ids, dtype=np.intc)
+            if len(prefix) < 2 or len(prefix) + 256 > self.n_ctx or self._cache.covers(prefix):
+                return 0
+            cached, _ = self._prepare(prefix)
+            for offset in range(cached, len(prefix), _PROMPT_CHUNK):
+                if cancel.cancelled:
+                    return offset - cached
+                self._eval(prefix[offset : offset + _PROMPT_CHUNK].tolist())
+            self._snapshot()
+            return len(prefix) - cached
 
     # ------------------------------------------------------------------ generation
 
