@@ -61,10 +61,10 @@ class EngineSet:
     asr_language: str = "en"
     """The callers' language until one is heard (``asr_language``; ``auto``: detect)."""
     llm_threads: int = 1
-    preemptive: bool = True
-    """Answers may be started on partial transcripts (``preemptive``)."""
     llm_batch_threads: int = 1
     """Prompt-evaluation threads the embedded LLM may use while no other engine is busy."""
+    preemptive: bool = True
+    """Answers may be started on partial transcripts (``preemptive``)."""
     in_flight: dict[str, int] = field(default_factory=dict)
     """Requests each engine queue keeps running at once (default 1): a remote engine takes
     several (``ray_concurrency``); a batching LLM backend would too."""

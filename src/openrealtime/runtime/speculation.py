@@ -38,7 +38,7 @@ from ..core.events import GenerationFinished, PromptRead, Result, TextGenerated
 from ..core.speculation import GuessShape, guess_request, guess_shape, normalise, prefix_request, same_request
 from ..engines.base import CancelToken, ChatRequest
 from .responding import Cascade, Responder, TurnTimings
-from .scheduler import PRIORITY_PREFILL
+from .scheduler import PRIORITY_PREFILL, PRIORITY_SPECULATIVE
 
 if TYPE_CHECKING:
     from .session_runtime import SessionRuntime
@@ -48,6 +48,7 @@ log = logging.getLogger("openrealtime.speculation")
 WATCH_INTERVAL_S = 0.02
 """How often the turn being spoken is checked for a settled transcript."""
 MIN_GUESS_WORDS = 1
+MIN_WARM_WORDS = 2
 
 
 @dataclass
@@ -62,6 +63,8 @@ class SpeculationCounts:
     wasted_seconds: float = 0.0
     prefills: int = 0
     prefill_tokens: int = 0
+    warm_tokens: int = 0
+    """Prompt tokens evaluated ahead on the words agreed while the caller spoke."""
 
 
 class _GuessHost:
@@ -167,6 +170,8 @@ class Speculation:
         self._prefill_key: str | None = None
         self._prefill: tuple[asyncio.Task[None], CancelToken] | None = None
         self._seq = 0
+        self._warmed = ""
+        self._warming: asyncio.Future[int] | None = None
 
     # ------------------------------------------------------------------ prefill
 
@@ -224,7 +229,8 @@ class Speculation:
     # ------------------------------------------------------------------ the turn being spoken
 
     def on_speech_started(self) -> None:
-        self._discard_current("resumed")
+        self._discard_current("abandoned")
+        self._warmed = ""
         if self.enabled and self._watcher is None:
             self._watcher = asyncio.ensure_future(self._watch())
 
@@ -257,6 +263,8 @@ class Speculation:
                 if text is None or len(text.split()) < MIN_GUESS_WORDS:
                     if guess is not None and streaming is not None:
                         self._discard_current("abandoned")  # the caller is speaking again
+                    if streaming is not None and self._guess is None:
+                        self._warm(streaming.text)
                     continue
                 words = normalise(text)
                 if guess is not None and guess.words == words and not guess.token.cancelled:
@@ -267,6 +275,36 @@ class Speculation:
             pass
         except Exception:
             log.exception("speculation failed")
+
+    def _warm(self, words_so_far: str) -> None:
+        """While the caller speaks, evaluate the prompt up to the words agreed so far, so the
+        turn's request (guessed or final) evaluates only what follows them."""
+        prefill = getattr(self.runtime.engines.llm, "prefill", None)
+        if (
+            prefill is None
+            or len(words_so_far.split()) < MIN_WARM_WORDS
+            or words_so_far == self._warmed
+            or (self._warming is not None and not self._warming.done())
+        ):
+            return
+        request = guess_request(self.runtime.core, words_so_far) if guess_shape(self.runtime.core) else None
+        if request is None:
+            return
+        self._warmed = words_so_far
+        token = CancelToken()
+        self._warming = asyncio.ensure_future(
+            self.runtime.scheduler.llm.call(
+                lambda: prefill(request, token, keep=False),
+                priority=PRIORITY_SPECULATIVE,
+                cancel=token,
+                yielding=True,
+            )
+        )
+        self._warming.add_done_callback(self._warmed_up)
+
+    def _warmed_up(self, task: asyncio.Future[int]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.counts.warm_tokens += task.result()
 
     def _start(self, text: str, words: str) -> None:
         core = self.runtime.core

@@ -551,10 +551,12 @@ class LlamaCppModel:
         self._llm.eval(list(tokens))
         return True
 
-    def prefill(self, request: ChatRequest, cancel: CancelToken) -> int:
-        """Evaluate the prompt prefix ``request`` renders (its system message and tools, no
-        generation prompt) and keep it as a snapshot, so a later prompt that starts with it
-        evaluates only the rest; the number of tokens evaluated (0 when already cached)."""
+    def prefill(self, request: ChatRequest, cancel: CancelToken, *, keep: bool = True) -> int:
+        """Evaluate the prompt prefix ``request`` renders (its messages and tools, no
+        generation prompt), so a later prompt that starts with it evaluates only the rest; the
+        number of tokens evaluated (0 when already cached). ``keep`` also saves it as a
+        snapshot (a session's instructions and tools, which every turn reuses); without it,
+        it stays in the live cache only (a turn's words so far, soon outdated)."""
         with self._lock:
             tools = request.tools if self.supports_tools else ()
             ids = self._tokenize(self._render(request.messages, tools, generation_prompt=False))
@@ -563,12 +565,16 @@ class LlamaCppModel:
             prefix = np.asarray(ids, dtype=np.intc)
             if len(prefix) < 2 or len(prefix) + 256 > self.n_ctx or self._cache.covers(prefix):
                 return 0
+            live = np.asarray(self._llm.input_ids[: self._llm.n_tokens], dtype=np.intc)
+            if _common_prefix(live, prefix) >= len(prefix):
+                return 0  # the live cache holds it already
             cached, _ = self._prepare(prefix)
             for offset in range(cached, len(prefix), _PROMPT_CHUNK):
                 if cancel.cancelled:
                     return offset - cached
                 self._eval(prefix[offset : offset + _PROMPT_CHUNK].tolist())
-            self._snapshot()
+            if keep:
+                self._snapshot()
             return len(prefix) - cached
 
     # ------------------------------------------------------------------ generation
