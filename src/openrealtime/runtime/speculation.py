@@ -53,9 +53,10 @@ MIN_WARM_WORDS = 2
 
 @dataclass
 class SpeculationCounts:
-    """One session's outcomes: ``hits`` released, ``misses`` discarded at commit,
+    """One session's guesses: ``started``, ``hits`` released, ``misses`` discarded at commit,
     ``abandoned`` discarded before (the caller went on, or a committed turn took the engine)."""
 
+    started: int = 0
     hits: int = 0
     misses: int = 0
     abandoned: int = 0
@@ -326,6 +327,9 @@ class Speculation:
         )
         task = asyncio.ensure_future(self.responder(host).respond(command, token))
         self._guess = _Guess(text, words, shape, host, token, task)
+        self.counts.started += 1
+        if self.on_outcome is not None:
+            self.on_outcome("started", 0, 0.0)
 
     # ------------------------------------------------------------------ at commit
 

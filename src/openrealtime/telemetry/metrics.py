@@ -169,8 +169,8 @@ class MetricsObserver:
 
         self.speculations = Counter(
             "openrealtime_speculation",
-            "Answers started on a partial transcript before the turn was committed, by outcome: "
-            "hit (released as the turn's answer), miss (the final transcript differed), abandoned "
+            "Answers started on a partial transcript before the turn was committed (started), "
+            "and how each ended: hit (released as the turn's answer), miss (the final transcript differed), abandoned "
             "(the caller went on speaking, or a committed turn needed the engine).",
             ["outcome"],
             registry=r,
@@ -233,7 +233,7 @@ class MetricsObserver:
 
     def speculation(self, info: SessionInfo, outcome: str, wasted_tokens: int, wasted_seconds: float) -> None:
         self.speculations.labels(outcome).inc()
-        if outcome != "hit":
+        if outcome in ("miss", "abandoned"):
             self.speculation_wasted_tokens.inc(wasted_tokens)
             self.speculation_wasted_seconds.inc(wasted_seconds)
 
