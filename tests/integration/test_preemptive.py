@@ -118,7 +118,7 @@ async def test_speaking_again_in_the_silence_window_discards_the_guess_unseen(
     response_id = run.of("response.created")[0]["response"]["id"]
     assert all(e["response_id"] == response_id for e in (r.event for r in run.events) if "response_id" in e)
     heard = run.of("conversation.item.input_audio_transcription.completed")[0]["transcript"].lower()
-    assert "clubs" in heard and "forward" in heard, heard
+    assert heard.split()[0] in ("10", "ten") and "forward" in heard, heard  # both parts, one turn
     answer = run.of("response.output_audio_transcript.done")[0]["transcript"].lower()
     assert "forward" in answer or "meters" in answer, answer  # the whole turn was answered
 
