@@ -70,11 +70,9 @@ def run_comparison(
             ),
             console,
         )
-    table = Table(title=f"{title}: on vs off (voice-to-voice, ms)")
-    for column in ("sessions", "p50 on", "p50 off", "p50 ratio", "p95 on", "p95 off", "p95 ratio"):
+    table = Table(title=f"{title} on vs off: voice-to-voice ms (n sessions; underruns on/off; hit rate)")
+    for column in ("n", "p50 on", "off", "ratio", "p95 on", "off", "ratio", "underruns", "hits"):
         table.add_column(column, justify="right")
-    table.add_column("underruns on/off", justify="right")
-    table.add_column("hit rate", justify="right")
     rows = []
     off_levels = {lv["concurrency"]: lv for lv in reports["off"]["levels"]}
     for on in reports["on"]["levels"]:
