@@ -124,6 +124,19 @@ class Settings(BaseSettings):
     remote_concurrency: int = Field(default=4, ge=1)
     """Requests kept in flight per remote speech engine (its scheduler's workers)."""
 
+    # an upstream Realtime API answering the sessions' turns (runtime/upstream/)
+    upstream_url: str | None = None
+    """HTTP base of a Realtime API (``https://api.openai.com/v1``, an Azure ``…/openai/v1``,
+    another openrealtime's ``/v1``): responses are generated there, over its WebSocket."""
+    upstream_api_key: str | None = None
+    upstream_model: str = "gpt-realtime"
+    upstream_fallback: Literal["cascade", "none"] = "cascade"
+    """When the upstream fails: answer with the local models from the next turn on
+    (``cascade``), or end the session with the upstream's error (``none``)."""
+    upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    upstream_stall_seconds: float = Field(default=20.0, gt=0)
+    """A response whose upstream sends nothing for this long fails (the upstream is dropped)."""
+
     # the OpenAI audio endpoints this server offers (server/audio.py)
     max_audio_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     """Largest ``/v1/audio/transcriptions`` upload (OpenAI's limit is 25 MB)."""

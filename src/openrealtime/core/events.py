@@ -115,6 +115,9 @@ class GenerationFinished:
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
+    usage: Mapping[str, Any] | None = None
+    """The usage as the model's own service billed it (an upstream Realtime API's
+    ``response.done``): reported as it is instead of being counted here."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ for it is dropped (``SessionCore.receive`` asks it first).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,6 +67,8 @@ class Response:
     """Tool name → MCP server label, for the MCP tools this response offers the model."""
     pending_tools: dict[str, OutputItem] = field(default_factory=dict)
     """``mcp_call`` output items whose result the runtime has not reported yet."""
+    billed: dict[str, Any] | None = None
+    """Usage reported by the model's own service, used as it is (``GenerationFinished.usage``)."""
 
     @property
     def out_of_band(self) -> bool:
@@ -473,9 +475,11 @@ class Responses:
         prompt_tokens: int,
         cached_tokens: int,
         completion_tokens: int,
+        billed: Mapping[str, Any] | None = None,
     ) -> None:
         self.prompt_read(response, prompt_tokens, cached_tokens)
         response.usage.output_text_tokens = completion_tokens
+        response.billed = dict(billed) if billed is not None else None
         if finish_reason == "length":
             self._finish(
                 response,
@@ -527,7 +531,7 @@ class Responses:
             count_tokens=self.state.count_tokens,
             llm_sees_images=self.state.llm_sees_images,
         )
-        usage = response.usage.wire()
+        usage = response.billed if response.billed is not None else response.usage.wire()
         state.emit(se.ResponseDone(response=response.wire(status, details, usage)))
         del self.live[response.id]
         if self.active_default == response.id:

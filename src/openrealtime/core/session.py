@@ -294,6 +294,7 @@ class SessionCore:
                     result.prompt_tokens,
                     result.cached_tokens,
                     result.completion_tokens,
+                    result.usage,
                 )
             case GenerationFailed():
                 responses.failed(response, result.code, result.message)

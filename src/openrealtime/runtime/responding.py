@@ -76,6 +76,8 @@ class TurnTimings:
     first_piece: float | None = None
     tts_first_chunk: float | None = None
     first_audio_sent: float | None = None
+    upstream_first_output: float | None = None
+    """The first output of an upstream Realtime API (runtime/upstream/)."""
 
 
 class ResponseHost(Protocol):

@@ -223,6 +223,9 @@ class SessionRuntime:
             self._expiry.cancel()
         await self.listening.aclose()
         await self.speculation.aclose()
+        closing = getattr(self.responder, "aclose", None)  # a responder holding a connection
+        if closing is not None:
+            await closing()
         self.observers.session_ended(self.info)
         for work in self._responses.values():
             work.token.cancel()
@@ -434,6 +437,7 @@ class SessionRuntime:
             "first_piece_ms": ms(timings.first_piece),
             "tts_first_chunk_ms": ms(timings.tts_first_chunk),
             "first_audio_sent_ms": ms(timings.first_audio_sent),
+            "upstream_first_output_ms": ms(timings.upstream_first_output),
             "asr_queue_wait_ms": round(self.scheduler.asr.last_wait_s * 1000, 1),
             "llm_queue_wait_ms": round(self.scheduler.llm.last_wait_s * 1000, 1),
             **self.speculation.timing_fields(command.response_id),

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+from ..config import Settings
 from ..core.session import Limits, SessionCore
 from ..protocol.session import AnySession
 from ..runtime.mcp import McpPolicy
 from ..runtime.observer import SessionInfo
 from ..runtime.port import SessionClient
+from ..runtime.responding import Cascade, Responder
 from ..runtime.session_runtime import SessionRuntime
+from ..runtime.upstream import UpstreamConfig, UpstreamResponder
 from ..telemetry.ledger import budget_hooks
 from .state import ServerState
 
@@ -51,4 +55,21 @@ def new_session_runtime(
         info=info,
         admit_event=lambda: state.limits.allow_event(key_id),
         mcp_policy=McpPolicy.from_settings(settings.mcp_allowed_hosts, settings.mcp_timeout_seconds),
+        responder=responder_for(settings),
     )
+
+
+def responder_for(settings: Settings) -> Callable[[SessionRuntime], Responder]:
+    """Who answers a session: the upstream Realtime API when ``upstream_url`` is set (the
+    local cascade as its fallback), else the local cascade."""
+    if not settings.upstream_url:
+        return Cascade
+    config = UpstreamConfig(
+        url=settings.upstream_url,
+        api_key=settings.upstream_api_key,
+        model=settings.upstream_model,
+        fallback=settings.upstream_fallback,
+        connect_timeout_s=settings.upstream_connect_timeout_seconds,
+        stall_s=settings.upstream_stall_seconds,
+    )
+    return lambda runtime: UpstreamResponder(runtime, config)

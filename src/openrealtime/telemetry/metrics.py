@@ -34,6 +34,7 @@ STAGES = {
     "llm_first_token_ms": "llm_first_token",
     "tts_first_chunk_ms": "tts_first_chunk",
     "first_audio_sent_ms": "first_audio",
+    "upstream_first_output_ms": "upstream_first_output",
 }
 """Turn-timing fields (ms after the end of the user's speech) → the ``stage`` label."""
 

@@ -30,6 +30,7 @@ TIMING_ATTRIBUTES = (
     "first_piece_ms",
     "tts_first_chunk_ms",
     "first_audio_sent_ms",
+    "upstream_first_output_ms",
     "asr_queue_wait_ms",
     "llm_queue_wait_ms",
 )
@@ -153,6 +154,7 @@ class TurnTracer:
         stage("llm.first_token", created_ns, llm_first_token)
         stage("tts.first_chunk", at("first_piece_ms") or llm_first_token, tts_first_chunk)
         stage("audio.first_sent", tts_first_chunk, at("first_audio_sent_ms"))
+        stage("upstream.first_output", created_ns, at("upstream_first_output_ms"))
         root.end(end_time=max(now, base))
 
     def _marks(self, info: SessionInfo) -> _SessionMarks:
