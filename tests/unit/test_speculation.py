@@ -98,6 +98,33 @@ async def test_speculative_work_gives_the_engine_up_when_a_turn_needs_it() -> No
     assert not kept.cancelled and produced == list(range(50))
 
 
+async def test_a_turn_on_another_engine_takes_the_cpu_from_speculative_work() -> None:
+    scheduler = Scheduler()
+    started = threading.Event()
+    token = CancelToken()
+
+    def guess() -> Iterator[int]:
+        started.set()
+        for n in range(500):
+            time.sleep(0.005)
+            yield n
+
+    async def run_guess() -> int:
+        count = 0
+        async for _ in scheduler.llm.stream(
+            guess, priority=PRIORITY_SPECULATIVE, cancel=token, yielding=True
+        ):
+            count += 1
+        return count
+
+    task = asyncio.ensure_future(run_guess())
+    await asyncio.to_thread(started.wait, 5)
+    await scheduler.vad.call(lambda: None)  # the VAD scores every frame: never a reason to yield
+    assert not token.cancelled
+    await scheduler.tts.call(lambda: "speech of a committed turn")
+    assert await task < 500 and token.cancelled
+
+
 class CountingLLM:
     """Answers every request with the words it heard, and records the requests."""
 

@@ -50,10 +50,20 @@ class _Job:
     """Set when work of a turn (``PRIORITY_TURN``) is queued while this job waits or runs."""
 
 
+class YieldingWork:
+    """Speculative work in flight, shared by the engine queues whose turns it must not slow:
+    work of a turn queued on any of them cancels all of it (on 2 cores a guess on one engine
+    takes CPU from a turn on another)."""
+
+    def __init__(self) -> None:
+        self.tokens: set[CancelToken] = set()
+        self.lock = threading.Lock()
+
+
 class EngineQueue:
     """A named priority queue with ``workers`` threads in front of one engine."""
 
-    def __init__(self, name: str, workers: int = 1) -> None:
+    def __init__(self, name: str, workers: int = 1, yielding: YieldingWork | None = None) -> None:
         self.name = name
         self._queue: queue.PriorityQueue[_Job] = queue.PriorityQueue()
         self._seq = itertools.count()
@@ -65,8 +75,9 @@ class EngineQueue:
         self.on_wait: Callable[[str, float], None] | None = None
         """Told ``(engine name, seconds waited)`` on the worker thread as each job starts."""
         self.running = 0
-        self._yielding: set[CancelToken] = set()
-        self._yield_lock = threading.Lock()
+        shared = yielding or YieldingWork()
+        self._yielding = shared.tokens
+        self._yield_lock = shared.lock
         for thread in self._threads:
             thread.start()
 
@@ -266,13 +277,14 @@ class Scheduler:
     def __init__(
         self, *, llm_workers: int = 1, asr_workers: int = 1, tts_workers: int = 1, vad_workers: int = 1
     ) -> None:
-        self.llm = EngineQueue("llm", llm_workers)
-        self.asr = EngineQueue("asr", asr_workers)
-        self.tts = EngineQueue("tts", tts_workers)
+        speculative = YieldingWork()
+        self.llm = EngineQueue("llm", llm_workers, speculative)
+        self.asr = EngineQueue("asr", asr_workers, speculative)
+        self.tts = EngineQueue("tts", tts_workers, speculative)
         self.vad = EngineQueue("vad", vad_workers)
         self.vision = EngineQueue("vision", 1)
 
     def keep(self, token: CancelToken) -> None:
         """Speculative work under ``token`` became a committed turn's (on every engine)."""
-        for engine in (self.llm, self.asr, self.tts, self.vad, self.vision):
+        for engine in (self.llm, self.vad, self.vision):  # asr and tts share the llm's
             engine.keep(token)
