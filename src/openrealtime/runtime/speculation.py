@@ -28,7 +28,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -208,7 +207,6 @@ class Speculation:
             def run(attempt: CancelToken = attempt) -> int:
                 if token.cancelled:
                     attempt.cancel()
-                self._prefill_threads()
                 evaluated: int = prefill(request, attempt)
                 return evaluated
 
@@ -228,18 +226,6 @@ class Speculation:
                 self.counts.prefills += 1
                 log.info("prefilled %d prompt tokens in %.2f s", evaluated, time.monotonic() - started)
                 return
-
-    def _prefill_threads(self) -> None:
-        """On the LLM worker: a prefill takes every core while no other engine has work
-        (nothing is waiting for the CPU; a turn's LLM work takes the engine back), else the
-        decode threads. The next generation sets its own threads."""
-        engines, scheduler = self.runtime.engines, self.runtime.scheduler
-        set_threads = getattr(engines.llm, "set_threads", None)
-        if set_threads is None:
-            return
-        idle = all(q.idle for q in (scheduler.asr, scheduler.tts, scheduler.vad))
-        cores = max(engines.llm_batch_threads, os.cpu_count() or 1)
-        set_threads(engines.llm_threads, cores if idle else engines.llm_threads)
 
     # ------------------------------------------------------------------ the turn being spoken
 
