@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,8 +118,10 @@ def _dequantise(
     return np.ascontiguousarray(w * along(scale), dtype=np.float32)
 
 
-def convert(model: Any) -> ConversionReport:
-    """Rewrite ``model`` (an ``onnx.ModelProto``) in place; see the module doc."""
+def convert(model: Any, select: Callable[[Any], bool] | None = None) -> ConversionReport:
+    """Rewrite ``model`` (an ``onnx.ModelProto``) in place; see the module doc.
+
+    ``select``: rewrite only the integer nodes (and LSTMs) it accepts (default: all)."""
     from onnx import helper
 
     report = ConversionReport()
@@ -139,6 +141,8 @@ def convert(model: Any) -> ConversionReport:
 
     for node in list(model.graph.node):
         if node.op_type not in _INTEGER_OPS or len(node.input) < 4:
+            continue
+        if select is not None and not select(node):
             continue
         xq, wq, _xzp, wzp = node.input[:4]
         quantiser = g.producer.get(xq)
@@ -190,7 +194,7 @@ def convert(model: Any) -> ConversionReport:
         new_nodes[first] = replacement
 
     for node in list(model.graph.node):
-        if node.op_type == "DynamicQuantizeLSTM":
+        if node.op_type == "DynamicQuantizeLSTM" and (select is None or select(node)):
             replacement = _float_lstm(g, node, add_init)
             if replacement is not None:
                 i = positions[id(node)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -24,13 +25,21 @@ from tests.support import run_server  # noqa: E402
 
 from openrealtime.benchmark.machine import machine_info  # noqa: E402
 from openrealtime.benchmark.server import BenchServer  # noqa: E402
-from openrealtime.benchmark.soak import ProcessStats, connect_abort_cycles, mixed_load  # noqa: E402
+from openrealtime.benchmark.soak import (  # noqa: E402
+    ProcessStats,
+    connect_abort_cycles,
+    cpu_seconds,
+    mixed_load,
+)
 
 RESULTS = ROOT / "bench" / "results"
 
 
 async def soak(server: BenchServer, pid: int, args: argparse.Namespace) -> dict[str, object]:
+    cpu_before, load_started = cpu_seconds(pid), time.monotonic()
     load = await mixed_load(server, text_sessions=args.text, voice_sessions=args.voice, seconds=args.seconds)
+    load["server_cores_busy"] = round((cpu_seconds(pid) - cpu_before) / (time.monotonic() - load_started), 2)
+    load["machine_load_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(load, indent=2), flush=True)
     await connect_abort_cycles(server, 20)
     await asyncio.sleep(5)  # let the server finish releasing the warm-up sessions

@@ -27,8 +27,9 @@ import json
 import multiprocessing
 import os
 import statistics
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,41 @@ def bench_languages(table: VoiceTable, transcriber: Any) -> dict[str, Any]:
     return out
 
 
+def publish(
+    results: list[VoiceResult],
+    info: dict[str, Any],
+    args: argparse.Namespace,
+    notes: dict[str, str] | None = None,
+) -> None:
+    """Record each voice's figures where ``GET /v1/voices`` reads them (``notes``: what a
+    results file says about the conditions of a voice's run)."""
+    from openrealtime.engines.tts.measured import record
+
+    start, end = info["load_average_start"][0], info.get("load_average_end", os.getloadavg())[0]
+    machine = (
+        f"{info.get('cpu', '?')}, {info.get('logical_cpus', '?')} cores, "
+        f"load average {start:.1f}-{end:.1f}, {str(info.get('time', ''))[:10]}"
+    )
+    command = "python bench/voices.py " + " ".join(a for a in (args.argv or []))
+    record(
+        {
+            f"{r.engine}:{r.voice}": {
+                "first_chunk_ms_p50": r.first_chunk_ms_p50,
+                "first_chunk_ms_p95": r.first_chunk_ms_p95,
+                "rtf_idle": r.rtf_idle,
+                "rtf_busy": r.rtf_busy,
+                "busy_with": None if r.rtf_busy is None else f"another session ({str(args.load).split()[0]})",
+                "cpu_seconds_per_audio_second": r.cpu_per_audio_second_idle,
+                "round_trip_wer": r.wer,
+                "measured_on": machine,
+                "command": command.strip(),
+                "note": (notes or {}).get(f"{r.engine}:{r.voice}"),
+            }
+            for r in results
+        }
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--voices", default=",".join(OPENAI_VOICES), help="names to measure")
@@ -229,7 +265,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="ONNX threads per engine")
     parser.add_argument("--languages", action="store_true", help="also score other languages")
     parser.add_argument("--out", type=Path, default=RESULTS / "voices.json")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="also record the figures for GET /v1/voices (engines/tts/measured.py)",
+    )
+    parser.add_argument(
+        "--publish-from", type=Path, metavar="RESULTS", help="publish a finished run's results file and exit"
+    )
     args = parser.parse_args(argv)
+    if args.publish_from is not None:
+        saved = json.loads(args.publish_from.read_text())
+        args.argv, args.load = saved.get("argv", []), saved.get("load", "llm")
+        known = {f.name for f in fields(VoiceResult)}
+        saved_results = [VoiceResult(**{k: v for k, v in r.items() if k in known}) for r in saved["results"]]
+        notes = {
+            f"{r['engine']}:{r['voice']}": r.get("note") or saved.get("note")
+            for r in saved["results"]
+            if r.get("note") or saved.get("note")
+        }
+        publish(saved_results, saved["machine"], args, notes)
+        return 0
+    args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--publish"]
 
     from openrealtime.engines.asr.whisper import WhisperTranscriber
 
@@ -254,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info,
             "onnx_threads": args.threads,
             "load": args.load,
+            "argv": args.argv,
             "short_replies": SHORT_REPLIES,
             "long_reply": LONG_REPLY,
             "results": [asdict(r) for r in results],
@@ -277,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         languages.update(bench_languages(table, transcriber))
         write()
     print(f"wrote {args.out}")
+    if args.publish:
+        publish(results, info, args)
     return 0
 
 

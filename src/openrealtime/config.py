@@ -96,8 +96,10 @@ class Settings(BaseSettings):
     piper_voices: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     """Extra Piper voice files (``.onnx`` with ``.onnx.json`` beside them)."""
     vad_threads: int = 1
-    kokoro: bool = False
-    """Load the Kokoro voices (natural, but slower than real time on 2 busy cores)."""
+    kokoro: bool = Field(default="auto", validate_default=True)
+    """Load the Kokoro voices: ``true``, ``false`` or ``auto`` (default): on when this process
+    has the cores for them (``engines/tts/capacity.py``: 4 usable cores, counting CPU affinity
+    and cgroup quotas), so off on a 2-core machine. Resolved to a bool when the settings load."""
     kokoro_model: Path | None = None
     """A user-supplied Kokoro ONNX model (default: the embedded int8 model)."""
     kokoro_voices: Annotated[list[Path], NoDecode] = Field(default_factory=list)
@@ -178,6 +180,13 @@ class Settings(BaseSettings):
     """Client events per second per API key across its sessions (0: unlimited); bursts up to
     ``event_burst`` are allowed. Over the rate an event is refused with ``rate_limit_exceeded``."""
     event_burst: float = 1000.0
+    max_text_responses: int = 8
+    """Text-only sessions' responses in progress at once (waiting or generating); a
+    ``response.create`` beyond that gets ``rate_limits.updated`` and a ``server_overloaded``
+    error instead of a place in the queue (0: unlimited). Voice turns are never refused."""
+    partial_asr_share: float = 0.5
+    """At most this share of the ASR worker's time goes to partial transcripts while callers
+    speak (over 10 s windows); none while a voice turn's work waits."""
     max_send_queue_bytes: int = 64 * 1024 * 1024
     idle_connection_seconds: float = 900.0
     """A WebSocket that sends nothing for this long while no response runs gets ``idle_timeout``
@@ -377,6 +386,19 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("kokoro", mode="before")
+    @classmethod
+    def _kokoro_by_capacity(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            import logging
+
+            from .engines.tts.capacity import kokoro_capacity
+
+            capacity = kokoro_capacity()
+            logging.getLogger(__name__).info("KOKORO=auto: %s", capacity.explain())
+            return capacity.enabled
         return value
 
     @field_validator("ray_engines", mode="before")

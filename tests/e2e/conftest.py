@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from openrealtime.audio.resample import resample
 from tests.speech_audio import caller_audio, transcripts
-from tests.support import ServerProcess, run_server
+from tests.support import ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -51,10 +51,9 @@ def write_fake_mic(path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def playground_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The real server with its real speech models."""
-    with run_server(tmp_path_factory.mktemp("playground-server")) as server:
-        yield server
+def playground_server(voice_server: ServerProcess) -> ServerProcess:
+    """The real server with its real speech models (the run's shared one)."""
+    return voice_server
 
 
 @pytest.fixture(scope="module")

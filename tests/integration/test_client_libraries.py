@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from openrealtime.engines.asr.wer import corpus_wer
 from tests.integration.realtime_proxy import ProxiedSession, validating_proxy
 from tests.integration.test_realtime_voice import answer_transcript_check
 from tests.speech_audio import caller_audio, transcripts
-from tests.support import ServerProcess, run_server, validate_beta_server_event, validate_server_event
+from tests.support import ServerProcess, validate_beta_server_event, validate_server_event
 from tests.unit.test_wire_later_additions import null_later_additions
 
 pytestmark = pytest.mark.slow
@@ -50,12 +49,6 @@ def clients_python() -> str:
     if not Path(path).exists():
         pytest.fail(f"the client venv is missing ({path}): run `make clients-env`")
     return path
-
-
-@pytest.fixture(scope="module")
-def voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with run_server(tmp_path_factory.mktemp("clients-server")) as server:
-        yield server
 
 
 async def run_client(name: str, spec: dict[str, Any], workdir: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,7 +19,7 @@ from openai import AsyncOpenAI
 from openrealtime.audio import formats
 from openrealtime.engines.asr.wer import corpus_wer
 from tests.speech_audio import LEAD_MS, REFERENCE_EDGES, caller_audio, transcripts
-from tests.support import ServerProcess, run_server, validate_server_event
+from tests.support import ServerProcess, validate_server_event
 from tests.voice_client import CallerRun, collect, output_audio, stream_audio
 
 pytestmark = pytest.mark.slow
@@ -30,12 +30,6 @@ FIXED_REPLY = (
     "Thank you for calling, I heard you clearly and I will help you right away."
 )
 PREFIX_MS = 300
-
-
-@pytest.fixture(scope="module")
-def voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with run_server(tmp_path_factory.mktemp("voice-server")) as server:
-        yield server
 
 
 @pytest.fixture
@@ -485,6 +479,9 @@ async def test_voices_route_lists_every_builtin_name(voice_server: ServerProcess
     assert names["marin"]["engine"] == "piper"
     assert names["marin"]["neural"] is True and names["marin"]["languages"] == ["en"]
     assert names["echo"]["neural"] is False
+    measured = names["marin"]["measured"]  # what bench/voices.py measured for Piper joe
+    assert measured["first_chunk_ms_p50"] > 0 and 0 <= measured["round_trip_wer"] <= 0.05
+    assert "bench/voices.py" in measured["command"] and measured["measured_on"]
     assert listed["languages"]["en"][0] == "piper" and "espeak" in listed["languages"]["es"]
 
 

@@ -225,6 +225,7 @@ async def record_session(server: ServerProcess, tmp: Path) -> Recorded:
 
 @pytest.fixture(scope="module")
 def voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Its own server, not the shared one: the tests read every turn's timings in its log."""
     with run_server(tmp_path_factory.mktemp("replay-server")) as server:
         yield server
 

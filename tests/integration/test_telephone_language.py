@@ -9,7 +9,6 @@ none of the answer voices uses.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from openrealtime.benchmark.telephone import (
     word_turns,
 )
 from openrealtime.engines.asr.wer import corpus_wer
-from tests.support import AUDIO_DIR, ServerProcess, run_server
+from tests.support import AUDIO_DIR, ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -47,12 +46,6 @@ ITALIAN_WORDS = {
 
 
 @pytest.fixture(scope="module")
-def phone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with run_server(tmp_path_factory.mktemp("phone-server")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def whisper() -> Any:
     return load_whisper()
 
@@ -71,13 +64,13 @@ def words(text: str) -> set[str]:
 
 @pytest.mark.parametrize("codec", ["pcmu", "pcma"])
 async def test_telephone_turns_are_never_transcribed_in_a_wrong_language(
-    phone_server: ServerProcess, whisper: Any, codec: Codec
+    voice_server: ServerProcess, whisper: Any, codec: Codec
 ) -> None:
     """Every shared clip and 23 one-word turns: no transcript outside English's alphabet
     (per-utterance detection put 4-5 of these 34 turns in other languages), and the clips'
     WER stays low."""
     turns = [*clip_turns(AUDIO_DIR, codec), *word_turns(AUDIO_DIR, codec, whisper)]
-    results = await transcribe_over_line(url(phone_server), phone_server.api_key, turns)
+    results = await transcribe_over_line(url(voice_server), voice_server.api_key, turns)
     heard = [r for r in results if r.transcripts]
     assert len(heard) >= len(turns) - 2, [r.turn.name for r in results if not r.transcripts]
     wrong = [(r.turn.name, r.text) for r in results if not english_letters_only(r.text)]
@@ -97,23 +90,23 @@ def italian(result: LineResult) -> bool:
     return len(words(result.text) & ITALIAN_WORDS) >= 2
 
 
-async def test_an_explicit_transcription_language_is_honoured(phone_server: ServerProcess) -> None:
+async def test_an_explicit_transcription_language_is_honoured(voice_server: ServerProcess) -> None:
     """A short Italian turn is heard in English in a default session (too short to switch),
     but in Italian when the client sets ``transcription.language`` to ``it``."""
     turn = italian_turn("short", ITALIAN_SHORT)
-    default = await transcribe_over_line(url(phone_server), phone_server.api_key, [turn])
-    explicit = await transcribe_over_line(url(phone_server), phone_server.api_key, [turn], language="it")
+    default = await transcribe_over_line(url(voice_server), voice_server.api_key, [turn])
+    explicit = await transcribe_over_line(url(voice_server), voice_server.api_key, [turn], language="it")
     assert default[0].transcripts and explicit[0].transcripts
     assert english_letters_only(default[0].text) and not italian(default[0]), default[0].text
     assert italian(explicit[0]), explicit[0].text
 
 
-async def test_a_long_utterance_in_another_language_switches_the_session(phone_server: ServerProcess) -> None:
+async def test_a_long_utterance_in_another_language_switches_the_session(voice_server: ServerProcess) -> None:
     """A caller who really speaks Italian: after an English turn, the long Italian turn is
     transcribed in Italian, and so is the short turn after it, which follows the session."""
     english = clip_turns(AUDIO_DIR, "pcmu")[0]
     turns = [english, italian_turn("long", ITALIAN_LONG), italian_turn("short", ITALIAN_SHORT)]
-    results = await transcribe_over_line(url(phone_server), phone_server.api_key, turns)
+    results = await transcribe_over_line(url(voice_server), voice_server.api_key, turns)
     assert english_letters_only(results[0].text), results[0].text
     assert italian(results[1]), results[1].text
     assert italian(results[2]), results[2].text

@@ -24,6 +24,7 @@ PCM_BYTES_PER_MS = 48  # 24 kHz mono pcm16
 
 @pytest.fixture(scope="module")
 def voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Its own server, not the shared one: the test reads the whole ledger of its key."""
     with run_server(tmp_path_factory.mktemp("usage-voice")) as server:
         yield server
 

@@ -121,14 +121,55 @@ def test_vad_cost_per_second_of_audio(vad: SileroVAD) -> None:
     assert per_second_ms < 60, per_second_ms
 
 
-def test_streams_are_independent_and_pooled(vad: SileroVAD) -> None:
+def test_streams_are_independent_and_reset(vad: SileroVAD) -> None:
     frame = (np.sin(np.arange(512) / 5.0) * 0.3).astype(np.float32)
     with vad.new_stream() as a, vad.new_stream() as b:
         for _ in range(10):
             a.speech_probability(frame)
         fresh = b.speech_probability(frame)
-    with vad.new_stream() as c:  # reused from the pool, with its state reset
-        assert c.speech_probability(frame) == fresh
-    assert vad.pooled >= 1
+        assert a.speech_probability(frame) != fresh
+        a.reset()
+        assert a.speech_probability(frame) == fresh
+    with pytest.raises(RuntimeError):
+        a.speech_probability(frame)
     with pytest.raises(ValueError):
         vad.new_stream().speech_probability(np.zeros(480, dtype=np.float32))
+
+
+def test_batched_scores_equal_one_stream_at_a_time(vad: SileroVAD) -> None:
+    """Real speech scored inside batches with other streams (uneven frame counts) gets exactly
+    the probabilities it gets alone, and the same speech_started/stopped."""
+    clips = [caller_audio(name) for name in ("librivox-0880", "cards-005", "goforward")]
+    framed = []
+    for pcm24 in clips:
+        framer = AudioFramer(24000, vad.sample_rate, vad.frame_samples)
+        framed.append([f for i in range(0, pcm24.size, 480) for f in framer.push(pcm24[i : i + 480])])
+    alone = []
+    for frames in framed:
+        with vad.new_stream() as stream:
+            alone.append([stream.speech_probability(f.samples) for f in frames])
+    streams = [vad.new_stream() for _ in framed]
+    together: list[list[float]] = [[] for _ in framed]
+    cursor = [0 for _ in framed]
+    while any(at < len(frames) for at, frames in zip(cursor, framed, strict=True)):
+        requests = []
+        for index, frames in enumerate(framed):
+            take = frames[cursor[index] : cursor[index] + 1 + index]  # uneven amounts per stream
+            cursor[index] += len(take)
+            if take:
+                requests.append((index, [f.samples for f in take]))
+        scored = vad.score([(streams[index], samples) for index, samples in requests])
+        for (index, _), probabilities in zip(requests, scored, strict=True):
+            together[index].extend(probabilities)
+    for index, frames in enumerate(framed):
+        assert np.allclose(together[index], alone[index], atol=1e-5)
+        alone_events = _segment(alone[index], frames)
+        assert alone_events and _segment(together[index], frames) == alone_events
+
+
+def _segment(probabilities: list[float], frames: list) -> list[SegmenterEvent]:
+    segmenter = SpeechSegmenter(ServerVadConfig())
+    found: list[SegmenterEvent] = []
+    for p, frame in zip(probabilities, frames, strict=True):
+        found += segmenter.process(p, frame.start_ms, frame.end_ms, frame.level_db)
+    return found

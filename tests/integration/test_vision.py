@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import websockets
 from PIL import Image, ImageDraw, ImageFont
 
 from tests.integration.conftest import Client
-from tests.support import ServerProcess, run_server, validate_server_event
+from tests.support import ServerProcess, validate_server_event
 
 pytestmark = pytest.mark.slow
 
@@ -138,12 +137,6 @@ async def test_bad_images_are_errors_and_the_session_goes_on(
     text, usage, _ = await answer(client, follow_up)
     assert text.strip()
     assert usage["input_token_details"]["image_tokens"] == 0
-
-
-@pytest.fixture(scope="module")
-def voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with run_server(tmp_path_factory.mktemp("vision-voice")) as server:
-        yield server
 
 
 def spoken(text: str) -> bytes:

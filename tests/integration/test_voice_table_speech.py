@@ -3,15 +3,15 @@ the server's ASR, and codes, order numbers and phone numbers are read back exact
 
 from __future__ import annotations
 
+import json
 import os
-import random
 import re
-import string
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
+from openrealtime.benchmark.readback import canonical, generated_codes, generated_details, read_well
 from openrealtime.engines.base import PcmAudio
 from openrealtime.engines.tts.voices import OPENAI_VOICES, VoiceTable, default_engines
 
@@ -153,60 +153,17 @@ def test_a_session_voice_answers_in_spanish(
 
 # ---------------------------------------------------------------------------- codes read back
 
-LETTERS = "".join(c for c in string.ascii_uppercase if c not in "IO")  # as booking codes avoid them
-LETTER_WORDS = {
-    "ay": "a", "eh": "a", "bee": "b", "be": "b", "see": "c", "sea": "c", "cee": "c", "dee": "d",
-    "ee": "e", "eff": "f", "ef": "f", "gee": "g", "jee": "g", "aitch": "h", "jay": "j", "kay": "k",
-    "el": "l", "em": "m", "en": "n", "pee": "p", "cue": "q", "queue": "q", "are": "r", "ar": "r",
-    "ess": "s", "tee": "t", "tea": "t", "you": "u", "vee": "v", "ex": "x", "why": "y", "zee": "z",
-    "zed": "z", "zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "dash": "", "hyphen": "",
-    "for": "4", "to": "2", "too": "2", "ate": "8", "won": "1",
-}  # fmt: skip
-"""Whisper writes a spelled-out character as itself, its name or a homophone."""
-
-
-CODE_MISSES_ALLOWED = 18
-"""Of 50; measured 14 with Piper joe and Whisper base, all in the 30 letter codes."""
-
-
-def generated_codes(seed: int = 19) -> list[tuple[str, str]]:
-    """50 (sentence, expected characters): confirmation codes, order numbers, phone numbers."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(30):
-        if i % 2:
-            code = "".join(rng.choice(LETTERS + string.digits) for _ in range(6))
-        else:
-            head = "".join(rng.choice(LETTERS) for _ in range(2)) + rng.choice(string.digits)
-            code = f"{head}-{rng.randint(1000, 9999)}"
-        if not (re.search(r"\d", code) and re.search(r"[A-Z]", code)):
-            code = code[:-1] + "7"
-        out.append((f"Your confirmation code is {code}.", code))
-    for _ in range(10):
-        number = str(rng.randint(10_000_000, 99_999_999))
-        out.append((f"Your order number is {number}.", number))
-    for _ in range(10):
-        phone = f"({rng.randint(200, 999)}) {rng.randint(200, 999)}-{rng.randint(1000, 9999)}"
-        out.append((f"You can reach us at {phone}.", phone))
-    return out
-
-
-def canonical(text: str) -> str:
-    """Letters and digits only, spelled-out names mapped back to their characters."""
-    text = re.sub(r"\bdouble[ -]?(?:you|u)\b", " w ", text.lower())
-    words = re.findall(r"[a-z]+|\d+", text)
-    return "".join(LETTER_WORDS.get(w, w) if len(w) > 1 and not w.isdigit() else w for w in words)
+CODE_MISSES_ALLOWED = 4
+"""Of 50. Measured with Piper joe and Whisper base in eight runs with spelling words (README,
+"Voices"): 46-49 exact, median 48.5 (97 %; the issue's target is 95 %). Piper samples
+its noise afresh on every call, so single runs spread; the bound is the measured floor, below
+which a change has made codes harder to hear."""
 
 
 def test_fifty_codes_are_read_back_exactly(server_table: VoiceTable, transcriber: object) -> None:
-    """Codes spoken by the default voice (``marin``) and transcribed by the server's ASR.
-
-    The issue's target is >= 95 % exact. Measured here: order and phone numbers are read back
-    exactly; booking codes lose letters Whisper base confuses in isolation (N heard as "and",
-    V as "D", P as "T", 8 as "A"), so the assertion holds the measured level (see README,
-    "Voices"): a regression below it fails.
-    """
+    """Codes spoken by the default voice (``marin``) and transcribed by the server's ASR,
+    exact after a listener's normalisation (``canonical``): 97 % in the median run. The transcript the client
+    sees keeps the code as written; only the audio spells it (``normalize.spell_code``)."""
     cases = generated_codes()
     assert len(cases) == 50
     misses = []
@@ -219,8 +176,46 @@ def test_fifty_codes_are_read_back_exactly(server_table: VoiceTable, transcriber
     assert len(misses) <= CODE_MISSES_ALLOWED, misses
 
 
-def test_canonical_form() -> None:
-    assert canonical("Your confirmation code is A, 7, X, dash 4, 9, 2, 1.").endswith("a7x4921")
-    assert canonical("The code is ay-seven-ex 4921").endswith("a7x4921")
-    assert canonical("W, double you") == "ww"
-    assert canonical("(555) 123-4567") == "5551234567"
+def test_addresses_amounts_and_dates_are_read_back(server_table: VoiceTable, transcriber: object) -> None:
+    """E-mail addresses, amounts and dates as the default voice reads them (``normalize``)."""
+    misses = []
+    for kind, sentence, written in generated_details():
+        heard = hear(transcriber, *speak(server_table, "marin", sentence))
+        if not read_well(kind, written, heard):
+            misses.append((kind, written, heard))
+    assert len(misses) <= 3, misses  # of 12; measured 9-11 read well in eight runs
+
+
+# ---------------------------------------------------------------------------- verbatim text
+
+LEGAL = (
+    "This ticket is non-refundable after 24 hours; changes cost $50 per passenger and are "
+    "subject to the conditions of carriage."
+)
+"""Without homophones ("fare" was written back as "fair": the words are exact, the sound cannot
+tell them apart)."""
+
+
+def test_a_verbatim_tool_text_is_spoken_word_for_word(server_table: VoiceTable, transcriber: object) -> None:
+    """A function result's exact words, put in place of the model's marker, reach the caller
+    word for word through the default voice (normaliser included) and the server's ASR."""
+    from openrealtime.engines.asr.wer import wer
+    from openrealtime.engines.tts.normalize import normalize_for_speech
+    from openrealtime.engines.tts.verbatim import VerbatimExpander, marker, render_tool_output
+
+    output = json.dumps({"status": "booked", "verbatim": {"terms": LEGAL}})
+    shown, texts = render_tool_output(output, "call_19")
+    (marker_id,) = texts
+    assert marker(marker_id) in shown
+    expander = VerbatimExpander(texts)
+    answer = "".join(
+        expander.push(piece) for piece in ("Booked. ", marker(marker_id)[:5], marker(marker_id)[5:])
+    )
+    answer += expander.flush()
+    assert answer == f"Booked. {LEGAL}"
+    # the words the voice is given are the exact words (the normaliser only writes out "24"
+    # and "$50"); what the caller hears is held to the voices' round-trip bound (<= 5 % WER):
+    # Whisper base wrote "and are" back as "and or" in one run of three
+    assert wer(f"Booked. {LEGAL}", normalize_for_speech(answer)).errors == 0
+    heard = hear(transcriber, *speak(server_table, "marin", LEGAL))
+    assert wer(LEGAL, heard).errors <= 1, heard  # of 23 words

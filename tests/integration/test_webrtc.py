@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,7 +16,7 @@ import websockets
 from openai import AsyncOpenAI, NotFoundError
 
 from tests.speech_audio import LEAD_MS, REFERENCE_EDGES, caller_audio
-from tests.support import ServerProcess, run_server, validate_server_event
+from tests.support import ServerProcess, validate_server_event
 from tests.webrtc_client import Caller
 
 VOICE_SESSION = {
@@ -213,12 +213,6 @@ async def test_openai_sdk_creates_joins_and_hangs_up_a_call(
 
 
 # ------------------------------------------------------------------ real speech, real models
-
-
-@pytest.fixture(scope="module")
-def voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with run_server(tmp_path_factory.mktemp("webrtc-voice")) as server:
-        yield server
 
 
 def speech_end_sample(name: str) -> int:

@@ -10,8 +10,12 @@ from openrealtime.engines.tts.normalize import normalize_for_speech, spell_code
 @pytest.mark.parametrize(
     ("text", "spoken"),
     [
-        ("Your confirmation code is A7X-4921.", "Your confirmation code is A, 7, X, dash, 4, 9, 2, 1."),
-        ("Booking reference XKQTZB please.", "Booking reference X, K, Q, T, Z, B please."),
+        ("Your confirmation code is A7X-4921.", "Your confirmation code is A, number 7, X, dash, 49, 21."),
+        (
+            "Booking reference XKQTZB please.",
+            "Booking reference X, K, Q, T as in Texas, Z as in Zebra, B as in Boston please.",
+        ),
+        ("Code NV8-3005.", "Code November, V as in Victory, number 8, dash, 30, 0 5."),
         ("Order 12345678 has shipped.", "Order 1, 2, 3, 4, 5, 6, 7, 8 has shipped."),
         ("Ticket #88213.", "Ticket number 8, 8, 2, 1, 3."),
         ("Room 0042.", "Room 0, 0, 4, 2."),
@@ -21,10 +25,11 @@ from openrealtime.engines.tts.normalize import normalize_for_speech, spell_code
         ("It costs $12.50.", "It costs twelve dollars and fifty cents."),
         (
             "That is $1,234.56 in total.",
-            "That is one thousand, two hundred and thirty-four dollars and fifty-six cents in total.",
+            "That is one thousand, two hundred thirty-four dollars and fifty-six cents in total.",
         ),
         ("A $3 million deal.", "A three million dollars deal."),
         ("Pay 20 EUR.", "Pay twenty euros."),
+        ("Only $907.89.", "Only nine hundred seven dollars and eighty-nine cents."),
         ("Just £1.", "Just one pound."),
         ("On 2024-03-15.", "On March fifteenth, twenty twenty-four."),
         ("On 03/15/2024.", "On March fifteenth, twenty twenty-four."),
@@ -52,8 +57,13 @@ def test_other_languages_use_their_words() -> None:
 
 
 def test_spell_code() -> None:
-    assert spell_code("ab-1") == "A, B, dash, 1"
+    assert spell_code("ab-1") == "A, B as in Boston, dash, 1"
     assert spell_code("X_9", "fr") == "X, tiret bas, 9"
+    assert spell_code("K314") == "K, number 3, 1, 4"
+    assert spell_code("K3141") == "K, number 31, 41"
+    assert spell_code("X07") == "X, number 0 7"
+    assert spell_code("9M") == "number 9, Mike"
+    assert spell_code("ED2") == "Echo, David, number 2"
 
 
 def test_plain_text_is_returned_as_is() -> None:

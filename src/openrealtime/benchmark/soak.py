@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,13 @@ from .stats import summarize
 TEXT_SESSION = json.dumps(
     {"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}}
 )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (from ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,8 @@ class TextLoad:
     latencies_ms: list[float] = field(default_factory=list)
     """response.create → first text delta, per response."""
     responses: int = 0
+    refused: int = 0
+    """``response.create`` refused with ``server_overloaded`` (retried after ``reset_seconds``)."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -117,13 +127,24 @@ async def text_session(server: BenchServer, until: float, load: TextLoad, index:
             while time.monotonic() < until:
                 turn += 1
                 await ws.send(_user(f"Caller {index}, question {turn}: name a colour."))
+                create = json.dumps({"type": "response.create", "response": {"max_output_tokens": 16}})
                 sent = time.monotonic()
-                await ws.send(json.dumps({"type": "response.create", "response": {"max_output_tokens": 16}}))
+                await ws.send(create)
                 first: float | None = None
+                retry_after = 1.0
                 while True:
                     event = json.loads(await ws.recv())
                     if event["type"] == "response.output_text.delta" and first is None:
                         first = time.monotonic()
+                    elif event["type"] == "rate_limits.updated":
+                        retry_after = float(event["rate_limits"][0].get("reset_seconds") or 1.0)
+                    elif event["type"] == "error" and event["error"]["code"] == "server_overloaded":
+                        # refused at capacity: wait as told, then ask again (the wait counts)
+                        load.refused += 1
+                        if time.monotonic() >= until and turn > 1:
+                            return  # every session still gets its first answer
+                        await asyncio.sleep(min(max(retry_after, 0.2), 5.0))
+                        await ws.send(create)
                     elif event["type"] == "error":
                         load.errors.append(event["error"]["code"])
                     elif event["type"] == "response.done":
@@ -159,6 +180,7 @@ async def mixed_load(
         "text_sessions": text_sessions,
         "text_responses": text.responses,
         "text_first_token_ms": summarize(text.latencies_ms),
+        "text_refused": text.refused,
         "text_errors": text.errors,
         "voice_sessions": voice_sessions,
         "voice_turns": len(voice),

@@ -32,6 +32,16 @@ class RealtimeError(Exception):
         }
 
 
+def server_overloaded(event_id: str | None, retry_after_s: float) -> RealtimeError:
+    """A ``response.create`` refused because the server has too much work queued already."""
+    return RealtimeError(
+        "server_overloaded",
+        f"The server is at capacity and did not create the response; try again in about {retry_after_s:g} s.",
+        type="server_error",
+        event_id=event_id,
+    )
+
+
 def rate_limited(event_id: str | None) -> RealtimeError:
     """A client event refused because its key sends events faster than allowed."""
     return RealtimeError(

@@ -105,7 +105,7 @@ class InputPipeline:
             partials=partials,
             language=self.caller_language.policy(),
             prompt=command.prompt,
-            busy=lambda: self.scheduler.asr.depth > 0,
+            busy=lambda: not self.scheduler.partials.allows(),
             executor=self.scheduler.asr.executor(PRIORITY_BACKGROUND),
         )
         self.streaming_start_ms = command.audio_start_ms
@@ -191,8 +191,8 @@ class InputPipeline:
                     continue
                 if self.vad_stream is None:
                     self.vad_stream = vad.new_stream()
-                probabilities = await self.scheduler.vad.call(
-                    _scorer(self.vad_stream, frames), priority=PRIORITY_TURN
+                probabilities = await self.scheduler.vad_batches(vad).score(
+                    self.vad_stream, [f.samples for f in frames]
                 )
                 scored = zip(probabilities, frames, strict=True)
                 self.report(
@@ -222,10 +222,6 @@ class InputPipeline:
         close = getattr(self.vad_stream, "close", None)
         if close is not None:
             close()
-
-
-def _scorer(stream: VADStream, frames: list[AudioFrame]) -> Callable[[], list[float]]:
-    return lambda: [stream.speech_probability(frame.samples) for frame in frames]
 
 
 def usage_for(seconds: float, text_tokens: int) -> dict[str, Any]:

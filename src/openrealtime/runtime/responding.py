@@ -45,7 +45,7 @@ from ..engines.base import (
 from ..engines.llm.tool_calling import validate_arguments
 from ..engines.registry import EngineSet
 from ..engines.tts.chunker import ClauseChunker
-from .scheduler import PRIORITY_SPECULATIVE, PRIORITY_TURN, Scheduler
+from .scheduler import PRIORITY_SPECULATIVE, Scheduler
 
 log = logging.getLogger("openrealtime.runtime")
 
@@ -271,7 +271,7 @@ def _placement(host: ResponseHost) -> dict[str, Any]:
     """Queue options of the host's engine work: a committed turn's, or a guess's."""
     if host.speculative:
         return {"priority": PRIORITY_SPECULATIVE, "yielding": True}
-    return {"priority": PRIORITY_TURN}
+    return {}  # the task's own class: a voice turn or a text response
 
 
 def _call_problem(tools: dict[str, ToolSpec], name: str, arguments: str) -> str | None:

@@ -64,14 +64,15 @@ from ..core.session import SessionCore
 from ..engines.base import CancelToken, ChatRequest
 from ..engines.registry import EngineSet
 from ..protocol import server_events as se
-from ..protocol.errors import RealtimeError, rate_limited
+from ..protocol.client_events import ResponseCreate
+from ..protocol.errors import RealtimeError, rate_limited, server_overloaded
 from . import mcp as mcp_client
 from .listening import InputPipeline, usage_for
 from .observer import Observers, SessionInfo
 from .playback import FRAME_MS, MediaPlayback
 from .port import ClientOutput, SessionClient
 from .responding import FIRST_PIECE_WORDS, Cascade, Responder, TurnTimings
-from .scheduler import Scheduler
+from .scheduler import PRIORITY_TEXT, PRIORITY_TURN, Refusal, Scheduler, refusal_rate_limits, serving
 from .speculation import Speculation
 
 log = logging.getLogger("openrealtime.runtime")
@@ -183,6 +184,9 @@ class SessionRuntime:
             self.observers.client_event(self.info, _client_event_type(event))
             if self.admit_event is not None and not self.admit_event():
                 self.core.reject(rate_limited(event.event_id))
+            elif isinstance(event, ResponseCreate) and (refusal := self._refuse_text_response()):
+                self._send(refusal_rate_limits(refusal))
+                self.core.reject(server_overloaded(event.event_id, refusal.retry_after_s))
             else:
                 self.core.handle(event)
                 if _client_event_type(event) == "session.update":
@@ -193,6 +197,16 @@ class SessionRuntime:
                 RealtimeError("server_error", "The server failed to process the event.", type="server_error")
             )
         self.flush()
+
+    def _is_voice(self, command: StartResponse) -> bool:
+        """A caller is listening: the answer is spoken, or the session has sent audio."""
+        return command.modality == "audio" or self.listening.history.samples > 0
+
+    def _refuse_text_response(self) -> Refusal | None:
+        """Admission for a ``response.create`` of a session that is not a voice session."""
+        if self.listening.history.samples > 0:
+            return None
+        return self.scheduler.admission.text_response()
 
     def client_error(self, error: RealtimeError) -> None:
         self.observers.client_event(self.info, "invalid")
@@ -290,7 +304,12 @@ class SessionRuntime:
             case StartResponse():
                 token = CancelToken()
                 self.timings[command.response_id] = TurnTimings(created=time.monotonic())
-                task = self._spawn(self._run_response(command, token), f"response:{command.response_id}")
+                voice = self._is_voice(command)
+                with serving(PRIORITY_TURN if voice else PRIORITY_TEXT):
+                    task = self._spawn(self._run_response(command, token), f"response:{command.response_id}")
+                if not voice:  # counted until the task ends, however it ends
+                    self.scheduler.admission.text_started()
+                    task.add_done_callback(lambda _: self.scheduler.admission.text_finished())
                 self._responses[command.response_id] = _Work(token, task)
             case CancelResponse():
                 work = self._responses.pop(command.response_id, None)

@@ -83,6 +83,8 @@ async def open_server_state(
         llm_workers=engines.in_flight.get("llm", 1),
         asr_workers=engines.in_flight.get("asr", 1),
         tts_workers=engines.in_flight.get("tts", 1),
+        max_text_responses=settings.max_text_responses,
+        partial_share=settings.partial_asr_share,
     )
     telemetry = Telemetry.start(settings, scheduler)
     secret_store = secrets or (shared.redis if shared is not None else None) or ledger.storage

@@ -13,8 +13,10 @@ Cost: Kokoro's decoder (an iSTFTNet generator) runs its 1-D convolutions at 6000
 second of audio with 128-256 channels: ~65 GFLOP per second of speech, 76 % of the model's
 time. One AVX2 core does ~75 GFLOP/s on them, so Kokoro needs about one core-second per
 second of speech (``bench/voices.py``: 0.75-0.81); on two shared cores it is not comfortably
-real time, hence opt-in. Rewriting the int8 graph in float does not help with onnxruntime 1.32
-(its ``ConvInteger`` was faster than float ``Conv`` here; see ``bench/kokoro_graph.py``).
+real time, hence loaded only where the cores are (``KOKORO=auto``, ``capacity.py``). Rewriting
+the int8 graph in float does not help with onnxruntime 1.32 (its ``ConvInteger`` was faster
+than float ``Conv`` here; see ``bench/kokoro_graph.py``), nor do session options; a static
+QDQ int8 decoder was cheaper (0.50) but garbled speech (``bench/kokoro_speedups.py``).
 What the engine does cheaply: one espeak-ng backend per language kept open (creating one per
 call, as ``phonemizer.phonemize`` does, cost 60-95 ms per piece) with a phoneme cache, the
 audio of short recurring pieces cached, and sentence-by-sentence output.

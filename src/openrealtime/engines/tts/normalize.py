@@ -2,9 +2,11 @@
 
 A confirmation code, an order number or a phone number read "however the synthesiser
 guesses" comes out wrong ("A7X-4921" as "a seven x minus four thousand nine hundred…"), so
-before synthesis such spans are spelled out: codes character by character ("A, 7, X, dash,
-4, 9, 2, 1"), phone numbers digit by digit in their groups, e-mail addresses with "at" and
-"dot", amounts with their currency, dates and times as words. Numbers use ``num2words``
+before synthesis such spans are spelled out the way a careful agent reads them: codes
+character by character in their groups, the letters a listener confuses said with a spelling
+word ("B as in Boston"), the digits that follow letters announced and paired ("A, number 7,
+X, dash, 49, 21"); phone numbers digit by digit in their groups, e-mail addresses with "at"
+and "dot", amounts with their currency, dates and times as words. Numbers use ``num2words``
 (many languages); what no library does (codes, phone numbers, e-mail addresses) is done by
 the rules below.
 
@@ -20,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 
 from num2words import num2words
 
-__all__ = ["normalize_for_speech", "spell_code", "spoken_digits"]
+__all__ = ["SPELLING_ALPHABET", "WORD_ALONE", "normalize_for_speech", "spell_code", "spoken_digits"]
 
 _SEPARATORS = {"-": "dash", "_": "underscore", ".": "dot", "/": "slash", "+": "plus", "#": "hash"}
 _SEPARATORS_BY_LANG: dict[str, dict[str, str]] = {
@@ -83,22 +85,89 @@ def spoken_digits(digits: str) -> str:
     return " ".join(d for d in digits if d.isdigit())
 
 
-def spell_code(code: str, lang: str = "en") -> str:
-    """A code read character by character: ``A7X-4921`` -> ``A, 7, X, dash, 4, 9, 2, 1``.
+SPELLING_ALPHABET: dict[str, str] = {
+    "B": "Boston", "D": "David", "E": "Echo", "G": "George", "M": "Mike", "N": "November",
+    "P": "Peter", "S": "Sunday", "T": "Texas", "V": "Victory", "Z": "Zebra",
+}  # fmt: skip
+"""English letters said with a spelling word inside codes ("B as in Boston"), and the word.
 
-    Capital letters between commas are read as letter names by espeak-ng (which phonemizes
-    for every embedded voice), where "ay" or a lone "a" would be read as a word; digits as
-    digits so "4921" cannot become a number; the commas give a careful reader's pauses.
+Measured through the server's ASR (Whisper base) on Piper joe: said alone, N and M are heard
+as "and", V as "the", "B" or "D", Z as "C", B/D/P/T as one another, S and E as "C", G as "D".
+Each word is the one Whisper wrote back right most often in real codes (``bench/spelling.py``
+compares candidates); NATO's "Foxtrot", "Victor", "Papa", "Sierra" and "Zulu" came back as
+"Foxdrad", "vicar", "pop-up", "Ziera" and "Sulu" after "as in". S: "Sunday" read back in 10
+of 12 readings of four codes with an S (the two misses were P), "Sugar" in 9 ("shoulder",
+"showber"), "Sam" in 7 ("San"); P: "Peter" 11 of 12, "Pizza" 11, "Paris" 6 ("pairs"). The
+other letters are said as themselves."""
+
+WORD_ALONE: frozenset[str] = frozenset({"D", "E", "M", "N"})
+"""Letters said by their word alone ("Echo"): "E as in Echo" came back as "he does an echo",
+"D as in David" as "ds and David", "M as in Mike" as "m is in my"; the words alone were
+heard right in 6, 6 and 5 of 6 contexts. "Echo, N as in November" came back as "echoed and as
+in November" every time; with "November" alone, 13 of 14 codes with an N read back (7 codes,
+twice each) where "N as in November" gave 10."""
+
+
+def _digit_groups(run: str) -> list[str]:
+    """A digit run as agents read codes: two digits as a number ("50"), three one by one
+    ("314" as "three fourteen" came back as "3, 4, 1"), four or more in pairs ("4921" ->
+    "49", "21"; "83054" -> "8", "30", "54"); a pair starting with 0 digit by digit ("0 5")."""
+    if len(run) == 3 or len(run) < 2:
+        return list(run)
+    parts: list[str] = []
+    start = len(run) % 2
+    if start:
+        parts.append(run[0])
+    for i in range(start, len(run), 2):
+        pair = run[i : i + 2]
+        parts.append(" ".join(pair) if pair[0] == "0" else pair)
+    return parts
+
+
+def spell_code(code: str, lang: str = "en") -> str:
+    """A code read the way a careful agent reads it to someone writing it down.
+
+    English: ``A7X-4921`` -> ``A, number 7, X, dash, 49, 21``; ``BN8-2977`` -> ``B as in
+    Boston, November, number 8, dash, 29, 77``. Letters a listener confuses are said
+    with their :data:`SPELLING_ALPHABET` word; a digit run after letters or at the start is
+    announced with "number" (after spelled letters "8" was heard as the letter "A", "3" as
+    "free"; "code is 3" as "Cotus III"); digit
+    runs are said in pairs. Other languages: character by character (``A, 7, X, guion, 4, 9,
+    2, 1``). Capital letters between commas are read as letter names by espeak-ng (which
+    phonemizes for every embedded voice); the commas give a careful reader's pauses.
     """
-    spoken: list[str] = []
-    for ch in code:
-        if ch.isalnum():
-            spoken.append(ch.upper())
-        elif ch in _SEPARATORS:
-            spoken.append(_separator(ch, lang))
-        elif not ch.isspace():
-            spoken.append(ch)
-    return ", ".join(spoken)
+    if not _english(lang):
+        spoken: list[str] = []
+        for ch in code:
+            if ch.isalnum():
+                spoken.append(ch.upper())
+            elif ch in _SEPARATORS:
+                spoken.append(_separator(ch, lang))
+            elif not ch.isspace():
+                spoken.append(ch)
+        return ", ".join(spoken)
+    items: list[str] = []
+    # at the start of a code with letters ("code is 3" was heard as "Cotus III") and after letters
+    announce = any(ch.isalpha() for ch in code)
+    for piece in re.findall(r"\d+|[A-Za-z]|\S", code):
+        if piece.isdigit():
+            groups = _digit_groups(piece)
+            if announce:
+                groups[0] = f"number {groups[0]}"
+            items.extend(groups)
+            announce = False
+        elif piece.isalpha():
+            letter = piece.upper()
+            word = SPELLING_ALPHABET.get(letter)
+            if word is None:
+                items.append(letter)
+            else:
+                items.append(word if letter in WORD_ALONE else f"{letter} as in {word}")
+            announce = True
+        else:
+            items.append(_separator(piece, lang))
+            announce = False
+    return ", ".join(items)
 
 
 # --------------------------------------------------------------------------- span readers
@@ -201,7 +270,10 @@ def _amount_words(amount: Decimal, currency: str, lang: str) -> str:
     fraction = int((amount - whole) * 100)
     parts = []
     if whole or not fraction:
-        parts.append(f"{_cardinal(whole, lang)} {one if whole == 1 else many}")
+        # "nine hundred seven dollars": with num2words' British "and" inside the number,
+        # Whisper heard "nine hundred and seven dollars" as "$900 and $7"
+        words = _cardinal(whole, lang).replace(" and ", " ")
+        parts.append(f"{words} {one if whole == 1 else many}")
     if fraction and cent:
         parts.append(f"{_cardinal(fraction, lang)} {cent if fraction == 1 else cents}")
     return " and ".join(parts)
@@ -265,7 +337,8 @@ def _read_digit_run(m: re.Match[str], lang: str) -> str:
     if text.startswith("#"):
         prefix = "number " if _english(lang) else ""
         text = text[1:]
-    return prefix + spell_code(text, lang)
+    # digit by digit: order numbers read back 10 / 10 through Whisper base this way
+    return prefix + ", ".join(text)
 
 
 def _read_plain_number(text: str, lang: str) -> str:

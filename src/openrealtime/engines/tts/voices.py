@@ -6,7 +6,8 @@ The table is documented data, overridable from configuration, and every entry is
 against the installed engines when the table is built, so a typo fails at start-up rather
 than in the middle of a call.
 
-Default table (first available choice wins; ``kokoro`` only when that engine is enabled):
+Default table (first available choice wins; ``kokoro`` only when that engine is enabled, which
+``KOKORO=auto`` does on machines with the cores for it, see ``capacity.py``):
 
 ========  =====================================  ==========================================
 name      choices, in order                      aim
@@ -27,7 +28,10 @@ cedar     piper joe, kokoro jm_kumo, espeak      recommended voice: best availab
 ========  =====================================  ==========================================
 
 Without Kokoro, ``alloy``, ``marin`` and ``cedar`` all speak with Piper joe: one good voice
-three times beats a robotic voice on the names clients default to. The espeak variants were
+three times beats a robotic voice on the names clients default to. With Kokoro, ``marin`` is
+the female ``jf_alpha`` and ``cedar`` stays Piper joe rather than ``jm_kumo``: both read codes
+and sentences back as well through Whisper base (README, "Voices"), joe costs an eighth of
+the CPU and answers first, and ``ash`` keeps ``jm_kumo`` as a sixth distinct neural voice. The espeak variants were
 picked by intelligibility through Whisper tiny.en (5-17 % WER on a 53-word set; joe 0-2 %).
 
 Every resolved voice reads its text through :mod:`normalize` first (codes letter by letter,
@@ -56,6 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from openrealtime.engines.base import CancelToken, PcmAudio, Synthesizer, VoiceInfo
+from openrealtime.engines.tts.measured import measured
 from openrealtime.engines.tts.normalize import normalize_for_speech
 
 __all__ = [
@@ -281,12 +286,16 @@ def default_engines(
     kokoro_voices: Iterable[str | os.PathLike[str]] = (),
     espeak: bool = True,
     onnx_threads: int = 1,
+    kokoro_threads: int | None = None,
 ) -> dict[str, Synthesizer]:
     """Build the installed TTS engines (cheap: models load on first use).
 
     Piper with its embedded voice is required when ``piper`` is set (a missing voice package
-    raises); espeak-ng is skipped with a warning when the binary is absent; Kokoro is opt-in
-    because it is not real time on small CPUs.
+    raises); espeak-ng is skipped with a warning when the binary is absent; Kokoro is loaded
+    when ``kokoro`` is set (the server sets it from ``KOKORO``, by default only on a machine
+    with the cores for it: ``capacity.py``). ``kokoro_threads``: Kokoro's intra-op threads;
+    default ``onnx_threads``, raised to the threads the capacity rule gives one Kokoro answer
+    when this machine has the cores for them.
     """
     engines: dict[str, Synthesizer] = {}
     if piper:
@@ -296,7 +305,12 @@ def default_engines(
     if kokoro:
         from openrealtime.engines.tts.kokoro import KokoroSynthesizer
 
-        engines["kokoro"] = KokoroSynthesizer(kokoro_model, kokoro_voices, onnx_threads=onnx_threads)
+        if kokoro_threads is None:
+            from openrealtime.engines.tts.capacity import kokoro_capacity
+
+            capacity = kokoro_capacity()
+            kokoro_threads = max(onnx_threads, capacity.threads) if capacity.enabled else onnx_threads
+        engines["kokoro"] = KokoroSynthesizer(kokoro_model, kokoro_voices, onnx_threads=kokoro_threads)
     if espeak:
         from openrealtime.engines.tts.espeak import EspeakSynthesizer
 
@@ -518,6 +532,9 @@ class VoiceTable:
                 "neural": bool(getattr(engine, "neural", False)),
                 "languages": list(voice_languages(engine, spec.voice)),
             }
+            figures = measured(spec.engine, spec.voice)
+            if figures is not None:
+                row["measured"] = figures
             if spec.speed != 1.0:
                 row["speed"] = spec.speed
             if spec.pitch is not None:
