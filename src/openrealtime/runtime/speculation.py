@@ -49,6 +49,10 @@ WATCH_INTERVAL_S = 0.02
 """How often the turn being spoken is checked for a settled transcript."""
 MIN_GUESS_WORDS = 1
 MIN_WARM_WORDS = 2
+WARM_WHILE_SPEAKING = False
+"""Evaluate the prompt up to the words agreed while the caller speaks. Off: on 2 loaded
+cores (load ~8) the LLM work it adds competed with the transcription passes, and the final
+transcript came 1.3 s after the commit instead of 0.5 s (bench/results/preemptive/)."""
 
 
 @dataclass
@@ -264,7 +268,7 @@ class Speculation:
                 if text is None or len(text.split()) < MIN_GUESS_WORDS:
                     if guess is not None and streaming is not None:
                         self._discard_current("abandoned")  # the caller is speaking again
-                    if streaming is not None and self._guess is None:
+                    if WARM_WHILE_SPEAKING and streaming is not None and self._guess is None:
                         self._warm(streaming.text)
                     continue
                 words = normalise(text)
