@@ -82,6 +82,9 @@ class Heard:
     at: float
     seconds: float
     rms: float
+    samples: np.ndarray | None = None
+    """The frame's mono samples at ``rate``."""
+    rate: int = 0
 
 
 @dataclass
@@ -170,9 +173,12 @@ class Caller:
             except MediaStreamError:
                 return
             assert isinstance(frame, AudioFrame)
-            samples, _channels = frame_samples(frame)
+            samples, channels = frame_samples(frame)
             level = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if len(samples) else 0.0
-            self.heard.append(Heard(time.monotonic(), frame.samples / frame.sample_rate, level))
+            mono = samples.reshape(-1, channels)[:, 0] if channels > 1 else samples
+            self.heard.append(
+                Heard(time.monotonic(), frame.samples / frame.sample_rate, level, mono, frame.sample_rate)
+            )
 
     async def until(self, kind: str, timeout: float = 120.0) -> list[dict[str, Any]]:
         """Events up to and including the next one of type ``kind``."""
@@ -196,6 +202,16 @@ class Caller:
     def audio_between(self, start: float, end: float, threshold: float = 100.0) -> float:
         """Seconds of non-silent audio received between two instants."""
         return sum(h.seconds for h in self.heard if start <= h.at <= end and h.rms > threshold)
+
+    def pcm_between(self, start: float, end: float, rate: int = RATE) -> np.ndarray:
+        """The audio received between two instants, resampled to ``rate``."""
+        from openrealtime.audio.resample import resample
+
+        frames = [h for h in self.heard if start <= h.at <= end and h.samples is not None]
+        if not frames:
+            return np.zeros(0, dtype=np.int16)
+        pcm = np.concatenate([h.samples for h in frames if h.samples is not None]).astype(np.int16)
+        return resample(pcm, frames[0].rate, rate) if frames[0].rate != rate else pcm
 
     def first_sound_after(self, start: float, threshold: float = 100.0) -> float | None:
         return next((h.at for h in self.heard if h.at >= start and h.rms > threshold), None)

@@ -41,6 +41,8 @@ ROUTES = (
 # or for the audio endpoints, as on OpenAI where ephemeral keys are realtime-only)
 ADMIN = {
     "/v1/usage",
+    "/v1/recordings",
+    "/v1/recordings/rtc_doesnotexist",
     "/metrics",
     "/v1/realtime/client_secrets",
     "/v1/audio/transcriptions",
@@ -65,6 +67,8 @@ def test_the_route_list_is_not_empty() -> None:
         "/v1/realtime/client_secrets",
         "/v1/realtime/calls",
         "/v1/usage",
+        "/v1/recordings",
+        "/v1/recordings/rtc_doesnotexist",
         "/metrics",
         "/v1/audio/transcriptions",
         "/v1/audio/speech",

@@ -17,16 +17,19 @@ from pydantic import TypeAdapter
 
 from openrealtime.core.commands import (
     CancelResponse,
+    HeldSpeechDropped,
     PredictEndOfTurn,
     ResponseFinished,
     StartResponse,
     TranscribeItem,
 )
+from openrealtime.core.commands import SpeechStarted as SpeechStartedCommand
 from openrealtime.core.events import (
     CancelRequested,
     EndOfTurnPredicted,
     GenerationFailed,
     GenerationFinished,
+    HeldSpeechHeard,
     IdleTimeout,
     PromptRead,
     SpeechGenerated,
@@ -1180,7 +1183,7 @@ def test_semantic_vad_asks_the_turn_detector(h: Harness) -> None:
     assert len(requests) == 1
     h.core.receive(EndOfTurnPredicted(requests[0].request_id + 100, 0.99))  # unknown request: ignored
     assert h.events() == []
-    h.core.receive(EndOfTurnPredicted(requests[0].request_id, 0.99))
+    h.core.receive(EndOfTurnPredicted(requests[0].request_id, 0.99, text=0.9, text_pending=False))
     assert types(h.events()) == [
         "input_audio_buffer.speech_stopped",
         "input_audio_buffer.committed",
@@ -1395,3 +1398,55 @@ def test_bug_input_format_change_keeps_the_input_clock_consistent(h: Harness) ->
     h.core.receive(IdleTimeout())
     triggered = only(h.events(), "input_audio_buffer.timeout_triggered")
     assert 0 <= triggered["audio_start_ms"] <= triggered["audio_end_ms"] == 356
+
+
+# --------------------------------------------------------------------------- backchannels
+
+
+def speak_over_answer(h: Harness, probs: list[float]) -> list[dict[str, Any]]:
+    """As ``speak``, with every frame marked as heard while the answer plays."""
+    start = h.core.input.total_ms
+    h.send("input_audio_buffer.append", audio=b64(pcm(FRAME_MS) * len(probs)))
+    frames = tuple(
+        VadFrame(p, start + i * FRAME_MS, start + (i + 1) * FRAME_MS, None, assistant_audible=True)
+        for i, p in enumerate(probs)
+    )
+    h.core.receive(SpeechProbabilities(frames))
+    return h.events()
+
+
+def held_speech(h: Harness) -> str:
+    held = [c for c in h.take_commands() if isinstance(c, SpeechStartedCommand) and c.held]
+    assert len(held) == 1
+    return held[0].item_id
+
+
+@pytest.mark.parametrize("detection", ["semantic_vad", "server_vad"])
+def test_a_backchannel_interrupts_only_under_server_vad(h: Harness, detection: str) -> None:
+    h.update(audio={"input": {"turn_detection": {"type": detection, "create_response": False}}})
+    events = speak_over_answer(h, [0.9] * 12 + [0.0] * 6)  # ~0.4 s of speech, then a pause
+    if detection == "server_vad":
+        assert "input_audio_buffer.speech_started" in types(events)
+        return
+    assert events == []
+    item_id = held_speech(h)
+    h.core.receive(HeldSpeechHeard(item_id, "Mhm."))
+    assert h.events() == []
+    assert any(isinstance(c, HeldSpeechDropped) for c in h.take_commands())
+    assert speak_over_answer(h, [0.0] * 100) == []  # the turn is forgotten: nothing ends it
+
+
+def test_held_speech_with_other_words_interrupts_with_its_own_onset(h: Harness) -> None:
+    h.update(audio={"input": {"turn_detection": {"type": "semantic_vad", "create_response": False}}})
+    assert speak_over_answer(h, [0.0] * 10 + [0.9] * 8) == []
+    item_id = held_speech(h)
+    h.core.receive(HeldSpeechHeard(item_id, "Wait, no"))
+    started = only(h.events(), "input_audio_buffer.speech_started")
+    assert started["item_id"] == item_id and started["audio_start_ms"] == 10 * FRAME_MS - 300
+
+
+def test_held_speech_that_goes_on_for_a_second_interrupts(h: Harness) -> None:
+    h.update(audio={"input": {"turn_detection": {"type": "semantic_vad", "create_response": False}}})
+    assert speak_over_answer(h, [0.9] * 20) == []
+    events = speak_over_answer(h, [0.9] * 15)  # past 1 s with no transcript yet
+    assert types(events) == ["input_audio_buffer.speech_started"]

@@ -78,6 +78,16 @@ class SpeechStarted:
     audio_start_ms: int
     language: str | None = None
     prompt: str | None = None
+    held: bool = False
+    """The speech began while the answer plays: report its transcript (``HeldSpeechHeard``)
+    until it is decided (core/backchannels.py)."""
+
+
+@dataclass(frozen=True)
+class HeldSpeechDropped:
+    """Held speech was a backchannel: drop its transcription."""
+
+    item_id: str
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ class PredictEndOfTurn:
     request_id: int
     audio_start_ms: int
     audio_end_ms: int
+    speech_end_ms: int | None = None
+    """Where the speech before the pause ended (prosody is measured up to here)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,7 @@ Command = (
     | InputAppended
     | SpeechStarted
     | PredictEndOfTurn
+    | HeldSpeechDropped
     | InputCommitted
     | ResponseFinished
     | InputBufferCleared

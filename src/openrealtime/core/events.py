@@ -108,7 +108,8 @@ class PromptRead:
 
 @dataclass(frozen=True)
 class GenerationFinished:
-    """The engines finished the response (``finish_reason`` ``length``: out of tokens)."""
+    """The engines finished the response (``finish_reason`` ``length``: out of tokens;
+    ``content_filter``: content safety cut it)."""
 
     response_id: str
     finish_reason: str
@@ -209,6 +210,8 @@ class VadFrame:
     start_ms: float
     end_ms: float
     level_db: float | None = None
+    assistant_audible: bool = False
+    """The answer may be playing at the caller's end during this frame (core/backchannels.py)."""
 
 
 @dataclass(frozen=True)
@@ -219,9 +222,24 @@ class SpeechProbabilities:
 
 
 @dataclass(frozen=True)
+class HeldSpeechHeard:
+    """The (partial) transcript of speech held back while the answer plays."""
+
+    item_id: str
+    text: str
+
+
+@dataclass(frozen=True)
 class EndOfTurnPredicted:
+    """Evidence for the pause that ``request_id`` asked about: smart-turn's score (``None``:
+    none new), the completeness of the pause's transcript and the prosody at its end (each a
+    probability that the turn is over), and whether that transcript is still being made."""
+
     request_id: int
-    probability: float
+    probability: float | None
+    text: float | None = None
+    prosody: float | None = None
+    text_pending: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +277,7 @@ Result = (
     | ImageAnalyzed
     | SpeechProbabilities
     | EndOfTurnPredicted
+    | HeldSpeechHeard
     | CallerAudio
     | IdleTimeout
     | SessionExpired

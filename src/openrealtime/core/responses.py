@@ -487,6 +487,13 @@ class Responses:
                 "incomplete",
                 {"type": "incomplete", "reason": "max_output_tokens"},
             )
+        elif finish_reason == "content_filter":  # content safety cut the answer
+            self._finish(
+                response,
+                ResponseTrigger.FINISHED,
+                "incomplete",
+                {"type": "incomplete", "reason": "content_filter"},
+            )
         else:
             self._finish(response, ResponseTrigger.FINISHED, "completed", None)
 

@@ -3,8 +3,8 @@
 Metrics, the usage ledger and traces are observers (the pattern pipecat uses for latency
 metrics): the runtime tells them what happened; they never change what the client sees. An
 observer must be quick and must not raise; the runtime shields the session from one that does.
-An observer implements only the notifications it wants (a session recorder would take them
-all: every client and server event, and the speech as produced).
+An observer implements only the notifications it wants; the session recorder takes them all
+(``MediaObserver``: every client event as received, the caller's audio, the speech as played).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..core.events import OutputAudio
+from ..core.events import ClientInput, OutputAudio, PcmAudio
 from ..protocol.server_events import ServerEvent
 
 log = logging.getLogger("openrealtime.observer")
@@ -51,6 +51,26 @@ class AudioObserver(Protocol):
 
     def output_audio(self, info: SessionInfo, audio: OutputAudio) -> None:
         """Speech of a response is about to be sent or played (24 kHz PCM)."""
+
+
+class MediaObserver(Protocol):
+    """An observer that follows everything a recording keeps (optional, like ``AudioObserver``)."""
+
+    def client_input(self, info: SessionInfo, event: ClientInput | None, accepted: bool, at: float) -> None:
+        """A client event as received at ``at`` (epoch seconds) and whether the server accepted
+        it; ``None`` for a frame that did not parse."""
+
+    def caller_audio(self, info: SessionInfo, pcm: PcmAudio, at: float) -> None:
+        """Caller audio of a media call (WebRTC, SIP) as received, 24 kHz."""
+
+    def played_audio(self, info: SessionInfo, response_id: str, item_id: str, pcm: PcmAudio) -> None:
+        """Assistant speech as it was actually played out to a media caller."""
+
+    def dtmf(self, info: SessionInfo, digit: str) -> None:
+        """A SIP caller pressed a key."""
+
+    def note(self, info: SessionInfo, kind: str, data: dict[str, Any]) -> None:
+        """Something the session did outside the protocol's events (``disclosure``)."""
 
 
 class Observers:
@@ -91,3 +111,18 @@ class Observers:
 
     def session_ended(self, info: SessionInfo) -> None:
         self._each("session_ended", info)
+
+    def client_input(self, info: SessionInfo, event: ClientInput | None, accepted: bool, at: float) -> None:
+        self._each("client_input", info, event, accepted, at)
+
+    def caller_audio(self, info: SessionInfo, pcm: PcmAudio, at: float) -> None:
+        self._each("caller_audio", info, pcm, at)
+
+    def played_audio(self, info: SessionInfo, response_id: str, item_id: str, pcm: PcmAudio) -> None:
+        self._each("played_audio", info, response_id, item_id, pcm)
+
+    def dtmf(self, info: SessionInfo, digit: str) -> None:
+        self._each("dtmf", info, digit)
+
+    def note(self, info: SessionInfo, kind: str, data: dict[str, Any]) -> None:
+        self._each("note", info, kind, data)

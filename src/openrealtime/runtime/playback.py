@@ -98,6 +98,8 @@ class Playout:
         self._dropped: set[str] = set()
         self._played: dict[str, int] = {}  # item_id -> samples played
         self.current: str | None = None  # response playing (started, not stopped or cleared)
+        self.last_played: list[tuple[str, str, PcmAudio]] = []
+        """What the last ``pull`` took of each item: (response id, item id, audio)."""
 
     @property
     def queued_samples(self) -> int:
@@ -133,6 +135,7 @@ class Playout:
         frame = np.zeros(self.frame_samples, dtype=np.int16)
         filled = 0
         events: list[PlaybackEvent] = []
+        self.last_played = []
         while filled < self.frame_samples:
             self._drain_finished(events)
             if not self._segments:
@@ -146,6 +149,7 @@ class Playout:
                 events.append(PlaybackStarted(head.response_id))
             taken = head.take(self.frame_samples - filled)
             frame[filled : filled + len(taken)] = taken
+            self.last_played.append((head.response_id, head.item_id, taken))
             filled += len(taken)
             self._played[head.item_id] = self._played.get(head.item_id, 0) + len(taken)
         self._drain_finished(events)
@@ -195,8 +199,15 @@ class MediaPlayback:
     """The playback of one media session: what the runtime routes its speech into, and what
     the transport pulls frames from."""
 
-    def __init__(self, publish: Callable[[se.ServerEvent], None], interrupts: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        publish: Callable[[se.ServerEvent], None],
+        interrupts: Callable[[], bool],
+        played: Callable[[str, str, PcmAudio], None] | None = None,
+    ) -> None:
         self.playout = Playout()
+        self.played = played
+        """Told what of each answer each frame carried (the recording of what was heard)."""
         self.publish = publish
         """Sends an ``output_audio_buffer.*`` event (through the runtime, so observers see it)."""
         self.interrupts = interrupts
@@ -208,8 +219,15 @@ class MediaPlayback:
     def pull(self) -> PcmAudio:
         """The next frame to send (silence when nothing is queued)."""
         frame, events = self.playout.pull()
+        if self.played is not None:
+            for response_id, item_id, pcm in self.playout.last_played:
+                self.played(response_id, item_id, pcm)
         self._report(events)
         return frame
+
+    def finish(self, response_id: str) -> None:
+        """Audio the runtime queued itself (the disclosure) is complete."""
+        self._report(self.playout.finish(response_id))
 
     def after_event(self, event: se.ServerEvent) -> OutputCleared | None:
         """Follow the session's events: barge-in clears what is queued (the cleared event goes

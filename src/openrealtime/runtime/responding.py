@@ -45,6 +45,8 @@ from ..engines.base import (
 from ..engines.llm.tool_calling import validate_arguments
 from ..engines.registry import EngineSet
 from ..engines.tts.chunker import ClauseChunker
+from ..safety import Moderation
+from .moderating import ScreenedClauses
 from .scheduler import PRIORITY_SPECULATIVE, Scheduler
 
 log = logging.getLogger("openrealtime.runtime")
@@ -90,6 +92,11 @@ class ResponseHost(Protocol):
     speculative: bool
     """The work is a guess (runtime/speculation.py): it queues below every committed turn
     and gives the engine up when one needs it."""
+    moderation: Moderation | None
+    """Content safety: each clause is judged before it is spoken (``moderating.py``)."""
+
+    @property
+    def session_id(self) -> str: ...
 
     def report(self, result: Result) -> None:
         """Give a result to the core and send what it emits."""
@@ -145,6 +152,7 @@ class Cascade:
             await host.tools_settled(rid)
             if speech is not None:
                 await speech.finish()
+                finish = "content_filter" if speech.clauses.blocked else finish
             if token.cancelled:
                 return
             host.report(GenerationFinished(rid, finish, totals[0], totals[1], totals[2]))
@@ -164,9 +172,7 @@ class Cascade:
         if token.cancelled or not host.is_live(rid):
             return
         if command.modality == "audio":
-            speech = _SpeechOut(host, command, token)
-            await speech.feed(UNAVAILABLE_APOLOGY)
-            await speech.finish()
+            await speak_text(host, command, token, UNAVAILABLE_APOLOGY)
         else:
             host.report(TextGenerated(rid, UNAVAILABLE_APOLOGY))
         if not token.cancelled:
@@ -219,7 +225,7 @@ class Cascade:
         retry_note: str | None = None
         timings = host.timings.get(rid)
         async for event in self._llm_events(request, token):
-            if token.cancelled:
+            if token.cancelled or (speech is not None and speech.clauses.blocked):
                 break
             if (
                 isinstance(event, TextDelta | ToolCallDelta)
@@ -274,6 +280,13 @@ def _placement(host: ResponseHost) -> dict[str, Any]:
     return {}  # the task's own class: a voice turn or a text response
 
 
+async def speak_text(host: ResponseHost, command: StartResponse, token: CancelToken, text: str) -> None:
+    """Speak a fixed text as the response's audio (an apology, a refusal)."""
+    speech = _SpeechOut(host, command, token)
+    await speech.feed(text)
+    await speech.finish()
+
+
 def _call_problem(tools: dict[str, ToolSpec], name: str, arguments: str) -> str | None:
     tool = tools.get(name)
     if tool is None:
@@ -293,6 +306,7 @@ class _SpeechOut:
         self.command = command
         self.token = token
         self.chunker = ClauseChunker(min_first_words=3, max_first_words=host.first_piece_words)
+        self.clauses = ScreenedClauses(self.chunker, host.moderation, host.session_id)
         self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
 
@@ -301,7 +315,7 @@ class _SpeechOut:
             self.worker = asyncio.ensure_future(self._speak_all())
 
     async def feed(self, text: str) -> None:
-        for piece in self.chunker.push(text):
+        for piece in await self.clauses.push(text):
             timings = self.host.timings.get(self.command.response_id)
             if timings is not None and timings.first_piece is None:
                 timings.first_piece = time.monotonic()
@@ -310,7 +324,7 @@ class _SpeechOut:
 
     async def finish(self) -> None:
         """Speak whatever text is left and wait until all of it has been reported."""
-        for piece in self.chunker.flush():
+        for piece in await self.clauses.flush():
             self._ensure_worker()
             self.pieces.put_nowait(piece)
         if self.worker is not None:

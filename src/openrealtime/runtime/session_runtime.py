@@ -30,6 +30,7 @@ from ..core.commands import (
     ClearOutputAudio,
     CloseConnection,
     Command,
+    HeldSpeechDropped,
     InputAppended,
     InputBufferCleared,
     InputCommitted,
@@ -66,8 +67,11 @@ from ..engines.registry import EngineSet
 from ..protocol import server_events as se
 from ..protocol.client_events import ResponseCreate
 from ..protocol.errors import RealtimeError, rate_limited, server_overloaded
+from ..safety import Moderation
 from . import mcp as mcp_client
+from .disclosure import speak_disclosure
 from .listening import InputPipeline, usage_for
+from .moderating import refuse
 from .observer import Observers, SessionInfo
 from .playback import FRAME_MS, MediaPlayback
 from .port import ClientOutput, SessionClient
@@ -114,6 +118,8 @@ class SessionRuntime:
         admit_event: Callable[[], bool] | None = None,
         mcp_policy: mcp_client.McpPolicy | None = None,
         responder: Callable[[SessionRuntime], Responder] = Cascade,
+        moderation: Moderation | None = None,
+        disclosure: str | None = None,
     ) -> None:
         self.core = core
         self.engines = engines
@@ -125,7 +131,15 @@ class SessionRuntime:
         self.info = info or SessionInfo(
             session_id=core.session.id or "", key_id="", transport="websocket", model=""
         )
-        self.playback = MediaPlayback(self._publish, self._interrupts) if core.server_playback else None
+        self.moderation = moderation
+        """Content safety of caller turns and answers (``moderating.py``), or None."""
+        self.disclosure = disclosure
+        """Said to a media caller before the first turn (``disclosure.py``)."""
+        self.refused_items: set[str] = set()
+        """Caller turns the moderation blocked: answered with its refusal, not by the model."""
+        self.playback = (
+            MediaPlayback(self._publish, self._interrupts, self._played) if core.server_playback else None
+        )
         self.responder = responder(self)
         self.listening = InputPipeline(engines, scheduler, self.report)
         self.first_piece_words: int | None = FIRST_PIECE_WORDS
@@ -173,13 +187,21 @@ class SessionRuntime:
             )
         self.observers.session_started(self.info)
         self.speculation.config_changed()
+        if self.disclosure and self.playback is not None:
+            self._spawn(speak_disclosure(self, self.disclosure), "disclosure")
         loop = asyncio.get_running_loop()
         self._expiry = loop.call_later(
             self.core.limits.max_session_minutes * 60, self.report, SessionExpired()
         )
         self.flush()
 
+    @property
+    def session_id(self) -> str:
+        return self.info.session_id
+
     def client_event(self, event: ClientInput) -> None:
+        at = time.time()
+        emitted = len(self.core.state.events)
         try:
             self.observers.client_event(self.info, _client_event_type(event))
             if self.admit_event is not None and not self.admit_event():
@@ -196,6 +218,8 @@ class SessionRuntime:
             self.core.reject(
                 RealtimeError("server_error", "The server failed to process the event.", type="server_error")
             )
+        refused = any(isinstance(e, se.ErrorEvent) for e in self.core.state.events[emitted:])
+        self.observers.client_input(self.info, event, not refused, at)
         self.flush()
 
     def _is_voice(self, command: StartResponse) -> bool:
@@ -210,13 +234,16 @@ class SessionRuntime:
 
     def client_error(self, error: RealtimeError) -> None:
         self.observers.client_event(self.info, "invalid")
+        self.observers.client_input(self.info, None, False, time.time())
         self.core.reject(error)
         self.flush()
 
     def caller_audio(self, pcm: PcmAudio) -> None:
+        self.observers.caller_audio(self.info, pcm, time.time())
         self.report(CallerAudio(pcm))
 
     def dtmf(self, digit: str) -> None:
+        self.observers.dtmf(self.info, digit)
         self._send(se.InputAudioBufferDtmfEventReceived(event=digit, received_at=int(time.time())))
 
     def playout_frame(self) -> PcmAudio:
@@ -263,12 +290,15 @@ class SessionRuntime:
         for output in self.core.take_events():
             if isinstance(output, OutputAudio):
                 self.observers.output_audio(self.info, output)
+                self.listening.echo.played(output.pcm)
                 if self.playback is not None:
                     self.playback.audio(output)
                 else:
                     self.client.send(output)
                 continue
             self._send(output)
+            if isinstance(output, se.InputAudioBufferSpeechStarted) and self._interrupts():
+                self.listening.echo.stopped()  # the client stops playing the answer here
             if self.playback is not None and isinstance(output, se.ServerEvent):
                 found = self.playback.after_event(output)
                 if found is not None:
@@ -287,6 +317,9 @@ class SessionRuntime:
     def _publish(self, event: se.ServerEvent) -> None:
         """An event of the runtime's own (playback): observed and sent like the core's."""
         self._send(event)
+
+    def _played(self, response_id: str, item_id: str, pcm: PcmAudio) -> None:
+        self.observers.played_audio(self.info, response_id, item_id, pcm)
 
     def _interrupts(self) -> bool:
         detection = self.core.session.audio.input.turn_detection
@@ -333,6 +366,8 @@ class SessionRuntime:
                 self._transcripts[command.item_id] = future
                 self._spawn(self._transcribe(command, future), f"transcribe:{command.item_id}")
             case InputAppended():
+                reduction = self.core.session.audio.input.noise_reduction
+                self.listening.echo.configure(reduction.type if reduction is not None else None)
                 self.listening.on_append(command)
             case SpeechStarted():
                 self._cancel_idle_timer()
@@ -350,7 +385,10 @@ class SessionRuntime:
             case InputBufferCleared():
                 self.listening.on_cleared()
                 self.speculation.on_cleared()
+            case HeldSpeechDropped():
+                self.listening.on_cleared()  # a backchannel: its transcription is not needed
             case ClearOutputAudio():
+                self.listening.echo.stopped()
                 cleared = self.playback.clear("client_cancelled") if self.playback is not None else None
                 if cleared is not None:
                     self.report(cleared)
@@ -388,8 +426,11 @@ class SessionRuntime:
 
     async def _run_response(self, command: StartResponse, token: CancelToken) -> None:
         try:
+            refusal = await self._refusal(command)
             adopt = lambda guessed: self._adopt(command.response_id, guessed)  # noqa: E731
-            if not await self.speculation.release(command, token, adopt):
+            if refusal is not None:
+                await refuse(self, command, token, refusal)
+            elif not await self.speculation.release(command, token, adopt):
                 await self.responder.respond(command, token)
         finally:
             self._responses.pop(command.response_id, None)
@@ -401,6 +442,16 @@ class SessionRuntime:
         work = self._responses.get(response_id)
         if work is not None:
             work.token = token
+
+    async def _refusal(self, command: StartResponse) -> str | None:
+        """The moderation's refusal when the caller turn this response answers was blocked."""
+        if self.moderation is None:
+            return None
+        heard = [i for i in command.context_item_ids if i in self._transcripts]
+        if not heard:
+            return None
+        await asyncio.wait([self._transcripts[heard[-1]]], timeout=TRANSCRIPT_WAIT_S)
+        return self.moderation.refusal if heard[-1] in self.refused_items else None
 
     def chat_request(self, response_id: str) -> ChatRequest | None:
         request = self.core.chat_request(response_id)
@@ -474,6 +525,11 @@ class SessionRuntime:
             result, seconds, deltas = await self.listening.transcribe(command)
             self.transcript_ready_at[command.item_id] = time.monotonic()
             text = result.text.strip()
+            if self.moderation is not None and text and self.core.state.realtime is not None:
+                verdict = await self.moderation.check_input(text, session_id=self.session_id)
+                if verdict.blocked:
+                    self.refused_items.add(command.item_id)
+                text = verdict.text
             usage = usage_for(seconds, result.output_tokens or self.engines.llm.count_tokens(text))
             for delta in deltas:
                 self.core.receive(TranscriptDelta(command.item_id, delta))

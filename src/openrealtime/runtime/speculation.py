@@ -81,6 +81,7 @@ class _GuessHost:
         self.engines = runtime.engines
         self.scheduler = runtime.scheduler
         self.first_piece_words = runtime.first_piece_words
+        self.moderation = runtime.moderation
         self.speculative = True
         self.guess_id = guess_id
         self.request = request
@@ -88,6 +89,10 @@ class _GuessHost:
         self.held: list[Result] = []
         self.text = ""
         self.real: str | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.runtime.session_id
 
     def report(self, result: Result) -> None:
         if self.real is None:

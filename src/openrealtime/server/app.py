@@ -24,7 +24,18 @@ from ..runtime.scheduler import Scheduler
 from ..storage.redis_state import SharedStateUnavailable
 from ..telemetry.logs import session_id_var
 from ..transports.websocket import WebSocketConnection
-from . import audio, beta_sessions, calls, client_secrets, cluster, metrics, playground, sip_calls, usage
+from . import (
+    audio,
+    beta_sessions,
+    calls,
+    client_secrets,
+    cluster,
+    metrics,
+    playground,
+    recordings,
+    sip_calls,
+    usage,
+)
 from .auth import KeyStore, SecretStore, credential_from_headers
 from .dialects import AzureCredentials, RealtimeRequest, azure_request, openai_request
 from .http import BodySizeLimit, RouteCors, http_error
@@ -140,6 +151,7 @@ def create_app(
     app.include_router(client_secrets.router())
     app.include_router(beta_sessions.router())
     app.include_router(usage.router())
+    app.include_router(recordings.router())
     app.include_router(audio.router())
     app.include_router(calls.router())
     app.include_router(sip_calls.router())

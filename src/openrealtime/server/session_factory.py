@@ -56,6 +56,8 @@ def new_session_runtime(
         admit_event=lambda: state.limits.allow_event(key_id),
         mcp_policy=McpPolicy.from_settings(settings.mcp_allowed_hosts, settings.mcp_timeout_seconds),
         responder=responder_for(settings),
+        moderation=state.moderation,
+        disclosure=settings.disclosure if transport != "websocket" else None,  # said on calls
     )
 
 

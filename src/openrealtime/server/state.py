@@ -9,6 +9,7 @@ dependencies (``server_state``, ``require_principal``) instead of looking them u
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,9 +21,15 @@ from starlette.requests import HTTPConnection, Request
 from ..auth_records import EPHEMERAL_PREFIX, Principal
 from ..config import Settings
 from ..engines.registry import EngineSet
-from ..runtime.observer import Observers
+from ..protocol.session import RealtimeSession
+from ..recording import RecordingService, open_recording_service
+from ..recording.observer import RecordingObserver
+from ..runtime.disclosure import prepare_disclosure, voice_name
+from ..runtime.observer import Observers, SessionObserver
 from ..runtime.scheduler import Scheduler
+from ..safety import Moderation, build_moderation
 from ..telemetry.ledger import UsageLedger, open_ledger
+from ..telemetry.metrics import ModerationMetrics
 from ..telemetry.observers import Telemetry
 from ..transports.sip.server import SipServer
 from . import cluster as cluster_module
@@ -31,6 +38,7 @@ from .call_registry import CallRegistry
 from .limits import SessionLimits
 
 log = logging.getLogger("openrealtime.server")
+_background: set[asyncio.Future[None]] = set()
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,10 @@ class ServerState:
     sip: SipServer | None = None
     cluster: cluster_module.Cluster | None = None
     """This gateway's membership when replicas share state through Redis (``redis_url``)."""
+    recordings: RecordingService | None = None
+    """Encrypted session recordings (``None`` when recording is off for every key)."""
+    moderation: Moderation | None = None
+    """Content safety in the speech path (``None`` for ``moderation=none``)."""
 
 
 async def open_server_state(
@@ -60,7 +72,8 @@ async def open_server_state(
     scheduler: Scheduler | None = None,
     secrets: SecretStore | None = None,
 ) -> ServerState:
-    """Build the server state (storage, shared state, telemetry, SIP) in dependency order."""
+    """Build the server state (storage, shared state, telemetry, recordings, moderation, SIP)
+    in dependency order."""
     from .sip_calls import start_sip  # the SIP routes depend on this module
 
     ledger = await open_ledger(settings)  # storage: usage ledger and ephemeral keys
@@ -87,23 +100,36 @@ async def open_server_state(
         partial_share=settings.partial_asr_share,
     )
     telemetry = Telemetry.start(settings, scheduler)
+    moderation = build_moderation(settings, ModerationMetrics(telemetry.metrics.registry))
+    # the retention sweeper runs inside the service (at start-up, then periodically)
+    recordings = await open_recording_service(settings, ledger.storage)
+    observers: list[SessionObserver] = [*telemetry.observers, ledger]
+    if recordings is not None:
+        observers.append(RecordingObserver(recordings, opt_out_key=settings.recording_opt_out_dtmf))
     secret_store = secrets or (shared.redis if shared is not None else None) or ledger.storage
     sip = await start_sip(settings, calls, limits)
     if shared is not None:
         shared.start(limits, calls)
+    if settings.disclosure and engines.voices is not None:
+        voice = voice_name(RealtimeSession().audio.output.voice)  # the default voice's sound, ready
+        warm = asyncio.ensure_future(prepare_disclosure(engines, scheduler, settings.disclosure, voice))
+        _background.add(warm)
+        warm.add_done_callback(_background.discard)
     return ServerState(
         settings=settings,
         keys=keys,
         auth=Authenticator(keys, secret_store),
         engines=engines,
         scheduler=scheduler,
-        observers=Observers([*telemetry.observers, ledger]),
+        observers=Observers(observers),
         limits=limits,
         calls=calls,
         usage_ledger=ledger,
         telemetry=telemetry,
         sip=sip,
         cluster=shared,
+        recordings=recordings,
+        moderation=moderation,
     )
 
 
@@ -115,6 +141,10 @@ async def close_server_state(state: ServerState) -> None:
     if state.cluster is not None:
         await state.cluster.close()
     state.telemetry.shutdown()
+    if state.recordings is not None:
+        await state.recordings.close()
+    if state.moderation is not None:
+        await state.moderation.close()
     await state.usage_ledger.close()
     await state.usage_ledger.storage.close()
 
