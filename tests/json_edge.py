@@ -51,11 +51,12 @@ class JsonCore:
 
     def handle(self, frame: str | bytes) -> None:
         try:
-            event = self.wire.decode(frame)
+            events = self.wire.inputs(frame)
         except RealtimeError as err:
             self.core.reject(err)
         else:
-            self.core.handle(event)
+            for event in events:
+                self.core.handle(event)
 
     def take_events(self) -> list[Frame]:
         return [Frame(raw) for output in self.core.take_events() for raw in self.wire.encode(output)]

@@ -199,9 +199,9 @@ tell them apart)."""
 def test_a_verbatim_tool_text_is_spoken_word_for_word(server_table: VoiceTable, transcriber: object) -> None:
     """A function result's exact words, put in place of the model's marker, reach the caller
     word for word through the default voice (normaliser included) and the server's ASR."""
+    from openrealtime.core.verbatim import VerbatimExpander, marker, render_tool_output
     from openrealtime.engines.asr.wer import wer
     from openrealtime.engines.tts.normalize import normalize_for_speech
-    from openrealtime.engines.tts.verbatim import VerbatimExpander, marker, render_tool_output
 
     output = json.dumps({"status": "booked", "verbatim": {"terms": LEGAL}})
     shown, texts = render_tool_output(output, "call_19")

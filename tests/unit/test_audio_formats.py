@@ -227,6 +227,22 @@ def test_streaming_has_no_clicks_where_per_chunk_resampling_does() -> None:
     assert np.median(boundary_error[:, 200:280]) <= 2
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 33, 160, 320])
+def test_exact_decoder_puts_every_sample_where_the_client_clock_does(chunk: int) -> None:
+    """Chunked G.711 plus the flushed tail is the one-shot decode, not shifted by a sample:
+    Whisper hears a short turn differently when it moves by 4 ms."""
+    noise = np.random.default_rng(3).integers(0, 256, 8000, dtype=np.uint8).tobytes()
+    ideal = formats.decode("audio/pcmu", noise).astype(np.float64)
+    decoder = formats.ExactDecoder("audio/pcmu")
+    parts = [decoder.decode(noise[i : i + chunk]) for i in range(0, len(noise), chunk)]
+    assert decoder.held_ms == pytest.approx(formats.ExactDecoder.HOLD_SAMPLES / 8)
+    assert sum(map(len, parts)) == 3 * (len(noise) - formats.ExactDecoder.HOLD_SAMPLES)
+    decoded = np.concatenate([*parts, decoder.flush()]).astype(np.float64)
+    assert len(decoded) == len(ideal) and decoder.held_ms == 0
+    snr_db = 10 * np.log10(np.sum(ideal**2) / np.sum((decoded - ideal) ** 2))
+    assert snr_db > 40  # 55 dB at 20 ms chunks, 41 dB byte by byte; a click per chunk is < 20
+
+
 def test_stream_decoder_rejects_partial_pcm16_samples() -> None:
     with pytest.raises(AudioFormatError):
         formats.StreamDecoder("audio/pcm").decode(b"\x00")

@@ -76,11 +76,12 @@ class BetaHarness:
     def frame(self, frame: str | bytes) -> list[dict[str, Any]]:
         def deliver(ga: str | bytes) -> None:
             try:
-                event = self.wire.decode(ga)
+                events = self.wire.inputs(ga)
             except RealtimeError as err:
                 self.core.reject(err)
             else:
-                self.core.handle(event)
+                for event in events:
+                    self.core.handle(event)
             self.pump()
 
         def refuse(error: RealtimeError) -> None:

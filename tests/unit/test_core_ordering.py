@@ -624,6 +624,9 @@ class CoreMachine(RuleBasedStateMachine):
         self.call_ids: list[str] = ["call_unknown"]
         self.finished: list[str] = []
         self.pending_eot: list[int] = []
+        self.vad_end_ms = 0.0
+        """Where the VAD's last frame ended: a G.711 edge holds back its last 4 ms until the
+        next append, so the VAD may run a little ahead of the core's buffer, never back."""
         self.transcribing: list[str] = []  # items the runtime was asked to transcribe
         self.listings: list[str] = []  # mcp_list_tools items the runtime was asked to fill
         self.mcp_calls: list[tuple[str, str]] = []  # (response id, mcp_call item id) running
@@ -794,7 +797,8 @@ class CoreMachine(RuleBasedStateMachine):
         """The runtime appends audio and runs the VAD over exactly that audio."""
         if speech:  # a run of speech followed by silence, most likely to make a turn
             probs = [0.9] * len(probs) + [0.0] * 12
-        start = self.core.input.total_ms
+        start = max(self.core.input.total_ms, self.vad_end_ms)
+        self.vad_end_ms = start + len(probs) * FRAME_MS
         self._send(
             {
                 "type": "input_audio_buffer.append",

@@ -204,3 +204,22 @@ def test_a_line_the_instructions_ask_to_say_is_not_a_leak() -> None:
     copied = LeakGuard(tool_names=(), protected=[system])
     found = [copied.push(p) for p in pieces("I am running on a small local language model.")]
     assert any(isinstance(r, Leak) for r in found) or isinstance(copied.finish(), Leak)
+
+
+@pytest.mark.parametrize("answer", ["Here are the terms: [[say:v87ee]]", "[[ say : v1a2b ]] Anything else?"])
+def test_a_verbatim_marker_is_not_markup(answer: str) -> None:
+    """The model asks for a function result's exact words with it (core/verbatim.py)."""
+    assert find_leak(answer, ["get_ticket_terms"]) is None
+    guard = LeakGuard(tool_names=["get_ticket_terms"])
+    out: list[str] = []
+    for piece in re.findall(r".{1,3}", answer, re.DOTALL):
+        released = guard.push(piece)
+        assert not isinstance(released, Leak), piece
+        out += released
+    end = guard.finish()
+    assert not isinstance(end, Leak)
+    assert "".join(out + end) == answer
+
+
+def test_other_double_brackets_are_still_markup() -> None:
+    assert find_leak("Sure [[tool]] done") is not None

@@ -28,10 +28,10 @@ from openrealtime.engines.base import (
 )
 from openrealtime.engines.registry import EngineSet
 from openrealtime.protocol.session import RealtimeSession
-from openrealtime.runtime.port import ClientOutput
 from openrealtime.runtime.scheduler import Scheduler
 from openrealtime.runtime.session_runtime import SessionRuntime
 from openrealtime.transports.wire import EventWire
+from tests.runtime_client import Client
 
 
 class ScriptedLLM:
@@ -68,7 +68,7 @@ class Voices:
     def __init__(self, synthesizer: FlakySynthesizer) -> None:
         self.synthesizer = synthesizer
 
-    def resolve(self, name: str) -> tuple[Any, str]:
+    def resolve(self, name: str, language: str | None = None) -> tuple[Any, str]:
         return self.synthesizer, "v"
 
     def describe(self) -> list[dict[str, Any]]:
@@ -81,20 +81,6 @@ class BrokenTranscriber:
 
     def transcribe(self, audio: Any, *, language: str | None = None, prompt: str | None = None) -> Transcript:
         raise RuntimeError("the decoder crashed")
-
-
-class Client:
-    """The runtime's ``SessionClient``: what a WebSocket client would receive."""
-
-    def __init__(self, harness: Harness) -> None:
-        self.harness = harness
-
-    def send(self, output: ClientOutput) -> None:
-        self.harness.events.extend(json.loads(frame) for frame in self.harness.wire.encode(output))
-        self.harness.arrived.set()
-
-    async def close(self, code: int, reason: str) -> None:
-        return None
 
 
 class Harness:

@@ -68,15 +68,16 @@ class SlowTone:
     def synthesize(
         self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
     ) -> Iterator[Any]:
+        tone = (3000 * np.sin(2 * np.pi * 220 * np.arange(2400) / 24_000)).astype(np.int16)
         for _ in range(40):  # 4 s of sound, made in 6 s
             if cancel is not None and cancel.cancelled:
                 return
             time.sleep(0.15)
-            yield np.full(2400, 3000, dtype=np.int16)
+            yield tone
 
 
 class Voices:
-    def resolve(self, name: str) -> tuple[Any, str]:
+    def resolve(self, name: str, language: str | None = None) -> tuple[Any, str]:
         return SlowTone(), "tone"
 
     def describe(self) -> list[dict[str, Any]]:
@@ -197,8 +198,9 @@ async def test_barge_in_on_sip_cancels_the_interrupted_answer_as_turn_detected()
         await sideband.until("output_audio_buffer.started")
 
         assert call.rtp is not None
-        speech = ulaw_encode(np.full(160, 8000, dtype=np.int16)).tobytes()
-        for sequence in range(30):  # 600 ms of the caller speaking over the answer
+        noise = np.random.default_rng(3).normal(0, 6000, 160 * 30).clip(-32768, 32767).astype(np.int16)
+        for sequence in range(30):  # 600 ms of the caller speaking over the answer: not the answer's echo
+            speech = ulaw_encode(noise[sequence * 160 : (sequence + 1) * 160]).tobytes()
             packet = RtpPacket(0, sequence, sequence * 160, 1234, speech, sequence == 0)
             phone.sendto(packet.serialize(), ("127.0.0.1", call.rtp.local_port))
             await asyncio.sleep(0.02)

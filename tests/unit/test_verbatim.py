@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openrealtime.engines.tts.verbatim import (
+from openrealtime.core.verbatim import (
     VERBATIM_INSTRUCTIONS,
     VerbatimExpander,
     marker,
@@ -29,14 +29,15 @@ def test_parse_shapes() -> None:
     assert parse_verbatim(json.dumps({"verbatim": "x" * 5000})) == {}
 
 
-def test_render_shows_marker_and_words_and_leaves_other_results_alone() -> None:
+def test_render_shows_the_marker_alone_and_leaves_other_results_alone() -> None:
     plain = '{"temperature": 21}'
     assert render_tool_output(plain, "call_1") == (plain, {})
     shown, table = render_tool_output(json.dumps({"status": "ok", "verbatim": {"terms": LEGAL}}), "call_1")
     [(mid, text)] = table.items()
     assert text == LEGAL
     data = json.loads(shown)
-    assert data["status"] == "ok" and data["verbatim"]["terms"] == f"{marker(mid)} {LEGAL}"
+    assert data["status"] == "ok" and data["verbatim"]["terms"] == marker(mid)
+    assert "refundable" not in shown  # the model cannot retell what it never reads
     # stable across renders (prompt cache) and distinct per call
     assert render_tool_output(json.dumps({"verbatim": {"terms": LEGAL}}), "call_1")[1] == table
     assert render_tool_output(json.dumps({"verbatim": {"terms": LEGAL}}), "call_2")[1].keys() != table.keys()

@@ -404,17 +404,6 @@ class EchoCanceller:
         out, position = stream.push(audio)
         self._place(out, position)
 
-    def cut(self, at_ms: float) -> None:
-        """Playback stopped at ``at_ms`` on the input clock (barge-in, cleared): what was placed
-        after it will not be heard, so it predicts no echo."""
-        stream = self._far_stream
-        if stream is not None:
-            self._place(stream.flush(), stream.position)
-            self._far_stream = None
-        keep = round(at_ms * self.sample_rate / 1000) - self._far_origin
-        if keep < self._far.size:
-            self._far = self._far[: max(keep, 0)].copy()
-
     def _place(self, audio: FloatAudio, start: int) -> None:
         if audio.size == 0:
             return

@@ -309,34 +309,64 @@ class StreamEncoder:
 
 
 class ExactDecoder:
-    """Wire chunks of one format → 24 kHz int16 of exactly each chunk's duration.
+    """Wire chunks of one format → 24 kHz int16 on the client's own clock.
 
-    Appended client audio keeps its exact length inside a session (a G.711 byte is three
-    samples), so durations on the input clock are the client's own, however the audio was
-    chunked. For G.711 each chunk is resampled together with the 12 ms before it and
-    ``DELAY_SAMPLES`` of it are held back for the next chunk: the output is continuous across
-    chunks (55 dB SNR against resampling the whole signal at once, measured on noise) and
-    4 ms late; soxr's own stream would hold back up to 60 ms and release it in bursts.
+    A G.711 byte becomes three samples, and output sample ``n`` is the sound at ``n / 24000``
+    seconds of the client's audio, as :func:`decode` of everything appended would place it:
+    the VAD, the turn detector and Whisper hear each turn exactly where the client's clock
+    puts it (Whisper's window is 10 ms mel frames, and a 4 ms shift of a short turn changes
+    its words). Each chunk is resampled together with the ``CONTEXT_SAMPLES`` before it; its
+    last ``HOLD_SAMPLES`` wait for the next chunk, whose first samples their interpolation
+    needs. So the output is continuous across chunks (55 dB SNR against resampling the whole
+    signal at once, measured on noise) and ``HOLD_SAMPLES`` (4 ms) behind the bytes until
+    :meth:`flush` releases them: the edge flushes before a commit or clear, so a committed
+    buffer holds exactly the client's duration. (soxr's own stream would hold back up to
+    60 ms and release it in bursts.)
     """
 
-    CONTEXT_SAMPLES = 96
-    DELAY_SAMPLES = 32
+    CONTEXT_SAMPLES = 64
+    HOLD_SAMPLES = 32
 
     def __init__(self, fmt: FormatLike, quality: Quality = DEFAULT_QUALITY) -> None:
         self.format: FormatType = format_type(fmt)
         self.quality: Quality = quality
-        self._context = np.zeros(self.CONTEXT_SAMPLES, dtype=np.int16)
+        self._past = np.zeros(0, dtype=np.int16)
+        """Wire-rate samples already released (the filter's history)."""
+        self._held = np.zeros(0, dtype=np.int16)
+        """Wire-rate samples decoded but not yet released."""
+
+    @property
+    def held_ms(self) -> float:
+        """Client audio decoded but not yet released (0 for ``audio/pcm``)."""
+        return len(self._held) * 1000 / _RATE[self.format]
 
     def decode(self, data: bytes | bytearray | memoryview) -> PcmAudio:
         check_audio_bytes(self.format, data)
         if self.format == "audio/pcm":
             return _pcm16_from_bytes(data)
-        if not len(data):
+        pending = np.concatenate([self._held, _g711_decode(self.format, data)])
+        ready = len(pending) - self.HOLD_SAMPLES
+        if ready <= 0:
+            self._held = pending
             return np.zeros(0, dtype=np.int16)
+        out = self._release(pending, ready)
+        self._held = pending[ready:]
+        return out
+
+    def flush(self) -> PcmAudio:
+        """Release the held samples (resampled without what would follow them)."""
+        if not len(self._held):
+            return np.zeros(0, dtype=np.int16)
+        out = self._release(self._held, len(self._held))
+        self._held = np.zeros(0, dtype=np.int16)
+        return out
+
+    def _release(self, pending: PcmAudio, count: int) -> PcmAudio:
+        """The 24 kHz samples of the first ``count`` of ``pending``, with the past as context."""
         ratio = INTERNAL_RATE // _RATE[self.format]
-        joined = np.concatenate([self._context, _g711_decode(self.format, data)])
+        joined = np.concatenate([self._past, pending])
         upsampled = resample(joined, _RATE[self.format], INTERNAL_RATE, self.quality)
-        start = (self.CONTEXT_SAMPLES - self.DELAY_SAMPLES) * ratio
-        out = np.asarray(upsampled[start : start + len(data) * ratio], dtype=np.int16)
-        self._context = joined[-self.CONTEXT_SAMPLES :]
+        start = len(self._past) * ratio
+        out = np.asarray(upsampled[start : start + count * ratio], dtype=np.int16)
+        self._past = joined[: len(self._past) + count][-self.CONTEXT_SAMPLES :]
         return out

@@ -26,6 +26,9 @@ class StartResponse:
     speed: float
     output_format: str
     """The wire format of its audio: ``audio/pcm``, ``audio/pcmu`` or ``audio/pcma``."""
+    language: str | None = None
+    """The language to answer in when the response was created (ISO 639-1; None: English or
+    undecided); the request (``ChatRequest.language``) has the one its transcripts settled."""
 
 
 @dataclass(frozen=True)
@@ -78,16 +81,6 @@ class SpeechStarted:
     audio_start_ms: int
     language: str | None = None
     prompt: str | None = None
-    held: bool = False
-    """The speech began while the answer plays: report its transcript (``HeldSpeechHeard``)
-    until it is decided (core/backchannels.py)."""
-
-
-@dataclass(frozen=True)
-class HeldSpeechDropped:
-    """Held speech was a backchannel: drop its transcription."""
-
-    item_id: str
 
 
 @dataclass(frozen=True)
@@ -97,8 +90,6 @@ class PredictEndOfTurn:
     request_id: int
     audio_start_ms: int
     audio_end_ms: int
-    speech_end_ms: int | None = None
-    """Where the speech before the pause ended (prosody is measured up to here)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +164,6 @@ Command = (
     | InputAppended
     | SpeechStarted
     | PredictEndOfTurn
-    | HeldSpeechDropped
     | InputCommitted
     | ResponseFinished
     | InputBufferCleared

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engines.base import ChatImage, ChatMessage, ChatRequest, ToolCall, ToolChoice, ToolSpec
+from .languages import language_instruction
+from .verbatim import render_tool_output, verbatim_texts, with_verbatim_instructions
 
 IMAGE_PENDING = "[The user shared an image; no analysis of it is available.]"
 
@@ -54,8 +56,13 @@ def item_to_messages(item: dict[str, Any]) -> list[ChatMessage]:
         )
         return [ChatMessage(role="assistant", tool_calls=(call,))]
     if kind == "function_call_output":
-        return [ChatMessage(role="tool", content=item.get("output") or "", tool_call_id=item.get("call_id"))]
+        return [ChatMessage(role="tool", content=_tool_output(item), tool_call_id=item.get("call_id"))]
     return []
+
+
+def _tool_output(item: Mapping[str, Any]) -> str:
+    """What the model reads of a function result: its verbatim texts shown with markers."""
+    return render_tool_output(item.get("output") or "", item.get("call_id") or "")[0]
 
 
 PENDING_RESULT = (
@@ -122,7 +129,7 @@ def conversation_messages(items: Sequence[dict[str, Any]]) -> list[ChatMessage]:
                 found = outputs.get(call.call_id)
                 if found is not None:
                     used_outputs.add(found[0])
-                result = (found[1].get("output") or "") if found is not None else PENDING_RESULT
+                result = _tool_output(found[1]) if found is not None else PENDING_RESULT
                 messages.append(ChatMessage(role="tool", content=result, tool_call_id=call.call_id))
             for offset, entry in enumerate(group):
                 if entry.get("type") == "function_call_output" and index + offset not in used_outputs:
@@ -135,7 +142,7 @@ def conversation_messages(items: Sequence[dict[str, Any]]) -> list[ChatMessage]:
         elif kind == "mcp_call":
             error = item.get("error")
             if item.get("output") is not None:
-                result = str(item.get("output"))
+                result = render_tool_output(str(item.get("output")), item.get("id") or "")[0]
             elif isinstance(error, dict):
                 result = f"Error: {error.get('message') or 'the tool failed'}"
             else:
@@ -168,7 +175,7 @@ def conversation_messages(items: Sequence[dict[str, Any]]) -> list[ChatMessage]:
 def _late_output(item: dict[str, Any], calls: dict[Any, dict[str, Any]]) -> list[ChatMessage]:
     """A function result that arrived after other turns: the call restated, then its result."""
     call_id = item.get("call_id") or ""
-    output = item.get("output") or ""
+    output = _tool_output(item)
     call = calls.get(call_id)
     if call is None:  # its call was deleted: the result still informs the model
         return [ChatMessage(role="system", content=f"A function result arrived (call {call_id}): {output}")]
@@ -215,13 +222,21 @@ def build_chat_request(
     max_output_tokens: int | None,
     count_tokens: Callable[[str], int] | None = None,
     max_input_tokens: int | None = None,
+    language: str | None = None,
 ) -> ChatRequest:
     """Build the chat request for a response over ``items``.
 
     With ``max_input_tokens`` (truncation ``auto``), the oldest messages are dropped until the
-    estimate fits, always keeping the instructions and the latest message.
+    estimate fits, always keeping the instructions and the latest message. The function
+    results' verbatim texts and the answer's ``language`` add lines at the end of the
+    instructions (the prefix before them stays the same for the prompt cache).
     """
     messages = conversation_messages(items)
+    verbatim = verbatim_texts(items)
+    instructions = with_verbatim_instructions(instructions, verbatim)
+    line = language_instruction(language)
+    if line is not None:
+        instructions = f"{instructions.rstrip()}\n\n{line}" if instructions.strip() else line
     system = ChatMessage(role="system", content=instructions)
     specs = tool_specs(tools)
     if count_tokens is not None and max_input_tokens is not None:
@@ -244,6 +259,8 @@ def build_chat_request(
         tools=specs,
         tool_choice=tool_choice_of(tool_choice) if specs else "none",
         max_output_tokens=max_output_tokens,
+        language=language,
+        verbatim=verbatim,
     )
 
 
@@ -266,6 +283,7 @@ def request_for(
     options: RequestOptions,
     tools: Sequence[dict[str, Any]],
     count_tokens: Callable[[str], int],
+    language: str | None = None,
 ) -> ChatRequest | None:
     """The request for a response that read ``context`` and produced ``outputs`` so far
     (continuing after MCP results), offering ``tools``; None when it does not fit and
@@ -281,6 +299,7 @@ def request_for(
         max_output_tokens=options.max_output_tokens,
         count_tokens=count_tokens,
         max_input_tokens=options.max_input_tokens,
+        language=language,
     )
     if not options.truncate:
         kept = sum(m.role != "tool" for m in request.messages) - 1  # without the instructions

@@ -196,6 +196,14 @@ class TranscriptFailed:
 
 
 @dataclass(frozen=True)
+class CallerLanguageChanged:
+    """The language the caller is heard speaking changed (ISO 639-1; None: undecided). Answers
+    follow it unless the client set ``transcription.language``."""
+
+    language: str | None
+
+
+@dataclass(frozen=True)
 class ImageAnalyzed:
     """What the LLM reads for an image from now on (its analysis, or why there is none)."""
 
@@ -210,8 +218,6 @@ class VadFrame:
     start_ms: float
     end_ms: float
     level_db: float | None = None
-    assistant_audible: bool = False
-    """The answer may be playing at the caller's end during this frame (core/backchannels.py)."""
 
 
 @dataclass(frozen=True)
@@ -222,24 +228,9 @@ class SpeechProbabilities:
 
 
 @dataclass(frozen=True)
-class HeldSpeechHeard:
-    """The (partial) transcript of speech held back while the answer plays."""
-
-    item_id: str
-    text: str
-
-
-@dataclass(frozen=True)
 class EndOfTurnPredicted:
-    """Evidence for the pause that ``request_id`` asked about: smart-turn's score (``None``:
-    none new), the completeness of the pause's transcript and the prosody at its end (each a
-    probability that the turn is over), and whether that transcript is still being made."""
-
     request_id: int
-    probability: float | None
-    text: float | None = None
-    prosody: float | None = None
-    text_pending: bool | None = None
+    probability: float
 
 
 @dataclass(frozen=True)
@@ -274,10 +265,10 @@ Result = (
     | TranscriptDelta
     | TranscriptCompleted
     | TranscriptFailed
+    | CallerLanguageChanged
     | ImageAnalyzed
     | SpeechProbabilities
     | EndOfTurnPredicted
-    | HeldSpeechHeard
     | CallerAudio
     | IdleTimeout
     | SessionExpired

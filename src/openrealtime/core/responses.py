@@ -28,6 +28,7 @@ from .context import RequestOptions, request_for
 from .conversation import AudioTrack
 from .events import CancelReason, OutputAudio, PcmAudio
 from .items import Item, Items, assistant_content, assistant_message, function_call, pcm_bytes, response_part
+from .languages import normalise_language
 from .state import ResponsePhase, ResponseTrigger, SessionState, transition
 from .usage import Usage, account_context, estimate_prompt_tokens
 
@@ -227,8 +228,16 @@ class Responses:
                 voice=response.voice,
                 speed=session.audio.output.speed,
                 output_format=response.output_format,
+                language=self.answer_language(),
             )
         )
+
+    def answer_language(self) -> str | None:
+        """The client's ``transcription.language``, else the language the caller is heard in."""
+        session = self.state.realtime
+        transcription = session.audio.input.transcription if session is not None else None
+        explicit = normalise_language(transcription.language if transcription is not None else None)
+        return explicit or normalise_language(self.state.caller_language)
 
     def _context(self, params: ce.ResponseParams, event_id: str | None) -> list[Item]:
         """The items a response reads: its ``input`` (references and inline items) or the
@@ -284,7 +293,12 @@ class Responses:
         tools, response.mcp_routes = tools_for_model(response.options.tools)
         outputs = [out.item for out in response.outputs]
         request = request_for(
-            response.context_items, outputs, response.options, tools, self.state.count_tokens
+            response.context_items,
+            outputs,
+            response.options,
+            tools,
+            self.state.count_tokens,
+            language=self.answer_language(),
         )
         if request is None:
             self.failed(

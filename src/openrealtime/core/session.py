@@ -29,13 +29,13 @@ from .conversation import Conversation
 from .events import (
     AppendAudio,
     CallerAudio,
+    CallerLanguageChanged,
     CancelRequested,
     ClientInput,
     CreateItem,
     EndOfTurnPredicted,
     GenerationFailed,
     GenerationFinished,
-    HeldSpeechHeard,
     IdleTimeout,
     ImageAnalyzed,
     McpCallDone,
@@ -98,10 +98,7 @@ class SessionCore:
         )
         self.mcp = Mcp(self.state, self.responses)
         self.input = InputTurns(
-            self.state,
-            on_speech_started=self._speech_started,
-            on_turn_committed=self._turn_committed,
-            answering=lambda: self.responses.active_default is not None,
+            self.state, on_speech_started=self._speech_started, on_turn_committed=self._turn_committed
         )
 
     # ------------------------------------------------------------------ reading
@@ -244,14 +241,14 @@ class SessionCore:
                     self.state.emit(
                         se.TranscriptionFailed(item_id=result.item_id, error={**error, "param": None})
                     )
+            case CallerLanguageChanged():
+                self.state.caller_language = result.language
             case ImageAnalyzed():
                 self.items.image_analyzed(result)
             case SpeechProbabilities():
                 self.input.speech_probabilities(result)
             case EndOfTurnPredicted():
                 self.input.end_of_turn(result)
-            case HeldSpeechHeard():
-                self.input.held_speech_heard(result)
             case CallerAudio():
                 if not self.state.closed:
                     self.input.caller_audio(result.pcm)

@@ -198,6 +198,8 @@ class SessionState:
     llm_sees_images: bool = False
     """The LLM is given images themselves rather than their analysis."""
     conversation: Conversation = field(default_factory=Conversation)
+    caller_language: str | None = None
+    """The language the runtime hears the caller speak (``CallerLanguageChanged``)."""
     phase: SessionPhase = SessionPhase.OPEN
     events: list[Output] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)

@@ -8,7 +8,7 @@ stop early once it is set; streams are plain iterators the runtime drains on a t
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -92,6 +92,11 @@ class ChatRequest:
     tool_choice: ToolChoice = "auto"
     max_output_tokens: int | None = None
     temperature: float = 0.7
+    language: str | None = None
+    """The language the answer is in (ISO 639-1; None: English or undecided): its voice."""
+    verbatim: Mapping[str, str] = field(default_factory=dict)
+    """Exact texts of the context's function results by marker id (core/verbatim.py): the
+    model writes a marker, the caller hears these words."""
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,10 @@ PartialsMode = Literal["whisper", "pocketsphinx", "none"]
 
 
 class VoiceResolver(Protocol):
-    """Maps a session's voice name to an installed synthesizer voice."""
+    """Maps a session's voice name to an installed synthesizer voice; with ``language`` (ISO
+    639-1), one that speaks it (a stand-in of the same kind when the name's own does not)."""
 
-    def resolve(self, name: str) -> tuple[Synthesizer, str]: ...
+    def resolve(self, name: str, language: str | None = None) -> tuple[Synthesizer, str]: ...
 
     def describe(self) -> list[dict[str, Any]]: ...
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,12 +32,14 @@ from ..core.events import (
     TextGenerated,
     ToolCalled,
 )
+from ..core.verbatim import VerbatimExpander
 from ..engines.base import (
     CancelToken,
     ChatMessage,
     ChatRequest,
     GenerationDone,
     LLMEvent,
+    Synthesizer,
     TextDelta,
     ToolCallDelta,
     ToolSpec,
@@ -137,9 +139,11 @@ class Cascade:
             request = host.chat_request(rid)
             if request is None or token.cancelled:
                 return
-            speech = _SpeechOut(host, command, token) if command.modality == "audio" else None
+            language = request.language or command.language
+            speech = _SpeechOut(host, command, token, language) if command.modality == "audio" else None
             totals = [0, 0, 0]  # prompt, cached, completion
-            finish = await self._generate(rid, request, token, speech, totals, retry_allowed=True)
+            verbatim = VerbatimExpander(request.verbatim)
+            finish = await self._generate(rid, request, token, speech, totals, verbatim, retry_allowed=True)
             rounds = 0
             while host.mcp_calls_pending(rid) and not token.cancelled and rounds < MAX_MCP_ROUNDS:
                 # the model called an MCP tool: wait for its result, then let the model use it
@@ -148,7 +152,10 @@ class Cascade:
                 request = host.chat_request(rid)
                 if request is None or token.cancelled:
                     break
-                finish = await self._generate(rid, request, token, speech, totals, retry_allowed=True)
+                verbatim.texts.update({k.lower(): v for k, v in request.verbatim.items()})
+                finish = await self._generate(
+                    rid, request, token, speech, totals, verbatim, retry_allowed=True
+                )
             await host.tools_settled(rid)
             if speech is not None:
                 await speech.finish()
@@ -214,11 +221,24 @@ class Cascade:
         token: CancelToken,
         speech: _SpeechOut | None,
         totals: list[int],
+        verbatim: VerbatimExpander,
         *,
         retry_allowed: bool,
     ) -> str:
-        """Run the LLM once; a tool call with invalid arguments gets one retry, then an apology."""
+        """Run the LLM once; a tool call with invalid arguments gets one retry, then an apology.
+
+        The model's text goes through the response's ``verbatim`` expander (markers become the
+        exact words of a function result) before it is spoken or becomes the transcript."""
         host = self.host
+
+        async def say(text: str) -> None:
+            if not text:
+                return
+            if speech is not None:
+                await speech.feed(text)
+            else:
+                host.report(TextGenerated(rid, text))
+
         tools = {tool.name: tool for tool in request.tools}
         finish = "stop"
         said_anything = False
@@ -235,13 +255,11 @@ class Cascade:
                 timings.llm_first_token = time.monotonic()
             if isinstance(event, TextDelta):
                 said_anything = said_anything or bool(event.text.strip())
-                if speech is not None:
-                    await speech.feed(event.text)
-                else:
-                    host.report(TextGenerated(rid, event.text))
+                await say(verbatim.push(event.text))
             elif isinstance(event, ToolCallDelta):
                 call = event.call
                 problem = _call_problem(tools, call.name, call.arguments)
+                await say(verbatim.flush())
                 if problem is None:
                     if speech is not None:
                         await speech.finish()
@@ -256,16 +274,19 @@ class Cascade:
                 if event.prompt_tokens:
                     host.report(PromptRead(rid, totals[0], totals[1]))
                 finish = "length" if event.finish_reason == "length" else "stop"
+        if not token.cancelled:
+            await say(verbatim.flush())
+        if verbatim.unknown:
+            log.warning("response %s: unknown verbatim markers dropped: %s", rid, verbatim.unknown)
+            verbatim.unknown.clear()
         if retry_note is not None and not token.cancelled:
             if retry_allowed and not said_anything:
-                again = ChatRequest(
+                again = replace(
+                    request,
                     messages=(*request.messages, ChatMessage(role="system", content=retry_note)),
-                    tools=request.tools,
-                    tool_choice=request.tool_choice,
-                    max_output_tokens=request.max_output_tokens,
                     temperature=max(0.1, request.temperature / 2),
                 )
-                return await self._generate(rid, again, token, speech, totals, retry_allowed=False)
+                return await self._generate(rid, again, token, speech, totals, verbatim, retry_allowed=False)
             if speech is not None:
                 await speech.feed(APOLOGY)
             else:
@@ -282,7 +303,7 @@ def _placement(host: ResponseHost) -> dict[str, Any]:
 
 async def speak_text(host: ResponseHost, command: StartResponse, token: CancelToken, text: str) -> None:
     """Speak a fixed text as the response's audio (an apology, a refusal)."""
-    speech = _SpeechOut(host, command, token)
+    speech = _SpeechOut(host, command, token, command.language)
     await speech.feed(text)
     await speech.finish()
 
@@ -301,10 +322,15 @@ class _SpeechOut:
     transcript is reported just before its first audio so transcript and sound stay aligned.
     """
 
-    def __init__(self, host: ResponseHost, command: StartResponse, token: CancelToken) -> None:
+    def __init__(
+        self, host: ResponseHost, command: StartResponse, token: CancelToken, language: str | None
+    ) -> None:
         self.host = host
         self.command = command
         self.token = token
+        self.language = language
+        """The answer's language: its voice is chosen for it, once per response."""
+        self.voice: tuple[Synthesizer, str] | None = None
         self.chunker = ClauseChunker(min_first_words=3, max_first_words=host.first_piece_words)
         self.clauses = ScreenedClauses(self.chunker, host.moderation, host.session_id)
         self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
@@ -346,7 +372,17 @@ class _SpeechOut:
         if voices is None:
             host.report(TextGenerated(rid, text))
             return
-        synthesizer, voice_id = voices.resolve(self.command.voice)
+        if self.voice is None:
+            self.voice = voices.resolve(self.command.voice, language=self.language)
+            if self.language not in (None, "en"):
+                log.info(
+                    "response %s speaks %s: voice %s:%s",
+                    rid,
+                    self.language,
+                    self.voice[0].name,
+                    self.voice[1],
+                )
+        synthesizer, voice_id = self.voice
         resampler = StreamingResampler(synthesizer.sample_rate, formats.INTERNAL_RATE, dtype=np.int16)
         first = True
         spoken_text = text if not host.spoken_text(rid) else " " + text.lstrip()

@@ -90,9 +90,25 @@ class EventWire:
                 "Invalid 'audio': audio/pcm must be 16-bit samples (an even number of bytes).",
                 param="audio",
             )
-        if self._decoder is None or self._decoder.format != fmt:
-            self._decoder = formats.ExactDecoder(fmt)
-        return self._decoder.decode(data)
+        if self._decoder is not None and self._decoder.format == fmt:
+            return self._decoder.decode(data)
+        tail = self._decoder.flush() if self._decoder is not None else None
+        self._decoder = formats.ExactDecoder(fmt)
+        pcm = self._decoder.decode(data)
+        return pcm if tail is None or not len(tail) else np.concatenate([tail, pcm])
+
+    def inputs(self, frame: Frame) -> list[ClientInput]:
+        """Like :meth:`decode`, with the G.711 decoder's held-back audio appended before a
+        commit or clear, so the buffer then holds all the client sent."""
+        event = self.decode(frame)
+        if (
+            isinstance(event, ce.InputAudioBufferCommit | ce.InputAudioBufferClear)
+            and self._decoder is not None
+        ):
+            tail = self._decoder.flush()
+            if len(tail):
+                return [AppendAudio(tail), event]
+        return [event]
 
     def _item_audio(self, item: dict[str, Any]) -> dict[int, PcmAudio]:
         """Decode the ``input_audio`` parts of a created user message (taking their base64 out)."""
@@ -119,11 +135,12 @@ class EventWire:
 
         def deliver_ga(ga_frame: Frame) -> None:
             try:
-                event = self.decode(ga_frame)
+                events = self.inputs(ga_frame)
             except RealtimeError as err:
                 port.client_error(err)
             else:
-                port.client_event(event)
+                for event in events:
+                    port.client_event(event)
 
         self.shape.receive(frame, deliver_ga, port.client_error)
 

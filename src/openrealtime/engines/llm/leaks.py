@@ -51,9 +51,11 @@ _MARKERS = re.compile(
     r"""|\b(?:function|tool)\s+calls?\b|\bno\s+(?:such\s+)?(?:functions?|tools?)\b"""
     r"""|\b(?:available|provided)\s+(?:functions|tools)\b|\barguments?\s*:"""
     r"""|\bcall(?:ing|s)?\s+(?:the\s+|a\s+|this\s+)?(?:\w+\s+)?functions?\b"""
-    r"""|\\|\[\s*["\[\\]""",
+    r"""|\\|\[\s*["\\]|\[\s*\[(?!\s*say\s*:)(?!\s*s?a?y?\s*$)""",
     re.IGNORECASE,
 )
+"""``[[say:ID]]`` is not markup: it is how the model asks for a function result's exact words
+(core/verbatim.py), replaced after this guard."""
 _MARKER_START = re.compile(
     r"(?:\btools?|\bfunctions?|\bcall(?:ing|s)?(?:\s+(?:the|a|this))?(?:\s+\w+)?|</?[|\w]*"
     r'|\{\s*"?\w*|"\w*|[|#\[\\])\s*$',

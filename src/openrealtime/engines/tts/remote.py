@@ -229,7 +229,7 @@ class FailoverSynthesizer:
 
 
 class _LocalVoices(Protocol):
-    def resolve(self, name: Any) -> tuple[Synthesizer, str]: ...
+    def resolve(self, name: Any, language: str | None = None) -> tuple[Synthesizer, str]: ...
 
     def describe(self) -> list[dict[str, Any]]: ...
 
@@ -259,10 +259,19 @@ class RemoteVoiceTable:
         self._resolved: dict[str, tuple[Synthesizer, str]] = {}
         self._lock = threading.Lock()
 
-    def resolve(self, name: str | Mapping[str, Any]) -> tuple[Synthesizer, str]:
+    def resolve(self, name: str | Mapping[str, Any], language: str | None = None) -> tuple[Synthesizer, str]:
+        """The remote voice, backed by the local one; with a ``language`` other than English
+        the local table's voice for it (the remote's voices are not known to speak it)."""
         key = _key(name)
         if ":" in key and key not in self.remote_voices:
-            return self.local.resolve(name)  # a local engine named directly
+            return self.local.resolve(name, language)  # a local engine named directly
+        if language is not None and language != "en":
+            try:
+                return self.local.resolve(name, language)
+            except UnknownVoiceError:
+                if key not in self.remote_voices:
+                    raise
+                return self.local.resolve(DEFAULT_LOCAL_VOICE, language)
         with self._lock:
             cached = self._resolved.get(key)
         if cached is not None:

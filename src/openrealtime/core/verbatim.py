@@ -6,9 +6,13 @@ notice, a disclaimer) in a ``"verbatim"`` field of its JSON object::
     {"status": "booked", "verbatim": {"terms": "The fare is non-refundable after 24 hours."}}
 
 (a string, a list of strings, or an object of named strings). The model never has to copy
-those words: the tool message it reads shows each text with a short marker, and
+those words: the tool message it reads shows each text as a short marker only, and
 :data:`VERBATIM_INSTRUCTIONS` tells it to write the marker (``[[say:v1a2b]]``) where the text
-belongs. On the way out, :class:`VerbatimExpander` replaces each marker in the model's
+belongs. The words themselves are kept from the model: the default model (Qwen2.5 0.5B),
+shown marker and words, retold the words in 3 of 3 trials (a legal sentence came back as "The
+cancellation terms of your ticket are non-refundable ..."); shown the marker alone it wrote
+the marker in 6 of 6. A result that the model must also reason about says so in its other
+fields (``{"refundable": false, "verbatim": ...}``). On the way out, :class:`VerbatimExpander` replaces each marker in the model's
 streaming text with the exact words, before the text is cut into pieces for speech and
 before it becomes the transcript, so both carry the same exact words. Markers are derived
 from the call id and field, so a conversation renders the same on every turn (the LLM's
@@ -52,10 +56,9 @@ MARKER_RE = re.compile(r"\[\[\s*say\s*:\s*(?P<id>[A-Za-z0-9_]{1,32})\s*\]\]", re
 _MAX_HELD = 48  # a marker is never longer than this; a longer "[[" run is ordinary text
 
 VERBATIM_INSTRUCTIONS = (
-    "Some function results contain exact texts, each shown as [[say:ID]] followed by its "
-    "words. When you need to say such a text, write its marker, for example [[say:v1a2b]], "
-    "in your answer: the exact words are spoken in its place. Never retell, shorten or "
-    "translate them yourself, and never invent a marker."
+    "Some function results hold exact texts as markers like [[say:v1a2b]]. To say such a "
+    "text, write its marker exactly: the exact words are spoken in its place. Never invent "
+    "a marker."
 )
 """Added to the instructions of a response whose context holds any verbatim text."""
 
@@ -107,9 +110,9 @@ def parse_verbatim(output: str) -> dict[str, str]:
 def render_tool_output(output: str, call_id: str) -> tuple[str, dict[str, str]]:
     """What the model reads for a function result, and its markers (id -> exact text).
 
-    Each verbatim text is shown as ``"[[say:ID]] <the words>"`` in place, so the model knows
-    what the marker says; the rest of the result is passed through unchanged (a result
-    without verbatim texts is returned as it was, byte for byte).
+    Each verbatim text is shown as its marker ``"[[say:ID]]"`` in place (the words stay with
+    the server, so the model cannot retell them); the rest of the result is passed through
+    unchanged (a result without verbatim texts is returned as it was, byte for byte).
     """
     texts = parse_verbatim(output)
     if not texts:
@@ -124,7 +127,7 @@ def render_tool_output(output: str, call_id: str) -> tuple[str, dict[str, str]]:
             return None
         mid = _marker_id(call_id, key)
         table[mid] = text
-        return f"{marker(mid)} {text}"
+        return marker(mid)
 
     if isinstance(value, str):
         data[VERBATIM_FIELD] = shown("text") or value
