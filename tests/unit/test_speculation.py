@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 from openrealtime.core.session import SessionCore
-from openrealtime.core.speculation import normalise, same_request
+from openrealtime.core.speculation import normalise, same_request, worth_guessing
 from openrealtime.engines.base import (
     CancelToken,
     ChatMessage,
@@ -47,6 +50,13 @@ def test_normalise_ignores_case_punctuation_and_spacing() -> None:
     assert normalise("  What's the   time,  please? ") == normalise("what s the time please")
     assert normalise("Ten.") == "ten"
     assert normalise("ten") != normalise("tin")
+
+
+def test_a_guess_is_worth_starting_only_when_the_pause_outlasts_a_transcription_pass() -> None:
+    assert not worth_guessing(300, 250)  # the default silence: the turn ends before a guess exists
+    assert worth_guessing(1000, 250)
+    assert not worth_guessing(1000, 900)  # the same window on a busy machine
+    assert not worth_guessing(None, 0)  # no turn detection: nothing to guess for
 
 
 def test_same_request_only_up_to_how_the_last_words_were_written() -> None:
@@ -157,10 +167,17 @@ class StubStreaming:
 
 
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, silence_ms: int = 2000) -> None:
         self.llm = CountingLLM()
         engines = EngineSet(llm=self.llm)  # type: ignore[arg-type]
-        session = RealtimeSession.model_validate({"type": "realtime", "output_modalities": ["text"]})
+        detection = {"type": "server_vad", "silence_duration_ms": silence_ms}
+        session = RealtimeSession.model_validate(
+            {
+                "type": "realtime",
+                "output_modalities": ["text"],
+                "audio": {"input": {"turn_detection": detection}},
+            }
+        )
         core = SessionCore(session, count_tokens=lambda s: len(s.split()), created_at=int(time.time()))
         self.events: list[dict[str, Any]] = []
         self.wire = EventWire(lambda: core.input_format)
@@ -279,5 +296,24 @@ async def test_preemption_off_never_guesses() -> None:
         assert not h.llm.requests
         await h.answer("item_turn1", "What time is it?")
         assert len(h.llm.requests) == 1
+    finally:
+        await h.runtime.aclose()
+
+
+async def test_a_turn_whose_silence_is_too_short_is_not_guessed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="openrealtime.runtime")
+    h = Harness(silence_ms=300)
+    try:
+        h.runtime.speculation.on_speech_started()
+        h.streaming.settled = "what time is it"
+        await asyncio.sleep(0.2)
+        assert not h.llm.requests  # no guess: it could not have been ready in 300 ms
+        done = await h.answer("item_turn1", "What time is it?")
+        assert done["response"]["status"] == "completed" and len(h.llm.requests) == 1
+        speculation = h.runtime.speculation
+        assert speculation.counts.skipped == 1 and speculation.counts.started == 0
+        timings = [r.getMessage() for r in caplog.records if "turn timings" in r.getMessage()]
+        record = json.loads(timings[-1].split("turn timings ", 1)[1])
+        assert record["speculation"] == "skipped" and record["speculation_window_ms"] == 300
     finally:
         await h.runtime.aclose()

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..engines.base import ChatMessage, ChatRequest
+from ..protocol.session import ServerVad
 from .context import RequestOptions, request_for
+from .turns import EAGERNESS_DEFAULTS
 
 if TYPE_CHECKING:
     from .session import SessionCore
@@ -26,6 +28,34 @@ _SPACE = re.compile(r"\s+")
 def normalise(text: str) -> str:
     """The words of ``text`` without case, punctuation or spacing differences."""
     return _SPACE.sub(" ", _NOT_WORD.sub(" ", text.casefold())).strip()
+
+
+PAUSE_HEARD_MS = 150
+"""How long the caller must pause before the transcription pass that may settle the turn's
+text starts (``StreamingTranscription``'s ``silence_seconds``)."""
+MIN_HEAD_START_MS = 200
+"""The least time a guess should have before the turn ends for it to be worth starting."""
+
+
+def silence_window_ms(core: SessionCore) -> int | None:
+    """How long the caller's pause lasts before turn detection ends the turn: ``server_vad``'s
+    ``silence_duration_ms``, ``semantic_vad``'s longest wait for its eagerness (it ends sooner
+    only when the turn detector is sure); None without turn detection."""
+    session = core.state.realtime
+    detection = session.audio.input.turn_detection if session is not None else None
+    if detection is None:
+        return None
+    if isinstance(detection, ServerVad):
+        return detection.silence_duration_ms
+    return EAGERNESS_DEFAULTS[detection.eagerness][0]
+
+
+def worth_guessing(window_ms: int | None, pass_ms: float) -> bool:
+    """Whether a guess can start early enough to help: the pause must outlast the wait for the
+    settling pass (``PAUSE_HEARD_MS``), that pass (``pass_ms``, as measured) and a useful head
+    start. Otherwise the turn ends before any guess exists, or just after one started, and
+    the guess only takes CPU from the final transcript (measured at 300 ms: slower, 0 % hits)."""
+    return window_ms is not None and window_ms >= PAUSE_HEARD_MS + pass_ms + MIN_HEAD_START_MS
 
 
 @dataclass(frozen=True)

@@ -186,15 +186,9 @@ class Cascade:
             host.report(GenerationFinished(rid, "stop", 0, 0, 0))
 
     def _start_llm(self, request: ChatRequest, token: CancelToken) -> Iterator[LLMEvent]:
-        """On the LLM worker: give prompt evaluation the spare cores when no other engine is
-        busy (measured: halves the cached first token on 2 idle cores), else one thread."""
-        engines, scheduler = self.host.engines, self.host.scheduler
-        set_threads = getattr(engines.llm, "set_threads", None)
-        if set_threads is not None:
-            decode, batch = engines.llm_threads, engines.llm_batch_threads
-            queues = (scheduler.asr, scheduler.tts, scheduler.vad)
-            set_threads(decode, batch if all(q.idle for q in queues) else decode)
-        return engines.llm.generate(request, token)
+        """On the LLM worker: prompt evaluation threads as ``prompt_threads`` says."""
+        prompt_threads(self.host.engines, self.host.scheduler)
+        return self.host.engines.llm.generate(request, token)
 
     async def _llm_events(self, request: ChatRequest, token: CancelToken) -> AsyncIterator[LLMEvent]:
         """The LLM's stream; a failure before its first event becomes ``EngineUnavailable``
@@ -292,6 +286,17 @@ class Cascade:
             else:
                 host.report(TextGenerated(rid, APOLOGY))
         return finish
+
+
+def prompt_threads(engines: EngineSet, scheduler: Scheduler) -> None:
+    """On the LLM worker, before evaluating a prompt: give it the spare cores
+    (``llm_batch_threads``) when no other engine is busy (measured: halves the cached first
+    token on 2 idle cores), else one thread."""
+    set_threads = getattr(engines.llm, "set_threads", None)
+    if set_threads is not None:
+        decode, batch = engines.llm_threads, engines.llm_batch_threads
+        queues = (scheduler.asr, scheduler.tts, scheduler.vad)
+        set_threads(decode, batch if all(q.idle for q in queues) else decode)
 
 
 def _placement(host: ResponseHost) -> dict[str, Any]:

@@ -12,7 +12,9 @@ reporting it: nothing of a guess reaches the core, so no ``response.created``, n
 audio and no usage. Its engine work queues at ``PRIORITY_SPECULATIVE``, below every committed
 turn of every session, and gives the engine up when such a turn needs it. New speech after
 the settled text (the caller resumed) discards the guess; a different settled text replaces
-it. Turn detection still decides when the turn ends; when the core then starts the turn's
+it. A turn whose silence window is too short for that (``worth_guessing``: the pause must
+outlast the wait for the settling transcription pass, the pass itself as measured on the ASR
+queue, and a useful head start) is not guessed at all (``skipped``). Turn detection still decides when the turn ends; when the core then starts the turn's
 response, the guess is released into it if the real request asks the same (up to case,
 punctuation and spacing of the caller's words, ``core/speculation.py``): the kept results are
 reported under the real response id and the rest follows live. Otherwise the guess is
@@ -35,10 +37,19 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.commands import StartResponse
 from ..core.events import GenerationFinished, PromptRead, Result, TextGenerated
-from ..core.speculation import GuessShape, guess_request, guess_shape, normalise, prefix_request, same_request
+from ..core.speculation import (
+    GuessShape,
+    guess_request,
+    guess_shape,
+    normalise,
+    prefix_request,
+    same_request,
+    silence_window_ms,
+    worth_guessing,
+)
 from ..engines.base import CancelToken, ChatRequest
-from .responding import Cascade, Responder, TurnTimings
-from .scheduler import PRIORITY_PREFILL, PRIORITY_SPECULATIVE
+from .responding import Cascade, Responder, TurnTimings, prompt_threads
+from .scheduler import PRIORITY_BACKGROUND, PRIORITY_PREFILL, PRIORITY_SPECULATIVE
 
 if TYPE_CHECKING:
     from .session_runtime import SessionRuntime
@@ -48,6 +59,9 @@ log = logging.getLogger("openrealtime.speculation")
 WATCH_INTERVAL_S = 0.02
 """How often the turn being spoken is checked for a settled transcript."""
 MIN_GUESS_WORDS = 1
+PASS_MS_BEFORE_MEASURED = 300.0
+"""A transcription pass's duration until the ASR queue has timed one (whisper-base on one
+idle core of this 2-core EPYC: ~250 ms)."""
 MIN_WARM_WORDS = 2
 WARM_WHILE_SPEAKING = False
 """Evaluate the prompt up to the words agreed while the caller speaks. Off: on 2 loaded
@@ -64,6 +78,8 @@ class SpeculationCounts:
     hits: int = 0
     misses: int = 0
     abandoned: int = 0
+    skipped: int = 0
+    """Turns not guessed: their silence window is shorter than a guess needs."""
     wasted_tokens: int = 0
     wasted_seconds: float = 0.0
     prefills: int = 0
@@ -177,6 +193,8 @@ class Speculation:
         self._guess: _Guess | None = None
         self._pending: dict[str, _Guess] = {}  # committed item id → its guess
         self._watcher: asyncio.Task[None] | None = None
+        self._skipping: dict[str, Any] | None = None  # why the turn being spoken is not guessed
+        self._skipped: dict[str, dict[str, Any]] = {}  # committed item id → why
         self._prefill_key: str | None = None
         self._prefill: tuple[asyncio.Task[None], CancelToken] | None = None
         self._seq = 0
@@ -216,6 +234,7 @@ class Speculation:
             def run(attempt: CancelToken = attempt) -> int:
                 if token.cancelled:
                     attempt.cancel()
+                prompt_threads(self.runtime.engines, self.runtime.scheduler)
                 evaluated: int = prefill(request, attempt)
                 return evaluated
 
@@ -231,21 +250,44 @@ class Speculation:
                 log.exception("prefill failed")
                 return
             self.counts.prefill_tokens += evaluated
-            if not attempt.cancelled:
+            if attempt.cancelled:
+                log.info(
+                    "prefill gave the engine up after %d prompt tokens (%.2f s)",
+                    evaluated,
+                    time.monotonic() - started,
+                )
+            else:
                 self.counts.prefills += 1
                 log.info("prefilled %d prompt tokens in %.2f s", evaluated, time.monotonic() - started)
                 return
 
     # ------------------------------------------------------------------ the turn being spoken
 
+    def pass_ms(self) -> float:
+        """How long a transcription pass takes now (the ASR queue's running mean)."""
+        measured = self.runtime.scheduler.asr.mean_run_s.get(PRIORITY_BACKGROUND)
+        return PASS_MS_BEFORE_MEASURED if measured is None else measured * 1000
+
     def on_speech_started(self) -> None:
         self._discard_current("abandoned")
         self._warmed = ""
-        if self.enabled and self._watcher is None:
-            self._watcher = asyncio.ensure_future(self._watch())
+        if not self.enabled or self._watcher is not None:
+            return
+        window, pass_ms = silence_window_ms(self.runtime.core), self.pass_ms()
+        if not worth_guessing(window, pass_ms):
+            self._skipping = {"speculation_window_ms": window, "speculation_pass_ms": round(pass_ms)}
+            return
+        self._skipping = None
+        self._watcher = asyncio.ensure_future(self._watch())
 
     def on_committed(self, item_id: str, by_vad: bool) -> None:
         self._stop_watching()
+        skipping, self._skipping = self._skipping, None
+        if skipping is not None and by_vad:
+            self._skipped[item_id] = skipping
+            self.counts.skipped += 1
+            if self.on_outcome is not None:
+                self.on_outcome("skipped", 0, 0.0)
         guess, self._guess = self._guess, None
         if guess is None:
             return
@@ -256,6 +298,7 @@ class Speculation:
 
     def on_cleared(self) -> None:
         self._stop_watching()
+        self._skipping = None
         self._discard_current("abandoned")
 
     def _stop_watching(self) -> None:
@@ -352,6 +395,10 @@ class Speculation:
         for other in list(self._pending.values()):
             self._discard(other, "abandoned")
         self._pending.clear()
+        skipped = self._skipped.pop(last, None) if last is not None else None
+        self._skipped.clear()
+        if skipped is not None:
+            self.outcomes[command.response_id] = {"speculation": "skipped", **skipped}
         if guess is None:
             return False
         await self.runtime.context_ready(command)

@@ -172,7 +172,8 @@ class MetricsObserver:
             "openrealtime_speculation",
             "Answers started on a partial transcript before the turn was committed (started), "
             "and how each ended: hit (released as the turn's answer), miss (the final transcript differed), abandoned "
-            "(the caller went on speaking, or a committed turn needed the engine).",
+            "(the caller went on speaking, or a committed turn needed the engine); skipped: turns not guessed because "
+            "their silence window is shorter than a transcription pass and a useful head start.",
             ["outcome"],
             registry=r,
         )
