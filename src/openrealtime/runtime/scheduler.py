@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import itertools
+import os
 import queue
 import threading
 import time
@@ -31,6 +32,7 @@ from typing import Any, TypeVar
 
 from ..engines.base import VAD, CancelToken, FloatAudio, VADStream
 from ..protocol import server_events as se
+from .spare_cpu import SpareCores
 
 T = TypeVar("T")
 
@@ -437,6 +439,8 @@ class Scheduler:
         self.partials = BackgroundBudget((self.asr, self.llm, self.tts, self.vad), share=partial_share)
         self.asr.on_done = self.partials.record
         self._vad_batches: dict[int, VadBatcher] = {}
+        self.spare_cores = SpareCores(os.cpu_count() or 1)
+        """The machine's idle cores (background work takes a second thread only on a free core)."""
 
     def keep(self, token: CancelToken) -> None:
         """Speculative work under ``token`` became a committed turn's (on every engine)."""

@@ -48,8 +48,9 @@ from ..core.speculation import (
     worth_guessing,
 )
 from ..engines.base import CancelToken, ChatRequest
-from .responding import Cascade, Responder, TurnTimings, prompt_threads
+from .responding import Cascade, Responder, TurnTimings
 from .scheduler import PRIORITY_BACKGROUND, PRIORITY_PREFILL, PRIORITY_SPECULATIVE
+from .spare_cpu import WorkerThreads
 
 if TYPE_CHECKING:
     from .session_runtime import SessionRuntime
@@ -228,14 +229,20 @@ class Speculation:
 
     async def _run_prefill(self, prefill: Any, request: ChatRequest, token: CancelToken) -> None:
         started = time.monotonic()
+        scheduler = self.runtime.scheduler
+        workers = WorkerThreads(scheduler.spare_cores, fewest=self.runtime.engines.llm_threads)
+
+        def threads() -> int:
+            """The second core too while it is free and no other engine of the server works."""
+            return workers(all(q.idle for q in (scheduler.asr, scheduler.tts, scheduler.vad)))
+
         while not token.cancelled:
             attempt = CancelToken()  # given up when a turn needs the LLM; then tried again
 
             def run(attempt: CancelToken = attempt) -> int:
                 if token.cancelled:
                     attempt.cancel()
-                prompt_threads(self.runtime.engines, self.runtime.scheduler)
-                evaluated: int = prefill(request, attempt)
+                evaluated: int = prefill(request, attempt, threads=threads)
                 return evaluated
 
             try:

@@ -56,7 +56,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -555,12 +555,21 @@ class LlamaCppModel:
         self._llm.eval(list(tokens))
         return True
 
-    def prefill(self, request: ChatRequest, cancel: CancelToken, *, keep: bool = True) -> int:
+    def prefill(
+        self,
+        request: ChatRequest,
+        cancel: CancelToken,
+        *,
+        keep: bool = True,
+        threads: Callable[[], int] | None = None,
+    ) -> int:
         """Evaluate the prompt prefix ``request`` renders (its messages and tools, no
         generation prompt), so a later prompt that starts with it evaluates only the rest; the
         number of tokens evaluated (0 when already cached). ``keep`` also saves it as a
         snapshot (a session's instructions and tools, which every turn reuses); without it,
-        it stays in the live cache only (a turn's words so far, soon outdated)."""
+        it stays in the live cache only (a turn's words so far, soon outdated). ``threads``,
+        asked before every chunk, says how many threads may evaluate it (the CPU's load
+        changes while a long prefix is evaluated)."""
         with self._lock:
             tools = request.tools if self.supports_tools else ()
             ids = self._tokenize(self._render(request.messages, tools, generation_prompt=False))
@@ -573,10 +582,19 @@ class LlamaCppModel:
             if _common_prefix(live, prefix) >= len(prefix):
                 return 0  # the live cache holds it already
             cached, _ = self._prepare(prefix)
-            for offset in range(cached, len(prefix), _PREFILL_CHUNK):
-                if cancel.cancelled:
-                    return offset - cached
-                self._eval(prefix[offset : offset + _PREFILL_CHUNK].tolist())
+            used = 0
+            try:
+                for offset in range(cached, len(prefix), _PREFILL_CHUNK):
+                    if cancel.cancelled:
+                        return offset - cached
+                    wanted = threads() if threads is not None else 0
+                    if wanted and wanted != used:
+                        self._lc.llama_set_n_threads(self._llm.ctx, self.n_threads, wanted)
+                        used = wanted
+                    self._eval(prefix[offset : offset + _PREFILL_CHUNK].tolist())
+            finally:
+                if used:
+                    self._lc.llama_set_n_threads(self._llm.ctx, self.n_threads, self.n_threads)
             if keep:
                 self._snapshot()
             return len(prefix) - cached
