@@ -6,6 +6,7 @@ transcription: tests/integration/test_preemptive.py runs the real ones)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -29,7 +30,7 @@ from openrealtime.engines.base import (
 from openrealtime.engines.registry import EngineSet
 from openrealtime.protocol.session import RealtimeSession
 from openrealtime.runtime.port import ClientOutput
-from openrealtime.runtime.scheduler import PRIORITY_SPECULATIVE, EngineQueue, Scheduler
+from openrealtime.runtime.scheduler import PRIORITY_BACKGROUND, PRIORITY_SPECULATIVE, EngineQueue, Scheduler
 from openrealtime.runtime.session_runtime import SessionRuntime
 from openrealtime.transports.wire import EventWire
 
@@ -133,6 +134,21 @@ async def test_a_turn_on_another_engine_takes_the_cpu_from_speculative_work() ->
     assert not token.cancelled
     await scheduler.tts.call(lambda: "speech of a committed turn")
     assert await task < 500 and token.cancelled
+
+
+async def test_a_transcription_pass_takes_the_cpu_from_speculative_work() -> None:
+    scheduler = Scheduler()
+    token = CancelToken()
+    guess = asyncio.ensure_future(
+        scheduler.llm.call(
+            lambda: time.sleep(0.2), priority=PRIORITY_SPECULATIVE, cancel=token, yielding=True
+        )
+    )
+    await asyncio.sleep(0.05)
+    await scheduler.asr.call(lambda: "a pass over the caller's new words", priority=PRIORITY_BACKGROUND)
+    assert token.cancelled  # the caller spoke again: the guess is outdated and gives the CPU up
+    with contextlib.suppress(asyncio.CancelledError):
+        await guess
 
 
 class CountingLLM:

@@ -44,7 +44,9 @@ PRIORITY_BACKGROUND = 10
 """Work that only makes a later step faster (e.g. partial transcripts)."""
 PRIORITY_SPECULATIVE = 20
 """A guessed answer to a turn not yet committed (runtime/speculation.py): below every
-committed turn of every session, and given up as soon as such a turn needs the engine."""
+committed turn of every session, and given up as soon as such a turn or a transcription pass
+needs an engine (a guess that ran on beside the passes of a caller who paused mid-turn and went
+on delayed that turn's final transcript to 7.4 s at load ~8)."""
 PRIORITY_PREFILL = 30
 """Evaluating a session's prompt prefix ahead of its first turn: the lowest of all."""
 
@@ -183,8 +185,10 @@ class EngineQueue:
         with self._yield_lock:
             if yields is not None:
                 self._yielding.add(yields)
-            elif priority < PRIORITY_BACKGROUND and self._yielding:
-                # a committed turn needs an engine: speculative work gives the CPU up at once
+            elif priority <= PRIORITY_BACKGROUND and self._yielding:
+                # a committed turn needs an engine, or a transcription pass of a caller who
+                # spoke again (what the next guess and the final transcript wait for):
+                # speculative work gives the CPU up at once
                 for token in self._yielding:
                     token.cancel()
                 self._yielding.clear()

@@ -258,14 +258,19 @@ class Speculation:
                 return
             self.counts.prefill_tokens += evaluated
             if attempt.cancelled:
-                log.info(
+                log.debug(
                     "prefill gave the engine up after %d prompt tokens (%.2f s)",
                     evaluated,
                     time.monotonic() - started,
                 )
             else:
                 self.counts.prefills += 1
-                log.info("prefilled %d prompt tokens in %.2f s", evaluated, time.monotonic() - started)
+                log.info(
+                    "prefilled %d prompt tokens in %.2f s (%d in all)",
+                    evaluated,
+                    time.monotonic() - started,
+                    self.counts.prefill_tokens,
+                )
                 return
 
     # ------------------------------------------------------------------ the turn being spoken
