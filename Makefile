@@ -4,7 +4,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
-# the third-party Realtime clients the compatibility tests drive (pipecat, LiveKit) get a venv
+# the third-party Realtime clients the compatibility tests drive (pipecat, LiveKit, openai-agents) get a venv
 # of their own: installed beside the server they would move its pins (protobuf, soxr, soundfile)
 CLIENTS_VENV := .venv-clients
 WHEELS ?= $(HOME)/.cache/openrealtime/wheels

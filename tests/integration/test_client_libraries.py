@@ -7,6 +7,14 @@ real-time pace; each client must deliver, through its own API, the transcription
 said and the spoken answer. Every event a client receives passes a validating proxy (the openai
 SDK's union, or its beta union for the beta shape) on the way.
 
+The OpenAI Agents SDK (``RealtimeAgent`` run by ``RealtimeRunner``, given only the URL and the
+key) keeps its own session defaults (semantic VAD that interrupts, ``gpt-4o-mini-transcribe``,
+pcm16, voice ``ash``) through three runs: a voice turn; a typed question its ``@function_tool``
+answers (the SDK runs the tool, returns its output, the spoken answer follows), after which
+``update_agent`` moves the session to another agent that answers the next question; and a
+caller who talks over the answer (the SDK truncates it where its playout had got to, and the
+next turn is answered).
+
 The clients run in their own venv (``make clients-env``), started as a subprocess that talks
 to the server over loopback; see ``tests/integration/clients``.
 """
@@ -14,6 +22,7 @@ to the server over loopback; see ``tests/integration/clients``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 from pathlib import Path
@@ -144,3 +153,176 @@ async def test_a_voice_turn_through_the_client(
     assert await answer_transcript_check(voice_server, audio, "audio/pcm", spoken) <= 0.25
     done = session.of("response.done")[0]["response"]
     assert done["status"] == "completed", done
+
+
+BARGE_IN_MS = 1000
+"""The caller talks over the answer this long after its first audio (``BARGE_IN_AFTER_S`` of
+the runner)."""
+AGENTS_DEFAULTS = {
+    "format": {"type": "audio/pcm", "rate": 24000},
+    "transcription": "gpt-4o-mini-transcribe",
+    "turn_detection": ("semantic_vad", True),
+    "voice": "ash",
+}
+"""The session the Agents SDK (0.24) configures when its user sets nothing."""
+WEATHER_INSTRUCTIONS = (
+    "You are a weather assistant. Answer questions about the weather by calling get_weather, "
+    "then say in one short sentence what it returned."
+)
+
+
+async def run_agents_client(
+    name: str, voice_server: ServerProcess, tmp_path: Path, instructions: str
+) -> tuple[dict[str, Any], ProxiedSession]:
+    """One run of the Agents SDK runner ``name`` through the validating proxy: its result and
+    the one proxied session, checked for what every run must hold."""
+    speech_path = tmp_path / f"{CLIP}.pcm"
+    speech_path.write_bytes(caller_audio(CLIP).astype("<i2").tobytes())
+    async with validating_proxy(voice_server.ws_url) as proxy:
+        result = await run_client(
+            name,
+            {
+                "http_base": proxy.url.replace("ws://", "http://") + "/v1",
+                "ws_base": proxy.url + "/v1/realtime",
+                "api_key": voice_server.api_key,
+                "speech_path": str(speech_path),
+                "instructions": instructions,
+            },
+            tmp_path,
+        )
+    print(
+        f"\n{name}: events {result['events']}\n  heard {result['transcript']!r}, answered {result['answer_text']!r}"
+    )
+    assert not result["errors"], (result["errors"], result["log"][-4000:])
+    assert "ERROR:" not in result["log"], result["log"][-4000:]  # nothing the SDK logged as an error
+    assert len(proxy.sessions) == 1, [s.path for s in proxy.sessions]
+    session: ProxiedSession = proxy.sessions[0]
+    assert session.path == "/v1/realtime?model=gpt-realtime", session.path
+    assert not session.invalid, session.invalid[:3]
+    assert [path for event in session.server_events for path in null_later_additions(event)] == []
+    assert not session.of("error"), session.of("error")
+
+    # the SDK's defaults went out untouched and the server took every one of them
+    updated = session.of("session.updated")[0]["session"]
+    assert updated["instructions"] == instructions
+    assert [tool["name"] for tool in updated["tools"]] == ["get_weather"]
+    audio_in, audio_out = updated["audio"]["input"], updated["audio"]["output"]
+    assert audio_in["format"] == audio_out["format"] == AGENTS_DEFAULTS["format"], updated["audio"]
+    assert audio_in["transcription"]["model"] == AGENTS_DEFAULTS["transcription"]
+    turn_detection = audio_in["turn_detection"]
+    assert (turn_detection["type"], turn_detection["interrupt_response"]) == AGENTS_DEFAULTS["turn_detection"]
+    assert audio_out["voice"] == AGENTS_DEFAULTS["voice"]
+    return result, session
+
+
+async def check_spoken_answer(
+    voice_server: ServerProcess, result: dict[str, Any], session: ProxiedSession
+) -> list[str]:
+    """The answers the SDK delivered are speech whose words are their transcripts; those."""
+    assert result["audio_sample_rate"] == 24000
+    audio = Path(result["audio_path"]).read_bytes()
+    seconds = len(audio) / 48000
+    assert seconds >= 1.0, seconds
+    level = float(np.sqrt(np.mean(np.frombuffer(audio, dtype="<i2").astype(np.float64) ** 2)))
+    assert level > 100, level
+    answers = [event["transcript"].strip() for event in session.of("response.output_audio_transcript.done")]
+    spoken = " ".join(answers)
+    assert result["answer_text"] == spoken
+    assert await answer_transcript_check(voice_server, audio, "audio/pcm", spoken) <= 0.25
+    return answers
+
+
+def in_order(events: list[str], *expected: str) -> bool:
+    """``expected`` occur in ``events`` in this order (not necessarily adjacent)."""
+    remaining = iter(events)
+    return all(kind in remaining for kind in expected)
+
+
+async def test_a_voice_turn_through_the_agents_sdk(voice_server: ServerProcess, tmp_path: Path) -> None:
+    result, session = await run_agents_client("agents-openai", voice_server, tmp_path, INSTRUCTIONS)
+    # the SDK's history has the caller's words
+    assert corpus_wer([(transcripts()[CLIP], result["transcript"])]) <= 0.2, result["transcript"]
+    assert "input_audio_buffer.speech_stopped" in session.types()
+    # the agent's turn as the SDK reports it: started, spoke, stopped speaking, ended
+    assert in_order(result["events"], "agent_start", "audio", "audio_end", "agent_end"), result["events"]
+    assert not result["tool_calls"], result["tool_calls"]
+    await check_spoken_answer(voice_server, result, session)
+    assert session.of("response.done")[0]["response"]["status"] == "completed"
+
+
+async def test_function_tools_through_the_agents_sdk(voice_server: ServerProcess, tmp_path: Path) -> None:
+    result, session = await run_agents_client(
+        "agents-openai-tool", voice_server, tmp_path, WEATHER_INSTRUCTIONS
+    )
+    # the SDK ran the agent's tool on the server's call, with the city asked about, then spoke
+    names = [call["name"] for call in result["tool_calls"]]
+    assert names[:1] == ["get_weather"] and set(names[1:]) <= {"get_menu"}, result["tool_calls"]
+    weather_call = result["tool_calls"][0]
+    assert "paris" in json.loads(weather_call["arguments"])["city"].lower(), weather_call
+    assert "Sunny" in weather_call["output"], weather_call
+    assert in_order(result["events"], "tool_start", "tool_end", "audio", "audio_end", "agent_end"), result[
+        "events"
+    ]
+
+    # on the wire: the server's function calls, the SDK's output for each, a response after each
+    calls = [
+        event["item"]
+        for event in session.of("response.output_item.done")
+        if event["item"]["type"] == "function_call"
+    ]
+    assert [call["name"] for call in calls] == names, calls
+    outputs = [
+        event["item"]
+        for event in session.client_events
+        if event.get("type") == "conversation.item.create" and event["item"]["type"] == "function_call_output"
+    ]
+    assert [item["call_id"] for item in outputs] == [call["call_id"] for call in calls], outputs
+    assert [item["output"] for item in outputs] == [call["output"] for call in result["tool_calls"]]
+    done = [event["response"] for event in session.of("response.done")]
+    assert [response["status"] for response in done] == ["completed"] * (len(calls) + 2), done
+
+    # ``update_agent`` reached the server as a session.update (the second agent's instructions
+    # and tool, the SDK's audio defaults kept) and the second agent answered, spoken
+    handed_over = session.of("session.updated")[-1]["session"]
+    assert [tool["name"] for tool in handed_over["tools"]] == ["get_menu"], handed_over
+    assert handed_over["instructions"].startswith("You are the hotel concierge."), handed_over
+    assert handed_over["audio"]["input"]["turn_detection"]["type"] == "semantic_vad"
+    assert handed_over["audio"]["output"]["voice"] == AGENTS_DEFAULTS["voice"]
+    weather, menu = await check_spoken_answer(voice_server, result, session)
+    assert "sunny" in weather.lower(), weather
+    assert menu, menu
+
+
+async def test_a_barge_in_through_the_agents_sdk(voice_server: ServerProcess, tmp_path: Path) -> None:
+    result, session = await run_agents_client("agents-openai-barge-in", voice_server, tmp_path, INSTRUCTIONS)
+    events = result["events"]
+    assert in_order(events, "agent_start", "audio", "audio_interrupted", "audio", "agent_end"), events
+    # the SDK cut the first answer where its playout had got to, and the server agreed
+    first = session.of("response.output_item.done")[0]["item"]
+    first_ms = sum(
+        len(base64.b64decode(event["delta"])) / 48
+        for event in session.of("response.output_audio.delta")
+        if event["item_id"] == first["id"]
+    )
+    truncates = [
+        event for event in session.client_events if event.get("type") == "conversation.item.truncate"
+    ]
+    assert [event["item_id"] for event in truncates] == [first["id"]], truncates
+    cut_ms = truncates[0]["audio_end_ms"]
+    assert BARGE_IN_MS <= cut_ms < first_ms, (cut_ms, first_ms)
+    truncated = session.of("conversation.item.truncated")
+    assert [(event["item_id"], event["audio_end_ms"]) for event in truncated] == [(first["id"], cut_ms)]
+    # it read the item back (``conversation.item.retrieve``, as it does after every truncation
+    # and transcript): the server holds the audio the caller heard, no more
+    retrieves = [
+        event for event in session.client_events if event.get("type") == "conversation.item.retrieve"
+    ]
+    retrieved = session.of("conversation.item.retrieved")
+    assert retrieves and len(retrieved) == len(retrieves), (retrieves, [e["item"]["id"] for e in retrieved])
+    assert [event["item"]["id"] for event in retrieved] == [event["item_id"] for event in retrieves]
+    kept = base64.b64decode(retrieved[0]["item"]["content"][0]["audio"])
+    assert len(kept) == cut_ms * 48, (len(kept), cut_ms)
+    # and answered the caller's second turn
+    done = [event["response"] for event in session.of("response.done")]
+    assert len(done) >= 2 and done[-1]["status"] == "completed", done
+    assert len(session.of("conversation.item.input_audio_transcription.completed")) == 2

@@ -144,6 +144,24 @@ async def test_a_rules_file_cuts_the_answer_before_the_blocked_phrase(
     assert "moderation output block rules=dessert" in log and "banana split" not in log.lower()
 
 
+async def test_a_text_only_answer_is_cut_before_the_blocked_phrase(
+    rules_server: ServerProcess, ws: Any
+) -> None:
+    run = await say(
+        ws,
+        "The weather is lovely today. My favourite treat is a banana split. See you soon.",
+        output_modalities=["text"],
+    )
+    response = run.of("response.done")[0]["response"]
+    assert response["status_details"] == {"type": "incomplete", "reason": "content_filter"}, response
+    text = "".join(e["delta"] for e in run.of("response.output_text.delta"))
+    print("shown text:", text)
+    assert "weather" in text.lower() and "banana" not in text.lower()
+    assert not run.of("response.output_audio.delta")
+    shown = [part.get("text", "") for item in response["output"] for part in item.get("content", [])]
+    assert all("banana" not in part.lower() for part in shown)
+
+
 async def test_a_blocked_caller_turn_gets_the_refusal(rules_server: ServerProcess, ws: Any) -> None:
     await ws.send(
         json.dumps(

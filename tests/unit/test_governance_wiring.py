@@ -19,7 +19,7 @@ from openrealtime.protocol import client_events as ce
 from openrealtime.protocol import server_events as se
 from openrealtime.recording import RecordingPolicy, RecordingService, generate_key, load_keyring, read_bundle
 from openrealtime.recording.observer import RecordingObserver, client_event_wire
-from openrealtime.runtime.moderating import ScreenedClauses
+from openrealtime.runtime.moderating import ScreenedClauses, ScreenedText
 from openrealtime.runtime.observer import Observers, SessionInfo
 from openrealtime.runtime.playback import MediaPlayback
 from openrealtime.safety import Moderation, RulesModerator
@@ -62,6 +62,32 @@ async def test_screened_clauses_stop_before_the_blocked_clause(tmp_path: Path) -
     plain = ScreenedClauses(ClauseChunker(min_first_words=3), None, "sess_1")
     assert "banana" in " ".join([*await plain.push("A banana split. Yes. "), *await plain.flush()])
     assert not plain.blocked
+
+
+async def test_screened_text_keeps_the_models_spacing_and_stops_before_the_blocked_clause(
+    tmp_path: Path,
+) -> None:
+    text = ScreenedText(moderation(tmp_path), "sess_1")
+    deltas = [
+        "Here is ",
+        "a list:\n\n- The weather",
+        " is lovely today.\n- Tea (hot",
+        ") for two. ",
+        "Then a banana ",
+        "split. Bye.",
+    ]
+    shown = "".join([*[await text.push(d) for d in deltas], await text.flush()])
+    assert text.blocked
+    assert shown.startswith("Here is a list:\n\n- The weather is lovely today.\n- Tea (hot) for two."), shown
+    assert "banana" not in shown and "Bye" not in shown
+    plain_deltas = ["Here is ", "a list:\n\n- The weather", " is fine. Bye.\n"]
+    screened = ScreenedText(moderation(tmp_path), "sess_1")
+    released = "".join([*[await screened.push(d) for d in plain_deltas], await screened.flush()])
+    assert released == "".join(plain_deltas)  # nothing lost or changed when nothing matches
+    assert not screened.blocked
+    passthrough = ScreenedText(None, "sess_1")
+    assert [await passthrough.push(d) for d in plain_deltas] == plain_deltas  # no moderation: no wait
+    assert await passthrough.flush() == ""
 
 
 def test_playback_reports_what_each_frame_carried() -> None:

@@ -75,7 +75,8 @@ def test_default_table_piper_and_espeak() -> None:
     mapping = refs(table)
     assert list(mapping) == list(OPENAI_VOICES)
     assert mapping["marin"] == mapping["cedar"] == mapping["alloy"] == "piper:en_US-joe-medium"
-    for name in ("ash", "ballad", "coral", "echo", "sage", "shimmer", "verse"):
+    assert mapping["ash"] == "piper:en_US-joe-medium"  # openai-agents' default: neural, not robotic
+    for name in ("ballad", "coral", "echo", "sage", "shimmer", "verse"):
         assert mapping[name].startswith("espeak:"), name
     espeak_voices = [v for v in mapping.values() if v.startswith("espeak:")]
     assert len(set(espeak_voices)) == len(espeak_voices), "espeak stand-ins should all differ"

@@ -48,7 +48,7 @@ from ..engines.llm.tool_calling import validate_arguments
 from ..engines.registry import EngineSet
 from ..engines.tts.chunker import ClauseChunker
 from ..safety import Moderation
-from .moderating import ScreenedClauses
+from .moderating import ScreenedClauses, ScreenedText
 from .scheduler import PRIORITY_SPECULATIVE, Scheduler
 
 log = logging.getLogger("openrealtime.runtime")
@@ -140,7 +140,11 @@ class Cascade:
             if request is None or token.cancelled:
                 return
             language = request.language or command.language
-            speech = _SpeechOut(host, command, token, language) if command.modality == "audio" else None
+            speech: _SpeechOut | _TextOut = (
+                _SpeechOut(host, command, token, language)
+                if command.modality == "audio"
+                else _TextOut(host, rid)
+            )
             totals = [0, 0, 0]  # prompt, cached, completion
             verbatim = VerbatimExpander(request.verbatim)
             finish = await self._generate(rid, request, token, speech, totals, verbatim, retry_allowed=True)
@@ -157,9 +161,8 @@ class Cascade:
                     rid, request, token, speech, totals, verbatim, retry_allowed=True
                 )
             await host.tools_settled(rid)
-            if speech is not None:
-                await speech.finish()
-                finish = "content_filter" if speech.clauses.blocked else finish
+            await speech.finish()
+            finish = "content_filter" if speech.clauses.blocked else finish
             if token.cancelled:
                 return
             host.report(GenerationFinished(rid, finish, totals[0], totals[1], totals[2]))
@@ -213,7 +216,7 @@ class Cascade:
         rid: str,
         request: ChatRequest,
         token: CancelToken,
-        speech: _SpeechOut | None,
+        speech: _SpeechOut | _TextOut,
         totals: list[int],
         verbatim: VerbatimExpander,
         *,
@@ -228,10 +231,7 @@ class Cascade:
         async def say(text: str) -> None:
             if not text:
                 return
-            if speech is not None:
-                await speech.feed(text)
-            else:
-                host.report(TextGenerated(rid, text))
+            await speech.feed(text)
 
         tools = {tool.name: tool for tool in request.tools}
         finish = "stop"
@@ -239,7 +239,7 @@ class Cascade:
         retry_note: str | None = None
         timings = host.timings.get(rid)
         async for event in self._llm_events(request, token):
-            if token.cancelled or (speech is not None and speech.clauses.blocked):
+            if token.cancelled or speech.clauses.blocked:
                 break
             if (
                 isinstance(event, TextDelta | ToolCallDelta)
@@ -255,8 +255,7 @@ class Cascade:
                 problem = _call_problem(tools, call.name, call.arguments)
                 await say(verbatim.flush())
                 if problem is None:
-                    if speech is not None:
-                        await speech.finish()
+                    await speech.finish()
                     host.report(ToolCalled(rid, call.name, call.call_id, call.arguments))
                 else:
                     log.info("invalid tool call %s: %s", call.name, problem)
@@ -281,10 +280,7 @@ class Cascade:
                     temperature=max(0.1, request.temperature / 2),
                 )
                 return await self._generate(rid, again, token, speech, totals, verbatim, retry_allowed=False)
-            if speech is not None:
-                await speech.feed(APOLOGY)
-            else:
-                host.report(TextGenerated(rid, APOLOGY))
+            await speech.feed(APOLOGY)
         return finish
 
 
@@ -318,6 +314,26 @@ def _call_problem(tools: dict[str, ToolSpec], name: str, arguments: str) -> str 
     if tool is None:
         return f"unknown function '{name}'"
     return validate_arguments(tool, arguments)
+
+
+class _TextOut:
+    """Writes one text-only response: each delta as it comes, or, with moderation on, clause
+    by clause once judged, keeping the model's own spacing (``moderating.ScreenedText``)."""
+
+    def __init__(self, host: ResponseHost, response_id: str) -> None:
+        self.host = host
+        self.response_id = response_id
+        self.clauses = ScreenedText(host.moderation, host.session_id)
+
+    async def feed(self, text: str) -> None:
+        shown = await self.clauses.push(text)
+        if shown:
+            self.host.report(TextGenerated(self.response_id, shown))
+
+    async def finish(self) -> None:
+        shown = await self.clauses.flush()
+        if shown:
+            self.host.report(TextGenerated(self.response_id, shown))
 
 
 class _SpeechOut:

@@ -14,6 +14,9 @@ RUNNERS = {
     "pipecat-azure": "pipecat_azure",
     "livekit-azure": "livekit_azure",
     "livekit-azure-preview": "livekit_azure:run_preview",
+    "agents-openai": "agents_openai",
+    "agents-openai-tool": "agents_openai:run_tool",
+    "agents-openai-barge-in": "agents_openai:run_barge_in",
 }
 """Client name → module in this package that has ``async def run(spec) -> TurnResult`` (or
 ``module:function`` for another runner in it)."""

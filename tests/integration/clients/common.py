@@ -55,6 +55,10 @@ class TurnResult:
     audio_sample_rate: int = 0
     errors: list[str] = field(default_factory=list)
     """Errors the client reported (its error frames, events or callbacks)."""
+    events: list[str] = field(default_factory=list)
+    """The client's own event stream in order, where it has one (repeats collapsed)."""
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
+    """Function tools the client ran: ``name``, ``arguments`` (JSON) and ``output``."""
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2))

@@ -13,7 +13,8 @@ Default table (first available choice wins; ``kokoro`` only when that engine is 
 name      choices, in order                      aim
 ========  =====================================  ==========================================
 alloy     piper joe, espeak en-us+m6             default voice of many clients: neural
-ash       kokoro jm_kumo, espeak en-us+m6        male
+ash       kokoro jm_kumo, piper joe, espeak      male; openai-agents' default voice
+          en-us+m6
 ballad    espeak en-gb-x-rp+m2                   British male
 coral     kokoro jf_nezumi, espeak en-us+f5      female
 echo      espeak en-us+klatt                     male; the most intelligible espeak variant
@@ -27,8 +28,9 @@ cedar     piper joe, kokoro jm_kumo, espeak      recommended voice: best availab
           en-us+m6
 ========  =====================================  ==========================================
 
-Without Kokoro, ``alloy``, ``marin`` and ``cedar`` all speak with Piper joe: one good voice
-three times beats a robotic voice on the names clients default to. With Kokoro, ``marin`` is
+Without Kokoro, ``alloy``, ``marin``, ``cedar`` and ``ash`` all speak with Piper joe: one good
+voice four times beats a robotic voice on the names clients default to (``ash`` is the
+openai-agents SDK's default). With Kokoro, ``marin`` is
 the female ``jf_alpha`` and ``cedar`` stays Piper joe rather than ``jm_kumo``: both read codes
 and sentences back as well through Whisper base (README, "Voices"), joe costs an eighth of
 the CPU and answers first, and ``ash`` keeps ``jm_kumo`` as a sixth distinct neural voice. The espeak variants were
@@ -86,7 +88,7 @@ PIPER_JOE = "piper:en_US-joe-medium"
 
 DEFAULT_PREFERENCES: dict[str, tuple[str, ...]] = {
     "alloy": (PIPER_JOE, "espeak:en-us+m6"),
-    "ash": ("kokoro:jm_kumo", "espeak:en-us+m6"),
+    "ash": ("kokoro:jm_kumo", PIPER_JOE, "espeak:en-us+m6"),
     "ballad": ("espeak:en-gb-x-rp+m2",),
     "coral": ("kokoro:jf_nezumi", "espeak:en-us+f5"),
     "echo": ("espeak:en-us+klatt",),
