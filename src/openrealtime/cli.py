@@ -114,6 +114,10 @@ def bench(
     ] = None,
     eagerness: Annotated[str, typer.Option(help="semantic_vad eagerness: low, medium, high, auto.")] = "auto",
     warm_up: Annotated[bool, typer.Option(help="One uncounted turn first.")] = True,
+    compare: Annotated[
+        str | None,
+        typer.Option(help="preemptive: run everything with preemptive generation on and off, side by side."),
+    ] = None,
     server_arg: Annotated[
         list[str] | None, typer.Option(help="Extra argument for the self-started `serve`.")
     ] = None,
@@ -139,6 +143,7 @@ def bench(
         turn_detection=turn_detection or ["server_vad"],
         eagerness=eagerness,
         warm_up=warm_up,
+        compare=compare,
         serve_args=server_arg or [],
         out=out,
         command=" ".join(["openrealtime", *sys.argv[1:]]),

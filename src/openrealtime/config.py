@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     """OTLP/HTTP collector base URL for traces (else ``OTEL_EXPORTER_OTLP_ENDPOINT``); unset: off."""
     warm_up: bool = True
     """Run every engine once at start-up (and prime the LLM's prompt cache)."""
+    preemptive: bool = True
+    """Start answering a turn on its partial transcript while the caller pauses, invisibly,
+    and release it when the committed turn says the same (runtime/speculation.py); only for
+    turns whose silence window leaves time for it."""
 
     # language model
     llm: str = "qwen2.5-0.5b"

@@ -494,3 +494,18 @@ def test_wer_counts_edits_and_pools() -> None:
     assert wer("a b c", "").errors == 3
     assert wer("a b", "a x b y").errors == 2
     assert corpus_wer([("a b c d", "a b c d"), ("e f", "e")]) == pytest.approx(1 / 6)
+
+
+def test_settled_text_is_what_finish_would_return_until_speech_goes_on() -> None:
+    stream = StreamingTranscription(FakeTranscriber(), interval_seconds=10.0, silence_seconds=0.15)
+    feed_in_chunks(stream, speech(2.0))
+    assert stream.settled_text() is None  # no pass has heard the pause yet
+    feed_in_chunks(stream, silence(0.2))
+    settled = stream.settled_text()
+    assert settled == " ".join(SCRIPT[:5])
+    feed_in_chunks(stream, speech(0.4))
+    assert stream.settled_text() is None  # the caller went on: the pass missed a word
+    feed_in_chunks(stream, silence(0.2))
+    assert stream.settled_text() == " ".join(SCRIPT[:6])
+    assert stream.finish().transcript.text == stream.text == " ".join(SCRIPT[:6])
+    assert stream.settled_text() is None

@@ -69,6 +69,11 @@ class BenchOptions:
     name: str = "bench"
     """Output file stem: ``<name>-<timestamp>.json/.png`` and ``<name>-latest.json/.png``."""
     command: str = ""
+    server_env: dict[str, str] = field(default_factory=dict)
+    """Settings for the self-started server's environment."""
+    compare: str | None = None
+    """``preemptive``: run everything twice, on a server with preemptive generation on and
+    one with it off, and print both side by side (``compare.py``)."""
 
 
 def default_out_dir(start: Path | None = None) -> Path:
@@ -215,6 +220,10 @@ def _held(levels: list[dict[str, Any]]) -> int | None:
 def run_benchmark(options: BenchOptions, console: Console | None = None) -> dict[str, Any]:
     """Run the sweep, write ``<name>-<timestamp>.json/.png`` and ``<name>-latest.*``; the report."""
     console = console or Console()
+    if options.compare is not None:
+        from .compare import run_comparison
+
+        return run_comparison(options, console, run_benchmark)
     if options.url is not None and not options.api_key:
         raise ValueError("--url needs --api-key (or OPENAI_API_KEY)")
     out_dir = options.out or default_out_dir()
@@ -224,7 +233,7 @@ def run_benchmark(options: BenchOptions, console: Console | None = None) -> dict
     with contextlib.ExitStack() as stack:
         if options.url is None:
             console.print("starting openrealtime serve on a free loopback port (embedded models) ...")
-            server = stack.enter_context(start_server(options.serve_args))
+            server = stack.enter_context(start_server(options.serve_args, env=options.server_env))
         else:
             assert options.api_key is not None
             server = BenchServer(options.url, options.api_key)
@@ -256,6 +265,7 @@ def run_benchmark(options: BenchOptions, console: Console | None = None) -> dict
         "eagerness": options.eagerness,
         "chunk_ms": options.chunk_ms,
         "warm_up": options.warm_up,
+        "server_env": options.server_env,
     }
     held = _held(levels)
     report: dict[str, Any] = {

@@ -72,8 +72,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def start_server(serve_args: list[str], *, timeout_s: float = 600.0) -> Iterator[BenchServer]:
-    """``openrealtime serve`` on a free loopback port until the block ends; waits for health."""
+def start_server(
+    serve_args: list[str], *, timeout_s: float = 600.0, env: dict[str, str] | None = None
+) -> Iterator[BenchServer]:
+    """``openrealtime serve`` on a free loopback port until the block ends; waits for health.
+    ``env`` adds settings (``OPENREALTIME_*``) to the server's environment."""
     port = _free_port()
     api_key = "sk-bench-" + secrets.token_hex(12)
     with tempfile.TemporaryDirectory(prefix="openrealtime-bench-") as tmp:
@@ -84,6 +87,7 @@ def start_server(serve_args: list[str], *, timeout_s: float = 600.0) -> Iterator
             "OPENREALTIME_DATA_DIR": str(Path(tmp) / "data"),
             "OPENREALTIME_LOG_LEVEL": "info",
             "HF_HUB_OFFLINE": "1",
+            **(env or {}),
         }
         command = [sys.executable, "-m", "openrealtime.cli", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(port), *serve_args]

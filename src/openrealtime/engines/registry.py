@@ -64,6 +64,8 @@ class EngineSet:
     llm_threads: int = 1
     llm_batch_threads: int = 1
     """Prompt-evaluation threads the embedded LLM may use while no other engine is busy."""
+    preemptive: bool = True
+    """Answers may be started on partial transcripts (``preemptive``)."""
     in_flight: dict[str, int] = field(default_factory=dict)
     """Requests each engine queue keeps running at once (default 1): a remote engine takes
     several (``ray_concurrency``); a batching LLM backend would too."""
@@ -345,6 +347,7 @@ def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
         asr_language=settings.asr_language,
         llm_threads=settings.llm_threads,
         llm_batch_threads=settings.llm_batch_threads,
+        preemptive=settings.preemptive,
         in_flight={kind: settings.ray_concurrency for kind in RAY_KINDS if kind in settings.ray_engines},
     )
     if speech:

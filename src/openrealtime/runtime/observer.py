@@ -104,6 +104,11 @@ class Observers:
     def turn_timings(self, info: SessionInfo, record: dict[str, Any]) -> None:
         self._each("turn_timings", info, record)
 
+    def speculation(self, info: SessionInfo, outcome: str, wasted_tokens: int, wasted_seconds: float) -> None:
+        """A guessed answer was ``started``, released (``hit``) or discarded (``miss`` at
+        commit, ``abandoned`` before), with the compute a discarded one spent."""
+        self._each("speculation", info, outcome, wasted_tokens, wasted_seconds)
+
     def session_ended(self, info: SessionInfo) -> None:
         self._each("session_ended", info)
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +49,7 @@ from ..engines.registry import EngineSet
 from ..engines.tts.chunker import ClauseChunker
 from ..safety import Moderation
 from .moderating import ScreenedClauses, ScreenedText
-from .scheduler import Scheduler
+from .scheduler import PRIORITY_SPECULATIVE, Scheduler
 
 log = logging.getLogger("openrealtime.runtime")
 
@@ -91,6 +91,9 @@ class ResponseHost(Protocol):
     scheduler: Scheduler
     timings: dict[str, TurnTimings]
     first_piece_words: int | None
+    speculative: bool
+    """The work is a guess (runtime/speculation.py): it queues below every committed turn
+    and gives the engine up when one needs it."""
     moderation: Moderation | None
     """Content safety: each clause is judged before it is spoken (``moderating.py``)."""
 
@@ -186,15 +189,9 @@ class Cascade:
             host.report(GenerationFinished(rid, "stop", 0, 0, 0))
 
     def _start_llm(self, request: ChatRequest, token: CancelToken) -> Iterator[LLMEvent]:
-        """On the LLM worker: give prompt evaluation the spare cores when no other engine is
-        busy (measured: halves the cached first token on 2 idle cores), else one thread."""
-        engines, scheduler = self.host.engines, self.host.scheduler
-        set_threads = getattr(engines.llm, "set_threads", None)
-        if set_threads is not None:
-            decode, batch = engines.llm_threads, engines.llm_batch_threads
-            queues = (scheduler.asr, scheduler.tts, scheduler.vad)
-            set_threads(decode, batch if all(q.idle for q in queues) else decode)
-        return engines.llm.generate(request, token)
+        """On the LLM worker: prompt evaluation threads as ``prompt_threads`` says."""
+        prompt_threads(self.host.engines, self.host.scheduler)
+        return self.host.engines.llm.generate(request, token)
 
     async def _llm_events(self, request: ChatRequest, token: CancelToken) -> AsyncIterator[LLMEvent]:
         """The LLM's stream; a failure before its first event becomes ``EngineUnavailable``
@@ -202,7 +199,10 @@ class Cascade:
         produced = False
         try:
             async for event in self.host.scheduler.llm.stream(
-                lambda: self._start_llm(request, token), cancel=token, stall_timeout=ENGINE_STALL_S
+                lambda: self._start_llm(request, token),
+                cancel=token,
+                stall_timeout=ENGINE_STALL_S,
+                **_placement(self.host),
             ):
                 produced = True
                 yield event
@@ -282,6 +282,24 @@ class Cascade:
                 return await self._generate(rid, again, token, speech, totals, verbatim, retry_allowed=False)
             await speech.feed(APOLOGY)
         return finish
+
+
+def prompt_threads(engines: EngineSet, scheduler: Scheduler) -> None:
+    """On the LLM worker, before evaluating a prompt: give it the spare cores
+    (``llm_batch_threads``) when no other engine is busy (measured: halves the cached first
+    token on 2 idle cores), else one thread."""
+    set_threads = getattr(engines.llm, "set_threads", None)
+    if set_threads is not None:
+        decode, batch = engines.llm_threads, engines.llm_batch_threads
+        queues = (scheduler.asr, scheduler.tts, scheduler.vad)
+        set_threads(decode, batch if all(q.idle for q in queues) else decode)
+
+
+def _placement(host: ResponseHost) -> dict[str, Any]:
+    """Queue options of the host's engine work: a committed turn's, or a guess's."""
+    if host.speculative:
+        return {"priority": PRIORITY_SPECULATIVE, "yielding": True}
+    return {}  # the task's own class: a voice turn or a text response
 
 
 async def speak_text(host: ResponseHost, command: StartResponse, token: CancelToken, text: str) -> None:
@@ -409,6 +427,7 @@ class _SpeechOut:
             lambda: synthesizer.synthesize(text, voice=voice_id, speed=self.command.speed, cancel=self.token),
             cancel=self.token,
             stall_timeout=ENGINE_STALL_S,
+            **_placement(host),
         ):
             if self.token.cancelled:
                 return

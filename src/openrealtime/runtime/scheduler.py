@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import itertools
+import os
 import queue
 import threading
 import time
@@ -31,6 +32,7 @@ from typing import Any, TypeVar
 
 from ..engines.base import VAD, CancelToken, FloatAudio, VADStream
 from ..protocol import server_events as se
+from .spare_cpu import SpareCores
 
 T = TypeVar("T")
 
@@ -40,6 +42,13 @@ PRIORITY_TEXT = 5
 """A text-only session's response: served after every waiting voice turn."""
 PRIORITY_BACKGROUND = 10
 """Work that only makes a later step faster (e.g. partial transcripts)."""
+PRIORITY_SPECULATIVE = 20
+"""A guessed answer to a turn not yet committed (runtime/speculation.py): below every
+committed turn of every session, and given up as soon as such a turn or a transcription pass
+needs an engine (a guess that ran on beside the passes of a caller who paused mid-turn and went
+on delayed that turn's final transcript to 7.4 s at load ~8)."""
+PRIORITY_PREFILL = 30
+"""Evaluating a session's prompt prefix ahead of its first turn: the lowest of all."""
 
 _serving: contextvars.ContextVar[int] = contextvars.ContextVar("openrealtime_priority", default=PRIORITY_TURN)
 
@@ -73,12 +82,24 @@ class _Job:
     run: Callable[[], None] = field(compare=False)
     cancel: CancelToken | None = field(compare=False, default=None)
     enqueued: float = field(compare=False, default=0.0)
+    yields: CancelToken | None = field(compare=False, default=None)
+    """Set when work of a committed turn is queued while this job waits or runs."""
+
+
+class YieldingWork:
+    """Speculative work in flight, shared by the engine queues whose turns it must not slow:
+    work of a committed turn queued on any of them cancels all of it (on 2 cores a guess on
+    one engine takes CPU from a turn on another)."""
+
+    def __init__(self) -> None:
+        self.tokens: set[CancelToken] = set()
+        self.lock = threading.Lock()
 
 
 class EngineQueue:
     """A named priority queue with ``workers`` threads in front of one engine."""
 
-    def __init__(self, name: str, workers: int = 1) -> None:
+    def __init__(self, name: str, workers: int = 1, yielding: YieldingWork | None = None) -> None:
         self.name = name
         self._queue: queue.PriorityQueue[_Job] = queue.PriorityQueue()
         self._seq = itertools.count()
@@ -96,6 +117,9 @@ class EngineQueue:
         self._count_lock = threading.Lock()
         self.mean_run_s: dict[int, float] = {}
         """Running mean of how long a job of each priority keeps a worker (for wait estimates)."""
+        shared = yielding or YieldingWork()
+        self._yielding = shared.tokens
+        self._yield_lock = shared.lock
         for thread in self._threads:
             thread.start()
 
@@ -122,7 +146,15 @@ class EngineQueue:
                 if self.on_done is not None:
                     with contextlib.suppress(Exception):
                         self.on_done(job.priority, started, ran)
+                if job.yields is not None:
+                    with self._yield_lock:
+                        self._yielding.discard(job.yields)
                 self._queue.task_done()
+
+    def keep(self, token: CancelToken) -> None:
+        """Work queued as ``yielding`` under ``token`` is a turn's now: no longer given up."""
+        with self._yield_lock:
+            self._yielding.discard(token)
 
     def waiting(self, priority: int | None = None, *, at_most: int | None = None) -> int:
         """Jobs queued and not started: of one priority, or of ``at_most`` and more urgent."""
@@ -143,13 +175,34 @@ class EngineQueue:
         """Nothing queued and nothing running."""
         return self.running == 0 and self._queue.qsize() == 0
 
-    def _put(self, run: Callable[[], None], priority: int, cancel: CancelToken | None) -> None:
+    def _put(
+        self,
+        run: Callable[[], None],
+        priority: int,
+        cancel: CancelToken | None,
+        yields: CancelToken | None = None,
+    ) -> None:
+        with self._yield_lock:
+            if yields is not None:
+                self._yielding.add(yields)
+            elif priority <= PRIORITY_BACKGROUND and self._yielding:
+                # a committed turn needs an engine, or a transcription pass of a caller who
+                # spoke again (what the next guess and the final transcript wait for):
+                # speculative work gives the CPU up at once
+                for token in self._yielding:
+                    token.cancel()
+                self._yielding.clear()
         with self._count_lock:
             self._waiting[priority] += 1
-        self._queue.put(_Job(priority, next(self._seq), run, cancel, time.monotonic()))
+        self._queue.put(_Job(priority, next(self._seq), run, cancel, time.monotonic(), yields))
 
     async def call(
-        self, fn: Callable[[], T], *, priority: int | None = None, cancel: CancelToken | None = None
+        self,
+        fn: Callable[[], T],
+        *,
+        priority: int | None = None,
+        cancel: CancelToken | None = None,
+        yielding: bool = False,
     ) -> T:
         """Run ``fn`` on this engine's workers and await its result (at the task's priority
         unless ``priority`` is given)."""
@@ -168,7 +221,8 @@ class EngineQueue:
         def dropped() -> None:
             loop.call_soon_threadsafe(_set_exception, future, asyncio.CancelledError())
 
-        self._put(run if cancel is None else _unless_cancelled(run, dropped, cancel), priority, None)
+        guarded = run if cancel is None else _unless_cancelled(run, dropped, cancel)
+        self._put(guarded, priority, None, cancel if yielding else None)
         return await future
 
     async def stream(
@@ -178,12 +232,14 @@ class EngineQueue:
         priority: int | None = None,
         cancel: CancelToken | None = None,
         stall_timeout: float | None = None,
+        yielding: bool = False,
     ) -> AsyncIterator[T]:
         """Drain the iterator ``make()`` on a worker; items arrive here as they are produced
         (at the task's priority unless ``priority`` is given).
 
         With ``stall_timeout``, waiting longer than that for the next item (queueing included)
-        raises ``EngineStalled`` and the worker stops at its next item."""
+        raises ``EngineStalled`` and the worker stops at its next item. ``yielding`` work
+        (speculative, with a ``cancel`` token) is cancelled when a committed turn queues work."""
         priority = current_priority() if priority is None else priority
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[Any] = asyncio.Queue()
@@ -209,7 +265,8 @@ class EngineQueue:
         def dropped() -> None:
             loop.call_soon_threadsafe(items.put_nowait, _DONE)
 
-        self._put(run if cancel is None else _unless_cancelled(run, dropped, cancel), priority, None)
+        guarded = run if cancel is None else _unless_cancelled(run, dropped, cancel)
+        self._put(guarded, priority, None, cancel if yielding else None)
         try:
             while True:
                 try:
@@ -376,15 +433,23 @@ class Scheduler:
         max_text_responses: int = 8,
         partial_share: float = 0.5,
     ) -> None:
-        self.llm = EngineQueue("llm", llm_workers)
-        self.asr = EngineQueue("asr", asr_workers)
-        self.tts = EngineQueue("tts", tts_workers)
+        speculative = YieldingWork()
+        self.llm = EngineQueue("llm", llm_workers, speculative)
+        self.asr = EngineQueue("asr", asr_workers, speculative)
+        self.tts = EngineQueue("tts", tts_workers, speculative)
         self.vad = EngineQueue("vad", vad_workers)
         self.vision = EngineQueue("vision", 1)
         self.admission = Admission(self.llm, max_text=max_text_responses)
         self.partials = BackgroundBudget((self.asr, self.llm, self.tts, self.vad), share=partial_share)
         self.asr.on_done = self.partials.record
         self._vad_batches: dict[int, VadBatcher] = {}
+        self.spare_cores = SpareCores(os.cpu_count() or 1)
+        """The machine's idle cores (background work takes a second thread only on a free core)."""
+
+    def keep(self, token: CancelToken) -> None:
+        """Speculative work under ``token`` became a committed turn's (on every engine)."""
+        for engine in (self.llm, self.vad, self.vision):  # asr and tts share the llm's
+            engine.keep(token)
 
     def vad_batches(self, vad: VAD) -> VadBatcher:
         """The one ``VadBatcher`` of this VAD engine (frames of all sessions scored together)."""

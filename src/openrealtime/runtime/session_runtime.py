@@ -78,6 +78,7 @@ from .playback import FRAME_MS, MediaPlayback
 from .port import ClientOutput, SessionClient
 from .responding import FIRST_PIECE_WORDS, Cascade, Responder, TurnTimings
 from .scheduler import PRIORITY_TEXT, PRIORITY_TURN, Refusal, Scheduler, refusal_rate_limits, serving
+from .speculation import Speculation
 
 log = logging.getLogger("openrealtime.runtime")
 
@@ -143,6 +144,14 @@ class SessionRuntime:
         self.responder = responder(self)
         self.listening = InputPipeline(engines, scheduler, self.report)
         self.first_piece_words: int | None = FIRST_PIECE_WORDS
+        self.speculative = False
+        self.speculation = Speculation(
+            self,
+            enabled=engines.preemptive and isinstance(self.responder, Cascade),
+            on_outcome=lambda outcome, tokens, seconds: self.observers.speculation(
+                self.info, outcome, tokens, seconds
+            ),
+        )
         self.mcp_policy = mcp_policy or mcp_client.McpPolicy.from_settings(None, None)
         self.timings: dict[str, TurnTimings] = {}
         self.speech_stopped_at: dict[str, float] = {}
@@ -178,6 +187,7 @@ class SessionRuntime:
                 model=self.info.model,
             )
         self.observers.session_started(self.info)
+        self.speculation.config_changed()
         if self.disclosure and self.playback is not None:
             self._spawn(speak_disclosure(self, self.disclosure), "disclosure")
         loop = asyncio.get_running_loop()
@@ -202,6 +212,8 @@ class SessionRuntime:
                 self.core.reject(server_overloaded(event.event_id, refusal.retry_after_s))
             else:
                 self.core.handle(event)
+                if _client_event_type(event) == "session.update":
+                    self.speculation.config_changed()
         except Exception:  # a bug on one event must not end the session
             log.exception("unexpected failure handling a client event")
             self.core.reject(
@@ -252,6 +264,7 @@ class SessionRuntime:
         if self._expiry is not None:
             self._expiry.cancel()
         await self.listening.aclose()
+        await self.speculation.aclose()
         closing = getattr(self.responder, "aclose", None)  # a responder holding a connection
         if closing is not None:
             await closing()
@@ -360,18 +373,22 @@ class SessionRuntime:
             case SpeechStarted():
                 self._cancel_idle_timer()
                 self.listening.on_speech_started(command)
+                self.speculation.on_speech_started()
             case InputCommitted():
                 if command.by_vad:
                     self.speech_stopped_at[command.item_id] = time.monotonic()
                 self.listening.on_committed(command)
+                self.speculation.on_committed(command.item_id, command.by_vad)
             case PredictEndOfTurn():
                 self._spawn(self.listening.predict_end_of_turn(command), "end-of-turn")
             case ResponseFinished():
                 self._arm_idle_timer(command)
             case InputBufferCleared():
                 self.listening.on_cleared()
+                self.speculation.on_cleared()
             case HeldSpeechDropped():
                 self.listening.on_cleared()  # a backchannel: its transcription is not needed
+                self.speculation.on_cleared()
             case TranscribeHeld():
                 self._spawn(self.listening.transcribe_held(command), f"held:{command.item_id}")
             case ClearOutputAudio():
@@ -414,14 +431,21 @@ class SessionRuntime:
     async def _run_response(self, command: StartResponse, token: CancelToken) -> None:
         try:
             refusal = await self._refusal(command)
+            adopt = lambda guessed: self._adopt(command.response_id, guessed)  # noqa: E731
             if refusal is not None:
                 await refuse(self, command, token, refusal)
-            else:
+            elif not await self.speculation.release(command, token, adopt):
                 await self.responder.respond(command, token)
         finally:
             self._responses.pop(command.response_id, None)
             self.flush()
             self._log_timings(command)
+
+    def _adopt(self, response_id: str, token: CancelToken) -> None:
+        """A released guess's token is the response's now: the core's cancel reaches it."""
+        work = self._responses.get(response_id)
+        if work is not None:
+            work.token = token
 
     async def _refusal(self, command: StartResponse) -> str | None:
         """The moderation's refusal when the caller turn this response answers was blocked."""
@@ -490,6 +514,7 @@ class SessionRuntime:
             "upstream_first_output_ms": ms(timings.upstream_first_output),
             "asr_queue_wait_ms": round(self.scheduler.asr.last_wait_s * 1000, 1),
             "llm_queue_wait_ms": round(self.scheduler.llm.last_wait_s * 1000, 1),
+            **self.speculation.timing_fields(command.response_id),
         }
         log.info("turn timings %s", json.dumps(record))
         self.observers.turn_timings(self.info, record)

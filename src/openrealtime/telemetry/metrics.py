@@ -168,6 +168,26 @@ class MetricsObserver:
             registry=r,
         )
 
+        self.speculations = Counter(
+            "openrealtime_speculation",
+            "Answers started on a partial transcript before the turn was committed (started), "
+            "and how each ended: hit (released as the turn's answer), miss (the final transcript differed), abandoned "
+            "(the caller went on speaking, or a committed turn needed the engine); skipped: turns not guessed because "
+            "their silence window is shorter than a transcription pass and a useful head start.",
+            ["outcome"],
+            registry=r,
+        )
+        self.speculation_wasted_tokens = Counter(
+            "openrealtime_speculation_wasted_tokens",
+            "LLM tokens evaluated or written by discarded speculative answers.",
+            registry=r,
+        )
+        self.speculation_wasted_seconds = Counter(
+            "openrealtime_speculation_wasted_seconds",
+            "Wall-clock seconds discarded speculative answers ran.",
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
@@ -212,6 +232,12 @@ class MetricsObserver:
             value = record.get(key)
             if isinstance(value, int | float):
                 self.turn_latency.labels(stage, origin).observe(max(0.0, value / 1000))
+
+    def speculation(self, info: SessionInfo, outcome: str, wasted_tokens: int, wasted_seconds: float) -> None:
+        self.speculations.labels(outcome).inc()
+        if outcome in ("miss", "abandoned"):
+            self.speculation_wasted_tokens.inc(wasted_tokens)
+            self.speculation_wasted_seconds.inc(wasted_seconds)
 
     def observe_queue_wait(self, engine: str, seconds: float) -> None:
         """Called by the scheduler's engine queues (on worker threads) for every job started."""

@@ -519,6 +519,22 @@ class StreamingTranscription:
         with self._lock:
             return self._n / self.sample_rate
 
+    def settled_text(self) -> str | None:
+        """What :meth:`finish` would return if called now without another pass: the latest
+        pass of the final model heard every voiced sample so far (the caller has paused);
+        None while speech goes on past it, before such a pass, or once finished."""
+        with self._lock:
+            last = self._last_pass
+            if (
+                self._finished
+                or last is None
+                or last.cut != self._cut
+                or last.end < self._voiced_end
+                or (self.partials is not None and self._cut != 0)
+            ):
+                return None
+            return _join(self._committed[: self._cut_words] + last.words)
+
     def take_deltas(self) -> list[str]:
         """Deltas emitted since the previous call (for a runtime that polls)."""
         with self._lock:

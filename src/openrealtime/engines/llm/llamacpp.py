@@ -56,7 +56,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -147,6 +147,10 @@ _MAX_LEAK_RETRIES = 4
 
 _PROMPT_CHUNK = 64
 """Prompt tokens evaluated between cancellation checks."""
+_PREFILL_CHUNK = 16
+"""Prompt tokens a background prefill evaluates between cancellation checks: a committed turn
+waits for at most this many (64 kept a turn waiting 4.1 s at load ~6, where one thread
+evaluated ~15 tokens a second)."""
 _SNAPSHOT_MIN_TOKENS = 48
 """Only snapshot live KV state whose discarded part is at least this long."""
 _RESTORE_MIN_GAIN = 32
@@ -383,7 +387,9 @@ class LlamaCppModel:
 
     # ------------------------------------------------------------------ prompt
 
-    def _render(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> str:
+    def _render(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], *, generation_prompt: bool = True
+    ) -> str:
         chat = to_chat_messages(messages, arguments_as_object=True)
         if tools and self.tool_guidance:
             if chat and chat[0]["role"] == "system":
@@ -395,7 +401,7 @@ class LlamaCppModel:
         rendered: str = self._template.render(
             messages=chat,
             tools=to_chat_tools(tools) if tools else None,
-            add_generation_prompt=True,
+            add_generation_prompt=generation_prompt,
             bos_token=self._bos_text,
             eos_token=self._eos_text,
         )
@@ -548,6 +554,50 @@ class LlamaCppModel:
             return False
         self._llm.eval(list(tokens))
         return True
+
+    def prefill(
+        self,
+        request: ChatRequest,
+        cancel: CancelToken,
+        *,
+        keep: bool = True,
+        threads: Callable[[], int] | None = None,
+    ) -> int:
+        """Evaluate the prompt prefix ``request`` renders (its messages and tools, no
+        generation prompt), so a later prompt that starts with it evaluates only the rest; the
+        number of tokens evaluated (0 when already cached). ``keep`` also saves it as a
+        snapshot (a session's instructions and tools, which every turn reuses); without it,
+        it stays in the live cache only (a turn's words so far, soon outdated). ``threads``,
+        asked before every chunk, says how many threads may evaluate it (the CPU's load
+        changes while a long prefix is evaluated)."""
+        with self._lock:
+            tools = request.tools if self.supports_tools else ()
+            ids = self._tokenize(self._render(request.messages, tools, generation_prompt=False))
+            if self._add_bos and (not ids or ids[0] != self._bos):
+                ids.insert(0, self._bos)
+            prefix = np.asarray(ids, dtype=np.intc)
+            if len(prefix) < 2 or len(prefix) + 256 > self.n_ctx or self._cache.covers(prefix):
+                return 0
+            live = np.asarray(self._llm.input_ids[: self._llm.n_tokens], dtype=np.intc)
+            if _common_prefix(live, prefix) >= len(prefix):
+                return 0  # the live cache holds it already
+            cached, _ = self._prepare(prefix)
+            used = 0
+            try:
+                for offset in range(cached, len(prefix), _PREFILL_CHUNK):
+                    if cancel.cancelled:
+                        return offset - cached
+                    wanted = threads() if threads is not None else 0
+                    if wanted and wanted != used:
+                        self._lc.llama_set_n_threads(self._llm.ctx, self.n_threads, wanted)
+                        used = wanted
+                    self._eval(prefix[offset : offset + _PREFILL_CHUNK].tolist())
+            finally:
+                if used:
+                    self._lc.llama_set_n_threads(self._llm.ctx, self.n_threads, self.n_threads)
+            if keep:
+                self._snapshot()
+            return len(prefix) - cached
 
     # ------------------------------------------------------------------ generation
 

@@ -1,0 +1,335 @@
+"""Preemptive generation's logic: what a guess may be released for (core/speculation.py), the
+scheduler giving speculative work up for a turn, and the runtime hooks keeping a guess
+invisible until it is released (fakes stand in for the engines and the streaming
+transcription: tests/integration/test_preemptive.py runs the real ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from openrealtime.core.session import SessionCore
+from openrealtime.core.speculation import normalise, same_request, worth_guessing
+from openrealtime.engines.base import (
+    CancelToken,
+    ChatMessage,
+    ChatRequest,
+    GenerationDone,
+    LLMEvent,
+    TextDelta,
+    ToolSpec,
+)
+from openrealtime.engines.registry import EngineSet
+from openrealtime.protocol.session import RealtimeSession
+from openrealtime.runtime.port import ClientOutput
+from openrealtime.runtime.scheduler import PRIORITY_BACKGROUND, PRIORITY_SPECULATIVE, EngineQueue, Scheduler
+from openrealtime.runtime.session_runtime import SessionRuntime
+from openrealtime.transports.wire import EventWire
+
+
+def request(last: str, *, tools: tuple[ToolSpec, ...] = ()) -> ChatRequest:
+    return ChatRequest(
+        messages=(
+            ChatMessage(role="system", content="Be brief."),
+            ChatMessage(role="user", content="Hi."),
+            ChatMessage(role="assistant", content="Hello!"),
+            ChatMessage(role="user", content=last),
+        ),
+        tools=tools,
+    )
+
+
+def test_normalise_ignores_case_punctuation_and_spacing() -> None:
+    assert normalise("  What's the   time,  please? ") == normalise("what s the time please")
+    assert normalise("Ten.") == "ten"
+    assert normalise("ten") != normalise("tin")
+
+
+def test_a_guess_is_worth_starting_only_when_the_pause_outlasts_a_transcription_pass() -> None:
+    assert not worth_guessing(300, 250)  # the default silence: the turn ends before a guess exists
+    assert worth_guessing(1000, 250)
+    assert not worth_guessing(1000, 900)  # the same window on a busy machine
+    assert not worth_guessing(None, 0)  # no turn detection: nothing to guess for
+
+
+def test_same_request_only_up_to_how_the_last_words_were_written() -> None:
+    assert same_request(request("what time is it"), request("What time is it?"))
+    assert not same_request(request("what time is it"), request("What time is it now?"))
+    tool = ToolSpec(name="clock", description="The time.", parameters={"type": "object"})
+    assert not same_request(request("what time is it"), request("what time is it", tools=(tool,)))
+    earlier = request("x")
+    changed = ChatRequest(messages=(earlier.messages[0], ChatMessage(role="user", content="x")))
+    assert not same_request(earlier, changed)
+
+
+async def test_speculative_work_gives_the_engine_up_when_a_turn_needs_it() -> None:
+    queue = EngineQueue("llm", 1)
+    started = threading.Event()
+    spoken: list[int] = []
+
+    def guess() -> Iterator[int]:
+        started.set()
+        for n in range(500):
+            time.sleep(0.005)
+            yield n
+
+    token = CancelToken()
+
+    async def run_guess() -> None:
+        async for n in queue.stream(guess, priority=PRIORITY_SPECULATIVE, cancel=token, yielding=True):
+            spoken.append(n)
+
+    task = asyncio.ensure_future(run_guess())
+    await asyncio.to_thread(started.wait, 5)
+    assert await queue.call(lambda: "turn") == "turn"  # queued at turn priority: the guess yields
+    await task
+    assert token.cancelled and len(spoken) < 500
+
+    kept = CancelToken()
+    produced: list[int] = []
+
+    async def run_kept() -> None:
+        async for n in queue.stream(
+            lambda: iter(range(50)), priority=PRIORITY_SPECULATIVE, cancel=kept, yielding=True
+        ):
+            produced.append(n)
+
+    queue.keep(kept)  # released as a turn's answer: no longer given up
+    kept_task = asyncio.ensure_future(run_kept())
+    await queue.call(lambda: None)
+    await kept_task
+    assert not kept.cancelled and produced == list(range(50))
+
+
+async def test_a_turn_on_another_engine_takes_the_cpu_from_speculative_work() -> None:
+    scheduler = Scheduler()
+    started = threading.Event()
+    token = CancelToken()
+
+    def guess() -> Iterator[int]:
+        started.set()
+        for n in range(500):
+            time.sleep(0.005)
+            yield n
+
+    async def run_guess() -> int:
+        count = 0
+        async for _ in scheduler.llm.stream(
+            guess, priority=PRIORITY_SPECULATIVE, cancel=token, yielding=True
+        ):
+            count += 1
+        return count
+
+    task = asyncio.ensure_future(run_guess())
+    await asyncio.to_thread(started.wait, 5)
+    await scheduler.vad.call(lambda: None)  # the VAD scores every frame: never a reason to yield
+    assert not token.cancelled
+    await scheduler.tts.call(lambda: "speech of a committed turn")
+    assert await task < 500 and token.cancelled
+
+
+async def test_a_transcription_pass_takes_the_cpu_from_speculative_work() -> None:
+    scheduler = Scheduler()
+    token = CancelToken()
+    guess = asyncio.ensure_future(
+        scheduler.llm.call(
+            lambda: time.sleep(0.2), priority=PRIORITY_SPECULATIVE, cancel=token, yielding=True
+        )
+    )
+    await asyncio.sleep(0.05)
+    await scheduler.asr.call(lambda: "a pass over the caller's new words", priority=PRIORITY_BACKGROUND)
+    assert token.cancelled  # the caller spoke again: the guess is outdated and gives the CPU up
+    with contextlib.suppress(asyncio.CancelledError):
+        await guess
+
+
+class CountingLLM:
+    """Answers every request with the words it heard, and records the requests."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.requests: list[ChatRequest] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate(self, request: ChatRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
+        self.requests.append(request)
+        yield TextDelta(f"You said: {request.messages[-1].content}")
+        yield GenerationDone("stop", prompt_tokens=5, cached_prompt_tokens=0, completion_tokens=4)
+
+
+class StubStreaming:
+    """The streaming transcription as the watcher sees it: a settled text or None."""
+
+    def __init__(self) -> None:
+        self.settled: str | None = None
+        self.text = ""  # the words agreed so far
+
+    def settled_text(self) -> str | None:
+        return self.settled
+
+    def cancel(self) -> None:
+        self.settled = None
+
+
+class Harness:
+    def __init__(self, silence_ms: int = 2000) -> None:
+        self.llm = CountingLLM()
+        engines = EngineSet(llm=self.llm)  # type: ignore[arg-type]
+        detection = {"type": "server_vad", "silence_duration_ms": silence_ms}
+        session = RealtimeSession.model_validate(
+            {
+                "type": "realtime",
+                "output_modalities": ["text"],
+                "audio": {"input": {"turn_detection": detection}},
+            }
+        )
+        core = SessionCore(session, count_tokens=lambda s: len(s.split()), created_at=int(time.time()))
+        self.events: list[dict[str, Any]] = []
+        self.wire = EventWire(lambda: core.input_format)
+        harness = self
+
+        class Client:
+            def send(self, output: ClientOutput) -> None:
+                harness.events.extend(json.loads(frame) for frame in harness.wire.encode(output))
+
+            async def close(self, code: int, reason: str) -> None:
+                return None
+
+        self.runtime = SessionRuntime(core, engines, Scheduler(), Client())
+        self.runtime.start()
+        self.streaming = StubStreaming()
+        self.runtime.listening.streaming = self.streaming  # type: ignore[assignment]
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.wire.deliver(json.dumps(event), self.runtime)
+
+    async def guessed(self, count: int) -> None:
+        for _ in range(500):
+            if len(self.llm.requests) >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("no guess was started")
+
+    async def answer(self, item_id: str, text: str) -> dict[str, Any]:
+        """The turn is committed as ``item_id`` saying ``text`` and answered."""
+        self.runtime.speculation.on_committed(item_id, by_vad=True)
+        item = {
+            "id": item_id,
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": text}],
+        }
+        self.send({"type": "conversation.item.create", "item": item})
+        self.send({"type": "response.create"})
+        for _ in range(500):
+            done = [e for e in self.events if e["type"] == "response.done"]
+            if done:
+                return done[-1]
+            await asyncio.sleep(0.01)
+        raise AssertionError("no response.done")
+
+
+def texts(events: list[dict[str, Any]]) -> str:
+    return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+
+
+async def test_a_guess_that_matches_is_released_and_invisible_until_then() -> None:
+    h = Harness()
+    try:
+        h.runtime.speculation.on_speech_started()
+        h.streaming.settled = "what time is it"
+        await h.guessed(1)
+        await asyncio.sleep(0.1)  # the guess has finished its answer by now
+        assert not [e for e in h.events if e["type"].startswith("response.")]
+        done = await h.answer("item_turn1", "What time is it?")
+        assert done["response"]["status"] == "completed"
+        assert len(h.llm.requests) == 1  # the guess was the answer: no second generation
+        assert texts(h.events) == "You said: what time is it"
+        assert done["response"]["usage"]["output_tokens"] > 0  # billed once released
+        assert h.runtime.speculation.counts.hits == 1
+    finally:
+        await h.runtime.aclose()
+
+
+async def test_a_guess_that_differs_is_discarded_unseen_and_the_final_words_answered() -> None:
+    h = Harness()
+    try:
+        h.runtime.speculation.on_speech_started()
+        h.streaming.settled = "what time"
+        await h.guessed(1)
+        done = await h.answer("item_turn1", "What time is it in Paris?")
+        assert done["response"]["status"] == "completed"
+        assert texts(h.events) == "You said: What time is it in Paris?"
+        assert "You said: what time" + "\n" not in json.dumps(h.events)
+        counts = h.runtime.speculation.counts
+        assert (counts.hits, counts.misses) == (0, 1) and counts.wasted_tokens > 0
+    finally:
+        await h.runtime.aclose()
+
+
+async def test_speaking_again_discards_the_guess_and_a_new_settled_text_replaces_it() -> None:
+    h = Harness()
+    try:
+        h.runtime.speculation.on_speech_started()
+        h.streaming.settled = "what time"
+        await h.guessed(1)
+        first = h.runtime.speculation._guess
+        assert first is not None
+        h.streaming.settled = None  # the caller speaks again
+        for _ in range(100):
+            if first.token.cancelled:
+                break
+            await asyncio.sleep(0.01)
+        assert first.token.cancelled and h.runtime.speculation.counts.abandoned == 1
+        h.streaming.settled = "what time is it in Paris"
+        await h.guessed(2)
+        done = await h.answer("item_turn1", "What time is it in Paris?")
+        assert done["response"]["status"] == "completed"
+        assert len(h.llm.requests) == 2 and h.runtime.speculation.counts.hits == 1
+        assert texts(h.events) == "You said: what time is it in Paris"
+    finally:
+        await h.runtime.aclose()
+
+
+async def test_preemption_off_never_guesses() -> None:
+    h = Harness()
+    h.runtime.speculation.enabled = False
+    try:
+        h.runtime.speculation.on_speech_started()
+        h.streaming.settled = "what time is it"
+        await asyncio.sleep(0.2)
+        assert not h.llm.requests
+        await h.answer("item_turn1", "What time is it?")
+        assert len(h.llm.requests) == 1
+    finally:
+        await h.runtime.aclose()
+
+
+async def test_a_turn_whose_silence_is_too_short_is_not_guessed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="openrealtime.runtime")
+    h = Harness(silence_ms=300)
+    try:
+        h.runtime.speculation.on_speech_started()
+        h.streaming.settled = "what time is it"
+        await asyncio.sleep(0.2)
+        assert not h.llm.requests  # no guess: it could not have been ready in 300 ms
+        done = await h.answer("item_turn1", "What time is it?")
+        assert done["response"]["status"] == "completed" and len(h.llm.requests) == 1
+        speculation = h.runtime.speculation
+        assert speculation.counts.skipped == 1 and speculation.counts.started == 0
+        timings = [r.getMessage() for r in caplog.records if "turn timings" in r.getMessage()]
+        record = json.loads(timings[-1].split("turn timings ", 1)[1])
+        assert record["speculation"] == "skipped" and record["speculation_window_ms"] == 300
+    finally:
+        await h.runtime.aclose()
