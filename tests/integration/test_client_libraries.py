@@ -293,8 +293,20 @@ async def test_function_tools_through_the_agents_sdk(voice_server: ServerProcess
     assert menu, menu
 
 
+LONG_REPLY = (
+    "Thank you for calling the city library. We are open from nine in the morning until eight in "
+    "the evening on weekdays, and from ten until four on Saturdays. You can renew your books online, "
+    "by phone, or at the desk of any branch."
+)
+LONG_INSTRUCTIONS = f"Whatever the user says, reply with exactly these sentences: {LONG_REPLY}"
+"""The barge-in's answer: long enough (about 12 s) to be still playing when the caller cuts in
+and the interruption has reached the SDK, however loaded the machine."""
+
+
 async def test_a_barge_in_through_the_agents_sdk(voice_server: ServerProcess, tmp_path: Path) -> None:
-    result, session = await run_agents_client("agents-openai-barge-in", voice_server, tmp_path, INSTRUCTIONS)
+    result, session = await run_agents_client(
+        "agents-openai-barge-in", voice_server, tmp_path, LONG_INSTRUCTIONS
+    )
     events = result["events"]
     assert in_order(events, "agent_start", "audio", "audio_interrupted", "audio", "agent_end"), events
     # the SDK cut the first answer where its playout had got to, and the server agreed
