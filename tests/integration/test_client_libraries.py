@@ -89,6 +89,17 @@ async def run_client(name: str, spec: dict[str, Any], workdir: Path) -> dict[str
     return result
 
 
+def answer_audio(result: dict[str, Any]) -> bytes:
+    """The answer audio the client delivered: 24 kHz pcm16, at least a second of it, not silent."""
+    assert result["audio_sample_rate"] == 24000
+    audio = Path(result["audio_path"]).read_bytes()
+    seconds = len(audio) / 48000
+    assert seconds >= 1.0, seconds
+    level = float(np.sqrt(np.mean(np.frombuffer(audio, dtype="<i2").astype(np.float64) ** 2)))
+    assert level > 100, level
+    return audio
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 async def test_a_voice_turn_through_the_client(
     client: str, voice_server: ServerProcess, tmp_path: Path
@@ -140,12 +151,7 @@ async def test_a_voice_turn_through_the_client(
     assert corpus_wer([(transcripts()[CLIP], result["transcript"])]) <= 0.2, result["transcript"]
 
     # the client delivered the spoken answer: 24 kHz pcm16 whose words are its transcript
-    assert result["audio_sample_rate"] == 24000
-    audio = Path(result["audio_path"]).read_bytes()
-    seconds = len(audio) / 48000
-    assert seconds >= 1.0, seconds
-    level = float(np.sqrt(np.mean(np.frombuffer(audio, dtype="<i2").astype(np.float64) ** 2)))
-    assert level > 100, level
+    audio = answer_audio(result)
     spoken = session.of(
         "response.audio_transcript.done" if beta else "response.output_audio_transcript.done"
     )[0]["transcript"]
@@ -219,12 +225,7 @@ async def check_spoken_answer(
     voice_server: ServerProcess, result: dict[str, Any], session: ProxiedSession
 ) -> list[str]:
     """The answers the SDK delivered are speech whose words are their transcripts; those."""
-    assert result["audio_sample_rate"] == 24000
-    audio = Path(result["audio_path"]).read_bytes()
-    seconds = len(audio) / 48000
-    assert seconds >= 1.0, seconds
-    level = float(np.sqrt(np.mean(np.frombuffer(audio, dtype="<i2").astype(np.float64) ** 2)))
-    assert level > 100, level
+    audio = answer_audio(result)
     answers = [event["transcript"].strip() for event in session.of("response.output_audio_transcript.done")]
     spoken = " ".join(answers)
     assert result["answer_text"] == spoken
