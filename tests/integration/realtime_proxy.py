@@ -33,6 +33,8 @@ class ProxiedSession:
     client_events: list[dict[str, Any]] = field(default_factory=list)
     server_events: list[dict[str, Any]] = field(default_factory=list)
     invalid: list[tuple[str, str]] = field(default_factory=list)
+    timeline: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """Every event of both sides as the proxy relayed it: (``client`` or ``server``, event)."""
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [event for event in self.server_events if event.get("type") == kind]
@@ -76,17 +78,24 @@ class ValidatingProxy:
             async def to_server() -> None:
                 async for frame in downstream:
                     with contextlib.suppress(ValueError, TypeError):
-                        session.client_events.append(json.loads(frame))
+                        event = json.loads(frame)
+                        session.client_events.append(event)
+                        session.timeline.append(("client", event))
                     await upstream.send(frame)
 
             async def to_client() -> None:
                 async for frame in upstream:
                     try:
-                        session.server_events.append(self.validate(frame))
+                        event = self.validate(frame)
                     except Exception as problem:  # any violation is recorded, the frame still goes on
                         session.invalid.append((str(frame)[:2000], f"{type(problem).__name__}: {problem}"))
-                        with contextlib.suppress(ValueError, TypeError):
-                            session.server_events.append(json.loads(frame))
+                        try:
+                            event = json.loads(frame)
+                        except (ValueError, TypeError):
+                            event = None
+                    if event is not None:
+                        session.server_events.append(event)
+                        session.timeline.append(("server", event))
                     await downstream.send(frame)
 
             await _until_either_ends(to_server(), to_client(), downstream, upstream)
