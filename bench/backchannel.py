@@ -176,7 +176,6 @@ def main() -> None:
                             speech_ms,
                             speech_ended=True,
                             transcript=transcript,
-                            waited_ms=arrival - event.audio_end_ms,
                             config=config,
                         )
                         decided_at = arrival

@@ -18,7 +18,16 @@ into the answer, or from 0.4 s: before the echo path is learnt) and measure the 
 its annotated speech onset to the first (gated) ``speech_started``. CPU per second of audio
 is the canceller's process time.
 
-    python bench/echo_barge_in.py [--trials 10] [--noise-reduction near_field]
+Echo reduction: the adaptive filter's level reduction (median over a playback run's frames
+where echo stands above the noise, after the lag is known; the canceller logs it per run).
+``offline`` is the echo-only trials above (the answer placed exactly where it plays);
+``--live`` also runs real WebSocket sessions (``openrealtime serve`` on loopback, the tests'
+speakerphone client: 20 ms ticks at real time, playback underruns, echo at -6 dB 50-250 ms
+late) and reads each run's reduction from the server's log. ``--live-src LABEL=PATH`` runs
+the live trials against the package under PATH (repeatable, e.g. a checkout of the previous
+commit beside ``src``), so before and after are measured in one run.
+
+    python bench/echo_barge_in.py [--trials 10] [--noise-reduction near_field] [--live 5]
 
 Writes bench/results/echo_barge_in.json and .png.
 """
@@ -26,9 +35,13 @@ Writes bench/results/echo_barge_in.json and .png.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import re
 import statistics
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +59,7 @@ from openrealtime.benchmark.echo_path import echo_of, mix_at, rms_db, room_impul
 from openrealtime.core.turns import ServerVadConfig, SpeechSegmenter, SpeechStarted
 from openrealtime.engines.vad.silero import SileroVAD
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 AUDIO = Path(
     os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[3] / "shared" / "audio")
@@ -113,6 +127,7 @@ class Trial:
     detect_ms: dict[str, float | None] = field(default_factory=dict)
     lag_ms: float | None = None
     erl_db: float | None = None
+    reduction_db: list[float] = field(default_factory=list)
     aec_cpu_s: float = 0.0
     audio_s: float = 0.0
 
@@ -175,6 +190,7 @@ def run_trial(
     trial.lag_ms = canceller.delay_ms
     trial.erl_db = round(canceller.echo_return_loss_db, 1)
     canceller.close()
+    trial.reduction_db = [round(r, 1) for r in canceller.run_reductions_db]
     if trial.talker_onset_ms is not None:
         for name in VARIANTS:
             hits = [
@@ -186,6 +202,67 @@ def run_trial(
     return trial
 
 
+LIVE_ANSWER = (
+    "Say exactly this and nothing else: Your order left the warehouse this morning, it should "
+    "arrive on Friday between nine and noon, and the courier will call you half an hour before."
+)
+RUN_LINE = re.compile(r"echo run over: \d+ frames, reduction (-?[\d.]+) dB, lag (\S+) ms, resets (\d+)")
+
+
+async def live_trials(ws_url: str, api_key: str, trials: int) -> None:
+    """One speakerphone answer per session, as tests/integration/test_turn_taking.py plays it."""
+    import websockets
+    from tests.speakerphone import RATE as CLIENT_RATE
+    from tests.speakerphone import Speakerphone
+
+    for trial in range(trials):
+        url = ws_url + "/v1/realtime?model=gpt-realtime"
+        headers = {"Authorization": f"Bearer {api_key}"}
+        async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+            await ws.recv()  # session.created
+            detection = {"type": "server_vad", "create_response": False}
+            session = {"type": "realtime", "audio": {"input": {"turn_detection": detection}}}
+            await ws.send(json.dumps({"type": "session.update", "session": session}))
+            phone = Speakerphone(ws, delay_ms=50 + trial * 200 / max(trials - 1, 1), seed=trial + 1)
+            await phone.run_until(lambda p: p.position >= CLIENT_RATE // 2)
+            await phone.send({"type": "response.create", "response": {"instructions": LIVE_ANSWER}})
+
+            def over(p: Speakerphone) -> bool:
+                done = p.at("response.done")
+                return done is not None and not p.playing and p.position > done + CLIENT_RATE
+
+            await phone.run_until(over)
+
+
+def live(sources: list[tuple[str, str]], trials: int) -> dict[str, Any]:
+    """Echo reduction in live sessions, per package source."""
+    sys.path.insert(0, str(ROOT))  # the tests' speakerphone client and server runner
+    from tests.support import run_server
+
+    out: dict[str, Any] = {}
+    for label, src in sources:
+        tmp = tempfile.mkdtemp(prefix=f"echo-live-{label}-")
+        env = {"PYTHONPATH": src, "OPENREALTIME_LOG_LEVEL": "debug"}
+        load = os.getloadavg()[0]
+        with run_server(Path(tmp), env=env) as server:
+            asyncio.run(live_trials(server.ws_url, server.api_key, trials))
+            time.sleep(1.0)  # the sessions' close is logged
+            runs = RUN_LINE.findall(server.log())
+            print(f"live {label}: server log {server.log_path}")
+        reductions = [float(r) for r, _, _ in runs]
+        out[label] = {
+            "src": src,
+            "load_average": round(load, 2),
+            "runs": len(runs),
+            "reduction_db_median": round(statistics.median(reductions), 1) if reductions else None,
+            "reduction_db": reductions,
+            "lags_ms": [lag for _, lag, _ in runs],
+            "filter_resets": [int(n) for _, _, n in runs],
+        }
+        print(f"live {label}: {out[label]}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=10)
@@ -193,7 +270,10 @@ def main() -> None:
         "--noise-reduction", default="near_field", choices=["near_field", "far_field", "none"]
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "echo_barge_in.json")
+    parser.add_argument("--live", type=int, default=0, help="live WebSocket sessions per source")
+    parser.add_argument("--live-src", action="append", default=[], metavar="LABEL=PATH")
     args = parser.parse_args()
+    sources = [tuple(item.split("=", 1)) for item in args.live_src] or [("src", str(ROOT / "src"))]
     mode: NoiseReduction = None if args.noise_reduction == "none" else args.noise_reduction
     settings = EchoSettings.for_noise_reduction(mode)
     load_before = os.getloadavg()
@@ -238,6 +318,15 @@ def main() -> None:
             "talker_warm": stats([t for t in trials if t.kind == "talker-warm"]),
             "talker_cold": stats([t for t in trials if t.kind == "talker-cold"]),
         }
+    offline = [r for t in echo_trials for r in t.reduction_db]
+    reduction: dict[str, Any] = {
+        "offline": {
+            "reduction_db_median": round(statistics.median(offline), 1) if offline else None,
+            "reduction_db": offline,
+        }
+    }
+    if args.live:
+        reduction["live"] = live([(label, path) for label, path in sources], args.live)
     cpu = sum(t.aec_cpu_s for t in trials) / sum(t.audio_s for t in trials)
     lag_errors = [abs(t.lag_ms - t.delay_ms) for t in trials if t.lag_ms is not None]
     report = {
@@ -264,11 +353,17 @@ def main() -> None:
             "lag_error_ms_max": round(max(lag_errors), 1) if lag_errors else None,
         },
         "aec_cpu_ms_per_audio_s": round(1000 * cpu, 2),
+        "echo_reduction": reduction,
         "trials": [t.__dict__ for t in trials],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("summary", "echo_path", "aec_cpu_ms_per_audio_s")}, indent=2))
+    print(
+        json.dumps(
+            {k: report[k] for k in ("summary", "echo_path", "aec_cpu_ms_per_audio_s", "echo_reduction")},
+            indent=2,
+        )
+    )
     plot(report, args.out.with_suffix(".png"))
 
 

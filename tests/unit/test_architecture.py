@@ -70,16 +70,29 @@ def test_engines_never_import_the_runtime() -> None:
     assert {m: names for m, names in offenders.items() if names} == {}
 
 
+PURE_ENGINE_RULES = ["openrealtime.engines.turn.end_of_turn", "openrealtime.engines.turn.backchannel"]
+"""Decision rules that live beside their engines but are pure functions of numbers and text."""
+
+
 def test_the_core_uses_only_the_engines_protocol_types() -> None:
+    allowed = ["openrealtime.engines.base", *PURE_ENGINE_RULES]
     offenders = {
         module_name(path): sorted(
             n
             for n in imports_of(path)
-            if under(n, "openrealtime.engines") and not under(n, "openrealtime.engines.base")
+            if under(n, "openrealtime.engines") and not any(under(n, a) for a in allowed)
         )
         for path in modules_in("core")
     }
     assert {m: names for m, names in offenders.items() if names} == {}
+
+
+@pytest.mark.parametrize("module", PURE_ENGINE_RULES)
+def test_the_engine_rules_the_core_uses_are_pure(module: str) -> None:
+    """They import the standard library's pure parts only: no numpy, I/O, models or project code."""
+    path = PACKAGE / (module.removeprefix("openrealtime.").replace(".", "/") + ".py")
+    allowed = {"__future__", "math", "enum", "re", "dataclasses", "typing", "collections"}
+    assert {n.split(".")[0] for n in imports_of(path)} - allowed == set()
 
 
 def test_the_core_does_no_io_and_drives_nothing() -> None:

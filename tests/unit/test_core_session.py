@@ -17,16 +17,20 @@ from pydantic import TypeAdapter
 
 from openrealtime.core.commands import (
     CancelResponse,
+    HeldSpeechDropped,
     PredictEndOfTurn,
     ResponseFinished,
     StartResponse,
+    TranscribeHeld,
     TranscribeItem,
 )
+from openrealtime.core.commands import SpeechStarted as SpeechStartedCommand
 from openrealtime.core.events import (
     CancelRequested,
     EndOfTurnPredicted,
     GenerationFailed,
     GenerationFinished,
+    HeldSpeechHeard,
     IdleTimeout,
     PromptRead,
     SpeechGenerated,
@@ -1186,7 +1190,7 @@ def test_semantic_vad_asks_the_turn_detector(h: Harness) -> None:
     assert len(requests) == 1
     h.core.receive(EndOfTurnPredicted(requests[0].request_id + 100, 0.99))  # unknown request: ignored
     assert h.events() == []
-    h.core.receive(EndOfTurnPredicted(requests[0].request_id, 0.99))
+    h.core.receive(EndOfTurnPredicted(requests[0].request_id, 0.99, text=0.9, text_pending=False))
     assert types(h.events()) == [
         "input_audio_buffer.speech_stopped",
         "input_audio_buffer.committed",
@@ -1402,3 +1406,83 @@ def test_bug_input_format_change_keeps_the_input_clock_consistent(h: Harness) ->
     triggered = only(h.events(), "input_audio_buffer.timeout_triggered")
     # the G.711 edge holds its last 4 ms until more audio (or a commit) arrives
     assert 0 <= triggered["audio_start_ms"] <= triggered["audio_end_ms"] == 356 - 4
+
+
+# --------------------------------------------------------------------------- backchannels
+
+
+def speak_over_answer(h: Harness, probs: list[float]) -> list[dict[str, Any]]:
+    """As ``speak``, with every frame marked as heard while the answer plays."""
+    start = h.core.input.total_ms
+    h.send("input_audio_buffer.append", audio=b64(pcm(FRAME_MS) * len(probs)))
+    frames = tuple(
+        VadFrame(p, start + i * FRAME_MS, start + (i + 1) * FRAME_MS, None, assistant_audible=True)
+        for i, p in enumerate(probs)
+    )
+    h.core.receive(SpeechProbabilities(frames))
+    return h.events()
+
+
+def held_speech(h: Harness) -> tuple[str, TranscribeHeld | None]:
+    """The held turn's item id, and the transcription of it asked for once it ended."""
+    commands = h.take_commands()
+    held = [c for c in commands if isinstance(c, SpeechStartedCommand) and c.held]
+    assert len(held) == 1
+    asked = [c for c in commands if isinstance(c, TranscribeHeld)]
+    return held[0].item_id, asked[-1] if asked else None
+
+
+@pytest.mark.parametrize("detection", ["semantic_vad", "server_vad"])
+def test_a_backchannel_interrupts_only_under_server_vad(h: Harness, detection: str) -> None:
+    h.update(audio={"input": {"turn_detection": {"type": detection, "create_response": False}}})
+    events = speak_over_answer(h, [0.9] * 12 + [0.0] * 6)  # ~0.4 s of speech, then a pause
+    if detection == "server_vad":
+        assert "input_audio_buffer.speech_started" in types(events)
+        return
+    assert events == []
+    item_id, asked = held_speech(h)
+    assert asked is not None and asked.item_id == item_id  # its own span, onset to end
+    assert asked.start_ms < 0 + 100 and 12 * FRAME_MS <= asked.end_ms <= 18 * FRAME_MS + 100
+    assert speak_over_answer(h, [0.0] * 100) == []  # the turn's end waits for the verdict
+    h.core.receive(HeldSpeechHeard(item_id, "Mhm.", asked.end_ms))
+    assert h.events() == []
+    assert any(isinstance(c, HeldSpeechDropped) for c in h.take_commands())
+    assert speak_over_answer(h, [0.0] * 100) == []  # the turn is forgotten: nothing ends it
+
+
+def test_a_partial_transcript_does_not_decide_held_speech(h: Harness) -> None:
+    h.update(audio={"input": {"turn_detection": {"type": "semantic_vad", "create_response": False}}})
+    assert speak_over_answer(h, [0.9] * 8 + [0.0] * 4) == []
+    item_id, first = held_speech(h)
+    assert first is not None
+    assert speak_over_answer(h, [0.9] * 6 + [0.0] * 4) == []  # the speech went on: a longer span
+    _, second = held_speech_asked(h)
+    assert second.end_ms > first.end_ms
+    h.core.receive(HeldSpeechHeard(item_id, "Okay the courier", first.end_ms))  # stale: ignored
+    assert h.events() == []
+    h.core.receive(HeldSpeechHeard(item_id, "Okay.", second.end_ms))
+    assert h.events() == []
+    assert any(isinstance(c, HeldSpeechDropped) for c in h.take_commands())
+
+
+def held_speech_asked(h: Harness) -> tuple[None, TranscribeHeld]:
+    asked = [c for c in h.take_commands() if isinstance(c, TranscribeHeld)]
+    assert asked
+    return None, asked[-1]
+
+
+def test_held_speech_with_other_words_interrupts_with_its_own_onset(h: Harness) -> None:
+    h.update(audio={"input": {"turn_detection": {"type": "semantic_vad", "create_response": False}}})
+    assert speak_over_answer(h, [0.0] * 10 + [0.9] * 8 + [0.0] * 4) == []
+    item_id, asked = held_speech(h)
+    assert asked is not None
+    h.core.receive(HeldSpeechHeard(item_id, "Wait, no", asked.end_ms))
+    started = only(h.events(), "input_audio_buffer.speech_started")
+    assert started["item_id"] == item_id and started["audio_start_ms"] == 10 * FRAME_MS - 300
+
+
+def test_held_speech_that_goes_on_for_a_second_interrupts(h: Harness) -> None:
+    h.update(audio={"input": {"turn_detection": {"type": "semantic_vad", "create_response": False}}})
+    assert speak_over_answer(h, [0.9] * 20) == []
+    events = speak_over_answer(h, [0.9] * 15)  # past 1 s with no transcript yet
+    assert types(events) == ["input_audio_buffer.speech_started"]

@@ -106,6 +106,43 @@ def test_gate_passes_speech_without_playback_and_blocks_echo() -> None:
     assert canceller.gate(0.9, 4500.0) == 0.0
 
 
+def test_a_caller_who_keeps_talking_opens_the_gate_before_the_filter_converges() -> None:
+    """Fail-open: a caller 5 dB over the echo, 1.5 s into the answer (the filter has not
+    adapted yet, so the different-talker check wants 8 dB), is let through by the sustained
+    excess over the predicted echo; the echo alone before them is not."""
+    far = babble(4.0, 11)
+    echo = echo_of(far, RATE, delay_ms=150, level_db=-6.0, ir=room_impulse_response(RATE, 0.25, 12))
+    caller = np.zeros_like(far)
+    burst = babble(1.5, 13, level=1.0)
+    start = int(1.5 * RATE)
+    caller[start : start + burst.size] = burst * (10 ** ((level_db(echo) + 5 - level_db(burst)) / 20))
+    canceller = EchoCanceller(RATE)
+    canceller.play(far, RATE, at_ms=0.0)
+    usable = (echo + caller)[: far.size // 512 * 512]
+    opened = []
+    for i in range(0, usable.size, 512):
+        canceller.process(usable[i : i + 512], i * 1000 / RATE)
+        end_ms = (i + 512) * 1000 / RATE
+        if canceller.gate(0.9, end_ms) > 0:
+            opened.append(end_ms)
+    assert [t for t in opened if 1000 <= t < 1500] == []  # echo alone, lag already found
+    first = next(t for t in opened if t >= 1500)
+    assert first - 1500 <= 400
+
+
+def test_no_echo_path_leaves_the_gate_open() -> None:
+    """A client with its own echo cancellation sends no echo of the answer: the caller's voice
+    must not be held against an echo that never comes."""
+    far = babble(4.0, 14)
+    caller = babble(4.0, 15, level=0.02)
+    canceller = EchoCanceller(RATE)
+    canceller.play(far, RATE, at_ms=0.0)
+    run(canceller, caller)
+    assert canceller.delay_ms is None
+    assert canceller.no_echo_path
+    assert canceller.gate(0.9, 4000.0) == 0.9
+
+
 def test_playback_at_another_rate_is_placed_on_time() -> None:
     from openrealtime.audio.resample import resample
 
@@ -125,3 +162,32 @@ def test_rejects_partial_frames() -> None:
         canceller.process(np.zeros(300, np.float32), 0.0)
     with pytest.raises(ValueError):
         canceller.play(np.zeros((2, 10), np.float32), RATE)
+
+
+@pytest.mark.parametrize("off_ms", [-60, 0, 45])
+def test_a_run_heard_off_its_placement_is_moved_there_once_and_held(off_ms: int) -> None:
+    """An answer's second piece, placed after a gap where the server's view of the input clock
+    stood, is heard ``off_ms`` later by the client: its offset is measured from its echo, the
+    run moved there and held, and the filter's reduction over it matches the first run's."""
+    first, second = babble(2.5, 21), babble(3.0, 22)
+    placed_ms, heard_ms = 5000, 5000 + off_ms
+    played = np.zeros(int(9.0 * RATE), np.float32)
+    played[RATE // 2 : RATE // 2 + first.size] = first
+    at = heard_ms * RATE // 1000
+    played[at : at + second.size] = second
+    ir = room_impulse_response(RATE, rt60_s=0.25, seed=23)
+    noise = (np.random.default_rng(24).standard_normal(played.size) * 3e-4).astype(np.float32)
+    mic = echo_of(played, RATE, delay_ms=100, level_db=-6.0, ir=ir) + noise
+    canceller = EchoCanceller(RATE)
+    canceller.play(first, RATE, at_ms=500.0)
+    split = placed_ms * RATE // 1000 // 512 * 512  # the second piece arrives at its placement
+    run(canceller, mic[:split])
+    canceller.play(second, RATE, at_ms=float(placed_ms))
+    for i in range(split, mic.size // 512 * 512, 512):
+        canceller.process(mic[i : i + 512], i * 1000 / RATE)
+    canceller.close()
+    assert canceller.delay_ms == pytest.approx(100, abs=1.0)  # the path: kept, never re-learnt
+    assert canceller.resets == 0
+    assert canceller._run_shift * 1000 / RATE == pytest.approx(off_ms, abs=2.0)
+    first_db, second_db = canceller.run_reductions_db
+    assert second_db > 10.0 and second_db > first_db - 3.0, canceller.run_reductions_db

@@ -214,13 +214,18 @@ def test_without_levels_the_vad_onset_stands() -> None:
 
 
 def semantic(**kwargs: object) -> SpeechSegmenter:
+    """The flat rules (smart-turn's threshold, the eagerness timeout); combined=True below."""
+    kwargs.setdefault("combined", False)
     return SpeechSegmenter(SemanticVadConfig(refinement=None, **kwargs))  # type: ignore[arg-type]
 
 
 def test_semantic_asks_the_turn_detector_after_min_silence() -> None:
     seg = semantic(min_silence_ms=250)
     got = feed(seg, [1.0] * 10 + [0.0] * 8)
-    assert got[-1] == (17, EndOfTurnRequested(request_id=1, audio_start_ms=0, audio_end_ms=18 * 32))
+    assert got[-1] == (
+        17,
+        EndOfTurnRequested(request_id=1, audio_start_ms=0, audio_end_ms=18 * 32, speech_end_ms=320),
+    )
     assert seg.pending_request == 1
     # Only one request at a time.
     assert feed(seg, [0.0] * 5, start_frame=18) == []
@@ -242,7 +247,9 @@ def test_semantic_low_probability_waits_then_asks_again_then_times_out() -> None
     # i.e. at 1576 ms on the clock: the end of frame 49.
     got = feed(seg, [0.0] * 40, start_frame=18)
     asks = [(k, ev) for k, ev in got if isinstance(ev, EndOfTurnRequested)]
-    assert asks == [(49, EndOfTurnRequested(request_id=2, audio_start_ms=0, audio_end_ms=50 * 32))]
+    assert asks == [
+        (49, EndOfTurnRequested(request_id=2, audio_start_ms=0, audio_end_ms=50 * 32, speech_end_ms=320))
+    ]
     assert seg.end_of_turn_result(2, 0.1) == []
     got = feed(seg, [0.0] * 100, start_frame=58)
     stops = [(k, ev) for k, ev in got if isinstance(ev, SpeechStopped)]
@@ -290,7 +297,9 @@ def test_stale_answers_are_ignored_after_the_user_resumes() -> None:
     assert seg.end_of_turn_result(1, 0.99) == []
     assert seg.in_speech
     got = feed(seg, [0.0] * 8, start_frame=21)
-    assert events(got) == [EndOfTurnRequested(request_id=2, audio_start_ms=0, audio_end_ms=29 * 32)]
+    assert events(got) == [
+        EndOfTurnRequested(request_id=2, audio_start_ms=0, audio_end_ms=29 * 32, speech_end_ms=672)
+    ]
     assert seg.end_of_turn_result(2, 0.99)[0] == SpeechStopped(
         audio_end_ms=21 * 32, detected_at_ms=29 * 32, reason="end_of_turn", end_of_turn_probability=0.99
     )
@@ -407,3 +416,62 @@ def test_every_turn_ends_after_enough_silence(
     for k in range(n, n + 400):  # 12.8 s of silence, beyond every max wait
         seg.process(0.0, k * FRAME, (k + 1) * FRAME, -90.0)
     assert not seg.in_speech
+
+
+# --------------------------------------------------------------------------- semantic_vad, combined
+
+
+def combined(eagerness: str = "auto") -> SpeechSegmenter:
+    return SpeechSegmenter(SemanticVadConfig(refinement=None, eagerness=eagerness))  # type: ignore[arg-type]
+
+
+def test_combined_waits_for_the_pause_transcript_then_ends_on_a_complete_sentence() -> None:
+    seg = combined()
+    got = feed(seg, [1.0] * 10 + [0.0] * 8)  # speech ends at 320 ms; asked at 576 ms
+    (request,) = [ev for ev in events(got) if isinstance(ev, EndOfTurnRequested)]
+    assert request.speech_end_ms == 320
+    # smart-turn is sure, but the transcript is still being made: wait for it
+    assert seg.end_of_turn_result(request.request_id, 0.95, text_pending=True) == []
+    assert feed(seg, [0.0] * 5, start_frame=18) == []
+    # the text says "finished": the silence (about 420 ms) is past the budget at once
+    (stopped,) = seg.end_of_turn_result(request.request_id, None, text=0.9, text_pending=False)
+    assert isinstance(stopped, SpeechStopped) and stopped.reason == "end_of_turn"
+    assert stopped.detected_at_ms == 23 * 32 and stopped.end_of_turn_probability is not None
+
+
+def test_combined_unfinished_text_waits_longer_than_a_finished_one() -> None:
+    def end_at(text: float) -> int:
+        seg = combined()
+        got = feed(seg, [1.0] * 10 + [0.0] * 8)
+        (request,) = [ev for ev in events(got) if isinstance(ev, EndOfTurnRequested)]
+        seg.end_of_turn_result(request.request_id, 0.5, text=text, text_pending=False)
+        later = feed(seg, [0.0] * 200, start_frame=18)
+        stops = [ev for ev in events(later) if isinstance(ev, SpeechStopped)]
+        return stops[0].detected_at_ms - 320
+
+    finished, unsure, unfinished = end_at(0.9), end_at(0.5), end_at(0.1)
+    assert finished < unsure < unfinished
+    assert unfinished >= 900  # a mid-sentence pause of 0.9 s does not end the turn
+    assert unfinished <= 2600 + 32  # auto's budget ends it regardless
+
+
+def test_combined_eagerness_keeps_its_meaning() -> None:
+    def end_at(eagerness: str) -> int:
+        seg = combined(eagerness)
+        got = feed(seg, [1.0] * 10 + [0.0] * 8)
+        (request,) = [ev for ev in events(got) if isinstance(ev, EndOfTurnRequested)]
+        seg.end_of_turn_result(request.request_id, 0.4, text=0.4, text_pending=False)
+        later = feed(seg, [0.0] * 300, start_frame=18)
+        return next(ev for ev in events(later) if isinstance(ev, SpeechStopped)).detected_at_ms
+
+    assert end_at("high") < end_at("auto") < end_at("low")
+
+
+def test_combined_ignores_evidence_of_an_earlier_pause() -> None:
+    seg = combined()
+    got = feed(seg, [1.0] * 10 + [0.0] * 8)
+    (request,) = [ev for ev in events(got) if isinstance(ev, EndOfTurnRequested)]
+    feed(seg, [1.0] * 5, start_frame=18)  # the caller goes on
+    feed(seg, [0.0] * 3, start_frame=23)
+    assert seg.end_of_turn_result(request.request_id, 0.99, text=0.99, text_pending=False) == []
+    assert seg.in_speech

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import math
 import threading
 from collections import deque
@@ -61,10 +62,26 @@ __all__ = [
     "level_db",
 ]
 
+log = logging.getLogger("openrealtime.echo")
+
 NoiseReduction = Literal["near_field", "far_field"] | None
 FloatAudio = npt.NDArray[np.float32]
 
 _SILENCE_DB = -100.0
+_INF_DB = 100.0
+RUN_END_MS = 1000
+"""Playback silent this long ends a playback run (its echo reduction is logged)."""
+RUN_ESTIMATE_EVERY_MS = 64
+RUN_PAD_MS = 120
+"""Until a run's offset is measured its echo is predicted from the playback this much either
+side of where it was placed (runs measured live were off by -60 to +60 ms, rarely more)."""
+LEARN_PASSES = 3
+"""Times the audio already heard is run through the filter when the path is found or a run is
+moved: speex's adaptive filter needs seconds of echo to converge, and a short first answer
+piece would leave it unconverged at the start of the next."""
+PATHLESS_ESTIMATES = 3
+"""Estimates (every ``estimate_every_ms`` over ``estimate_window_ms``) that must find no echo
+before :attr:`EchoCanceller.no_echo_path` holds."""
 
 # speex_echo.h / speex_preprocess.h request codes
 _ECHO_SET_SAMPLING_RATE = 24
@@ -137,9 +154,14 @@ class EchoSettings:
     """Length of speex's adaptive filter: the room's reverberation after the estimated lag."""
     max_delay_ms: int = 400
     """Longest echo lag searched (network + playout buffer + loudspeaker + air)."""
-    lead_ms: int = 8
-    """The far end goes to the filter this much early, so a slightly late lag estimate still
-    leaves the echo inside the filter's causal window."""
+    lead_ms: int = 32
+    """The far end goes to the filter this much early, so a lag estimate up to this much late
+    still leaves the echo inside the filter's causal window."""
+    lag_tolerance_ms: float = 24.0
+    """A new lag estimate this close to the current one keeps the filter as it is: each answer
+    chunk after a playback underrun lands up to a client tick (20 ms) off its placement, and
+    restarting the filter for each would keep it from ever converging (the adaptive filter
+    follows such a shift within its window instead)."""
     echo_suppress_db: int = -40
     echo_suppress_active_db: int = -25
     noise_suppress_db: int = -3
@@ -155,10 +177,25 @@ class EchoSettings:
     """:meth:`EchoCanceller.different_talker`: share of talker frames a span needs."""
     talker_window_ms: float = 160.0
     """:meth:`EchoCanceller.gate` asks about this much audio up to the frame's end."""
+    cancellation_window_ms: float = 750.0
+    """Frames the achieved cancellation is measured over (its 25th percentile)."""
+    cancellation_decay_db_per_s: float = 2.0
+    """How fast the held cancellation gives way when the filter stops reaching it."""
+    sustained_ms: float = 320.0
+    sustained_excess_db: float = 4.0
+    """Fail-open: input whose filtered level stays, by its median over ``sustained_ms``, this
+    far above the predicted echo is a person, however the cancellation estimate stands (an
+    echo alone does not stay above its own prediction)."""
     far_active_db: float = -55.0
     """Playback quieter than this (dBFS) is treated as silence: no echo to predict."""
     estimate_every_ms: int = 250
     estimate_window_ms: int = 1000
+    run_search_ms: int = 300
+    """How far (either way) a playback run's own echo is searched around where its placement
+    and the echo path put it: a run placed after an underrun lands where the server's view of
+    the input clock was when it sent it, which is off the client's by the audio in flight."""
+    run_heard_ms: int = 400
+    """Echo of a run heard before its offset is estimated (and then held for the whole run)."""
 
     def __post_init__(self) -> None:
         if self.frame_ms <= 0 or self.tail_ms <= 0 or self.max_delay_ms < 0 or self.lead_ms < 0:
@@ -337,16 +374,33 @@ class EchoCanceller:
         self._far = np.zeros(0, dtype=np.float32)
         self._far_origin = 0
         self._far_stream: _PlaybackStream | None = None
+        self._run_shift = 0
+        """Samples the last playback run was found to be heard later than it was placed."""
+        self._run_search = round(s.run_search_ms * sample_rate / 1000)
+        self._run_heard = round(s.run_heard_ms * sample_rate / 1000)
         self._near = np.zeros(0, dtype=np.float32)  # raw microphone, ending at self._near_end
         self._near_end = 0
         self._lag: int | None = None
         self._candidate: int | None = None
         self._since_estimate = 0
         self._ratios: deque[float] = deque(maxlen=200)
-        self._reductions: deque[float] = deque(maxlen=round(1500 / s.frame_ms))
+        self._reductions: deque[float] = deque(maxlen=round(s.cancellation_window_ms / s.frame_ms))
+        self._held_cancellation = 0.0
+        """The best cancellation seen since the filter last started over, less a slow decay:
+        the caller's own voice (not cancelled) must not talk the estimate down, or a caller who
+        keeps talking would close the gate on themselves."""
+        self._excess: deque[float] = deque(maxlen=max(1, round(s.sustained_ms / s.frame_ms)))
         self._floor: deque[float] = deque(maxlen=64)
         self.frames: deque[EchoFrame] = deque(maxlen=round(4000 / s.frame_ms))
         self.resets = 0
+        self.run_reductions_db: list[float] = []
+        """Per finished playback run: the median echo reduction of the adaptive filter (dB)
+        over its frames where echo stood above the noise and the lag was known."""
+        self._run: list[float] = []
+        self._quiet_frames = 0
+        self._open = False
+        self._pathless = 0
+        """Delay estimates in a row that found no echo of loud playback in the input at all."""
 
     # ------------------------------------------------------------------ inspection
 
@@ -367,9 +421,14 @@ class EchoCanceller:
         """How much the adaptive filter surely takes off echo now: the 25th percentile of the
         level reduction over the last 1.5 s of frames where echo stood well above the noise
         (0 until the lag is known: an unconverged filter takes off nothing)."""
-        if len(self._reductions) < 8:
-            return 0.0
-        return float(np.percentile(np.asarray(self._reductions), 25))
+        return self._held_cancellation
+
+    @property
+    def no_echo_path(self) -> bool:
+        """No lag found and :data:`PATHLESS_ESTIMATES` estimates in a row saw no echo of loud
+        playback (a client with its own echo cancellation, or not playing): nothing to tell a
+        talker from, so the gate stays open rather than predict an echo that never comes."""
+        return self._lag is None and self._pathless >= PATHLESS_ESTIMATES
 
     @property
     def noise_floor_db(self) -> float:
@@ -397,12 +456,25 @@ class EchoCanceller:
         )
         if not continues:
             if stream is not None:
-                self._place(stream.flush(), stream.position)
+                self._place(stream.flush(), stream.position + stream.shift)
             begin = at_ms if at_ms is not None else (stream.next_ms if stream is not None else 0.0)
             stream = self._far_stream = _PlaybackStream(rate, self.sample_rate, begin)
+            stream.shift = self._run_shift  # the last run's offset: the best guess until measured
+            stream.held = self._lag is None  # the run that finds the echo path defines its offset
         assert stream is not None
         out, position = stream.push(audio)
-        self._place(out, position)
+        self._place(out, position + stream.shift)
+
+    def cut(self, at_ms: float) -> None:
+        """Playback stopped at ``at_ms`` on the input clock (barge-in, cleared): what was placed
+        after it will not be heard, so it predicts no echo."""
+        stream = self._far_stream
+        if stream is not None:
+            self._place(stream.flush(), stream.position + stream.shift)
+            self._far_stream = None
+        keep = round(at_ms * self.sample_rate / 1000) - self._far_origin
+        if keep < self._far.size:
+            self._far = self._far[: max(keep, 0)].copy()
 
     def _place(self, audio: FloatAudio, start: int) -> None:
         if audio.size == 0:
@@ -449,22 +521,35 @@ class EchoCanceller:
         end = start + n
         self._remember_near(near, end)
         self._since_estimate += n
-        if self._since_estimate * 1000 >= self.settings.estimate_every_ms * self.sample_rate:
+        # a run's offset is looked for every few frames: until it is found the gate is strict
+        every_ms = self.settings.estimate_every_ms if self._lag is None else RUN_ESTIMATE_EVERY_MS
+        if self._since_estimate * 1000 >= every_ms * self.sample_rate:
             self._since_estimate = 0
-            self._update_lag(end)
+            if self._lag is None:
+                self._update_lag(end)
+            else:
+                self._update_run_offset(end)
         near_db = level_db(near)
         start_ms, end_ms = start * 1000 / self.sample_rate, end * 1000 / self.sample_rate
         # the playback that can be in this frame: the lag's window, or every lag until known
+        unsure = self._run_unsure(start)
         if self._lag is not None:
-            window = self._far_slice(start - self._lag - self._tail, end - self._lag + self._lead)
+            # a run whose offset is not yet measured may be heard up to run_search either way
+            pad = round(RUN_PAD_MS * self.sample_rate / 1000) if unsure else 0
+            window = self._far_slice(start - self._lag - self._tail - pad, end - self._lag + self._lead + pad)
         else:
             window = self._far_slice(start - self._max_lag - self._tail, end)
         far_db = self._window_level(window)
         if far_db < self.settings.far_active_db:
+            self._quiet_frames += 1
+            if self._quiet_frames * self.settings.frame_ms >= RUN_END_MS:
+                self.end_run()
             self._floor.append(near_db)
+            self._excess.append(_INF_DB if near_db > self._floor_gate() else -_INF_DB)
             frame = EchoFrame(start_ms, end_ms, near_db, near_db, None, near_db > self._floor_gate())
             self.frames.append(frame)
             return near
+        self._quiet_frames = 0
         lag = self._lag if self._lag is not None else 0
         far = self._far_slice(start - lag + self._lead, end - lag + self._lead)
         linear16, cleaned16 = self._speex.process(_to_int16(near), _to_int16(far))
@@ -472,16 +557,35 @@ class EchoCanceller:
         out_db = level_db(cleaned)
         linear_db = level_db(linear16.astype(np.float32) / 32768.0)
         predicted = far_db + self.echo_return_loss_db
-        allowed = min(self.cancellation_db - self.settings.talker_guard_db, self.settings.talker_margin_db)
+        # a run not yet placed where it is heard may be cancelled far less than the filter did
+        cancellation = 0.0 if unsure else self.cancellation_db
+        allowed = min(cancellation - self.settings.talker_guard_db, self.settings.talker_margin_db)
         talker = linear_db > predicted - allowed and linear_db > self._floor_gate()
-        if self._lag is not None:  # before the lag is known, ratios would mix in pre-echo frames
+        if self._lag is not None and not unsure:  # else ratios would mix in pre-echo frames
             self._ratios.append(near_db - far_db)
             if near_db > self._floor_gate():  # echo well above the noise: cancellation shows
                 self._reductions.append(near_db - linear_db)
+                self._run.append(near_db - linear_db)
+                self._update_cancellation()
+        self._excess.append(linear_db - predicted if linear_db > self._floor_gate() else -_INF_DB)
         self.frames.append(
             EchoFrame(start_ms, end_ms, near_db, out_db, predicted, talker, linear_db, allowed)
         )
         return cleaned
+
+    def _update_cancellation(self) -> None:
+        decay = self.settings.cancellation_decay_db_per_s * self.settings.frame_ms / 1000
+        held = max(0.0, self._held_cancellation - decay)
+        if len(self._reductions) >= 8:
+            held = max(held, float(np.percentile(np.asarray(self._reductions), 25)))
+        self._held_cancellation = held
+
+    def sustained_talker(self) -> bool:
+        """The fail-open check: the last ``sustained_ms`` of filtered input stayed, in median,
+        ``sustained_excess_db`` above the predicted echo."""
+        if len(self._excess) < (self._excess.maxlen or 1):
+            return False
+        return float(np.median(np.asarray(self._excess))) > self.settings.sustained_excess_db
 
     def _window_level(self, window: FloatAudio) -> float:
         """Loudest frame-sized block of the playback window, in dBFS."""
@@ -506,10 +610,14 @@ class EchoCanceller:
             return
         far = self._far_slice(end - self._window - self._max_lag, end)
         found = self._estimator.estimate(self._near, far)
+        if found is not None and found[1] < 8.0 and self._lag is None and self._candidate is None:
+            self._pathless += 1  # playback, input, and nothing of one in the other
+        elif found is not None:
+            self._pathless = 0
         if found is None or found[1] < 8.0:
             return
         lag, confidence = found
-        close = self.frame_samples // 8
+        close = round(self.settings.lag_tolerance_ms * self.sample_rate / 1000)
         if self._lag is not None and abs(lag - self._lag) <= close:
             self._candidate = None
             return
@@ -520,13 +628,87 @@ class EchoCanceller:
         else:
             self._candidate = lag
 
+    def _run_unsure(self, start: int) -> bool:
+        """Whether input sample ``start`` can hold echo of a run whose offset is not measured."""
+        run = self._far_stream
+        if self._lag is None or run is None or run.held:
+            return False
+        return start - self._lag >= run.start + run.shift - self._run_search - self._tail
+
+    def _learn_path(self, end: int, samples: int) -> None:
+        """Run the last ``samples`` of input before the frame ending at ``end`` through the
+        filter with the playback where it now sits, so the filter goes on from a path learnt
+        on audio already heard instead of learning it from the next frames."""
+        assert self._lag is not None
+        n = self.frame_samples
+        usable = min(samples, self._near.size - n) // n * n
+        if usable <= 0:
+            return
+        history = self._near[self._near.size - n - usable : self._near.size - n]
+        first = end - n - usable
+        for _ in range(LEARN_PASSES):
+            for i in range(0, usable, n):
+                at = first + i - self._lag + self._lead
+                self._speex.process(_to_int16(history[i : i + n]), _to_int16(self._far_slice(at, at + n)))
+
+    def _update_run_offset(self, end: int) -> None:
+        """Once ``run_heard_ms`` of the current run's echo has come back, find where it really
+        is (GCC-PHAT over that run's playback alone, within ``run_search_ms`` of its
+        placement), move the run there and hold it: the adaptive filter keeps one echo path
+        for the session and sees a far end that is continuous for the whole run, instead of
+        re-learning after every re-placement."""
+        run = self._far_stream
+        assert self._lag is not None
+        if run is None or run.held:
+            return
+        heard = end - (run.start + run.shift + self._lag)
+        if heard < self._run_heard or self._near.size < self._run_heard:
+            return
+        window = min(heard, self._near.size, self._window)
+        search = self._run_search
+        reach = self._lag - search  # echo of far[t] expected at t + lag: search lag +- search
+        far = run.played(end - window - 2 * search - reach, end - reach)
+        found = EchoDelayEstimator(self.sample_rate, 2 * search, window).estimate(self._near[-window:], far)
+        if found is None or found[1] < 8.0:
+            run.tries += 1
+            if run.tries >= 8:  # not near where the path puts it: look for the path anew
+                lag = self._lag
+                self._update_lag(end)
+                if self._lag != lag:
+                    run.hold()
+            return
+        moved = found[0] - search
+        log.debug(
+            "playback run offset %+.0f ms (confidence %.1f), held for the run",
+            (run.shift + moved) * 1000 / self.sample_rate,
+            found[1],
+        )
+        if moved:
+            self._unplace(run)
+            run.shift += moved
+            self._place(run.played(run.start + run.shift, run.position + run.shift), run.start + run.shift)
+            self._learn_path(end, heard)
+        run.hold()
+        self._run_shift = run.shift
+
+    def _unplace(self, run: _PlaybackStream) -> None:
+        a = max(run.start + run.shift - self._far_origin, 0)
+        b = min(run.position + run.shift - self._far_origin, self._far.size)
+        if b > a:
+            self._far[a:b] = 0.0
+
     def _set_lag(self, lag: int) -> None:
+        log.debug("echo lag %s -> %.0f ms", self.delay_ms, lag * 1000 / self.sample_rate)
         if self._lag is not None:
             self._speex.reset()
             self.resets += 1
+        first = self._lag is None
         self._lag = lag
-        self._ratios.clear()
+        if first:
+            self._learn_path(self._near_end, self._window)
+        # the echo's level does not depend on its lag: the return loss is kept
         self._reductions.clear()
+        self._held_cancellation = 0.0
 
     def _trim(self) -> None:
         drop = (self._near_end - self._keep) - self._far_origin
@@ -544,6 +726,8 @@ class EchoCanceller:
         off (see the module docs) and above the noise floor. Power over the span rather than
         frame votes: a talker's syllables carry it, single frames of echo leak do not.
         """
+        if self.no_echo_path:
+            return True
         frames = [
             f
             for f in self.frames
@@ -562,11 +746,40 @@ class EchoCanceller:
         the caller is the only source, 0 while playback could be echoing and the last
         ``talker_window_ms`` do not hold a different talker. Feeding gated probabilities
         keeps the segmenter as it is and makes ``speech_started`` wait for the check."""
-        if self.different_talker(end_ms - self.settings.talker_window_ms, end_ms):
+        sustained = self.sustained_talker()
+        if sustained or self.different_talker(end_ms - self.settings.talker_window_ms, end_ms):
+            if not self._open and probability >= 0.5:
+                self._open = True
+                log.debug(
+                    "echo gate opens at %.0f ms (%s): lag %s ms, return loss %.1f dB, cancellation %.1f dB",
+                    end_ms,
+                    "sustained" if sustained else "no echo path" if self.no_echo_path else "different talker",
+                    None if self._lag is None else round(self._lag * 1000 / self.sample_rate),
+                    self.echo_return_loss_db,
+                    self.cancellation_db,
+                )
             return probability
+        self._open = False
         return 0.0
 
+    def end_run(self) -> None:
+        """The playback run is over: log (and keep) the echo reduction it achieved."""
+        if not self._run:
+            return
+        reduction = float(np.median(np.asarray(self._run)))
+        self.run_reductions_db.append(reduction)
+        log.debug(
+            "echo run over: %d frames, reduction %.1f dB, lag %s ms, resets %d, offset %+.0f ms",
+            len(self._run),
+            reduction,
+            None if self._lag is None else round(self._lag * 1000 / self.sample_rate),
+            self.resets,
+            self._run_shift * 1000 / self.sample_rate,
+        )
+        self._run = []
+
     def close(self) -> None:
+        self.end_run()
         self._speex.close()
 
 
@@ -577,7 +790,14 @@ class _PlaybackStream:
         self.rate = rate
         self.out_rate = out_rate
         self.next_ms = start_ms
-        self.position = round(start_ms * out_rate / 1000)  # input sample of the next output
+        self.start = round(start_ms * out_rate / 1000)  # input sample where it was placed
+        self.position = self.start  # input sample of the next output
+        self.shift = 0
+        """Samples the run is heard later than placed (its measured offset, once held)."""
+        self.held = False
+        self.tries = 0
+        """Estimates of its offset that found nothing within ``run_search_ms``."""
+        self._audio: list[FloatAudio] = []
         self._resampler = StreamingResampler(rate, out_rate) if rate != out_rate else None
 
     def push(self, audio: FloatAudio) -> tuple[FloatAudio, int]:
@@ -587,7 +807,26 @@ class _PlaybackStream:
         )
         position = self.position
         self.position += out.size
+        if not self.held:  # kept until its offset is measured
+            self._audio.append(out)
         return out, position
+
+    def hold(self) -> None:
+        """The run's offset is measured: keep it (and no longer the audio)."""
+        self.held = True
+        self._audio = []
+
+    def played(self, start: int, end: int) -> FloatAudio:
+        """This run's audio for input samples ``[start, end)`` at its current offset (zeros
+        outside it)."""
+        out = np.zeros(max(end - start, 0), dtype=np.float32)
+        audio = np.concatenate(self._audio) if self._audio else np.zeros(0, dtype=np.float32)
+        self._audio = [audio]
+        begin = self.start + self.shift
+        a, b = max(start, begin), min(end, begin + audio.size)
+        if b > a:
+            out[a - start : b - start] = audio[a - begin : b - begin]
+        return out
 
     def flush(self) -> FloatAudio:
         if self._resampler is None:

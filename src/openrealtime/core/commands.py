@@ -81,6 +81,27 @@ class SpeechStarted:
     audio_start_ms: int
     language: str | None = None
     prompt: str | None = None
+    held: bool = False
+    """The speech began while the answer plays: report its transcript (``HeldSpeechHeard``)
+    until it is decided (core/backchannels.py)."""
+
+
+@dataclass(frozen=True)
+class HeldSpeechDropped:
+    """Held speech was a backchannel: drop its transcription."""
+
+    item_id: str
+
+
+@dataclass(frozen=True)
+class TranscribeHeld:
+    """Held speech ended: transcribe exactly ``[start_ms, end_ms)`` (its onset to its end, on
+    the input clock) and report it as ``HeldSpeechHeard``, whatever the pass finds (no words
+    for a cough) or if it fails (no words)."""
+
+    item_id: str
+    start_ms: float
+    end_ms: float
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,8 @@ class PredictEndOfTurn:
     request_id: int
     audio_start_ms: int
     audio_end_ms: int
+    speech_end_ms: int | None = None
+    """Where the speech before the pause ended (prosody is measured up to here)."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +187,8 @@ Command = (
     | InputAppended
     | SpeechStarted
     | PredictEndOfTurn
+    | HeldSpeechDropped
+    | TranscribeHeld
     | InputCommitted
     | ResponseFinished
     | InputBufferCleared

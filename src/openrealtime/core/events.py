@@ -218,6 +218,8 @@ class VadFrame:
     start_ms: float
     end_ms: float
     level_db: float | None = None
+    assistant_audible: bool = False
+    """The answer may be playing at the caller's end during this frame (core/backchannels.py)."""
 
 
 @dataclass(frozen=True)
@@ -228,9 +230,25 @@ class SpeechProbabilities:
 
 
 @dataclass(frozen=True)
+class HeldSpeechHeard:
+    """The transcript of held speech over ``TranscribeHeld``'s span, which ended at ``end_ms``."""
+
+    item_id: str
+    text: str
+    end_ms: float
+
+
+@dataclass(frozen=True)
 class EndOfTurnPredicted:
+    """Evidence for the pause that ``request_id`` asked about: smart-turn's score (``None``:
+    none new), the completeness of the pause's transcript and the prosody at its end (each a
+    probability that the turn is over), and whether that transcript is still being made."""
+
     request_id: int
-    probability: float
+    probability: float | None
+    text: float | None = None
+    prosody: float | None = None
+    text_pending: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -269,6 +287,7 @@ Result = (
     | ImageAnalyzed
     | SpeechProbabilities
     | EndOfTurnPredicted
+    | HeldSpeechHeard
     | CallerAudio
     | IdleTimeout
     | SessionExpired

@@ -15,17 +15,19 @@ from collections.abc import Callable
 from ..protocol import server_events as se
 from ..protocol.errors import RealtimeError
 from ..protocol.items import item_to_wire
-from . import turns
+from . import backchannels, turns
 from .commands import (
+    HeldSpeechDropped,
     InputAppended,
     InputBufferCleared,
     InputCommitted,
     PredictEndOfTurn,
     SpeechStarted,
+    TranscribeHeld,
     TranscribeItem,
 )
 from .conversation import PCM_BYTES_PER_MS, AudioTrack
-from .events import EndOfTurnPredicted, PcmAudio, SpeechProbabilities
+from .events import EndOfTurnPredicted, HeldSpeechHeard, PcmAudio, SpeechProbabilities
 from .items import pcm_bytes, user_audio_message
 from .state import SessionState, TurnPhase, TurnTrigger, transition
 
@@ -42,19 +44,25 @@ class InputTurns:
         *,
         on_speech_started: Callable[[], None],
         on_turn_committed: Callable[[], None],
+        answering: Callable[[], bool] = lambda: False,
     ) -> None:
         self.state = state
         self.on_speech_started = on_speech_started
         """Called right after ``speech_started`` is emitted (barge-in)."""
         self.on_turn_committed = on_turn_committed
         """Called after turn detection committed a turn."""
+        self.answering = answering
+        """Whether the default response is being generated (speech now may be a backchannel)."""
         self.buffer = bytearray()
         self.total_ms = 0.0
+        self.last_frame_end_ms = 0.0
         """The input clock: milliseconds of audio appended since the session started."""
         self.phase = TurnPhase.LISTENING
         self.turn_item_id: str | None = None
         """The user item id announced by ``speech_started`` (or the idle timeout)."""
         self.segmenter: turns.SpeechSegmenter | None = None
+        self.held: backchannels.HeldSpeech | None = None
+        """Speech heard while the answer plays, not yet known to be a bid for the turn."""
         self.refusing_caller_audio = False
         """Caller audio is being dropped because the buffer is full (reported once)."""
         self.configure()
@@ -80,6 +88,7 @@ class InputTurns:
         if detection is None:
             if self.segmenter is not None:
                 self.segmenter = None
+                self.held = None
                 self._move(TurnTrigger.DETECTION_OFF)
             return
         config = turns.config_for(detection)
@@ -144,6 +153,7 @@ class InputTurns:
         self._move(TurnTrigger.COMMITTED)
         if self.segmenter is not None:
             self.segmenter.reset(self.total_ms)
+        self.held = None
 
     def clear(self) -> None:
         """``input_audio_buffer.clear``."""
@@ -151,6 +161,7 @@ class InputTurns:
         self._move(TurnTrigger.CLEARED)
         if self.segmenter is not None:
             self.segmenter.reset(self.total_ms)
+        self.held = None
         self.state.command(InputBufferCleared())
         self.state.emit(se.InputAudioBufferCleared())
 
@@ -198,20 +209,86 @@ class InputTurns:
             for event in self.segmenter.process(
                 frame.probability, frame.start_ms, frame.end_ms, frame.level_db
             ):
-                self._segmented(event)
+                self._segmented(event, audible=frame.assistant_audible)
+            self.last_frame_end_ms = frame.end_ms
+            if self.held is not None:
+                self._judge_held()
+
+    def held_speech_heard(self, result: HeldSpeechHeard) -> None:
+        if self.held is not None and self.held.item_id == result.item_id:
+            self.held.heard(result.text, result.end_ms)
+            self._judge_held()
+
+    def _judge_held(self) -> None:
+        """Ask for the held speech's transcript once it ended, and carry out its verdict once
+        there is one (a turn end found meanwhile waits in ``held.stopped``)."""
+        held, segmenter = self.held, self.segmenter
+        if held is None or segmenter is None:
+            return
+        span = held.span_to_transcribe(segmenter)
+        if span is not None:
+            self.state.command(TranscribeHeld(held.item_id, *span))
+        verdict = backchannels.decide(held, segmenter, self.last_frame_end_ms)
+        if verdict is backchannels.Verdict.UNDECIDED:
+            return
+        self.held = None
+        if verdict is backchannels.Verdict.INTERRUPTION:
+            self._announce(held.item_id, held.started.audio_start_ms)
+            if held.stopped is not None:
+                self._stop(held.stopped)
+            return
+        if held.stopped is None:
+            segmenter.reset()
+        self.state.command(HeldSpeechDropped(held.item_id))
+
+    def _holds(self, audible: bool) -> bool:
+        """Speech now is held: semantic_vad, barge-in on, and an answer is heard or generated."""
+        detection = self.state.session.audio.input.turn_detection
+        return (
+            (audible or self.answering())
+            and detection is not None
+            and detection.type == "semantic_vad"
+            and detection.interrupt_response
+        )
 
     def end_of_turn(self, result: EndOfTurnPredicted) -> None:
         if self.segmenter is None or self.state.closed:
             return
-        for event in self.segmenter.end_of_turn_result(result.request_id, result.probability):
+        for event in self.segmenter.end_of_turn_result(
+            result.request_id,
+            result.probability,
+            text=result.text,
+            prosody=result.prosody,
+            text_pending=result.text_pending,
+        ):
             self._segmented(event)
 
-    def _segmented(self, event: turns.SegmenterEvent) -> None:
+    def _stop(self, event: turns.SpeechStopped) -> None:
+        """``speech_stopped``: the turn is committed up to where its end was decided."""
+        state = self.state
+        item_id = self.turn_item_id or state.new_id("item_")
+        self.turn_item_id = item_id
+        state.emit(se.InputAudioBufferSpeechStopped(audio_end_ms=event.audio_end_ms, item_id=item_id))
+        end_byte = int((event.detected_at_ms - self.buffer_start_ms) * PCM_BYTES_PER_MS)
+        self._commit(end_byte, by_vad=True)
+        self._move(TurnTrigger.SPEECH_STOPPED)
+        self.on_turn_committed()
+
+    def _announce(self, item_id: str, audio_start_ms: int) -> None:
+        """``speech_started`` (and barge-in) for a turn whose transcription already runs."""
+        self._move(TurnTrigger.SPEECH_STARTED)
+        self.turn_item_id = item_id
+        self.state.emit(se.InputAudioBufferSpeechStarted(audio_start_ms=audio_start_ms, item_id=item_id))
+        self.on_speech_started()
+
+    def _segmented(self, event: turns.SegmenterEvent, *, audible: bool = False) -> None:
         state = self.state
         if isinstance(event, turns.SpeechStarted):
-            self._move(TurnTrigger.SPEECH_STARTED)
-            item_id = self.turn_item_id = state.new_id("item_")
-            state.emit(se.InputAudioBufferSpeechStarted(audio_start_ms=event.audio_start_ms, item_id=item_id))
+            if self.held is not None:  # new speech after a turn end that awaits its verdict
+                state.command(HeldSpeechDropped(self.held.item_id))
+                self.held = None
+            item_id = state.new_id("item_")
+            held = self._holds(audible)
             transcription = state.session.audio.input.transcription
             state.command(
                 SpeechStarted(
@@ -219,23 +296,26 @@ class InputTurns:
                     audio_start_ms=event.audio_start_ms,
                     language=transcription.language if transcription else None,
                     prompt=transcription.prompt if transcription else None,
+                    held=held,
                 )
             )
-            self.on_speech_started()
+            if held:
+                self.held = backchannels.HeldSpeech(item_id, event)
+            else:
+                self._announce(item_id, event.audio_start_ms)
         elif isinstance(event, turns.SpeechStopped):
-            item_id = self.turn_item_id or state.new_id("item_")
-            self.turn_item_id = item_id
-            state.emit(se.InputAudioBufferSpeechStopped(audio_end_ms=event.audio_end_ms, item_id=item_id))
-            end_byte = int((event.detected_at_ms - self.buffer_start_ms) * PCM_BYTES_PER_MS)
-            self._commit(end_byte, by_vad=True)
-            self._move(TurnTrigger.SPEECH_STOPPED)
-            self.on_turn_committed()
+            if self.held is not None:
+                self.held.stopped = event
+                self._judge_held()
+                return
+            self._stop(event)
         else:
             state.command(
                 PredictEndOfTurn(
                     request_id=event.request_id,
                     audio_start_ms=event.audio_start_ms,
                     audio_end_ms=event.audio_end_ms,
+                    speech_end_ms=event.speech_end_ms,
                 )
             )
 
@@ -255,6 +335,7 @@ class InputTurns:
         self._move(TurnTrigger.COMMITTED)
         if self.segmenter is not None:
             self.segmenter.reset(self.total_ms)
+        self.held = None
         return True
 
 

@@ -36,6 +36,7 @@ from .events import (
     EndOfTurnPredicted,
     GenerationFailed,
     GenerationFinished,
+    HeldSpeechHeard,
     IdleTimeout,
     ImageAnalyzed,
     McpCallDone,
@@ -98,7 +99,10 @@ class SessionCore:
         )
         self.mcp = Mcp(self.state, self.responses)
         self.input = InputTurns(
-            self.state, on_speech_started=self._speech_started, on_turn_committed=self._turn_committed
+            self.state,
+            on_speech_started=self._speech_started,
+            on_turn_committed=self._turn_committed,
+            answering=lambda: self.responses.active_default is not None,
         )
 
     # ------------------------------------------------------------------ reading
@@ -249,6 +253,8 @@ class SessionCore:
                 self.input.speech_probabilities(result)
             case EndOfTurnPredicted():
                 self.input.end_of_turn(result)
+            case HeldSpeechHeard():
+                self.input.held_speech_heard(result)
             case CallerAudio():
                 if not self.state.closed:
                     self.input.caller_audio(result.pcm)

@@ -32,27 +32,14 @@ Decisions (both modes)
   if ``None``). Whatever the detector says, ``silence >= max_silence_ms`` ends the turn (reason
   ``max_silence``). Eagerness sets the defaults: low 8 s / 0.7, medium and auto 4 s / 0.5,
   high 2 s / 0.3 (max silence / probability threshold). Answers to a request made before the
-  user resumed speaking, or after :meth:`~SpeechSegmenter.reset`, are ignored.
+  user resumed speaking, or after :meth:`~SpeechSegmenter.reset`, are ignored. With
+  ``combined=True`` (the default) the flat threshold and timeout give way to the evidence of
+  each pause and its silence budget (core/pause_evidence.py).
 
 Reported edges
 --------------
-Silero decides well *whether* someone speaks, but its edges are late (measured on the
-shared real-speech clips): it misses weak word-initial fricatives ("four", "five", "seven":
-140 to 160 ms late in room noise), and its probability stays high for 50 to 170 ms (mean about
-100 ms) after speech ends. :class:`EdgeRefinement` corrects the reported edges:
-
-* the onset moves back over contiguous frames just before it whose level is at least
-  ``margin_db`` above the noise floor (at most ``onset_lookback_ms``). Levels come with the
-  frames (:attr:`~openrealtime.audio.resample.AudioFrame.level_db`, pre-emphasised so that
-  fricatives count and rumble does not); the floor is the median level of the last
-  ``floor_frames`` idle non-speech frames. Without levels or a floor, the VAD's onset stands.
-* the end of speech is reported ``end_compensation_ms`` before the VAD's end (never before
-  the onset): the model's release lag is a property of the model, so a constant corrects it
-  more robustly than the signal level, which in real rooms often does not fall at the end of
-  a word.
-
-Refinement only changes reported times, never when events fire; ``refinement=None`` reports
-the VAD's raw edges.
+Silero's edges are late; :class:`~openrealtime.core.edges.EdgeRefinement` corrects the
+reported ones (its module says how and by how much).
 
 * :class:`SpeechStarted`: ``speech_start_ms`` = the onset; ``audio_start_ms = max(onset -
   prefix_padding_ms, buffer_start_ms)``, floored.
@@ -74,7 +61,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..engines.turn.end_of_turn import EndOfTurnPolicy
 from ..protocol.session import SemanticVad, ServerVad
+from .edges import EdgeRefinement
+from .pause_evidence import PauseEvidence
 
 __all__ = [
     "EAGERNESS_DEFAULTS",
@@ -106,22 +96,6 @@ EAGERNESS_DEFAULTS: dict[Eagerness, tuple[int, float]] = {
 
 _EPS = 1e-6
 _HISTORY_FRAMES = 32
-
-
-@dataclass(frozen=True)
-class EdgeRefinement:
-    """How reported edges are refined from frame levels (see the module docs)."""
-
-    margin_db: float = 12.0
-    onset_lookback_ms: float = 160.0
-    floor_frames: int = 31
-    end_compensation_ms: float = 96.0
-
-    def __post_init__(self) -> None:
-        if self.margin_db <= 0 or self.onset_lookback_ms < 0 or self.end_compensation_ms < 0:
-            raise ValueError("margin_db must be positive, lookback and compensation non-negative")
-        if self.floor_frames < 1:
-            raise ValueError("floor_frames must be at least 1")
 
 
 def _check_common(threshold: float, negative_threshold: float | None, prefix: int, min_speech: int) -> None:
@@ -178,6 +152,8 @@ class SemanticVadConfig:
     max_silence_ms: int | None = None
     retry_interval_ms: int | None = 1000
     refinement: EdgeRefinement | None = field(default_factory=EdgeRefinement)
+    combined: bool = True
+    """Decide by the evidence and its silence budget (else the flat threshold and timeout)."""
 
     def __post_init__(self) -> None:
         _check_common(
@@ -241,6 +217,8 @@ class EndOfTurnRequested:
     request_id: int
     audio_start_ms: int
     audio_end_ms: int
+    speech_end_ms: int | None = None
+    """Where the speech before the pause ended (the prosody is measured up to here)."""
 
 
 SegmenterEvent = SpeechStarted | SpeechStopped | EndOfTurnRequested
@@ -274,6 +252,7 @@ class _Turn:
     retry_after_silence_ms: float = 0.0
     end_of_turn_probability: float | None = None
     decided: bool = False
+    pause: PauseEvidence | None = None
 
 
 class SpeechSegmenter:
@@ -288,6 +267,7 @@ class SpeechSegmenter:
         self._next_request_id = 1
         self._history: deque[_Frame] = deque(maxlen=_HISTORY_FRAMES)
         self._floor_levels: deque[float] = deque(maxlen=self._floor_frames())
+        self._policy = _policy_of(self._config)
 
     # ------------------------------------------------------------------ inspection
 
@@ -307,6 +287,11 @@ class SpeechSegmenter:
     def in_speech(self) -> bool:
         """True between ``SpeechStarted`` and ``SpeechStopped``."""
         return self._turn is not None
+
+    @property
+    def speech_end_ms(self) -> float | None:
+        """Where the turn's speech was last heard (None outside a turn)."""
+        return self._turn.speech_end_ms if self._turn is not None else None
 
     @property
     def buffer_start_ms(self) -> float:
@@ -331,12 +316,14 @@ class SpeechSegmenter:
     def update_config(self, config: SegmenterConfig) -> None:
         """Apply a ``session.update`` mid-stream; a turn in progress continues under it."""
         self._config = config
+        self._policy = _policy_of(config)
         if self._floor_levels.maxlen != self._floor_frames():
             self._floor_levels = deque(self._floor_levels, maxlen=self._floor_frames())
         if self._turn is not None:
             self._turn.pending_request = None
             self._turn.decided = False
             self._turn.retry_after_silence_ms = 0.0
+            self._turn.pause = None
 
     def set_buffer_start(self, ms: float) -> None:
         """The input buffer now starts at ``ms`` (manual commit or clear); prefixes clamp here."""
@@ -402,10 +389,22 @@ class SpeechSegmenter:
             self._silence_frame(turn, end_ms, events)
         return events
 
-    def end_of_turn_result(self, request_id: int, probability: float) -> list[SegmenterEvent]:
-        """Feed back the turn detector's answer to :class:`EndOfTurnRequested` ``request_id``."""
+    def end_of_turn_result(
+        self,
+        request_id: int,
+        probability: float | None,
+        *,
+        text: float | None = None,
+        prosody: float | None = None,
+        text_pending: bool | None = None,
+    ) -> list[SegmenterEvent]:
+        """Feed back the turn detector's answer to :class:`EndOfTurnRequested` ``request_id``;
+        for the combined policy also the pause's text completeness, prosody and whether its
+        transcript is still being made, in one answer or several (``probability=None``)."""
         turn = self._turn
-        if turn is None or turn.pending_request != request_id:
+        if turn is not None and turn.pause is not None:
+            return self._evidence(turn, turn.pause, request_id, probability, text, prosody, text_pending)
+        if turn is None or turn.pending_request != request_id or probability is None:
             return []
         turn.pending_request = None
         turn.end_of_turn_probability = probability
@@ -427,6 +426,39 @@ class SpeechSegmenter:
     def _floor_frames(self) -> int:
         refinement = self._config.refinement
         return refinement.floor_frames if refinement is not None else 1
+
+    def _evidence(
+        self,
+        turn: _Turn,
+        pause: PauseEvidence,
+        request_id: int,
+        probability: float | None,
+        text: float | None,
+        prosody: float | None,
+        text_pending: bool | None,
+    ) -> list[SegmenterEvent]:
+        """Merge an answer into the pause's evidence; end the turn if its silence suffices."""
+        if turn.silence_start_ms is None or not pause.belongs(request_id):
+            return []
+        now = self._last_end_ms or 0.0
+        if probability is not None:
+            turn.end_of_turn_probability = probability
+            if turn.pending_request == request_id:
+                turn.pending_request = None
+                retry = (
+                    self._config.retry_interval_ms if isinstance(self._config, SemanticVadConfig) else None
+                )
+                turn.retry_after_silence_ms = math.inf if retry is None else self._silence(turn, now) + retry
+        pause.merge(smart_turn=probability, text=text, prosody=prosody, text_pending=text_pending)
+        if turn.resume_onset_ms is None and pause.ends(self._silence(turn, now)):
+            return [self._stop(turn, now, "end_of_turn")]
+        return []
+
+    @staticmethod
+    def _silence(turn: _Turn, end_ms: float) -> float:
+        """Silence since the (refined) end of speech, not since the VAD's late release."""
+        assert turn.silence_start_ms is not None
+        return end_ms - min(turn.silence_start_ms, turn.reported_end_ms)
 
     def _idle_frame(self, p: float, frame: _Frame, events: list[SegmenterEvent]) -> None:
         cfg = self._config
@@ -488,6 +520,9 @@ class SpeechSegmenter:
         turn.decided = False
         turn.end_of_turn_probability = None
         turn.retry_after_silence_ms = 0.0
+        if self._policy is not None:
+            turn.pause = turn.pause or PauseEvidence(self._policy)
+            turn.pause.start(self._next_request_id)
 
     def _resume(self, turn: _Turn, end_ms: float) -> None:
         turn.silence_start_ms = None
@@ -498,17 +533,20 @@ class SpeechSegmenter:
 
     def _silence_frame(self, turn: _Turn, end_ms: float, events: list[SegmenterEvent]) -> None:
         assert turn.silence_start_ms is not None
-        # silence counts from the (refined) end of speech, not from the VAD's late release
-        silence = end_ms - min(turn.silence_start_ms, turn.reported_end_ms)
+        silence = self._silence(turn, end_ms)
         cfg = self._config
         if isinstance(cfg, ServerVadConfig):
             if silence >= cfg.silence_duration_ms - _EPS:
                 events.append(self._stop(turn, end_ms, "silence"))
             return
-        if turn.decided:
+        if turn.pause is not None:
+            if turn.pause.ends(silence):
+                events.append(self._stop(turn, end_ms, "end_of_turn"))
+                return
+        elif turn.decided:
             events.append(self._stop(turn, end_ms, "end_of_turn"))
             return
-        if silence >= cfg.effective_max_silence_ms - _EPS:
+        elif silence >= cfg.effective_max_silence_ms - _EPS:
             events.append(self._stop(turn, end_ms, "max_silence"))
             return
         ask_at = max(cfg.min_silence_ms, turn.retry_after_silence_ms)
@@ -521,6 +559,7 @@ class SpeechSegmenter:
                     request_id=request_id,
                     audio_start_ms=turn.audio_start_ms,
                     audio_end_ms=math.ceil(end_ms - _EPS),
+                    speech_end_ms=math.ceil(turn.reported_end_ms - _EPS),
                 )
             )
 
@@ -529,12 +568,24 @@ class SpeechSegmenter:
             audio_end_ms=math.ceil(turn.reported_end_ms - _EPS),
             detected_at_ms=math.ceil(at_ms - _EPS),
             reason=reason,
-            end_of_turn_probability=turn.end_of_turn_probability if reason != "silence" else None,
+            end_of_turn_probability=(
+                turn.pause.probability
+                if turn.pause is not None
+                else turn.end_of_turn_probability
+                if reason != "silence"
+                else None
+            ),
         )
         self._turn = None
         self._candidate_onset_ms = None
         self._buffer_start_ms = at_ms
         return event
+
+
+def _policy_of(config: SegmenterConfig) -> EndOfTurnPolicy | None:
+    if isinstance(config, SemanticVadConfig) and config.combined:
+        return EndOfTurnPolicy(config.eagerness)
+    return None
 
 
 def config_for(detection: ServerVad | SemanticVad) -> SegmenterConfig:

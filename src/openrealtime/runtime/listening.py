@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -21,15 +22,46 @@ import numpy as np
 
 from ..audio import formats
 from ..audio.resample import AudioFrame, AudioFramer, int16_to_float32, resample
-from ..core.commands import InputAppended, InputCommitted, PredictEndOfTurn, SpeechStarted, TranscribeItem
-from ..core.events import CallerLanguageChanged, EndOfTurnPredicted, Result, SpeechProbabilities, VadFrame
+from ..core.commands import (
+    InputAppended,
+    InputCommitted,
+    PredictEndOfTurn,
+    SpeechStarted,
+    TranscribeHeld,
+    TranscribeItem,
+)
+from ..core.events import (
+    CallerLanguageChanged,
+    EndOfTurnPredicted,
+    HeldSpeechHeard,
+    Result,
+    SpeechProbabilities,
+    VadFrame,
+)
 from ..engines.asr.language import LanguageDetection, LanguageTracker
 from ..engines.asr.streaming import StreamingTranscription, transcribe_in
 from ..engines.base import FloatAudio, Transcript, VADStream
 from ..engines.registry import EngineSet
+from ..engines.turn.backchannel import BACKCHANNEL_PROMPT
+from ..engines.turn.completeness import RuleCompleteness
+from ..engines.turn.prosody import end_probability, prosody_at_end
+from .echo_guard import EchoGuard
 from .scheduler import PRIORITY_BACKGROUND, PRIORITY_TURN, Scheduler
 
 log = logging.getLogger("openrealtime.listening")
+
+SPEECH_END_MARGIN_MS = 96
+"""The segmenter reports speech ending this much before the VAD released (its lag)."""
+
+PROSODY_SPAN_MS = 3000
+"""The prosody at a pause is measured against the last seconds of speech, not the whole turn."""
+
+TEXT_WAIT_SECONDS = 1.5
+"""How long the pass that transcribes a pause is waited for before the turn may end without
+it (the policy's ``text_wait_ms``)."""
+TEXT_LATE_SECONDS = 3.0
+"""How much longer a late transcript of a pause still counts."""
+TEXT_POLL_SECONDS = 0.02
 
 KEEP_SECONDS = 120.0
 """How much 16 kHz caller audio is kept for the turn detector and transcription."""
@@ -79,6 +111,10 @@ class InputPipeline:
         self.turn_streams: dict[str, StreamingTranscription] = {}
         self.task: asyncio.Task[None] | None = None
         self.last_frame_end_ms = 0.0
+        self.echo = EchoGuard()
+        """The session's own voice, removed before the VAD and the transcriber hear the caller."""
+        self.completeness = RuleCompleteness()
+        """How finished the pause's transcript reads (free: a rule over its last words)."""
         self.caller_language = LanguageTracker.from_setting(self.engines.asr_language)
         """The caller's language: the client's ``transcription.language`` or the tracked one."""
         self.reported_language: str | None = None
@@ -87,6 +123,7 @@ class InputPipeline:
     # ------------------------------------------------------------------ commands
 
     def on_append(self, command: InputAppended) -> None:
+        self.echo.heard_until(command.start_ms + len(command.pcm) * 1000 / formats.INTERNAL_RATE)
         self.queue.put_nowait(command)
         if self.task is None:
             self.task = asyncio.ensure_future(self._run())
@@ -106,7 +143,9 @@ class InputPipeline:
             transcriber,
             partials=partials,
             language=self.caller_language.policy(),
-            prompt=command.prompt,
+            # held speech is most often a backchannel: without the prompt Whisper spells "mhm"
+            # as whatever word it resembles
+            prompt=BACKCHANNEL_PROMPT if command.held and command.prompt is None else command.prompt,
             busy=lambda: not self.scheduler.partials.allows(),
             executor=self.scheduler.asr.executor(PRIORITY_BACKGROUND),
         )
@@ -114,6 +153,27 @@ class InputPipeline:
         already = self.history.slice(command.audio_start_ms, self.last_frame_end_ms)
         if len(already):
             self._feed_streaming(already)
+
+    async def transcribe_held(self, command: TranscribeHeld) -> None:
+        """One pass over exactly the held speech (with the backchannel prompt), reported
+        whatever it finds: the backchannel verdict waits for it (no words if it fails)."""
+        text = ""
+        transcriber = self.engines.transcriber
+        audio = self.history.slice(command.start_ms, command.end_ms)
+        if transcriber is not None and len(audio):
+            policy = self.caller_language.policy()
+            try:
+                result, _, _ = await self.scheduler.asr.call(
+                    lambda: transcribe_in(transcriber, audio, policy, prompt=BACKCHANNEL_PROMPT),
+                    priority=PRIORITY_TURN,
+                )
+                text = result.text
+            except Exception:
+                log.exception("transcribing held speech failed")
+        log.debug(
+            "held speech %s (%.0f-%.0f ms): %r", command.item_id, command.start_ms, command.end_ms, text
+        )
+        self.report(HeldSpeechHeard(command.item_id, text, command.end_ms))
 
     def on_committed(self, command: InputCommitted) -> None:
         if command.by_vad and self.streaming is not None:
@@ -131,15 +191,63 @@ class InputPipeline:
             self.streaming = None
 
     async def predict_end_of_turn(self, command: PredictEndOfTurn) -> None:
+        """The evidence at a pause: smart-turn's score and the prosody now, the completeness of
+        the pause's transcript now or, while its pass runs, in a second report when it ends."""
         detector = self.engines.turn_detector
-        if detector is None:
-            probability = 0.0
-        else:
+        probability: float | None = None  # no detector: no score, the other evidence decides
+        if detector is not None:
             audio = self.history.slice(command.audio_start_ms, command.audio_end_ms)
             probability = await self.scheduler.vad.call(
                 lambda: detector.end_of_turn_probability(audio), priority=PRIORITY_TURN
             )
-        self.report(EndOfTurnPredicted(command.request_id, probability))
+        prosody = None
+        if command.speech_end_ms is not None:
+            since = max(command.audio_start_ms, command.speech_end_ms - PROSODY_SPAN_MS)
+            spoken = self.history.slice(since, command.speech_end_ms)
+            prosody = end_probability(prosody_at_end(spoken))
+        streaming = self.streaming
+        covering = None
+        if streaming is not None and command.speech_end_ms is not None:
+            # the pass must hold every word up to where the VAD heard speech end
+            end_ms = command.speech_end_ms + SPEECH_END_MARGIN_MS - self.streaming_start_ms
+            covering = max(0, round(end_ms * streaming.sample_rate / 1000))
+        text, running = streaming.pause_transcript(covering) if streaming is not None else (None, None)
+        completeness = self.completeness.probability(text) if text else None
+        log.debug(
+            "pause %d: smart-turn %s, prosody %s, text %r (%s)%s",
+            command.request_id,
+            probability,
+            prosody,
+            text,
+            completeness,
+            ", transcript pending" if running is not None else "",
+        )
+        self.report(
+            EndOfTurnPredicted(
+                command.request_id,
+                probability,
+                text=completeness,
+                prosody=prosody,
+                text_pending=running is not None,
+            )
+        )
+        if running is None or streaming is None:
+            return
+        late = False
+        waited = 0.0
+        while running is not None and waited < TEXT_WAIT_SECONDS + TEXT_LATE_SECONDS:
+            budget = TEXT_WAIT_SECONDS - waited if not late else TEXT_LATE_SECONDS
+            if not await _wait_for(running, budget):
+                if late:
+                    return
+                # late: the turn may end on the other evidence now; the text still counts
+                late = True
+                self.report(EndOfTurnPredicted(command.request_id, None, text_pending=False))
+            waited += budget  # a bound, not a measurement: passes that were replaced count whole
+            text, running = streaming.pause_transcript(covering)  # a cancelled pass is redone
+        completeness = self.completeness.probability(text) if text else None
+        log.debug("pause %d: text %r (%s)", command.request_id, text, completeness)
+        self.report(EndOfTurnPredicted(command.request_id, None, text=completeness, text_pending=False))
 
     async def transcribe(self, command: TranscribeItem) -> tuple[Transcript, float, list[str]]:
         """The item's final transcript: finish its streaming pass, or transcribe the audio."""
@@ -188,6 +296,7 @@ class InputPipeline:
                 frames = self._frames(command)
                 if not frames:
                     continue
+                frames = self.echo.clean(frames)
                 audio = np.concatenate([f.samples for f in frames])
                 self.history.add(frames[0].start_ms, audio)
                 self.last_frame_end_ms = frames[-1].end_ms
@@ -203,7 +312,16 @@ class InputPipeline:
                 scored = zip(probabilities, frames, strict=True)
                 self.report(
                     SpeechProbabilities(
-                        tuple(VadFrame(p, f.start_ms, f.end_ms, f.level_db) for p, f in scored)
+                        tuple(
+                            VadFrame(
+                                self.echo.gate(p, f.end_ms),
+                                f.start_ms,
+                                f.end_ms,
+                                f.level_db,
+                                assistant_audible=self.echo.audible(f.start_ms),
+                            )
+                            for p, f in scored
+                        )
                     )
                 )
             except Exception:
@@ -225,9 +343,19 @@ class InputPipeline:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
+        self.echo.close()
         close = getattr(self.vad_stream, "close", None)
         if close is not None:
             close()
+
+
+async def _wait_for(event: threading.Event, seconds: float) -> bool:
+    """Wait for a worker thread's event without holding a thread of the loop's pool."""
+    for _ in range(max(1, round(seconds / TEXT_POLL_SECONDS))):
+        if event.is_set():
+            return True
+        await asyncio.sleep(TEXT_POLL_SECONDS)
+    return event.is_set()
 
 
 def usage_for(seconds: float, text_tokens: int) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ..core.commands import (
     ClearOutputAudio,
     CloseConnection,
     Command,
+    HeldSpeechDropped,
     InputAppended,
     InputBufferCleared,
     InputCommitted,
@@ -38,6 +39,7 @@ from ..core.commands import (
     ResponseFinished,
     SpeechStarted,
     StartResponse,
+    TranscribeHeld,
     TranscribeItem,
 )
 from ..core.events import (
@@ -289,12 +291,15 @@ class SessionRuntime:
         for output in self.core.take_events():
             if isinstance(output, OutputAudio):
                 self.observers.output_audio(self.info, output)
+                self.listening.echo.played(output.pcm)
                 if self.playback is not None:
                     self.playback.audio(output)
                 else:
                     self.client.send(output)
                 continue
             self._send(output)
+            if isinstance(output, se.InputAudioBufferSpeechStarted) and self._interrupts():
+                self.listening.echo.stopped()  # the client stops playing the answer here
             if self.playback is not None and isinstance(output, se.ServerEvent):
                 found = self.playback.after_event(output)
                 if found is not None:
@@ -362,6 +367,8 @@ class SessionRuntime:
                 self._transcripts[command.item_id] = future
                 self._spawn(self._transcribe(command, future), f"transcribe:{command.item_id}")
             case InputAppended():
+                reduction = self.core.session.audio.input.noise_reduction
+                self.listening.echo.configure(reduction.type if reduction is not None else None)
                 self.listening.on_append(command)
             case SpeechStarted():
                 self._cancel_idle_timer()
@@ -379,7 +386,13 @@ class SessionRuntime:
             case InputBufferCleared():
                 self.listening.on_cleared()
                 self.speculation.on_cleared()
+            case HeldSpeechDropped():
+                self.listening.on_cleared()  # a backchannel: its transcription is not needed
+                self.speculation.on_cleared()
+            case TranscribeHeld():
+                self._spawn(self.listening.transcribe_held(command), f"held:{command.item_id}")
             case ClearOutputAudio():
+                self.listening.echo.stopped()
                 cleared = self.playback.clear("client_cancelled") if self.playback is not None else None
                 if cleared is not None:
                     self.report(cleared)

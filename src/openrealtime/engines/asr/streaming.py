@@ -484,6 +484,30 @@ class StreamingTranscription:
         with self._lock:
             return _join(self._committed)
 
+    def latest_text(self) -> str | None:
+        """The text of the latest finished pass over the turn (None before one finished)."""
+        with self._lock:
+            last = self._last_pass
+            if last is None or last.cut != self._cut:
+                return None
+            return _join([*self._committed[: self._cut_words], *last.words])
+
+    def pause_transcript(self, covering: int | None = None) -> tuple[str | None, threading.Event | None]:
+        """The turn's text up to its latest pause, for the end-of-turn decision.
+
+        ``(text, None)`` once a pass covers the speech up to sample ``covering`` (default:
+        all the voiced audio fed so far); ``(None, done)`` while such a pass runs (``done`` is
+        set when it ends); ``(None, None)`` when none will come (too little audio for a pass)."""
+        with self._lock:
+            until = min(self._voiced_end if covering is None else covering, self._n)
+            running = self._inflight.get(self._final_slot)
+            last = self._last_pass
+            if last is not None and last.end >= until and last.cut == self._cut:
+                return _join([*self._committed[: self._cut_words], *last.words]), None
+            if running is not None and running.end >= until:
+                return None, running.done
+            return None, None
+
     @property
     def trimmed_seconds(self) -> float:
         """Audio at the start of the turn whose text is final and no longer re-decoded."""

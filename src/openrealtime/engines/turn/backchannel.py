@@ -6,21 +6,23 @@ complaints about voice agents. ``server_vad`` keeps OpenAI's semantics (any spee
 interrupts); under ``semantic_vad`` the runtime holds ``speech_started`` for speech that
 begins while the answer plays and asks :func:`classify` as the speech goes on:
 
-1. **Words decide first.** As soon as the streaming transcript of that speech holds a word
-   outside :data:`BACKCHANNEL_WORDS`, or more than ``max_words`` words, it is an
-   interruption ("wait", "no", "what about ...").
-2. **Long speech is a turn.** Speech that lasts ``max_speech_ms`` is an interruption
-   whatever the words (nobody says "mhm" for a second).
-3. **Short speech that ended** is a backchannel when its transcript holds only backchannel
-   words or no words at all (a cough, a laugh, a breath). Its transcript is awaited up to
-   ``transcript_wait_ms`` after the speech ended; a short sound whose transcript does not
-   come in time counts as a backchannel.
-4. Otherwise: not decided yet.
+1. **Long speech is a turn.** Speech that lasts ``max_speech_ms`` is an interruption
+   whatever the words (nobody says "mhm" for a second), decided on the audio's own clock
+   while it goes on.
+2. **Short speech is judged by its words, once it ended**: the transcript of exactly that
+   speech (one Whisper pass over the VAD's onset to its end, never a partial pass: those
+   cover whatever audio had arrived when the pass started, half a word or the answer's echo
+   after the speech, and so depend on how busy the machine is). A word outside
+   :data:`BACKCHANNEL_WORDS`, or more than ``max_words`` words, is an interruption ("wait",
+   "no", "what about ..."); only backchannel words, or no words at all (a cough, a laugh, a
+   breath), a backchannel.
+3. Otherwise (speech going on, or its transcript not yet in): not decided yet. The answer
+   plays on while the pass runs, however long it takes, so the verdict is the same on a busy
+   machine and on an idle one; only when it is given does an interruption stop the answer.
 
-The decision needs the transcript of short speech, i.e. one Whisper pass over well under a
-second of audio (measured in ``bench/backchannel.py``); a real interruption is recognised
-at the latest ``max_speech_ms`` after its onset, sooner when its first words are out. Pure
-and deterministic: no clock, no model.
+A real interruption is recognised at the latest ``max_speech_ms`` after its onset, a short
+one when its pass is done (measured in ``bench/backchannel.py``). Pure and deterministic: no
+clock, no model.
 """
 
 from __future__ import annotations
@@ -117,11 +119,10 @@ class Verdict(enum.Enum):
 class BackchannelConfig:
     max_speech_ms: float = 1000.0
     max_words: int = 3
-    transcript_wait_ms: float = 1500.0
 
     def __post_init__(self) -> None:
-        if self.max_speech_ms <= 0 or self.max_words < 1 or self.transcript_wait_ms < 0:
-            raise ValueError("max_speech_ms and max_words must be positive, transcript_wait_ms non-negative")
+        if self.max_speech_ms <= 0 or self.max_words < 1:
+            raise ValueError("max_speech_ms and max_words must be positive")
 
 
 def classify(
@@ -129,24 +130,20 @@ def classify(
     *,
     speech_ended: bool,
     transcript: str | None,
-    waited_ms: float = 0.0,
     config: BackchannelConfig | None = None,
 ) -> Verdict:
     """Decide about speech heard during the answer.
 
     ``speech_ms``: its length so far (onset to now, or to its end); ``speech_ended``: the VAD
-    saw it end; ``transcript``: its (partial) transcript, ``None`` while none has come;
-    ``waited_ms``: time since it ended.
+    saw it end; ``transcript``: the transcript of the whole speech (onset to end), ``None``
+    while it has not come; it is not read before the speech ended.
     """
     cfg = config or BackchannelConfig()
-    if transcript is not None:
-        words = transcript_words(transcript)
-        if len(words) > cfg.max_words or any(word not in BACKCHANNEL_WORDS for word in words):
-            return Verdict.INTERRUPTION
     if speech_ms >= cfg.max_speech_ms:
         return Verdict.INTERRUPTION
-    if not speech_ended:
+    if not speech_ended or transcript is None:
         return Verdict.UNDECIDED
-    if transcript is not None or waited_ms >= cfg.transcript_wait_ms:
-        return Verdict.BACKCHANNEL
-    return Verdict.UNDECIDED
+    words = transcript_words(transcript)
+    if len(words) > cfg.max_words or any(word not in BACKCHANNEL_WORDS for word in words):
+        return Verdict.INTERRUPTION
+    return Verdict.BACKCHANNEL

@@ -1,0 +1,151 @@
+"""The session's own voice, kept out of what it hears.
+
+A client without echo cancellation (a speakerphone, an app on laptop speakers) sends the answer
+back into the input, some 50 to 250 ms late and a few dB down. The runtime knows exactly what
+it sent, so :class:`EchoGuard` places every piece of output speech on the session's input
+clock where the client is expected to play it (from the input clock's present position when it
+is sent, after whatever is still queued: clients and the server's own playout play answers in
+order), hands it to :class:`~openrealtime.audio.echo.EchoCanceller` as the far end, and cleans
+the caller's audio before the VAD, the turn detector and the transcriber hear it. The
+canceller's delay estimator finds the true echo path (network, jitter buffer, loudspeaker)
+within :data:`MAX_DELAY_MS` of that placement.
+
+While playback could be echoing, a VAD frame's probability reaches the segmenter only when the
+canceller's residual looks like a different talker (:meth:`EchoCanceller.gate`), so the
+assistant's own voice never fires ``speech_started``, while a real caller still does (measured
+in bench/echo_barge_in.py). A barge-in cuts the far end where it happened: the client stops
+playing there.
+
+``audio.input.noise_reduction`` chooses how hard to suppress
+(:meth:`~openrealtime.audio.echo.EchoSettings.for_noise_reduction`); ``None`` (the default)
+still cancels the server's own echo, which removes nothing of the caller. Without libspeexdsp
+the guard is off (logged once) and audio passes untouched. Nothing runs while no answer can
+be echoing (the learnt echo path is kept for the next one).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from ..audio.echo import EchoCanceller, EchoSettings, EchoUnavailable, NoiseReduction
+from ..audio.resample import PRE_EMPHASIS, AudioFrame
+from ..core.events import PcmAudio
+
+log = logging.getLogger("openrealtime.echo")
+
+OUTPUT_RATE = 24_000
+MAX_DELAY_MS = 800
+"""Longest echo lag behind the placement searched: the client's network, playout buffer and
+loudspeaker, plus how late a busy server sees the caller's audio it places answers against."""
+_warned = False
+
+
+class EchoGuard:
+    """One session's echo canceller, far end and talker gate (not thread-safe: the session's
+    event loop calls it)."""
+
+    def __init__(self, sample_rate: int = 16_000) -> None:
+        self.sample_rate = sample_rate
+        self.mode: NoiseReduction = None
+        self.canceller: EchoCanceller | None = None
+        self.clock_ms = 0.0
+        """The input clock's present position: the end of the caller audio received so far."""
+        self.play_end_ms = 0.0
+        """Where the output placed so far ends on the input clock."""
+        self.played_any = False
+
+    def configure(self, mode: NoiseReduction) -> None:
+        """Follow ``audio.input.noise_reduction``; a change starts a fresh canceller."""
+        if mode == self.mode:
+            return
+        self.mode = mode
+        if self.canceller is not None:
+            self.canceller.close()
+            self.canceller = None
+
+    def heard_until(self, end_ms: float) -> None:
+        """Caller audio up to ``end_ms`` on the input clock has arrived."""
+        self.clock_ms = max(self.clock_ms, end_ms)
+
+    def played(self, pcm: PcmAudio) -> None:
+        """Output speech (24 kHz) handed to the client or the playout, in order."""
+        if not len(pcm):
+            return
+        at_ms = max(self.clock_ms, self.play_end_ms)
+        if at_ms > self.play_end_ms:
+            log.debug("output placed at %.0f ms, %.0f ms after the last", at_ms, at_ms - self.play_end_ms)
+        self.play_end_ms = at_ms + len(pcm) * 1000 / OUTPUT_RATE
+        self.played_any = True
+        canceller = self._ensure()
+        if canceller is not None:
+            canceller.play(pcm, OUTPUT_RATE, at_ms=at_ms)
+
+    def stopped(self) -> None:
+        """Playback was cut now (barge-in, cleared): the rest of the answer will not be heard."""
+        if self.play_end_ms > self.clock_ms:
+            self.play_end_ms = self.clock_ms
+            if self.canceller is not None:
+                self.canceller.cut(self.clock_ms)
+
+    def audible(self, start_ms: float) -> bool:
+        """Whether output placed so far can still be echoing at input time ``start_ms``."""
+        if not self.played_any:
+            return False
+        tail_ms = self.canceller.settings.tail_ms if self.canceller is not None else EchoSettings().tail_ms
+        return start_ms < self.play_end_ms + MAX_DELAY_MS + tail_ms
+
+    def clean(self, frames: list[AudioFrame]) -> list[AudioFrame]:
+        """The frames with the echo of the output removed (unchanged before any output)."""
+        canceller = self.canceller
+        if canceller is None or not frames or not self.audible(frames[0].start_ms):
+            if canceller is not None:
+                canceller.end_run()
+            return frames  # no answer can be echoing: nothing to do (the learnt path is kept)
+        audio = np.concatenate([f.samples for f in frames])
+        if audio.size % canceller.frame_samples:
+            return frames
+        cleaned = canceller.process(audio, frames[0].start_ms)
+        out = []
+        offset = 0
+        for frame in frames:
+            samples = cleaned[offset : offset + frame.samples.size]
+            offset += frame.samples.size
+            out.append(AudioFrame(samples, frame.start_ms, frame.end_ms, _level_db(samples)))
+        return out
+
+    def gate(self, probability: float, end_ms: float) -> float:
+        """The frame's speech probability, or 0 while only the session's own voice is heard."""
+        if self.canceller is None:
+            return probability
+        return self.canceller.gate(probability, end_ms)
+
+    def close(self) -> None:
+        if self.canceller is not None:
+            self.canceller.close()
+            self.canceller = None
+
+    def _ensure(self) -> EchoCanceller | None:
+        global _warned
+        if self.canceller is None:
+            try:
+                settings = replace(EchoSettings.for_noise_reduction(self.mode), max_delay_ms=MAX_DELAY_MS)
+                self.canceller = EchoCanceller(self.sample_rate, settings)
+            except EchoUnavailable as error:
+                if not _warned:
+                    _warned = True
+                    log.warning("echo cancellation is off: %s", error)
+                return None
+        return self.canceller
+
+
+def _level_db(samples: np.ndarray) -> float:
+    """The pre-emphasised level the framer gives a frame (see AudioFrame.level_db)."""
+    x = samples.astype(np.float64)
+    emphasised = np.empty_like(x)
+    emphasised[0] = x[0]
+    emphasised[1:] = x[1:] - PRE_EMPHASIS * x[:-1]
+    return 10.0 * math.log10(float(np.mean(emphasised * emphasised)) + 1e-12)
