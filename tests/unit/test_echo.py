@@ -143,6 +143,70 @@ def test_no_echo_path_leaves_the_gate_open() -> None:
     assert canceller.gate(0.9, 4000.0) == 0.9
 
 
+def gate_openings(canceller: EchoCanceller, mic: np.ndarray, frame: int = 512) -> list[float]:
+    """Feed ``mic`` in VAD frames; the end (ms) of every frame whose speech probability 0.9
+    passes the gate."""
+    opened = []
+    usable = mic[: mic.size // frame * frame]
+    for i in range(0, usable.size, frame):
+        canceller.process(usable[i : i + frame], i * 1000 / RATE)
+        end_ms = (i + frame) * 1000 / RATE
+        if canceller.gate(0.9, end_ms) > 0:
+            opened.append(end_ms)
+    return opened
+
+
+@pytest.mark.parametrize(("caller_ms", "noise"), [(1000, 0.0), (1000, 3e-4), (1600, 3e-4)])
+def test_a_client_that_plays_nothing_back_is_heard_at_once(caller_ms: int, noise: float) -> None:
+    """A client without an echo path sends silence (or its room) while the answer plays: every
+    lag is ruled out within the longest lag plus a few frames of loud playback, and a caller
+    6 dB below the playback, who starts a second into the answer, passes the gate at once."""
+    settings = EchoSettings(max_delay_ms=800)
+    far = babble(4.0, 31)
+    mic = (np.random.default_rng(32).standard_normal(far.size) * noise).astype(np.float32)
+    burst = babble(1.5, 33, level=1.0)
+    start = caller_ms * RATE // 1000
+    mic[start : start + burst.size] += burst * (10 ** ((level_db(far) - 6 - level_db(burst)) / 20))
+    canceller = EchoCanceller(RATE, settings)
+    canceller.play(far, RATE, at_ms=0.0)
+    opened = gate_openings(canceller, mic)
+    assert canceller.no_echo_path
+    assert canceller.delay_ms is None
+    assert opened and opened[0] <= caller_ms + 64, opened[:3]
+
+
+@pytest.mark.parametrize("delay_ms", [50, 120, 250, 600])
+def test_an_echo_is_never_taken_for_a_missing_path(delay_ms: int) -> None:
+    """The answer fed back at -6 dB through a room, from its first word: its lag is never ruled
+    out, so the gate stays shut on the echo before and after the lag is estimated."""
+    settings = EchoSettings(max_delay_ms=800)
+    far = babble(4.0, 41)
+    ir = room_impulse_response(RATE, rt60_s=0.25, seed=42)
+    noise = (np.random.default_rng(43).standard_normal(far.size) * 3e-4).astype(np.float32)
+    mic = echo_of(far, RATE, delay_ms=delay_ms, level_db=-6.0, ir=ir) + noise
+    canceller = EchoCanceller(RATE, settings)
+    canceller.play(far, RATE, at_ms=0.0)
+    opened = gate_openings(canceller, mic)
+    assert not canceller.no_echo_path
+    assert canceller.delay_ms == pytest.approx(delay_ms, abs=2.0)
+    assert opened == []
+
+
+def test_a_caller_before_the_path_is_known_is_weighed_only_against_lags_still_possible() -> None:
+    """Silence for 400 ms of answer rules out the lags up to about that: a caller who starts
+    then is held only by the answer's first moments at the lags not yet heard, not by the
+    whole last 800 ms of playback, and the longer the quiet, the fewer such lags."""
+    settings = EchoSettings(max_delay_ms=800)
+    far = babble(3.0, 51)
+    canceller = EchoCanceller(RATE, settings)
+    canceller.play(far, RATE, at_ms=0.0)
+    run(canceller, np.zeros(int(0.4 * RATE), np.float32))
+    ruled = canceller._ruled_out
+    frame_ms = settings.frame_ms
+    assert ruled[: 300 // frame_ms].all() and not ruled[500 // frame_ms :].any()
+    assert not canceller.no_echo_path
+
+
 def test_playback_at_another_rate_is_placed_on_time() -> None:
     from openrealtime.audio.resample import resample
 

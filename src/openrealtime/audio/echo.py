@@ -19,6 +19,14 @@ what it sent, so it can cancel that echo before the VAD and the transcriber hear
   while the far end plays, as the median of recent ratios (double talk, a minority of frames,
   does not move it much); until 0.5 s of them are seen it is assumed to be 0 dB (echo as
   loud as playback).
+* **Lags ruled out.** Until the lag is found, every lag ``0 .. max_delay_ms`` could carry echo.
+  For each lag (in frames) the input's power while the playback at that lag was loud is
+  compared with that playback's power: input ``quiet_return_loss_db`` below it (digital
+  silence, room noise) rules the lag out for the session. A client that plays nothing back
+  (headphones, its own echo cancellation, a test client) has every lag ruled out within
+  ``max_delay_ms`` plus ``quiet_evidence_ms`` of loud playback (:attr:`no_echo_path`), and before that a
+  caller is only weighed against the playback at lags still possible; an echo at any lag
+  keeps its own lag in play, so the gate stays strict for it until the lag is estimated.
 * **Different talker.** For each 16 ms frame the *predicted* echo level is the playback level
   over the echo path's window (lag .. lag + tail) plus the echo return loss. A frame counts as
   the caller's own voice when the cancelled output is louder than ``predicted echo -
@@ -82,6 +90,9 @@ piece would leave it unconverged at the start of the next."""
 PATHLESS_ESTIMATES = 3
 """Estimates (every ``estimate_every_ms`` over ``estimate_window_ms``) that must find no echo
 before :attr:`EchoCanceller.no_echo_path` holds."""
+CANDIDATE_ESTIMATES = 4
+"""Estimates a lag candidate waits for a second one to agree before it is dropped (while one
+waits, estimates that find nothing do not count towards :data:`PATHLESS_ESTIMATES`)."""
 
 # speex_echo.h / speex_preprocess.h request codes
 _ECHO_SET_SAMPLING_RATE = 24
@@ -188,6 +199,11 @@ class EchoSettings:
     echo alone does not stay above its own prediction)."""
     far_active_db: float = -55.0
     """Playback quieter than this (dBFS) is treated as silence: no echo to predict."""
+    quiet_return_loss_db: float = -30.0
+    """While the echo path is unknown, a lag at which the input stayed this far below the
+    playback it would be echoing (over ``quiet_evidence_ms`` of loud playback) is ruled out:
+    a loudspeaker echo comes back at about -6 dB, a laptop's at -10 to -20 dB."""
+    quiet_evidence_ms: float = 48.0
     estimate_every_ms: int = 250
     estimate_window_ms: int = 1000
     run_search_ms: int = 300
@@ -401,6 +417,18 @@ class EchoCanceller:
         self._open = False
         self._pathless = 0
         """Delay estimates in a row that found no echo of loud playback in the input at all."""
+        self._candidate_age = 0
+        """Estimates since the pending lag candidate was found (it expires after a few)."""
+        self._lag_frames = self._max_lag // self.frame_samples + 1
+        """Lags looked at while the path is unknown: 0 .. max_delay_ms in whole frames."""
+        self._tail_frames = -(-self._tail // self.frame_samples)
+        self._quiet_near = np.zeros(self._lag_frames)
+        """Per lag: input power summed over frames where the playback at that lag was loud."""
+        self._quiet_far = np.zeros(self._lag_frames)
+        """Per lag: the playback's power summed over the same frames."""
+        self._quiet_count = np.zeros(self._lag_frames, dtype=np.int64)
+        self._ruled_out = np.zeros(self._lag_frames, dtype=bool)
+        """Lags at which the input stayed far quieter than the playback: no echo path there."""
 
     # ------------------------------------------------------------------ inspection
 
@@ -427,8 +455,10 @@ class EchoCanceller:
     def no_echo_path(self) -> bool:
         """No lag found and :data:`PATHLESS_ESTIMATES` estimates in a row saw no echo of loud
         playback (a client with its own echo cancellation, or not playing): nothing to tell a
-        talker from, so the gate stays open rather than predict an echo that never comes."""
-        return self._lag is None and self._pathless >= PATHLESS_ESTIMATES
+        talker from, so the gate stays open rather than predict an echo that never comes.
+        Also as soon as every lag is ruled out by a quiet input (see the module docs): a client
+        that sends silence while the answer plays has no echo path, whoever speaks next."""
+        return self._lag is None and (self._pathless >= PATHLESS_ESTIMATES or bool(self._ruled_out.all()))
 
     @property
     def noise_floor_db(self) -> float:
@@ -531,20 +561,21 @@ class EchoCanceller:
                 self._update_run_offset(end)
         near_db = level_db(near)
         start_ms, end_ms = start * 1000 / self.sample_rate, end * 1000 / self.sample_rate
-        # the playback that can be in this frame: the lag's window, or every lag until known
+        # the playback that can be in this frame: the lag's window, or every lag still possible
         unsure = self._run_unsure(start)
         if self._lag is not None:
             # a run whose offset is not yet measured may be heard up to run_search either way
             pad = round(RUN_PAD_MS * self.sample_rate / 1000) if unsure else 0
             window = self._far_slice(start - self._lag - self._tail - pad, end - self._lag + self._lead + pad)
+            far_db = played_db = self._window_level(window)
         else:
-            window = self._far_slice(start - self._max_lag - self._tail, end)
-        far_db = self._window_level(window)
+            played_db, far_db = self._possible_echo_level(end, near_db)
         if far_db < self.settings.far_active_db:
-            self._quiet_frames += 1
-            if self._quiet_frames * self.settings.frame_ms >= RUN_END_MS:
-                self.end_run()
-            self._floor.append(near_db)
+            if played_db < self.settings.far_active_db:  # nothing played: the room as it is
+                self._quiet_frames += 1
+                if self._quiet_frames * self.settings.frame_ms >= RUN_END_MS:
+                    self.end_run()
+                self._floor.append(near_db)
             self._excess.append(_INF_DB if near_db > self._floor_gate() else -_INF_DB)
             frame = EchoFrame(start_ms, end_ms, near_db, near_db, None, near_db > self._floor_gate())
             self.frames.append(frame)
@@ -587,6 +618,35 @@ class EchoCanceller:
             return False
         return float(np.median(np.asarray(self._excess))) > self.settings.sustained_excess_db
 
+    def _possible_echo_level(self, end: int, near_db: float) -> tuple[float, float]:
+        """While the lag is unknown: ``(played, possible)``, the loudest playback frame at any
+        lag ``0 .. max_delay + tail`` and the loudest at a lag not ruled out (dBFS). Adds this
+        frame to each lag's evidence first: where the playback at that lag was loud, the
+        input's power against it (see the module docs)."""
+        n, lags = self.frame_samples, self._lag_frames
+        rows = lags + self._tail_frames
+        far = self._far_slice(end - rows * n, end).astype(np.float64).reshape(rows, n)[::-1]
+        power = np.mean(far * far, axis=1)  # row j: the playback j frames before this one
+        s = self.settings
+        loud = power[:lags] >= 10.0 ** (s.far_active_db / 10.0)
+        if loud.any():
+            self._quiet_near[loud] += 10.0 ** (near_db / 10.0)
+            self._quiet_far[loud] += power[:lags][loud]
+            self._quiet_count[loud] += 1
+            excess = self._quiet_near - self._quiet_count * 10.0 ** (self.noise_floor_db / 10.0)
+            enough = self._quiet_count * s.frame_ms >= s.quiet_evidence_ms
+            quiet = excess < self._quiet_far * 10.0 ** (s.quiet_return_loss_db / 10.0)
+            newly = enough & quiet & ~self._ruled_out
+            if newly.any():
+                self._ruled_out |= newly
+                if self._ruled_out.all():
+                    log.debug("no echo path: the input stayed quiet at every lag of loud playback")
+        # an echo at lag j still possible carries the playback from j to j + tail
+        possible = np.convolve((~self._ruled_out).astype(np.float64), np.ones(self._tail_frames + 1))[:rows]
+        loudest = float(np.max(power))
+        reachable = power[possible > 0.5]
+        return _power_db(loudest), _power_db(float(np.max(reachable)) if reachable.size else 0.0)
+
     def _window_level(self, window: FloatAudio) -> float:
         """Loudest frame-sized block of the playback window, in dBFS."""
         n = self.frame_samples
@@ -614,6 +674,10 @@ class EchoCanceller:
             self._pathless += 1  # playback, input, and nothing of one in the other
         elif found is not None:
             self._pathless = 0
+        if self._candidate is not None:
+            self._candidate_age += 1
+            if self._candidate_age > CANDIDATE_ESTIMATES:  # never confirmed: a chance peak
+                self._candidate = None
         if found is None or found[1] < 8.0:
             return
         lag, confidence = found
@@ -627,6 +691,7 @@ class EchoCanceller:
             self._candidate = None
         else:
             self._candidate = lag
+            self._candidate_age = 0
 
     def _run_unsure(self, start: int) -> bool:
         """Whether input sample ``start`` can hold echo of a run whose offset is not measured."""
@@ -832,6 +897,10 @@ class _PlaybackStream:
         if self._resampler is None:
             return np.zeros(0, dtype=np.float32)
         return np.asarray(self._resampler.flush(), dtype=np.float32)
+
+
+def _power_db(power: float) -> float:
+    return 10.0 * math.log10(power) if power > 1e-10 else _SILENCE_DB
 
 
 def _power_mean(levels: list[float]) -> float:
