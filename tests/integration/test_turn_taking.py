@@ -2,7 +2,8 @@
 
 * A client without echo cancellation (tests/speakerphone.py) hears the assistant's answer back
   at -6 dB, 50 to 250 ms late, through a loudspeaker and a room: that must never start a turn;
-  a real utterance at the same level must.
+  a real utterance at the same level must. A client that plays nothing back must not have its
+  caller held against an echo that never comes.
 * Under ``semantic_vad`` a pause in the middle of a sentence does not end the turn, a finished
   sentence ends it promptly, and a backchannel during the answer does not interrupt it.
 
@@ -123,6 +124,35 @@ async def test_a_real_caller_at_the_echo_level_interrupts(ws: Any, trial: int, c
     heard_ms = started["audio_start_ms"] + PREFIX_MS
     # speech_started waits for the talker check (bench/echo_barge_in.py: within 300 ms 8/10)
     assert -150 <= heard_ms - onset_ms <= 400, (heard_ms, onset_ms)
+
+
+@pytest.mark.parametrize(
+    ("trial", "clip", "room"), [(0, "librivox-0880", False), (1, "cards-001", False), (2, "cards-005", True)]
+)
+async def test_a_caller_on_a_client_without_echo_is_heard_at_once(
+    ws: Any, trial: int, clip: str, room: bool
+) -> None:
+    """A client that plays nothing back into its microphone (headphones, its own echo
+    cancellation, an app that sends silence while it plays): its input stays digital silence
+    or its room tone under the answer, so the server knows within its longest echo lag that
+    there is no echo to weigh a caller against, and a caller 6 dB quieter than the answer, a
+    second or more into it, starts a turn at their onset."""
+    await configure(ws, {"type": "server_vad", "prefix_padding_ms": PREFIX_MS})
+    phone = Speakerphone(ws, delay_ms=100, level_db=-200.0, seed=30 + trial)
+    if not room:
+        phone.tone = np.zeros_like(phone.tone)
+    await speak_answer(phone)
+    await phone.run_until(lambda p: p.played_samples >= RATE + trial * RATE // 4)
+    talk = phone.talk(clip, phone.playback_level_db() - 6.0)
+    await phone.run_until(
+        lambda p: p.at("input_audio_buffer.speech_started") is not None or p.position > talk.onset + 4 * RATE
+    )
+    (started,) = phone.of("input_audio_buffer.speech_started")
+    onset_ms = talk.onset * 1000 / RATE
+    heard_ms = started["audio_start_ms"] + PREFIX_MS
+    # held by the echo gate, the onset would be reported where the gate let it through; in
+    # digital silence the VAD also hears the breath before the annotated onset
+    assert -250 <= heard_ms - onset_ms <= 150, (heard_ms, onset_ms)
 
 
 # --------------------------------------------------------------------------- semantic_vad
