@@ -23,10 +23,12 @@ what it sent, so it can cancel that echo before the VAD and the transcriber hear
   For each lag (in frames) the input's power while the playback at that lag was loud is
   compared with that playback's power: input ``quiet_return_loss_db`` below it (digital
   silence, room noise) rules the lag out for the session. A client that plays nothing back
-  (headphones, its own echo cancellation, a test client) has every lag ruled out within
-  ``max_delay_ms`` plus ``quiet_evidence_ms`` of loud playback (:attr:`no_echo_path`), and before that a
-  caller is only weighed against the playback at lags still possible; an echo at any lag
-  keeps its own lag in play, so the gate stays strict for it until the lag is estimated.
+  (headphones, its own echo cancellation, an app that sends silence while it plays) has
+  every lag ruled out within ``max_delay_ms`` plus ``quiet_evidence_ms`` of loud playback
+  (:attr:`EchoCanceller.no_echo_path`); before that a caller is weighed only against the
+  playback at lags still possible. An echo keeps its own lag in play, so the gate stays
+  strict for it until the lag is estimated. Frames whose loud playback lies only at ruled-out
+  lags pass untouched, like frames without playback.
 * **Different talker.** For each 16 ms frame the *predicted* echo level is the playback level
   over the echo path's window (lag .. lag + tail) plus the echo return loss. A frame counts as
   the caller's own voice when the cancelled output is louder than ``predicted echo -
