@@ -143,6 +143,8 @@ def _lower_receive_delay(receiver: RTCRtpReceiver) -> None:
 def frame_samples(frame: AudioFrame) -> tuple[PcmAudio, int]:
     """Interleaved int16 samples of a decoded frame and its channel count."""
     channels = len(frame.layout.channels)
+    if frame.format.name == "s16":  # packed int16, what aiortc's decoders give: no copy
+        return np.frombuffer(frame.planes[0], dtype=np.int16, count=frame.samples * channels), channels
     array = frame.to_ndarray()
     if frame.format.is_planar:
         array = array.T

@@ -311,12 +311,14 @@ class RtpSession:
         pacer = FramePacer(time.monotonic)
         converter = RateConverter(formats.INTERNAL_RATE, 8000)
         encode = _encoder(self.codec)
+        silence = encode(converter.silence)
         first = True
         while not self.closed:
             delay = pacer.next_delay()
             if delay > 0:
                 await asyncio.sleep(delay)
-            payload = encode(converter.convert(self.pull()))
+            frame = converter.convert(self.pull())
+            payload = silence if frame is converter.silence else encode(frame)
             self._timestamp = (self._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
             self._sequence = (self._sequence + 1) & 0xFFFF
             if not self.sending or self.remote is None or not self._transports:
