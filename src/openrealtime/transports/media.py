@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..audio import formats
+from ..audio.g711 import alaw_encode, ulaw_encode
+from ..audio.opus import OpusFrameEncoder
 from ..audio.resample import (
     DEFAULT_QUALITY,
     Quality,
@@ -145,6 +147,28 @@ class InboundAudio:
             return float32_to_int16(downmix_to_float32(samples, channels))
         out = self._resampler.process(downmix_to_float32(samples, channels))
         return float32_to_int16(out) if len(out) else _EMPTY
+
+
+class PayloadEncoder:
+    """Frames at the codec's rate → RTP payloads: G.711 (``PCMU``/``PCMA``) or Opus.
+
+    ``silence`` is the converter's shared silent frame: for G.711 it is encoded once; Opus
+    settles on its own silent packet (``audio/opus.py``).
+    """
+
+    def __init__(self, codec: str, silence: PcmAudio) -> None:
+        name = codec.lower().removeprefix("audio/")
+        self.silence = silence
+        self._opus = OpusFrameEncoder() if name == "opus" else None
+        self._g711 = alaw_encode if name == "pcma" else ulaw_encode
+        self._silent_payload = bytes(self._g711(silence))
+
+    def encode(self, frame: PcmAudio) -> bytes:
+        if self._opus is not None:
+            return self._opus.encode(frame)
+        if frame is self.silence:
+            return self._silent_payload
+        return bytes(self._g711(frame))
 
 
 _EMPTY: PcmAudio = np.zeros(0, dtype=np.int16)

@@ -17,6 +17,7 @@ import fractions
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import aioice.ice
 import numpy as np
@@ -30,14 +31,14 @@ from aiortc import (
 )
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
-from av import AudioFrame
+from av import AudioFrame, Packet
 
 from ..audio import formats
 from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.port import ClientOutput, SessionClient
 from ..runtime.session_runtime import SessionRuntime
 from .calls import CallSession, EventSink
-from .media import FramePacer, PcmAudio, RateConverter
+from .media import FramePacer, PayloadEncoder, PcmAudio, RateConverter
 from .wire import EventWire, Frame
 
 log = logging.getLogger("openrealtime.webrtc")
@@ -96,8 +97,9 @@ def peer_configuration() -> RTCConfiguration:
 
 
 class PlayoutTrack(MediaStreamTrack):
-    """The assistant's voice: one 20 ms frame per ``recv`` at real-time pace, silence when
-    nothing is queued."""
+    """The assistant's voice: one 20 ms packet per ``recv`` at real-time pace, silence when
+    nothing is queued. The track encodes it itself (``PayloadEncoder``), so aiortc only packs
+    it: no encoder thread hop per packet, and settled silence costs no encoding at all."""
 
     kind = "audio"
 
@@ -105,30 +107,29 @@ class PlayoutTrack(MediaStreamTrack):
         super().__init__()
         self.pull = pull
         self.pacer = FramePacer(clock)
-        self.rate = CODEC_RATES["audio/opus"]
-        self._converter = RateConverter(formats.INTERNAL_RATE, self.rate)
+        self.use_codec("audio/opus")
         self._pts = 0
 
     def use_codec(self, mime_type: str) -> None:
-        """Send at the negotiated codec's own rate (no second resampling in the encoder)."""
-        rate = CODEC_RATES.get(mime_type.lower(), CODEC_RATES["audio/opus"])
-        if rate != self.rate:
-            self.rate = rate
-            self._converter = RateConverter(formats.INTERNAL_RATE, rate)
+        """Send in the negotiated codec, at its own rate."""
+        mime = mime_type.lower() if mime_type.lower() in CODEC_RATES else "audio/opus"
+        self.rate = CODEC_RATES[mime]
+        self._converter = RateConverter(formats.INTERNAL_RATE, self.rate)
+        self._encoder = PayloadEncoder(mime, self._converter.silence)
+        self._time_base = fractions.Fraction(1, self.rate)
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         delay = self.pacer.next_delay()
         if delay > 0:
             await asyncio.sleep(delay)
         out = self._converter.convert(self.pull())
-        frame = AudioFrame.from_ndarray(out.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.rate
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, self.rate)
+        packet = Packet(self._encoder.encode(out))
+        packet.pts = self._pts
+        packet.time_base = self._time_base
         self._pts += len(out)
-        return frame
+        return packet
 
 
 def _lower_receive_delay(receiver: RTCRtpReceiver) -> None:
@@ -144,7 +145,8 @@ def frame_samples(frame: AudioFrame) -> tuple[PcmAudio, int]:
     """Interleaved int16 samples of a decoded frame and its channel count."""
     channels = len(frame.layout.channels)
     if frame.format.name == "s16":  # packed int16, what aiortc's decoders give: no copy
-        return np.frombuffer(frame.planes[0], dtype=np.int16, count=frame.samples * channels), channels
+        plane = memoryview(frame.planes[0])
+        return np.frombuffer(plane, dtype=np.int16, count=frame.samples * channels), channels
     array = frame.to_ndarray()
     if frame.format.is_planar:
         array = array.T

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...audio import formats
-from ...audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from ..media import FramePacer, PcmAudio, RateConverter
+from ...audio.g711 import alaw_decode, ulaw_decode
+from ..media import FramePacer, PayloadEncoder, PcmAudio, RateConverter
 from .srtp import SdesKeys, SrtpError, SrtpSession
 
 log = logging.getLogger("openrealtime.sip.rtp")
@@ -183,11 +183,6 @@ def _decoder(codec: str) -> Callable[[bytes], PcmAudio]:
     return ulaw_decode if codec == "PCMU" else alaw_decode
 
 
-def _encoder(codec: str) -> Callable[[PcmAudio], bytes]:
-    encode = ulaw_encode if codec == "PCMU" else alaw_encode
-    return lambda pcm: bytes(encode(pcm))
-
-
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, on_packet: Callable[[bytes, tuple[str, int]], None]) -> None:
         self.on_packet = on_packet
@@ -310,15 +305,13 @@ class RtpSession:
     async def _send_loop(self) -> None:
         pacer = FramePacer(time.monotonic)
         converter = RateConverter(formats.INTERNAL_RATE, 8000)
-        encode = _encoder(self.codec)
-        silence = encode(converter.silence)
+        encoder = PayloadEncoder(self.codec, converter.silence)
         first = True
         while not self.closed:
             delay = pacer.next_delay()
             if delay > 0:
                 await asyncio.sleep(delay)
-            frame = converter.convert(self.pull())
-            payload = silence if frame is converter.silence else encode(frame)
+            payload = encoder.encode(converter.convert(self.pull()))
             self._timestamp = (self._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
             self._sequence = (self._sequence + 1) & 0xFFFF
             if not self.sending or self.remote is None or not self._transports:
