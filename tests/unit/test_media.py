@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,7 +12,7 @@ from hypothesis import strategies as st
 
 from openrealtime.audio.resample import downmix_to_float32, float32_to_int16, int16_to_float32, resample
 from openrealtime.runtime.playback import PlaybackCleared, PlaybackStarted, PlaybackStopped, Playout
-from openrealtime.transports.media import FramePacer, InboundAudio, RateConverter
+from openrealtime.transports.media import FramePacer, InboundAudio, MediaClock, RateConverter
 
 RATE = 24000
 FRAME = 480  # 20 ms at 24 kHz
@@ -289,3 +292,29 @@ def test_downmix_is_the_mean_of_the_channels() -> None:
         expected = frames.astype(np.float64).mean(axis=1) / 32768
         assert np.allclose(mono, expected, atol=1e-7)
     assert np.array_equal(downmix_to_float32(frames[:, 0].copy(), 1), int16_to_float32(frames[:, 0]))
+
+
+async def test_media_clock_ticks_every_sender_on_one_timer() -> None:
+    clock = MediaClock()
+    ticks: dict[str, int] = {"a": 0, "b": 0}
+
+    def sender(name: str) -> Callable[[], None]:
+        def send() -> None:
+            ticks[name] += 1
+
+        return send
+
+    def failing() -> None:
+        raise RuntimeError("broken sender")
+
+    remove_a = clock.add(sender("a"))
+    clock.add(sender("b"))
+    clock.add(failing)  # logged and dropped; the others go on
+    await asyncio.sleep(0.1)
+    remove_a()
+    a = ticks["a"]
+    await asyncio.sleep(0.1)
+    assert 3 <= a <= 7 and ticks["a"] == a  # ~5 ticks of 20 ms, then none after removal
+    assert ticks["b"] >= a + 3
+    assert len([t for t in asyncio.all_tasks() if t.get_name() == "media-clock"]) == 1
+    assert MediaClock.shared() is MediaClock.shared()

@@ -2,12 +2,16 @@
 frames, rate conversion to the codec's rate, and caller audio to the session's 24 kHz PCM.
 
 What is played and when it was heard is the runtime's (runtime/playback.py): a transport
-pulls 20 ms frames from its session at the pace ``FramePacer`` sets and sends them. Nothing
-here does I/O or reads a clock of its own.
+pulls 20 ms frames from its session at the pace ``FramePacer`` sets and sends them; SIP calls
+all send on one ``MediaClock`` tick per event loop. Nothing here does network I/O.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -25,6 +29,8 @@ from ..audio.resample import (
 )
 
 PcmAudio = npt.NDArray[np.int16]
+
+log = logging.getLogger("openrealtime.media")
 
 FRAME_MS = 20
 
@@ -53,6 +59,60 @@ class FramePacer:
             due = now
         self.frames += 1
         return max(0.0, due - now)
+
+
+class MediaClock:
+    """One real-time 20 ms tick for the outgoing media of every call on an event loop.
+
+    Each call's sender runs on the shared tick instead of sleeping on a timer of its own, so
+    the loop wakes once per frame for all calls rather than once per frame per call. A sender
+    that raises is logged and dropped (it would have ended its own loop the same way).
+    """
+
+    _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock] = weakref.WeakKeyDictionary()
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, frame_ms: int = FRAME_MS) -> None:
+        self.clock = clock
+        self.frame_ms = frame_ms
+        self._senders: dict[int, Callable[[], None]] = {}
+        self._next_id = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def shared(cls) -> MediaClock:
+        """The clock of the running event loop."""
+        loop = asyncio.get_running_loop()
+        clock = cls._per_loop.get(loop)
+        if clock is None:
+            clock = cls._per_loop[loop] = cls()
+        return clock
+
+    def add(self, send: Callable[[], None]) -> Callable[[], None]:
+        """Call ``send`` once per frame from the next tick on; returns what removes it."""
+        key = self._next_id
+        self._next_id += 1
+        self._senders[key] = send
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="media-clock")
+
+        def remove() -> None:
+            self._senders.pop(key, None)
+
+        return remove
+
+    async def _run(self) -> None:
+        pacer = FramePacer(self.clock, self.frame_ms)
+        while self._senders:
+            delay = pacer.next_delay()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for key, send in list(self._senders.items()):
+                try:
+                    send()
+                except Exception:
+                    log.exception("media sender failed; it stops")
+                    self._senders.pop(key, None)
+        self._task = None
 
 
 def _quality(in_rate: int, out_rate: int) -> Quality:
