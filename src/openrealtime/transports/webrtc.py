@@ -34,6 +34,7 @@ from aiortc import (
 )
 from aiortc.codecs import get_decoder
 from aiortc.codecs.base import Decoder
+from aiortc.codecs.opus import OpusDecoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, Packet
@@ -146,12 +147,18 @@ def _lower_receive_delay(receiver: RTCRtpReceiver) -> None:
         setattr(receiver, attribute, JitterBuffer(capacity=16, prefetch=1))
 
 
+class _MonoOpusDecoder(OpusDecoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.codec.layout = "mono"
+
+
 class _InlineDecoding:
     """Takes the place of an audio receiver's decoder queue: each complete frame is decoded on
     the event loop (tens of microseconds for 20 ms of Opus) and handed to the track, instead of
-    crossing to aiortc's decoder thread and back (two thread hand-offs and a task per packet,
-    most of an idle call's cost). The end of the stream still goes through the thread, which
-    then ends the track as before."""
+    crossing to aiortc's decoder thread and back (two thread hand-offs and a task per packet).
+    Opus is decoded straight to mono: libopus mixes the channels, and the session is mono. The
+    end of the stream still goes through the thread, which then ends the track as before."""
 
     def __init__(self, receiver: RTCRtpReceiver, thread_queue: queue.Queue[Any]) -> None:
         self.receiver = receiver
@@ -166,7 +173,9 @@ class _InlineDecoding:
             return
         codec, encoded = task
         if codec.name != self._codec_name or self._decoder is None:
-            self._decoder, self._codec_name = get_decoder(codec), codec.name
+            mono = codec.mimeType.lower() == "audio/opus"
+            self._decoder = _MonoOpusDecoder() if mono else get_decoder(codec)
+            self._codec_name = codec.name
         try:
             frames = self._decoder.decode(encoded)
         except av.FFmpegError:
