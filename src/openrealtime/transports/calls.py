@@ -72,7 +72,9 @@ class CallSession:
 
     def caller_audio(self, samples: PcmAudio, rate: int, channels: int = 1) -> None:
         if self.accepting and self.port is not None:
-            self.port.caller_audio(self._inbound.convert(samples, rate, channels))
+            pcm = self._inbound.convert(samples, rate, channels)
+            if len(pcm):  # the resampler releases audio in blocks of a few packets
+                self.port.caller_audio(pcm)
 
     def pull(self) -> PcmAudio:
         """The next 20 ms to play at 24 kHz (silence before the session starts)."""
