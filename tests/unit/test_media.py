@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openrealtime.audio.resample import downmix_to_float32, float32_to_int16, int16_to_float32, resample
-from openrealtime.runtime.playback import PlaybackCleared, PlaybackStarted, PlaybackStopped, Playout
+from openrealtime.core.events import OutputAudio
+from openrealtime.protocol import server_events as se
+from openrealtime.runtime.playback import (
+    MediaPlayback,
+    PlaybackCleared,
+    PlaybackStarted,
+    PlaybackStopped,
+    Playout,
+)
 from openrealtime.transports.media import FramePacer, InboundAudio, MediaClock, RateConverter
 
 RATE = 24000
@@ -123,6 +131,81 @@ def test_two_items_of_one_response_count_separately() -> None:
     assert events == [PlaybackStarted("resp_1")]
     assert playout.played_ms("item_a") == 20 and playout.played_ms("item_b") == 20
     assert playout.clear() == PlaybackCleared("resp_1", "item_b", 20)
+
+
+def test_a_start_can_be_held_back_to_the_end_of_the_frame() -> None:
+    playout = Playout()
+    playout.push("resp_1", "item_1", tone(10, 1))
+    playout.finish("resp_1")
+    playout.push("resp_2", "item_2", tone(30, 2))
+    frame, events = playout.pull()
+    assert events == [PlaybackStarted("resp_1"), PlaybackStopped("resp_1"), PlaybackStarted("resp_2")]
+    playout = Playout()
+    playout.push("resp_1", "item_1", tone(10, 1))
+    playout.finish("resp_1")
+    playout.push("resp_2", "item_2", tone(30, 2))
+    frame, events = playout.pull(start=False)
+    assert events == [] and not frame.any()  # resp_1 had not begun either
+    assert playout.begin() == PlaybackStarted("resp_1")
+    frame, events = playout.pull(start=False)  # a begun response plays
+    assert events == [PlaybackStopped("resp_1")]
+    assert (frame[:240] == 1).all() and not frame[240:].any()
+    assert playout.begin() == PlaybackStarted("resp_2") and playout.begin() is None
+    frame, events = playout.pull(start=False)
+    assert events == [] and (frame == 2).all() and playout.played_ms("item_2") == 20
+
+
+class EventsOut:
+    """What the data channel says: has every event published so far left for the peer?"""
+
+    def __init__(self) -> None:
+        self.held: list[se.ServerEvent] = []
+        self.sent: list[se.ServerEvent] = []
+
+    def publish(self, event: se.ServerEvent) -> None:
+        self.held.append(event)
+
+    def transmit(self) -> None:
+        self.sent += self.held
+        self.held.clear()
+
+    def __call__(self) -> bool:
+        return not self.held
+
+
+def test_answer_audio_waits_until_its_started_event_is_out() -> None:
+    channel = EventsOut()
+    playback = MediaPlayback(channel.publish, lambda: True)
+    playback.audio(OutputAudio("resp_1", "item_1", 0, 0, tone(60), "audio/pcm"))
+    frame = playback.pull(channel)
+    assert not frame.any() and [type(e) for e in channel.held] == [se.OutputAudioBufferStarted]
+    for _ in range(5):  # the channel is backed up: the answer waits, nothing of it played
+        assert not playback.pull(channel).any()
+    assert playback.playout.played_ms("item_1") == 0
+    channel.transmit()
+    frames = [playback.pull(channel) for _ in range(3)]
+    assert all(f.all() for f in frames) and playback.playout.played_ms("item_1") == 60
+    assert channel.held == []  # started once, not again
+
+
+def test_without_an_events_channel_the_start_is_not_delayed() -> None:
+    published: list[se.ServerEvent] = []
+    playback = MediaPlayback(published.append, lambda: True)
+    playback.audio(OutputAudio("resp_1", "item_1", 0, 0, tone(20), "audio/pcm"))
+    assert playback.pull().all()
+    assert [type(e) for e in published] == [se.OutputAudioBufferStarted]
+
+
+def test_a_held_start_can_be_cleared() -> None:
+    channel = EventsOut()
+    playback = MediaPlayback(channel.publish, lambda: True)
+    playback.audio(OutputAudio("resp_1", "item_1", 0, 0, tone(60), "audio/pcm"))
+    playback.pull(channel)
+    cleared = playback.clear("turn_detected")
+    assert cleared is not None and cleared.played_ms == 0
+    channel.transmit()
+    assert not playback.pull(channel).any()
+    assert [type(e) for e in channel.sent] == [se.OutputAudioBufferStarted, se.OutputAudioBufferCleared]
 
 
 @settings(max_examples=60, deadline=None)

@@ -41,6 +41,9 @@ class CallSession:
         """Frames and caller audio are passed on (the session has started and not ended)."""
         self.sinks: list[EventSink] = []
         self.on_session_end = on_session_end
+        self.events_out: Callable[[], bool] | None = None
+        """Whether every event sent so far has left for the peer, where events travel apart
+        from the audio (WebRTC's data channel): a response's audio waits for its started event."""
         self._inbound = InboundAudio()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -80,7 +83,7 @@ class CallSession:
         """The next 20 ms to play at 24 kHz (silence before the session starts)."""
         if self.port is None:
             return np.zeros(FRAME_MS * 24, dtype=np.int16)
-        return self.port.playout_frame()
+        return self.port.playout_frame(self.events_out)
 
     # ------------------------------------------------------------------ sinks and teardown
 

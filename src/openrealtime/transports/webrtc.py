@@ -231,6 +231,16 @@ class _DataChannelSink:
     async def close(self, code: int, reason: str) -> None:
         return None  # closed with the peer connection
 
+    def all_out(self) -> bool:
+        """Every message sent on the channel has been transmitted to the peer. aiortc's SCTP
+        holds messages back (``bufferedAmount``, then its outbound queue) while its congestion
+        window waits for the peer's acknowledgements, on a loaded peer for hundreds of ms."""
+        if self.channel.readyState != "open":
+            return True  # nothing more will go out: the audio need not wait
+        if self.channel.bufferedAmount:
+            return False
+        return not getattr(self.channel.transport, "_outbound_queue", ())
+
 
 RuntimeFactory = Callable[[SessionClient], SessionRuntime]
 """Builds the call's session runtime around the ``SessionClient`` its output goes to."""
@@ -323,7 +333,9 @@ class WebRTCCall:
         if channel.label not in EVENTS_CHANNELS or self.channel is not None:
             return
         self.channel = channel
-        self.session.sinks.append(_DataChannelSink(channel, self._channel_wire))
+        sink = _DataChannelSink(channel, self._channel_wire)
+        self.session.sinks.append(sink)
+        self.session.events_out = sink.all_out  # answer audio never overtakes its started event
         channel.on("message", lambda frame: self.session.receive_frame(frame, self._channel_wire))
         channel.on("close", lambda: self.session.spawn(self.close(), "webrtc-close"))
         self._start_session()
