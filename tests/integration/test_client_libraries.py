@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -322,7 +323,9 @@ async def test_a_barge_in_through_the_agents_sdk(voice_server: ServerProcess, tm
     ]
     assert [event["item_id"] for event in truncates] == [first["id"]], truncates
     cut_ms = truncates[0]["audio_end_ms"]
-    assert BARGE_IN_MS <= cut_ms < first_ms, (cut_ms, first_ms)
+    # at most all it had received (the SDK caps its playout clock at that length rounded up to
+    # the millisecond): on a loaded machine the answer may come slower than it plays
+    assert BARGE_IN_MS <= cut_ms <= math.ceil(first_ms), (cut_ms, first_ms)
     truncated = session.of("conversation.item.truncated")
     assert [(event["item_id"], event["audio_end_ms"]) for event in truncated] == [(first["id"], cut_ms)]
     # it read the item back (``conversation.item.retrieve``, as it does after every truncation
@@ -349,7 +352,7 @@ async def test_a_barge_in_through_the_agents_sdk(voice_server: ServerProcess, tm
         if any(event is late for late in unanswered)
     ), [(side, event["type"]) for side, event in session.timeline if "delta" not in event["type"]]
     kept = base64.b64decode(retrieved[0]["item"]["content"][0]["audio"])
-    assert len(kept) == cut_ms * 48, (len(kept), cut_ms)
+    assert len(kept) == min(cut_ms * 48, round(first_ms * 48)), (len(kept), cut_ms, first_ms)
     # and answered the caller's second turn
     done = [event["response"] for event in session.of("response.done")]
     assert len(done) >= 2 and done[-1]["status"] == "completed", done

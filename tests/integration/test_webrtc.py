@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -266,6 +267,50 @@ async def test_voice_turn_over_webrtc(voice_server: ServerProcess, caller: Calle
     latency_ms = (first_sound - speech_end.result()) * 1000
     print(f"webrtc {codec} voice-to-voice {latency_ms:.0f} ms, answer {answer_ms:.0f} ms")
     assert 0 < latency_ms < 10_000
+
+
+@pytest.mark.slow
+async def test_answer_audio_never_overtakes_its_started_event(
+    voice_server: ServerProcess, caller: Caller
+) -> None:
+    """The events (data channel, SCTP) and the audio (RTP) travel apart. A peer slow to
+    acknowledge the data channel, as a loaded machine is, leaves the server's SCTP waiting for
+    room in its congestion window with events queued; the answer's audio must still not reach
+    the peer before the ``output_audio_buffer.started`` that announces it."""
+    await caller.connect(voice_server, session=VOICE_SESSION)
+    await caller.until("session.created", timeout=60)
+    sctp = caller.pc.sctp
+    assert sctp is not None
+    acknowledge = sctp._send_sack
+    holding = True
+
+    async def held_sack() -> None:  # received data is acknowledged only once released
+        if not holding:
+            await acknowledge()
+
+    sctp._send_sack = held_sack  # type: ignore[method-assign]
+    asked_at = time.monotonic()
+    # ~24 kB of events (the item echoed in added and done) fill the congestion window while
+    # nothing is acknowledged; the item is deleted again, so the answer does not read it
+    caller.send({"type": "conversation.item.create", "item": {"id": "item_padding", "type": "message",
+                 "role": "user", "content": [{"type": "input_text", "text": "pad " * 3000}]}})  # fmt: skip
+    caller.send({"type": "conversation.item.delete", "item_id": "item_padding"})
+    caller.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                 "content": [{"type": "input_text", "text": "Say: hello, how are you today?"}]}})  # fmt: skip
+    caller.send({"type": "response.create"})
+    # hold the acknowledgements until answer audio is heard, or for a while if none comes
+    # (the server holds it back until the started event is out)
+    while caller.first_sound_after(asked_at) is None and time.monotonic() < asked_at + 8:
+        await asyncio.sleep(0.05)
+    holding = False
+    await acknowledge()
+    stopped = (await caller.until("output_audio_buffer.stopped", timeout=120))[-1]
+    started = caller.of("output_audio_buffer.started")
+    assert [e["response_id"] for e in started] == [stopped["response_id"]]
+    first_sound = caller.first_sound_after(asked_at)
+    assert first_sound is not None
+    assert first_sound >= caller.time_of(started[0])  # no sound of the answer before its event
+    assert caller.audio_between(caller.time_of(started[0]), caller.time_of(stopped) + 0.3) > 0.3
 
 
 @pytest.mark.slow

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openrealtime.runtime.playback import PlaybackCleared, PlaybackStarted, PlaybackStopped, Playout
-from openrealtime.transports.media import FramePacer, InboundAudio, RateConverter
+from openrealtime.audio.resample import downmix_to_float32, float32_to_int16, int16_to_float32, resample
+from openrealtime.core.events import OutputAudio
+from openrealtime.protocol import server_events as se
+from openrealtime.runtime.playback import (
+    MediaPlayback,
+    PlaybackCleared,
+    PlaybackStarted,
+    PlaybackStopped,
+    Playout,
+)
+from openrealtime.transports.media import FramePacer, InboundAudio, MediaClock, RateConverter
 
 RATE = 24000
 FRAME = 480  # 20 ms at 24 kHz
@@ -121,6 +133,81 @@ def test_two_items_of_one_response_count_separately() -> None:
     assert playout.clear() == PlaybackCleared("resp_1", "item_b", 20)
 
 
+def test_a_start_can_be_held_back_to_the_end_of_the_frame() -> None:
+    playout = Playout()
+    playout.push("resp_1", "item_1", tone(10, 1))
+    playout.finish("resp_1")
+    playout.push("resp_2", "item_2", tone(30, 2))
+    frame, events = playout.pull()
+    assert events == [PlaybackStarted("resp_1"), PlaybackStopped("resp_1"), PlaybackStarted("resp_2")]
+    playout = Playout()
+    playout.push("resp_1", "item_1", tone(10, 1))
+    playout.finish("resp_1")
+    playout.push("resp_2", "item_2", tone(30, 2))
+    frame, events = playout.pull(start=False)
+    assert events == [] and not frame.any()  # resp_1 had not begun either
+    assert playout.begin() == PlaybackStarted("resp_1")
+    frame, events = playout.pull(start=False)  # a begun response plays
+    assert events == [PlaybackStopped("resp_1")]
+    assert (frame[:240] == 1).all() and not frame[240:].any()
+    assert playout.begin() == PlaybackStarted("resp_2") and playout.begin() is None
+    frame, events = playout.pull(start=False)
+    assert events == [] and (frame == 2).all() and playout.played_ms("item_2") == 20
+
+
+class EventsOut:
+    """What the data channel says: has every event published so far left for the peer?"""
+
+    def __init__(self) -> None:
+        self.held: list[se.ServerEvent] = []
+        self.sent: list[se.ServerEvent] = []
+
+    def publish(self, event: se.ServerEvent) -> None:
+        self.held.append(event)
+
+    def transmit(self) -> None:
+        self.sent += self.held
+        self.held.clear()
+
+    def __call__(self) -> bool:
+        return not self.held
+
+
+def test_answer_audio_waits_until_its_started_event_is_out() -> None:
+    channel = EventsOut()
+    playback = MediaPlayback(channel.publish, lambda: True)
+    playback.audio(OutputAudio("resp_1", "item_1", 0, 0, tone(60), "audio/pcm"))
+    frame = playback.pull(channel)
+    assert not frame.any() and [type(e) for e in channel.held] == [se.OutputAudioBufferStarted]
+    for _ in range(5):  # the channel is backed up: the answer waits, nothing of it played
+        assert not playback.pull(channel).any()
+    assert playback.playout.played_ms("item_1") == 0
+    channel.transmit()
+    frames = [playback.pull(channel) for _ in range(3)]
+    assert all(f.all() for f in frames) and playback.playout.played_ms("item_1") == 60
+    assert channel.held == []  # started once, not again
+
+
+def test_without_an_events_channel_the_start_is_not_delayed() -> None:
+    published: list[se.ServerEvent] = []
+    playback = MediaPlayback(published.append, lambda: True)
+    playback.audio(OutputAudio("resp_1", "item_1", 0, 0, tone(20), "audio/pcm"))
+    assert playback.pull().all()
+    assert [type(e) for e in published] == [se.OutputAudioBufferStarted]
+
+
+def test_a_held_start_can_be_cleared() -> None:
+    channel = EventsOut()
+    playback = MediaPlayback(channel.publish, lambda: True)
+    playback.audio(OutputAudio("resp_1", "item_1", 0, 0, tone(60), "audio/pcm"))
+    playback.pull(channel)
+    cleared = playback.clear("turn_detected")
+    assert cleared is not None and cleared.played_ms == 0
+    channel.transmit()
+    assert not playback.pull(channel).any()
+    assert [type(e) for e in channel.sent] == [se.OutputAudioBufferStarted, se.OutputAudioBufferCleared]
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=2000), min_size=1, max_size=12))
 def test_every_pushed_sample_plays_once_in_order(chunks: list[int]) -> None:
@@ -200,3 +287,117 @@ def test_inbound_telephone_audio_becomes_session_pcm() -> None:
     assert np.sqrt(np.mean(steady**2)) == pytest.approx(4000 / np.sqrt(2), rel=0.05)
     spectrum = np.abs(np.fft.rfft(steady))
     assert abs(np.argmax(spectrum) * 24000 / len(steady) - 200) < 2
+
+
+# ------------------------------------------------------------------ rate conversion at the edge
+
+
+class FullPathConverter(RateConverter):
+    """The converter without its silence fast path: every frame goes through the resampler."""
+
+    SETTLE_FRAMES = 10**9
+
+
+def bursts_and_silences(seed: int, rate: int, frames: int) -> list[np.ndarray]:
+    """20 ms frames: loud noise bursts and silences of random lengths, some very short."""
+    rng = np.random.default_rng(seed)
+    size = rate // 50
+    out: list[np.ndarray] = []
+    while len(out) < frames:
+        for _ in range(int(rng.integers(1, 30))):
+            out.append((rng.standard_normal(size) * 4000).astype(np.int16))
+        for _ in range(int(rng.choice([1, 3, 9, 10, 11, 25, 60]))):
+            out.append(np.zeros(size, dtype=np.int16))
+    return out[:frames]
+
+
+@pytest.mark.parametrize("out_rate", [8000, 16000, 48000])
+def test_silence_fast_path_gives_the_sound_of_resampling_everything(out_rate: int) -> None:
+    frames = bursts_and_silences(out_rate, RATE, 1500)
+    fast, full = RateConverter(RATE, out_rate), FullPathConverter(RATE, out_rate)
+    fast_out = [fast.convert(frame) for frame in frames]
+    full_out = [full.convert(frame) for frame in frames]
+    assert all(len(a) == out_rate // 50 for a in fast_out)
+    # the same samples at the same times; skipping whole frames shifts soxr's block phase,
+    # which moves float rounding by ~1e-5 and so a few samples by one step (-96 dB)
+    difference = np.abs(np.concatenate(fast_out).astype(np.int32) - np.concatenate(full_out))
+    assert difference.max() <= 1 and np.count_nonzero(difference) < difference.size / 200
+    assert sum(a is fast.silence for a in fast_out) > 100  # the fast path was really taken
+    assert not any(a is full.silence for a in full_out)
+
+
+@pytest.mark.parametrize("out_rate", [8000, 16000, 48000])
+def test_rate_converter_never_opens_a_gap_in_a_sound(out_rate: int) -> None:
+    """The FIFO starts with all the lead the resampler's bursts need, so a sound that starts
+    at once plays without a run of inserted zeros (a click) anywhere in it."""
+    converter = RateConverter(RATE, out_rate)
+    t = np.arange(RATE * 5) / RATE
+    signal = (3000 * np.sin(2 * np.pi * 440 * t) + 8000).astype(np.int16)  # never near zero
+    out = np.concatenate([converter.convert(signal[i : i + FRAME]) for i in range(0, len(signal), FRAME)])
+    onset = np.flatnonzero(out)[0] + out_rate // 100  # past the resampler's ringing at the onset
+    assert out[onset:].min() > 4000
+
+
+def test_silent_frames_are_one_shared_read_only_frame() -> None:
+    converter = RateConverter(RATE, 8000)
+    outs = [converter.convert(np.zeros(FRAME, dtype=np.int16)) for _ in range(20)]
+    assert outs[-1] is converter.silence and not converter.silence.any()
+    with pytest.raises(ValueError):
+        converter.silence[0] = 1
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (48000, 2), (16000, 1)])
+def test_inbound_packets_equal_resampling_the_whole_call(rate: int, channels: int) -> None:
+    """Packet by packet, caller audio is the whole call resampled at once, sample for sample
+    (up to what the resampler still holds back)."""
+    rng = np.random.default_rng(rate)
+    packet = rate // 50 * channels
+    samples = (rng.standard_normal(packet * 100) * 3000).astype(np.int16)
+    inbound = InboundAudio()
+    pieces = [
+        inbound.convert(samples[i : i + packet], rate, channels) for i in range(0, len(samples), packet)
+    ]
+    assert all(piece.dtype == np.int16 for piece in pieces)
+    streamed = np.concatenate(pieces)
+    whole = float32_to_int16(
+        resample(downmix_to_float32(samples, channels), rate, RATE, "LQ" if rate == 48000 else "HQ")
+    )
+    assert len(streamed) >= len(whole) - RATE // 10
+    assert np.array_equal(streamed, whole[: len(streamed)])
+
+
+def test_downmix_is_the_mean_of_the_channels() -> None:
+    rng = np.random.default_rng(3)
+    for channels in (1, 2, 3):
+        frames = rng.integers(-32768, 32768, size=(500, channels)).astype(np.int16)
+        mono = downmix_to_float32(frames.reshape(-1), channels)
+        assert mono.dtype == np.float32
+        expected = frames.astype(np.float64).mean(axis=1) / 32768
+        assert np.allclose(mono, expected, atol=1e-7)
+    assert np.array_equal(downmix_to_float32(frames[:, 0].copy(), 1), int16_to_float32(frames[:, 0]))
+
+
+async def test_media_clock_ticks_every_sender_on_one_timer() -> None:
+    clock = MediaClock()
+    ticks: dict[str, int] = {"a": 0, "b": 0}
+
+    def sender(name: str) -> Callable[[], None]:
+        def send() -> None:
+            ticks[name] += 1
+
+        return send
+
+    def failing() -> None:
+        raise RuntimeError("broken sender")
+
+    remove_a = clock.add(sender("a"))
+    clock.add(sender("b"))
+    clock.add(failing)  # logged and dropped; the others go on
+    await asyncio.sleep(0.1)
+    remove_a()
+    a = ticks["a"]
+    await asyncio.sleep(0.1)
+    assert 3 <= a <= 7 and ticks["a"] == a  # ~5 ticks of 20 ms, then none after removal
+    assert ticks["b"] >= a + 3
+    assert len([t for t in asyncio.all_tasks() if t.get_name() == "media-clock"]) == 1
+    assert MediaClock.shared() is MediaClock.shared()

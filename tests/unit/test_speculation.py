@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from openrealtime.core.languages import language_instruction
 from openrealtime.core.session import SessionCore
-from openrealtime.core.speculation import normalise, same_request, worth_guessing
+from openrealtime.core.speculation import guess_request, normalise, same_request, worth_guessing
 from openrealtime.engines.base import (
     CancelToken,
     ChatMessage,
@@ -33,6 +34,7 @@ from openrealtime.runtime.port import ClientOutput
 from openrealtime.runtime.scheduler import PRIORITY_BACKGROUND, PRIORITY_SPECULATIVE, EngineQueue, Scheduler
 from openrealtime.runtime.session_runtime import SessionRuntime
 from openrealtime.transports.wire import EventWire
+from tests.json_edge import JsonCore
 
 
 def request(last: str, *, tools: tuple[ToolSpec, ...] = ()) -> ChatRequest:
@@ -68,6 +70,29 @@ def test_same_request_only_up_to_how_the_last_words_were_written() -> None:
     earlier = request("x")
     changed = ChatRequest(messages=(earlier.messages[0], ChatMessage(role="user", content="x")))
     assert not same_request(earlier, changed)
+
+
+def test_a_guess_asks_what_the_turn_will_ask_in_the_callers_language() -> None:
+    """The real request ends its instructions with the answer's language line; a guess without
+    it could never be released for a caller heard in another language."""
+    core = SessionCore(RealtimeSession(), count_tokens=lambda s: len(s.split()), created_at=0)
+    edge = JsonCore(core)
+    core.start()
+
+    def send(kind: str, **fields: Any) -> list[dict[str, Any]]:
+        edge.handle(json.dumps({"type": kind, **fields}))
+        return [json.loads(frame.to_json()) for frame in edge.take_events()]
+
+    send("session.update", session={"type": "realtime", "instructions": "Be brief."})
+    core.state.caller_language = "es"
+    guess = guess_request(core, "¿Qué hora es?")
+    user = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "¿qué hora es"}]}
+    send("conversation.item.create", item=user)
+    created = [event for event in send("response.create") if event["type"] == "response.created"]
+    real = core.responses.chat_request(created[0]["response"]["id"], core.mcp.tools_for_model)
+    assert guess is not None and real is not None
+    assert real.messages[0].content.endswith(str(language_instruction("es")))
+    assert same_request(guess, real)
 
 
 async def test_speculative_work_gives_the_engine_up_when_a_turn_needs_it() -> None:

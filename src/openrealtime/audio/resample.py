@@ -29,6 +29,7 @@ __all__ = [
     "AudioFramer",
     "Quality",
     "StreamingResampler",
+    "downmix_to_float32",
     "float32_to_int16",
     "int16_to_float32",
     "resample",
@@ -42,6 +43,7 @@ PcmAudio = npt.NDArray[np.int16]
 AudioT = TypeVar("AudioT", npt.NDArray[np.int16], npt.NDArray[np.float32])
 
 _SUPPORTED_DTYPES = (np.dtype(np.int16), np.dtype(np.float32))
+_INT16_TO_FLOAT = np.float32(1.0 / 32768.0)
 
 
 def int16_to_float32(pcm: npt.ArrayLike) -> FloatAudio:
@@ -49,7 +51,22 @@ def int16_to_float32(pcm: npt.ArrayLike) -> FloatAudio:
     samples = np.asarray(pcm)
     if samples.dtype != np.int16:
         raise TypeError(f"expected int16 samples, got {samples.dtype}")
-    return samples.astype(np.float32) * np.float32(1.0 / 32768.0)
+    scaled: FloatAudio = np.multiply(samples, _INT16_TO_FLOAT, dtype=np.float32)
+    return scaled
+
+
+def downmix_to_float32(pcm: PcmAudio, channels: int) -> FloatAudio:
+    """Interleaved int16 frames to mono float32 in [-1, 1): the mean of the channels, in one
+    pass (no int16 mono in between, so no rounding before the resampler)."""
+    if channels <= 1:
+        return int16_to_float32(pcm)
+    usable = len(pcm) // channels * channels
+    frames = pcm[:usable].reshape(-1, channels)
+    mono: FloatAudio = np.add(frames[:, 0], frames[:, 1], dtype=np.float32)
+    for channel in range(2, channels):
+        np.add(mono, frames[:, channel], out=mono, dtype=np.float32)
+    mono *= np.float32(1.0 / (32768.0 * channels))
+    return mono
 
 
 def float32_to_int16(audio: npt.ArrayLike) -> PcmAudio:
@@ -59,8 +76,11 @@ def float32_to_int16(audio: npt.ArrayLike) -> PcmAudio:
     wrapping around.
     """
     samples = np.asarray(audio, dtype=np.float32)
-    scaled = np.rint(samples * np.float32(32768.0))
-    return np.asarray(np.clip(scaled, -32768, 32767), dtype=np.int16)
+    scaled = samples * np.float32(32768.0)
+    np.rint(scaled, out=scaled)
+    np.minimum(scaled, np.float32(32767.0), out=scaled)  # ufuncs in place: the per-packet path
+    np.maximum(scaled, np.float32(-32768.0), out=scaled)
+    return scaled.astype(np.int16)
 
 
 def _check_rates(in_rate: int, out_rate: int) -> None:
@@ -145,6 +165,9 @@ class StreamingResampler:
         if self._stream is None:
             return chunk.copy()
         out: FloatAudio = self._stream.resample_chunk(_to_float(chunk), last=False)
+        if not out.size:  # soxr works in blocks: most small chunks release nothing
+            empty: AudioT = np.zeros(0, dtype=self.dtype)
+            return empty
         result: AudioT = _like(out, self.dtype)
         return result
 

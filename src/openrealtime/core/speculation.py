@@ -110,7 +110,9 @@ def guess_request(core: SessionCore, text: str) -> ChatRequest | None:
         truncate=session.truncation != "disabled",
     )
     model_tools, _ = core.mcp.tools_for_model(tools)
-    return request_for(items, [], options, model_tools, core.state.count_tokens)
+    return request_for(
+        items, [], options, model_tools, core.state.count_tokens, language=core.responses.answer_language()
+    )
 
 
 def prefix_request(core: SessionCore) -> ChatRequest | None:

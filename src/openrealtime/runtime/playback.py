@@ -130,8 +130,9 @@ class Playout:
         self._drain_finished(events)
         return events
 
-    def pull(self) -> tuple[PcmAudio, list[PlaybackEvent]]:
-        """The next frame to play, and what started or stopped playing with it."""
+    def pull(self, start: bool = True) -> tuple[PcmAudio, list[PlaybackEvent]]:
+        """The next frame to play, and what started or stopped playing with it. With ``start``
+        False no response begins in this frame: the frame ends where one would (silence after)."""
         frame = np.zeros(self.frame_samples, dtype=np.int16)
         filled = 0
         events: list[PlaybackEvent] = []
@@ -144,6 +145,8 @@ class Playout:
             if not head.queued:
                 break  # underrun: the response is still being synthesized
             if head.response_id != self.current:
+                if not start:
+                    break
                 self.current = head.response_id
                 self._started.add(head.response_id)
                 events.append(PlaybackStarted(head.response_id))
@@ -154,6 +157,17 @@ class Playout:
             self._played[head.item_id] = self._played.get(head.item_id, 0) + len(taken)
         self._drain_finished(events)
         return frame, events
+
+    def begin(self) -> PlaybackStarted | None:
+        """Start the response whose audio is next, if one is waiting, without playing any of it:
+        the next ``pull`` plays it (``pull(start=False)`` too). Called after a ``pull``, which
+        has dropped what finished before it."""
+        head = self._segments[0] if self._segments else None
+        if head is None or not head.queued or head.response_id == self.current:
+            return None
+        self.current = head.response_id
+        self._started.add(head.response_id)
+        return PlaybackStarted(head.response_id)
 
     def clear(self) -> PlaybackCleared | None:
         """Drop all queued audio; what was playing (or about to) is reported, not stopped."""
@@ -212,13 +226,33 @@ class MediaPlayback:
         """Sends an ``output_audio_buffer.*`` event (through the runtime, so observers see it)."""
         self.interrupts = interrupts
         """Whether speech of the caller interrupts the assistant (``interrupt_response``)."""
+        self._announced = False
+        """A response was reported started; its audio waits until the event is out."""
 
     def audio(self, out: OutputAudio) -> None:
         self.playout.push(out.response_id, out.item_id, out.pcm)
 
-    def pull(self) -> PcmAudio:
-        """The next frame to send (silence when nothing is queued)."""
-        frame, events = self.playout.pull()
+    def pull(self, events_out: Callable[[], bool] | None = None) -> PcmAudio:
+        """The next frame to send (silence when nothing is queued).
+
+        ``events_out`` says whether every event published so far has left for the client.
+        With it, a response is started in a frame of its own and its audio is held until its
+        ``output_audio_buffer.started`` is out: on WebRTC the events (data channel) and the
+        audio (RTP) travel apart, and the data channel can hold events back for a while (its
+        congestion window waits for the peer's acknowledgements), so audio pulled at once
+        could reach the peer before the event that announces it.
+        """
+        if events_out is None:
+            frame, events = self.playout.pull()
+        elif self._announced and not events_out():
+            return np.zeros(self.playout.frame_samples, dtype=np.int16)
+        else:
+            self._announced = False
+            frame, events = self.playout.pull(start=False)
+            started = self.playout.begin()
+            if started is not None:
+                events.append(started)
+                self._announced = True
         if self.played is not None:
             for response_id, item_id, pcm in self.playout.last_played:
                 self.played(response_id, item_id, pcm)

@@ -9,6 +9,7 @@ and on WebSocket the response audio as PCM, which the edge encodes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from ..core.events import ClientInput, OutputAudio, PcmAudio, RetrievedItem
@@ -53,8 +54,10 @@ class SessionPort(Protocol):
     def dtmf(self, digit: str) -> None:
         """A key the caller pressed (SIP)."""
 
-    def playout_frame(self) -> PcmAudio:
-        """The next 20 ms of the assistant's voice (silence when nothing is queued)."""
+    def playout_frame(self, events_out: Callable[[], bool] | None = None) -> PcmAudio:
+        """The next 20 ms of the assistant's voice (silence when nothing is queued). A
+        transport whose events travel apart from its audio passes ``events_out`` (every event
+        sent so far has left): a response's audio then waits for its ``output_audio_buffer.started``."""
 
     def fail(self, error: RealtimeError) -> None:
         """A transport-level problem, reported as an ``error`` event."""

@@ -247,10 +247,10 @@ class SessionRuntime:
         self.observers.dtmf(self.info, digit)
         self._send(se.InputAudioBufferDtmfEventReceived(event=digit, received_at=int(time.time())))
 
-    def playout_frame(self) -> PcmAudio:
+    def playout_frame(self, events_out: Callable[[], bool] | None = None) -> PcmAudio:
         if self.playback is None:
             return np.zeros(FRAME_MS * 24, dtype=np.int16)
-        return self.playback.pull()
+        return self.playback.pull(events_out)
 
     def fail(self, error: RealtimeError) -> None:
         """Report a transport-level problem as an ``error`` event (closing when it is fatal)."""

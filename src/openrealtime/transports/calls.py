@@ -41,6 +41,9 @@ class CallSession:
         """Frames and caller audio are passed on (the session has started and not ended)."""
         self.sinks: list[EventSink] = []
         self.on_session_end = on_session_end
+        self.events_out: Callable[[], bool] | None = None
+        """Whether every event sent so far has left for the peer, where events travel apart
+        from the audio (WebRTC's data channel): a response's audio waits for its started event."""
         self._inbound = InboundAudio()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -72,13 +75,15 @@ class CallSession:
 
     def caller_audio(self, samples: PcmAudio, rate: int, channels: int = 1) -> None:
         if self.accepting and self.port is not None:
-            self.port.caller_audio(self._inbound.convert(samples, rate, channels))
+            pcm = self._inbound.convert(samples, rate, channels)
+            if len(pcm):  # the resampler releases audio in blocks of a few packets
+                self.port.caller_audio(pcm)
 
     def pull(self) -> PcmAudio:
         """The next 20 ms to play at 24 kHz (silence before the session starts)."""
         if self.port is None:
             return np.zeros(FRAME_MS * 24, dtype=np.int16)
-        return self.port.playout_frame()
+        return self.port.playout_frame(self.events_out)
 
     # ------------------------------------------------------------------ sinks and teardown
 

@@ -2,21 +2,35 @@
 frames, rate conversion to the codec's rate, and caller audio to the session's 24 kHz PCM.
 
 What is played and when it was heard is the runtime's (runtime/playback.py): a transport
-pulls 20 ms frames from its session at the pace ``FramePacer`` sets and sends them. Nothing
-here does I/O or reads a clock of its own.
+pulls 20 ms frames from its session at the pace ``FramePacer`` sets and sends them; SIP calls
+all send on one ``MediaClock`` tick per event loop. Nothing here does network I/O.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+import weakref
 from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
 
 from ..audio import formats
-from ..audio.resample import DEFAULT_QUALITY, Quality, StreamingResampler
+from ..audio.g711 import alaw_encode, ulaw_encode
+from ..audio.opus import OpusFrameEncoder
+from ..audio.resample import (
+    DEFAULT_QUALITY,
+    Quality,
+    StreamingResampler,
+    downmix_to_float32,
+    float32_to_int16,
+)
 
 PcmAudio = npt.NDArray[np.int16]
+
+log = logging.getLogger("openrealtime.media")
 
 FRAME_MS = 20
 
@@ -47,6 +61,60 @@ class FramePacer:
         return max(0.0, due - now)
 
 
+class MediaClock:
+    """One real-time 20 ms tick for the outgoing media of every call on an event loop.
+
+    Each call's sender runs on the shared tick instead of sleeping on a timer of its own, so
+    the loop wakes once per frame for all calls rather than once per frame per call. A sender
+    that raises is logged and dropped (it would have ended its own loop the same way).
+    """
+
+    _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock] = weakref.WeakKeyDictionary()
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, frame_ms: int = FRAME_MS) -> None:
+        self.clock = clock
+        self.frame_ms = frame_ms
+        self._senders: dict[int, Callable[[], None]] = {}
+        self._next_id = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def shared(cls) -> MediaClock:
+        """The clock of the running event loop."""
+        loop = asyncio.get_running_loop()
+        clock = cls._per_loop.get(loop)
+        if clock is None:
+            clock = cls._per_loop[loop] = cls()
+        return clock
+
+    def add(self, send: Callable[[], None]) -> Callable[[], None]:
+        """Call ``send`` once per frame from the next tick on; returns what removes it."""
+        key = self._next_id
+        self._next_id += 1
+        self._senders[key] = send
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="media-clock")
+
+        def remove() -> None:
+            self._senders.pop(key, None)
+
+        return remove
+
+    async def _run(self) -> None:
+        pacer = FramePacer(self.clock, self.frame_ms)
+        while self._senders:
+            delay = pacer.next_delay()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for key, send in list(self._senders.items()):
+                try:
+                    send()
+                except Exception:
+                    log.exception("media sender failed; it stops")
+                    self._senders.pop(key, None)
+        self._task = None
+
+
 def _quality(in_rate: int, out_rate: int) -> Quality:
     """``LQ`` between 24 and 48 kHz: flat to ~11 kHz (all of speech) and ~1 ms of resampler
     delay instead of ~30 ms with ``HQ``; ``HQ`` elsewhere (its roll-off matters at 8 kHz)."""
@@ -54,58 +122,114 @@ def _quality(in_rate: int, out_rate: int) -> Quality:
 
 
 class RateConverter:
-    """Mono int16 at one rate → another, in exact ``frame`` sized pieces (resampler latency is
-    absorbed by a small FIFO that starts with silence)."""
+    """Mono int16 at one rate → another, in exact ``frame`` sized pieces.
+
+    Resampler latency is absorbed by a small FIFO. The converter starts as if two seconds of
+    silence had already gone through it, so the FIFO holds all the lead the resampler's
+    bursts will ever need and never runs dry mid-stream (a dry FIFO would insert a gap into
+    speech). Once the resampler and the FIFO hold nothing but silence, a silent input frame
+    gives ``silence`` without resampling: the output is the same, sample for sample, because
+    the resampler is linear and time-invariant and every frame is a whole number of periods
+    of the rate ratio.
+    """
+
+    WARMUP_FRAMES = 100
+    """Silent frames run through at start; the FIFO's lead settles well within them."""
+    SETTLE_FRAMES = 10
+    """Silent input frames after which nothing of the last sound is left in the resampler."""
 
     def __init__(self, in_rate: int, out_rate: int, frame_ms: int = FRAME_MS) -> None:
         self.in_rate = in_rate
         self.out_rate = out_rate
+        self.in_samples = in_rate * frame_ms // 1000
         self.frame_samples = out_rate * frame_ms // 1000
+        self.silence: PcmAudio = np.zeros(self.frame_samples, dtype=np.int16)
+        """The frame a silent input gives on the fast path (shared: never written to)."""
+        self.silence.flags.writeable = False
         self._resampler = (
             StreamingResampler(in_rate, out_rate, np.int16, _quality(in_rate, out_rate))
             if in_rate != out_rate
             else None
         )
         self._fifo = np.zeros(0, dtype=np.int16)
+        self._quiet_frames = 0
+        if self._resampler is not None:
+            quiet = np.zeros(self.in_samples, dtype=np.int16)
+            for _ in range(self.WARMUP_FRAMES):
+                self._resample(quiet)
 
     def convert(self, pcm: PcmAudio) -> PcmAudio:
         """One frame at ``out_rate`` for one frame of input."""
         if self._resampler is None:
             return pcm
-        self._fifo = np.concatenate([self._fifo, np.asarray(self._resampler.process(pcm), dtype=np.int16)])
-        if len(self._fifo) < self.frame_samples:
-            pad = np.zeros(self.frame_samples - len(self._fifo), dtype=np.int16)
-            self._fifo = np.concatenate([pad, self._fifo])
-        out, self._fifo = self._fifo[: self.frame_samples], self._fifo[self.frame_samples :]
+        if pcm.any():
+            self._quiet_frames = 0
+        elif self._quiet_frames >= self.SETTLE_FRAMES and len(pcm) == self.in_samples:
+            return self.silence
+        else:
+            self._quiet_frames += 1
+        out = self._resample(pcm)
+        if self._quiet_frames >= self.SETTLE_FRAMES and self._fifo.any():
+            self._quiet_frames = 0  # still ringing out: keep resampling
+        return out
+
+    def _resample(self, pcm: PcmAudio) -> PcmAudio:
+        assert self._resampler is not None
+        released = self._resampler.process(pcm)
+        fifo = np.concatenate([self._fifo, released]) if len(released) else self._fifo
+        if len(fifo) < self.frame_samples:
+            fifo = np.concatenate([np.zeros(self.frame_samples - len(fifo), dtype=np.int16), fifo])
+        out, self._fifo = fifo[: self.frame_samples], fifo[self.frame_samples :]
         return out
 
 
 class InboundAudio:
     """Caller audio from a media transport (any rate, mono or interleaved channels) → 24 kHz
-    mono PCM, continuous across packets."""
+    mono PCM, continuous across packets; empty while the resampler holds the audio back."""
 
     def __init__(self) -> None:
         self._rate = 0
         self._resampler: StreamingResampler | None = None
 
     def convert(self, samples: PcmAudio, rate: int, channels: int) -> PcmAudio:
-        mono = samples if channels <= 1 else _downmix(samples, channels)
         if rate != self._rate:
             self._rate = rate
             self._resampler = (
                 StreamingResampler(
-                    rate, formats.INTERNAL_RATE, np.int16, _quality(rate, formats.INTERNAL_RATE)
+                    rate, formats.INTERNAL_RATE, np.float32, _quality(rate, formats.INTERNAL_RATE)
                 )
                 if rate != formats.INTERNAL_RATE
                 else None
             )
         if self._resampler is None:
-            return np.asarray(mono, dtype=np.int16)
-        return np.asarray(self._resampler.process(mono), dtype=np.int16)
+            if channels <= 1:
+                return np.asarray(samples, dtype=np.int16)
+            return float32_to_int16(downmix_to_float32(samples, channels))
+        out = self._resampler.process(downmix_to_float32(samples, channels))
+        return float32_to_int16(out) if len(out) else _EMPTY
 
 
-def _downmix(samples: PcmAudio, channels: int) -> PcmAudio:
-    usable = len(samples) // channels * channels
-    frames = samples[:usable].reshape(-1, channels).astype(np.int32)
-    mixed: PcmAudio = (frames.sum(axis=1) // channels).astype(np.int16)
-    return mixed
+class PayloadEncoder:
+    """Frames at the codec's rate → RTP payloads: G.711 (``PCMU``/``PCMA``) or Opus.
+
+    ``silence`` is the converter's shared silent frame: for G.711 it is encoded once; Opus
+    settles on its own silent packet (``audio/opus.py``).
+    """
+
+    def __init__(self, codec: str, silence: PcmAudio) -> None:
+        name = codec.lower().removeprefix("audio/")
+        self.silence = silence
+        self._opus = OpusFrameEncoder() if name == "opus" else None
+        self._g711 = alaw_encode if name == "pcma" else ulaw_encode
+        self._silent_payload = bytes(self._g711(silence))
+
+    def encode(self, frame: PcmAudio) -> bytes:
+        if self._opus is not None:
+            return self._opus.encode(frame)
+        if frame is self.silence:
+            return self._silent_payload
+        return bytes(self._g711(frame))
+
+
+_EMPTY: PcmAudio = np.zeros(0, dtype=np.int16)
+_EMPTY.flags.writeable = False

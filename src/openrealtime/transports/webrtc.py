@@ -15,29 +15,36 @@ import contextlib
 import contextvars
 import fractions
 import logging
+import queue
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import aioice.ice
+import av
 import numpy as np
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCDataChannel,
     RTCPeerConnection,
+    RTCRtpCodecParameters,
     RTCRtpReceiver,
     RTCSessionDescription,
 )
-from aiortc.jitterbuffer import JitterBuffer
+from aiortc.codecs import get_decoder
+from aiortc.codecs.base import Decoder
+from aiortc.codecs.opus import OpusDecoder
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
-from av import AudioFrame
+from av import AudioFrame, Packet
 
 from ..audio import formats
 from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.port import ClientOutput, SessionClient
 from ..runtime.session_runtime import SessionRuntime
 from .calls import CallSession, EventSink
-from .media import FramePacer, PcmAudio, RateConverter
+from .media import FramePacer, PayloadEncoder, PcmAudio, RateConverter
 from .wire import EventWire, Frame
 
 log = logging.getLogger("openrealtime.webrtc")
@@ -96,8 +103,9 @@ def peer_configuration() -> RTCConfiguration:
 
 
 class PlayoutTrack(MediaStreamTrack):
-    """The assistant's voice: one 20 ms frame per ``recv`` at real-time pace, silence when
-    nothing is queued."""
+    """The assistant's voice: one 20 ms packet per ``recv`` at real-time pace, silence when
+    nothing is queued. The track encodes it itself (``PayloadEncoder``), so aiortc only packs
+    it: no encoder thread hop per packet, and settled silence costs no encoding at all."""
 
     kind = "audio"
 
@@ -105,30 +113,29 @@ class PlayoutTrack(MediaStreamTrack):
         super().__init__()
         self.pull = pull
         self.pacer = FramePacer(clock)
-        self.rate = CODEC_RATES["audio/opus"]
-        self._converter = RateConverter(formats.INTERNAL_RATE, self.rate)
+        self.use_codec("audio/opus")
         self._pts = 0
 
     def use_codec(self, mime_type: str) -> None:
-        """Send at the negotiated codec's own rate (no second resampling in the encoder)."""
-        rate = CODEC_RATES.get(mime_type.lower(), CODEC_RATES["audio/opus"])
-        if rate != self.rate:
-            self.rate = rate
-            self._converter = RateConverter(formats.INTERNAL_RATE, rate)
+        """Send in the negotiated codec, at its own rate."""
+        mime = mime_type.lower() if mime_type.lower() in CODEC_RATES else "audio/opus"
+        self.rate = CODEC_RATES[mime]
+        self._converter = RateConverter(formats.INTERNAL_RATE, self.rate)
+        self._encoder = PayloadEncoder(mime, self._converter.silence)
+        self._time_base = fractions.Fraction(1, self.rate)
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         delay = self.pacer.next_delay()
         if delay > 0:
             await asyncio.sleep(delay)
         out = self._converter.convert(self.pull())
-        frame = AudioFrame.from_ndarray(out.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.rate
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, self.rate)
+        packet = Packet(self._encoder.encode(out))
+        packet.pts = self._pts
+        packet.time_base = self._time_base
         self._pts += len(out)
-        return frame
+        return packet
 
 
 def _lower_receive_delay(receiver: RTCRtpReceiver) -> None:
@@ -140,9 +147,57 @@ def _lower_receive_delay(receiver: RTCRtpReceiver) -> None:
         setattr(receiver, attribute, JitterBuffer(capacity=16, prefetch=1))
 
 
+class _MonoOpusDecoder(OpusDecoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.codec.layout = "mono"
+
+
+class _InlineDecoding:
+    """Takes the place of an audio receiver's decoder queue: each complete frame is decoded on
+    the event loop (tens of microseconds for 20 ms of Opus) and handed to the track, instead of
+    crossing to aiortc's decoder thread and back (two thread hand-offs and a task per packet).
+    Opus is decoded straight to mono: libopus mixes the channels, and the session is mono. The
+    end of the stream still goes through the thread, which then ends the track as before."""
+
+    def __init__(self, receiver: RTCRtpReceiver, thread_queue: queue.Queue[Any]) -> None:
+        self.receiver = receiver
+        self.thread_queue = thread_queue
+        self._codec_name = ""
+        self._decoder: Decoder | None = None
+
+    def put(self, task: tuple[RTCRtpCodecParameters, JitterFrame] | None) -> None:
+        track = self.receiver._track
+        if task is None or track is None:
+            self.thread_queue.put(task)
+            return
+        codec, encoded = task
+        if codec.name != self._codec_name or self._decoder is None:
+            mono = codec.mimeType.lower() == "audio/opus"
+            self._decoder = _MonoOpusDecoder() if mono else get_decoder(codec)
+            self._codec_name = codec.name
+        try:
+            frames = self._decoder.decode(encoded)
+        except av.FFmpegError:
+            log.debug("undecodable %s frame", codec.name, exc_info=True)
+            return
+        for frame in frames:
+            track._queue.put_nowait(frame)
+
+
+def _decode_inline(receiver: RTCRtpReceiver) -> None:
+    attribute = "_RTCRtpReceiver__decoder_queue"
+    original = getattr(receiver, attribute, None)
+    if isinstance(original, queue.Queue):
+        setattr(receiver, attribute, _InlineDecoding(receiver, original))
+
+
 def frame_samples(frame: AudioFrame) -> tuple[PcmAudio, int]:
     """Interleaved int16 samples of a decoded frame and its channel count."""
     channels = len(frame.layout.channels)
+    if frame.format.name == "s16":  # packed int16, what aiortc's decoders give: no copy
+        plane = memoryview(frame.planes[0])
+        return np.frombuffer(plane, dtype=np.int16, count=frame.samples * channels), channels
     array = frame.to_ndarray()
     if frame.format.is_planar:
         array = array.T
@@ -175,6 +230,16 @@ class _DataChannelSink:
 
     async def close(self, code: int, reason: str) -> None:
         return None  # closed with the peer connection
+
+    def all_out(self) -> bool:
+        """Every message sent on the channel has been transmitted to the peer. aiortc's SCTP
+        holds messages back (``bufferedAmount``, then its outbound queue) while its congestion
+        window waits for the peer's acknowledgements, on a loaded peer for hundreds of ms."""
+        if self.channel.readyState != "open":
+            return True  # nothing more will go out: the audio need not wait
+        if self.channel.bufferedAmount:
+            return False
+        return not getattr(self.channel.transport, "_outbound_queue", ())
 
 
 RuntimeFactory = Callable[[SessionClient], SessionRuntime]
@@ -236,6 +301,7 @@ class WebRTCCall:
             if audio:
                 pc.addTrack(self.track)
                 _lower_receive_delay(audio[0].receiver)
+                _decode_inline(audio[0].receiver)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         codecs = getattr(audio[0], "_codecs", []) if audio else []
@@ -267,7 +333,9 @@ class WebRTCCall:
         if channel.label not in EVENTS_CHANNELS or self.channel is not None:
             return
         self.channel = channel
-        self.session.sinks.append(_DataChannelSink(channel, self._channel_wire))
+        sink = _DataChannelSink(channel, self._channel_wire)
+        self.session.sinks.append(sink)
+        self.session.events_out = sink.all_out  # answer audio never overtakes its started event
         channel.on("message", lambda frame: self.session.receive_frame(frame, self._channel_wire))
         channel.on("close", lambda: self.session.spawn(self.close(), "webrtc-close"))
         self._start_session()

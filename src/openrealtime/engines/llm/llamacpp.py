@@ -769,6 +769,11 @@ class LlamaCppModel:
             out = guard.finish()
             if not isinstance(out, Leak) and "".join(out):
                 yield TextDelta("".join(out))
+            elif isinstance(out, Leak) and not guard.emitted.strip():
+                # the whole answer was held and leaked: say something rather than nothing
+                self.leak_stats["fallback"] += 1
+                state.first_token(False)
+                yield TextDelta(SAFE_ANSWER)
         tail = decoder.decode(b"", final=True)
         if tail and finish != "cancelled":
             yield TextDelta(tail)

@@ -3,7 +3,7 @@
 Inbound: packets go through a small jitter buffer that puts them back in order and skips
 what was lost, G.711 is decoded to 8 kHz pcm16, and RFC 4733 telephone-events become DTMF
 digits (reported once per key press, however often the sender repeats the packets).
-Outbound: one 20 ms G.711 packet per tick from the call's ``Playout`` at real-time pace, so
+Outbound: one 20 ms G.711 packet per tick of the shared media clock from the call's ``Playout``, so
 the caller hears silence between turns and a barge-in flush takes effect on the next packet.
 With SRTP (``use_srtp``) every packet is protected on the way out and authenticated on the way
 in; a packet that fails is dropped before anything (not even the symmetric-RTP latch) sees it.
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...audio import formats
-from ...audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from ..media import FramePacer, PcmAudio, RateConverter
+from ...audio.g711 import alaw_decode, ulaw_decode
+from ..media import MediaClock, PayloadEncoder, PcmAudio, RateConverter
 from .srtp import SdesKeys, SrtpError, SrtpSession
 
 log = logging.getLogger("openrealtime.sip.rtp")
@@ -183,11 +183,6 @@ def _decoder(codec: str) -> Callable[[bytes], PcmAudio]:
     return ulaw_decode if codec == "PCMU" else alaw_decode
 
 
-def _encoder(codec: str) -> Callable[[PcmAudio], bytes]:
-    encode = ulaw_encode if codec == "PCMU" else alaw_encode
-    return lambda pcm: bytes(encode(pcm))
-
-
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, on_packet: Callable[[bytes, tuple[str, int]], None]) -> None:
         self.on_packet = on_packet
@@ -249,6 +244,7 @@ class RtpSession:
         self._latched = False
         self._transports: list[asyncio.DatagramTransport] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._stop_sending: Callable[[], None] = lambda: None
         self._sequence = secrets.randbits(16)
         self._timestamp = secrets.randbits(32)
         self.packets_sent = 0
@@ -272,10 +268,8 @@ class RtpSession:
             lambda: _Datagrams(lambda *_: None), sock=self._rtcp_sock
         )
         self._transports = [rtp, rtcp]
-        self._tasks = [
-            asyncio.create_task(self._send_loop(), name="sip-rtp-out"),
-            asyncio.create_task(self._rtcp_loop(), name="sip-rtcp"),
-        ]
+        self._stop_sending = MediaClock.shared().add(self._sender())
+        self._tasks = [asyncio.create_task(self._rtcp_loop(), name="sip-rtcp")]
 
     def _on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) >= 2 and 72 <= data[1] & 0x7F <= 76:
@@ -307,26 +301,27 @@ class RtpSession:
             pcm = decode(due.payload) if due is not None else np.zeros(FRAME_SAMPLES, np.int16)
             self.on_audio(np.asarray(pcm, dtype=np.int16))
 
-    async def _send_loop(self) -> None:
-        pacer = FramePacer(time.monotonic)
+    def _sender(self) -> Callable[[], None]:
+        """Sends the next 20 ms packet on each tick of the shared media clock."""
         converter = RateConverter(formats.INTERNAL_RATE, 8000)
-        encode = _encoder(self.codec)
+        encoder = PayloadEncoder(self.codec, converter.silence)
         first = True
-        while not self.closed:
-            delay = pacer.next_delay()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            payload = encode(converter.convert(self.pull()))
+
+        def send() -> None:
+            nonlocal first
+            payload = encoder.encode(converter.convert(self.pull()))
             self._timestamp = (self._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
             self._sequence = (self._sequence + 1) & 0xFFFF
             if not self.sending or self.remote is None or not self._transports:
-                continue
+                return
             packet = RtpPacket(self.payload_type, self._sequence, self._timestamp, self.ssrc, payload, first)
             first = False
             data = packet.serialize()
             self._transports[0].sendto(self.srtp.protect(data) if self.srtp else data, self.remote)
             self.packets_sent += 1
             self.octets_sent += len(payload)
+
+        return send
 
     async def _rtcp_loop(self) -> None:
         while not self.closed:
@@ -347,6 +342,7 @@ class RtpSession:
         if self.closed:
             return
         self.closed = True
+        self._stop_sending()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
