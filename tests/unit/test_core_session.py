@@ -461,13 +461,13 @@ def test_truncate_only_assistant_audio_within_its_length(h: Harness) -> None:
     )
     error = assert_error(
         h.send(
-            "conversation.item.truncate", event_id="t3", item_id=item_id, content_index=0, audio_end_ms=201
+            "conversation.item.truncate", event_id="t3", item_id=item_id, content_index=0, audio_end_ms=202
         ),
         "invalid_value",
         "t3",
         "audio_end_ms",
     )
-    assert "200ms is already shorter than 201ms" in error["message"]
+    assert "200ms is already shorter than 202ms" in error["message"]
     assert_error(
         h.send(
             "conversation.item.truncate", event_id="t4", item_id="item_x", content_index=0, audio_end_ms=1
@@ -480,6 +480,13 @@ def test_truncate_only_assistant_audio_within_its_length(h: Harness) -> None:
         "unsupported_content_type",
         "t5",
     )
+    # 1 ms over is a client's rounding of its float sum, not a claim to more audio: all is kept
+    events = h.send("conversation.item.truncate", item_id=item_id, content_index=0, audio_end_ms=201)
+    assert types(events) == ["conversation.item.truncated"]
+    assert (events[0]["item_id"], events[0]["content_index"], events[0]["audio_end_ms"]) == (item_id, 0, 201)
+    item = only(h.send("conversation.item.retrieve", item_id=item_id), "conversation.item.retrieved")["item"]
+    assert len(base64.b64decode(item["content"][0]["audio"])) == 200 * PCM_BYTES_PER_MS
+    assert item["content"][0]["transcript"] == "Hello world"
     events = h.send("conversation.item.truncate", item_id=item_id, content_index=0, audio_end_ms=200)
     assert types(events) == ["conversation.item.truncated"]
     assert (events[0]["item_id"], events[0]["content_index"], events[0]["audio_end_ms"]) == (item_id, 0, 200)

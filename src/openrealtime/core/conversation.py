@@ -31,9 +31,11 @@ class AudioTrack:
 
     @property
     def heard_at_most_ms(self) -> int:
-        """The longest ``audio_end_ms`` a client can have played: the duration rounded up
-        (G.711 clients count 1/8 ms per byte of a stream resampled from this one)."""
-        return -(-len(self.data) // self.bytes_per_ms)
+        """The longest ``audio_end_ms`` a client can claim to have played: the duration rounded
+        up (G.711 clients count 1/8 ms per byte of a stream resampled from this one), plus 1 ms
+        for clients that add up float milliseconds per delta and round the sum up (openai-agents
+        does: an exact 2322 ms can come out as 2322.0000000004, sent as 2323)."""
+        return -(-len(self.data) // self.bytes_per_ms) + 1
 
     def transcript_heard(self, transcript: str, audio_end_ms: int) -> str:
         """The part of ``transcript`` whose audio started before ``audio_end_ms``."""
