@@ -146,6 +146,22 @@ def test_silence_gives_empty_text(base: WhisperTranscriber) -> None:
     assert base.transcribe(np.zeros(100, np.float32)).text == ""
 
 
+def test_a_sentence_repeated_into_the_last_moments_is_dropped(base: WhisperTranscriber) -> None:
+    """Piper's joe saying one sentence (2.2 s), on which Whisper base decodes the sentence and
+    then part of it again in the last 0.2 s: six words where no one speaks one."""
+    import soundfile
+    import soxr
+
+    audio, rate = soundfile.read(
+        Path(__file__).parent / "audio" / "piper-joe-whisper-repeats-tail.flac", dtype="float32"
+    )
+    result = base.transcribe_segments(soxr.resample(audio, rate, SR).astype(np.float32), language="en")
+    assert [segment.text for segment in result.segments] == [
+        "Thank you for calling. How can I help you today?"
+    ]
+    assert result.transcript.text == "Thank you for calling. How can I help you today?"
+
+
 def test_prefix_prompt_cancel_and_model_path(
     base: WhisperTranscriber, corpus: list[tuple[str, str, FloatAudio]]
 ) -> None:

@@ -368,9 +368,14 @@ class WhisperTranscriber:
 
         def close(end: float) -> None:
             seg_start = start if start is not None else last_time
-            if current and seg_start < duration - _PHANTOM_SLACK_SECONDS:
-                text_ids.extend(current)
-                segments.append(Segment(seg_start, min(end, duration), tokenizer.decode(current).strip()))
+            if not current or seg_start >= duration - _PHANTOM_SLACK_SECONDS:
+                return
+            seg_end = min(end, duration)
+            text = tokenizer.decode(current).strip()
+            if segments and _too_many_words(text, seg_end - seg_start):
+                return  # a repeat squeezed into the audio's last moments, not speech
+            text_ids.extend(current)
+            segments.append(Segment(seg_start, seg_end, text))
 
         for token in ids:
             if token >= begin:
@@ -438,6 +443,13 @@ def _compression_ratio(text: str) -> float:
         return 0.0
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data))
+
+
+def _too_many_words(text: str, duration: float) -> bool:
+    """More words than anyone speaks in the time (6 words/s, with 3 words of slack for
+    Whisper's coarse timestamps). Whisper base sometimes ends a short clip by repeating its
+    sentence in the last 0.2 s ("How can I help you today? Thank you for calling. How can")."""
+    return len(re.findall(r"[a-z0-9']+", text.lower())) > _MAX_WORDS_PER_SECOND * duration + 3
 
 
 def _looks_like_a_loop(text: str, duration: float) -> bool:
