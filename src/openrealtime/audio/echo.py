@@ -100,7 +100,6 @@ waits, estimates that find nothing do not count towards :data:`PATHLESS_ESTIMATE
 _ECHO_SET_SAMPLING_RATE = 24
 _PP_SET_DENOISE = 0
 _PP_SET_AGC = 2
-_PP_SET_VAD = 4
 _PP_SET_DEREVERB = 8
 _PP_SET_NOISE_SUPPRESS = 18
 _PP_SET_ECHO_SUPPRESS = 20
@@ -259,7 +258,8 @@ class SpeexEchoCanceller:
         self._ctl_pre(_PP_SET_DENOISE, 1)
         self._ctl_pre(_PP_SET_NOISE_SUPPRESS, settings.noise_suppress_db)
         self._ctl_pre(_PP_SET_AGC, 0)
-        self._ctl_pre(_PP_SET_VAD, 0)
+        # the VAD is off by default; setting it at all makes libspeexdsp print a warning line
+        # on stderr, which would break a JSON log
         self._ctl_pre(_PP_SET_DEREVERB, 0)
         self._ctl_pre(_PP_SET_ECHO_SUPPRESS, settings.echo_suppress_db)
         self._ctl_pre(_PP_SET_ECHO_SUPPRESS_ACTIVE, settings.echo_suppress_active_db)
