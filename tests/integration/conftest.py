@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 from openai import AsyncOpenAI
 
 from tests.support import ServerProcess, run_server, validate_server_event
@@ -16,6 +17,16 @@ def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     tmp: Path = tmp_path_factory.mktemp("text-server")
     with run_server(tmp, args=["--text-only"]) as server:
         yield server
+
+
+@pytest.fixture
+async def ws(server: ServerProcess) -> AsyncIterator[Any]:
+    """A GA WebSocket session on the module's ``server``, past its ``session.created``."""
+    url = server.ws_url + "/v1/realtime?model=gpt-realtime"
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    async with websockets.connect(url, additional_headers=headers, max_size=None) as socket:
+        assert validate_server_event(await socket.recv())["type"] == "session.created"
+        yield socket
 
 
 class Client:

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import websockets
 
 from openrealtime.audio import formats
 from openrealtime.audio.resample import int16_to_float32, resample
 from openrealtime.benchmark.telephone import espeak_speech, load_whisper
 from openrealtime.engines.asr.wer import wer
 from tests.speech_audio import caller_audio
-from tests.support import ServerProcess, run_server, validate_server_event
+from tests.support import ServerProcess, run_server
 from tests.voice_client import CallerRun, collect, output_audio, stream_audio
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -59,15 +58,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def whisper() -> Any:
     return load_whisper()
-
-
-@pytest.fixture
-async def ws(server: ServerProcess) -> AsyncIterator[Any]:
-    url = server.ws_url + "/v1/realtime?model=gpt-realtime"
-    headers = {"Authorization": f"Bearer {server.api_key}"}
-    async with websockets.connect(url, additional_headers=headers, max_size=None) as socket:
-        assert validate_server_event(await socket.recv())["type"] == "session.created"
-        yield socket
 
 
 async def update(ws: Any, **session: Any) -> None:

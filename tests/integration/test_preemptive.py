@@ -8,16 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import websockets
 
 from tests.speech_audio import LEAD_MS, caller_audio
-from tests.support import ServerProcess, run_server, validate_server_event
+from tests.support import ServerProcess, run_server
 from tests.voice_client import CallerRun, collect, stream_audio
 
 pytestmark = pytest.mark.slow
@@ -34,15 +33,6 @@ caller's pause even on a loaded machine (the pause itself lasts until the server
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with run_server(tmp_path_factory.mktemp("preemptive"), env={"OPENREALTIME_PREEMPTIVE": "true"}) as server:
         yield server
-
-
-@pytest.fixture
-async def ws(server: ServerProcess) -> AsyncIterator[Any]:
-    url = server.ws_url + "/v1/realtime?model=gpt-realtime"
-    headers = {"Authorization": f"Bearer {server.api_key}"}
-    async with websockets.connect(url, additional_headers=headers, max_size=None) as socket:
-        assert validate_server_event(await socket.recv())["type"] == "session.created"
-        yield socket
 
 
 def speculation_count(server: ServerProcess, outcome: str) -> float:

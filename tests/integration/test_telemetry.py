@@ -9,7 +9,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -147,15 +147,6 @@ def scrape(server: ServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]]
 
 def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-@pytest.fixture
-async def ws(server: ServerProcess) -> AsyncIterator[Any]:
-    url = server.ws_url + "/v1/realtime?model=gpt-realtime"
-    headers = {"Authorization": f"Bearer {server.api_key}"}
-    async with websockets.connect(url, additional_headers=headers, max_size=None) as socket:
-        assert validate_server_event(await socket.recv())["type"] == "session.created"
-        yield socket
 
 
 async def update(ws: Any, **session: Any) -> None:

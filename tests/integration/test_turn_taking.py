@@ -18,13 +18,12 @@ import base64
 import json
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import websockets
 
 from openrealtime.audio.resample import resample
 from tests.speakerphone import RATE, Speakerphone
@@ -49,15 +48,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     ) as process:
         print(process.log_path)
         yield process
-
-
-@pytest.fixture
-async def ws(server: ServerProcess) -> AsyncIterator[Any]:
-    url = server.ws_url + "/v1/realtime?model=gpt-realtime"
-    headers = {"Authorization": f"Bearer {server.api_key}"}
-    async with websockets.connect(url, additional_headers=headers, max_size=None) as socket:
-        assert validate_server_event(await socket.recv())["type"] == "session.created"
-        yield socket
 
 
 async def configure(ws: Any, turn_detection: dict[str, Any]) -> None:
