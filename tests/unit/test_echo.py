@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from openrealtime.audio.echo import (
+    PROVEN_CANCELLATION_DB,
     EchoCanceller,
     EchoDelayEstimator,
     EchoSettings,
@@ -141,6 +142,36 @@ def test_no_echo_path_leaves_the_gate_open() -> None:
     assert canceller.delay_ms is None
     assert canceller.no_echo_path
     assert canceller.gate(0.9, 4000.0) == 0.9
+
+
+def test_a_caller_without_echo_is_returned_untouched_while_playback_runs() -> None:
+    """Playback that never reaches the input (a client with its own echo cancellation) gives
+    the filter nothing to learn: the caller's audio must come back as it was, not with the
+    residual suppressor taking syllables off it; an echo it has learnt is still removed."""
+    far = babble(4.0, 16)
+    caller = babble(4.0, 17, level=0.05)
+    canceller = EchoCanceller(RATE, EchoSettings.for_noise_reduction("near_field"))
+    canceller.play(far, RATE, at_ms=0.0)
+    out = run(canceller, caller)
+    assert canceller.cancellation_db < PROVEN_CANCELLATION_DB
+    assert np.array_equal(out, caller[: out.size])
+
+    echo = echo_of(far, RATE, delay_ms=100, level_db=-6.0, ir=room_impulse_response(RATE, 0.2, 18))
+    canceller = EchoCanceller(RATE, EchoSettings.for_noise_reduction("near_field"))
+    canceller.play(far, RATE, at_ms=0.0)
+    out = run(canceller, echo)
+    assert canceller.cancellation_db >= PROVEN_CANCELLATION_DB
+    tail = slice(3 * RATE, out.size)
+    assert level_db(out[tail]) < level_db(echo[tail]) - 15
+
+
+def test_the_noise_floor_is_the_room_not_a_caller_talking_between_answers() -> None:
+    canceller = EchoCanceller(RATE)
+    room = (np.random.default_rng(19).standard_normal(2 * RATE) * 3e-4).astype(np.float32)
+    talk = babble(1.0, 20, level=0.1)
+    canceller.play(babble(0.5, 21), RATE, at_ms=0.0)  # the canceller runs from the first answer on
+    run(canceller, np.concatenate((room, talk)))
+    assert canceller.noise_floor_db < level_db(room) + 6
 
 
 def gate_openings(canceller: EchoCanceller, mic: np.ndarray, frame: int = 512) -> list[float]:

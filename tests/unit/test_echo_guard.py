@@ -53,3 +53,37 @@ def test_caller_audio_passes_untouched_until_an_answer_plays() -> None:
     cleaned = guard.clean(frames(128.0, 4))
     assert [f.samples.size for f in cleaned] == [512] * 4
     assert [f.start_ms for f in cleaned] == [128.0, 160.0, 192.0, 224.0]
+
+
+def test_a_pause_in_the_callers_stream_moves_the_guards_clock_on() -> None:
+    """The client stopped sending for 3 s (muted while the answer played): the answer sent
+    during the pause plays from where the pause had reached, and the audio after it lands
+    after the pause, where nothing of the answer can be echoing any more."""
+    guard = EchoGuard()
+    guard.heard_until(1000.0, now_ms=10_000.0)
+    guard.played(np.zeros(24 * 1500, dtype=np.int16), now_ms=11_500.0)  # 1.5 s into the pause
+    assert guard.play_end_ms == 1000.0 + 1500.0 + 1500.0
+    assert guard.audible(1000.0)  # on the input clock alone, it would be heard over what follows
+    guard.heard_until(1040.0, now_ms=14_040.0)  # the stream goes on 4 s later
+    assert guard.at(1000.0) == 1000.0 + 4000.0 and guard.at(999.0) == 999.0
+    assert guard.at(1000.0, end=True) == 1000.0
+    assert not guard.audible(1000.0)
+
+
+def test_jitter_and_a_busy_moment_do_not_count_as_a_pause() -> None:
+    guard = EchoGuard()
+    guard.heard_until(1000.0, now_ms=10_000.0)
+    guard.heard_until(1020.0, now_ms=10_900.0)  # 880 ms late
+    guard.played(np.zeros(24 * 500, dtype=np.int16), now_ms=11_500.0)  # 600 ms after the last
+    assert guard.at(1010.0) == 1010.0 and guard.play_end_ms == 1520.0
+
+
+def test_frames_on_both_sides_of_a_pause_are_cleaned_as_two_runs() -> None:
+    guard = EchoGuard()
+    guard.heard_until(128.0, now_ms=0.0)
+    guard.played((np.sin(np.arange(24 * 500) / 7.0) * 8000).astype(np.int16), now_ms=0.0)
+    guard.heard_until(256.0, now_ms=5000.0)  # 5 s pause before input time 128 ms
+    cleaned = guard.clean(frames(0.0, 8))
+    assert [f.start_ms for f in cleaned] == [32.0 * i for i in range(8)]
+    after = cleaned[4:]
+    assert all(np.array_equal(a.samples, b.samples) for a, b in zip(after, frames(0.0, 8)[4:], strict=True))

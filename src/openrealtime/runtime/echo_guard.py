@@ -10,6 +10,13 @@ the caller's audio before the VAD, the turn detector and the transcriber hear it
 canceller's delay estimator finds the true echo path (network, jitter buffer, loudspeaker)
 within :data:`MAX_DELAY_MS` of that placement.
 
+The input clock counts the audio the client sent, so it stops while the client sends nothing
+(muted while the answer plays, push-to-talk, a test waiting for ``response.done``, a phone's
+silence suppression); the client's microphone time goes on. A gap longer than
+:data:`PAUSE_MS` is therefore carried into the guard's own clock (the input clock plus every
+pause so far): an answer sent during the pause plays from where the pause has reached, and
+audio after it lands after the pause, not on top of an answer the client played meanwhile.
+
 While playback could be echoing, a VAD frame's probability reaches the segmenter only when the
 canceller's residual looks like a different talker (:meth:`EchoCanceller.gate`), so the
 assistant's own voice never fires ``speech_started``, while a real caller still does (measured
@@ -41,6 +48,9 @@ OUTPUT_RATE = 24_000
 MAX_DELAY_MS = 800
 """Longest echo lag behind the placement searched: the client's network, playout buffer and
 loudspeaker, plus how late a busy server sees the caller's audio it places answers against."""
+PAUSE_MS = 1000.0
+"""A gap in the caller's stream (wall time beyond the audio it brought) longer than this is
+the client not sending, not network jitter or a busy moment of the server."""
 _warned = False
 
 
@@ -57,6 +67,11 @@ class EchoGuard:
         self.play_end_ms = 0.0
         """Where the output placed so far ends on the input clock."""
         self.played_any = False
+        self.offsets: list[tuple[float, float]] = [(0.0, 0.0)]
+        """``(input_ms, offset_ms)``: from input time ``input_ms`` on, the guard's clock runs
+        ``offset_ms`` ahead of the input clock (the pauses before it)."""
+        self.arrived_at_ms: float | None = None
+        """Wall time (ms) the last caller audio arrived."""
 
     def configure(self, mode: NoiseReduction) -> None:
         """Follow ``audio.input.noise_reduction``; a change starts a fresh canceller."""
@@ -67,15 +82,43 @@ class EchoGuard:
             self.canceller.close()
             self.canceller = None
 
-    def heard_until(self, end_ms: float) -> None:
-        """Caller audio up to ``end_ms`` on the input clock has arrived."""
+    def heard_until(self, end_ms: float, now_ms: float | None = None) -> None:
+        """Caller audio up to ``end_ms`` on the input clock has arrived (at wall time
+        ``now_ms``, when known: a long gap before it is a pause of the client's stream)."""
+        if now_ms is not None and self.arrived_at_ms is not None and end_ms > self.clock_ms:
+            pause = now_ms - self.arrived_at_ms - (end_ms - self.clock_ms)
+            if pause > PAUSE_MS:
+                offset = self.offsets[-1][1] + pause
+                log.debug("input paused for %.0f ms before %.0f ms", pause, self.clock_ms)
+                self.offsets.append((self.clock_ms, offset))
+        if now_ms is not None:
+            self.arrived_at_ms = now_ms
         self.clock_ms = max(self.clock_ms, end_ms)
 
-    def played(self, pcm: PcmAudio) -> None:
+    def at(self, input_ms: float, end: bool = False) -> float:
+        """Input time ``input_ms`` on the guard's clock (``end``: the end of audio before it,
+        which a pause right there does not move)."""
+        offset = 0.0
+        for since, value in self.offsets:
+            if input_ms > since - 1e-6 and not (end and input_ms < since + 1e-6):
+                offset = value
+        return input_ms + offset
+
+    def present_ms(self, now_ms: float | None = None) -> float:
+        """The client's present on the guard's clock: the end of the audio received, or
+        further on while its stream has been paused."""
+        present = self.at(self.clock_ms, end=True)
+        if now_ms is not None and self.arrived_at_ms is not None:
+            idle = now_ms - self.arrived_at_ms
+            if idle > PAUSE_MS:
+                present += idle
+        return present
+
+    def played(self, pcm: PcmAudio, now_ms: float | None = None) -> None:
         """Output speech (24 kHz) handed to the client or the playout, in order."""
         if not len(pcm):
             return
-        at_ms = max(self.clock_ms, self.play_end_ms)
+        at_ms = max(self.present_ms(now_ms), self.play_end_ms)
         if at_ms > self.play_end_ms:
             log.debug("output placed at %.0f ms, %.0f ms after the last", at_ms, at_ms - self.play_end_ms)
         self.play_end_ms = at_ms + len(pcm) * 1000 / OUTPUT_RATE
@@ -84,22 +127,36 @@ class EchoGuard:
         if canceller is not None:
             canceller.play(pcm, OUTPUT_RATE, at_ms=at_ms)
 
-    def stopped(self) -> None:
+    def stopped(self, now_ms: float | None = None) -> None:
         """Playback was cut now (barge-in, cleared): the rest of the answer will not be heard."""
-        if self.play_end_ms > self.clock_ms:
-            self.play_end_ms = self.clock_ms
+        present = self.present_ms(now_ms)
+        if self.play_end_ms > present:
+            self.play_end_ms = present
             if self.canceller is not None:
-                self.canceller.cut(self.clock_ms)
+                self.canceller.cut(present)
 
     def audible(self, start_ms: float) -> bool:
         """Whether output placed so far can still be echoing at input time ``start_ms``."""
         if not self.played_any:
             return False
         tail_ms = self.canceller.settings.tail_ms if self.canceller is not None else EchoSettings().tail_ms
-        return start_ms < self.play_end_ms + MAX_DELAY_MS + tail_ms
+        return self.at(start_ms) < self.play_end_ms + MAX_DELAY_MS + tail_ms
 
     def clean(self, frames: list[AudioFrame]) -> list[AudioFrame]:
         """The frames with the echo of the output removed (unchanged before any output)."""
+        if len(self.offsets) > 1 and frames:
+            # frames on both sides of a pause are two runs of audio on the guard's clock
+            runs: list[list[AudioFrame]] = [[frames[0]]]
+            for frame in frames[1:]:
+                shift = self.at(frame.start_ms) - frame.start_ms
+                if shift != self.at(runs[-1][-1].start_ms) - runs[-1][-1].start_ms:
+                    runs.append([])
+                runs[-1].append(frame)
+            if len(runs) > 1:
+                return [f for run in runs for f in self._clean_run(run)]
+        return self._clean_run(frames)
+
+    def _clean_run(self, frames: list[AudioFrame]) -> list[AudioFrame]:
         canceller = self.canceller
         if canceller is None or not frames or not self.audible(frames[0].start_ms):
             if canceller is not None:
@@ -108,7 +165,7 @@ class EchoGuard:
         audio = np.concatenate([f.samples for f in frames])
         if audio.size % canceller.frame_samples:
             return frames
-        cleaned = canceller.process(audio, frames[0].start_ms)
+        cleaned = canceller.process(audio, self.at(frames[0].start_ms))
         out = []
         offset = 0
         for frame in frames:
@@ -121,7 +178,7 @@ class EchoGuard:
         """The frame's speech probability, or 0 while only the session's own voice is heard."""
         if self.canceller is None:
             return probability
-        return self.canceller.gate(probability, end_ms)
+        return self.canceller.gate(probability, self.at(end_ms, end=True))
 
     def close(self) -> None:
         if self.canceller is not None:

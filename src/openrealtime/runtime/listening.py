@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -123,7 +124,8 @@ class InputPipeline:
     # ------------------------------------------------------------------ commands
 
     def on_append(self, command: InputAppended) -> None:
-        self.echo.heard_until(command.start_ms + len(command.pcm) * 1000 / formats.INTERNAL_RATE)
+        end_ms = command.start_ms + len(command.pcm) * 1000 / formats.INTERNAL_RATE
+        self.echo.heard_until(end_ms, time.monotonic() * 1000)
         self.queue.put_nowait(command)
         if self.task is None:
             self.task = asyncio.ensure_future(self._run())

@@ -291,7 +291,7 @@ class SessionRuntime:
         for output in self.core.take_events():
             if isinstance(output, OutputAudio):
                 self.observers.output_audio(self.info, output)
-                self.listening.echo.played(output.pcm)
+                self.listening.echo.played(output.pcm, time.monotonic() * 1000)
                 if self.playback is not None:
                     self.playback.audio(output)
                 else:
@@ -299,7 +299,7 @@ class SessionRuntime:
                 continue
             self._send(output)
             if isinstance(output, se.InputAudioBufferSpeechStarted) and self._interrupts():
-                self.listening.echo.stopped()  # the client stops playing the answer here
+                self.listening.echo.stopped(time.monotonic() * 1000)  # the client stops playing here
             if self.playback is not None and isinstance(output, se.ServerEvent):
                 found = self.playback.after_event(output)
                 if found is not None:
@@ -392,7 +392,7 @@ class SessionRuntime:
             case TranscribeHeld():
                 self._spawn(self.listening.transcribe_held(command), f"held:{command.item_id}")
             case ClearOutputAudio():
-                self.listening.echo.stopped()
+                self.listening.echo.stopped(time.monotonic() * 1000)
                 cleared = self.playback.clear("client_cancelled") if self.playback is not None else None
                 if cleared is not None:
                     self.report(cleared)
