@@ -165,15 +165,6 @@ def test_a_caller_without_echo_is_returned_untouched_while_playback_runs() -> No
     assert level_db(out[tail]) < level_db(echo[tail]) - 15
 
 
-def test_the_noise_floor_is_the_room_not_a_caller_talking_between_answers() -> None:
-    canceller = EchoCanceller(RATE)
-    room = (np.random.default_rng(19).standard_normal(2 * RATE) * 3e-4).astype(np.float32)
-    talk = babble(1.0, 20, level=0.1)
-    canceller.play(babble(0.5, 21), RATE, at_ms=0.0)  # the canceller runs from the first answer on
-    run(canceller, np.concatenate((room, talk)))
-    assert canceller.noise_floor_db < level_db(room) + 6
-
-
 def gate_openings(canceller: EchoCanceller, mic: np.ndarray, frame: int = 512) -> list[float]:
     """Feed ``mic`` in VAD frames; the end (ms) of every frame whose speech probability 0.9
     passes the gate."""

@@ -92,12 +92,6 @@ piece would leave it unconverged at the start of the next."""
 PATHLESS_ESTIMATES = 3
 """Estimates (every ``estimate_every_ms`` over ``estimate_window_ms``) that must find no echo
 before :attr:`EchoCanceller.no_echo_path` holds."""
-FLOOR_WINDOW_MS = 4000
-"""The noise floor is read from this much of the latest input heard while nothing played."""
-MIN_ACTIVE_SHARE = 0.4
-"""A lag is trusted only if the playback it aligns with the microphone's window is sounding
-for at least this share of it: with a few hundred milliseconds of playback in a second of
-input, whitened correlation finds clear-looking peaks in a caller's own speech."""
 PROVEN_CANCELLATION_DB = 6.0
 """The canceller's output replaces the microphone's audio only once its filter has shown it
 takes at least this much echo off (:attr:`EchoCanceller.cancellation_db`). Before that there is
@@ -330,9 +324,8 @@ class EchoDelayEstimator:
 
     :meth:`estimate` correlates the last ``window`` samples of the microphone with playback
     ``0 .. max_lag`` samples earlier; whitening (PHAT) makes the peak sharp for speech, and
-    300 Hz to 3.4 kHz keeps hum and hiss out. Returns ``(lag, confidence)``, or ``None`` when
-    the playback in the window is too quiet or the best lag aligns the window with playback
-    that is mostly silent (:data:`MIN_ACTIVE_SHARE`); confidence is the peak's height in standard
+    300 Hz to 3.4 kHz keeps hum and hiss out. Returns ``(lag, confidence)`` or ``None`` when
+    the playback in the window is too quiet; confidence is the peak's height in standard
     deviations of the correlation over all lags.
     """
 
@@ -360,19 +353,7 @@ class EchoDelayEstimator:
         best = int(np.argmax(values))
         spread = float(np.std(values))
         confidence = (float(values[best]) - float(np.mean(values))) / spread if spread > 0 else 0.0
-        aligned = far[self.max_lag - best : self.max_lag - best + self.window]
-        if _active_share(aligned, self.sample_rate) < MIN_ACTIVE_SHARE:
-            return None  # an echo at that lag would be mostly of silence: no evidence either way
         return best, confidence
-
-
-def _active_share(audio: FloatAudio, sample_rate: int) -> float:
-    """Share of 16 ms blocks of ``audio`` louder than -55 dBFS."""
-    n = sample_rate * 16 // 1000
-    blocks = audio[: audio.size // n * n].reshape(-1, n).astype(np.float64)
-    if blocks.size == 0:
-        return 0.0
-    return float(np.mean(np.mean(blocks * blocks, axis=1) > 10.0 ** (-55.0 / 10.0)))
 
 
 @dataclass(frozen=True)
@@ -434,7 +415,7 @@ class EchoCanceller:
         the caller's own voice (not cancelled) must not talk the estimate down, or a caller who
         keeps talking would close the gate on themselves."""
         self._excess: deque[float] = deque(maxlen=max(1, round(s.sustained_ms / s.frame_ms)))
-        self._floor: deque[float] = deque(maxlen=round(FLOOR_WINDOW_MS / s.frame_ms))
+        self._floor: deque[float] = deque(maxlen=64)
         self.frames: deque[EchoFrame] = deque(maxlen=round(4000 / s.frame_ms))
         self.resets = 0
         self.run_reductions_db: list[float] = []
@@ -490,12 +471,9 @@ class EchoCanceller:
 
     @property
     def noise_floor_db(self) -> float:
-        """The room without playback: the quietest tenth of the recent frames heard while
-        nothing played (their median would count a caller talking then as noise, and raise
-        the floor a talker must clear above the caller's own voice)."""
         if not self._floor:
             return -90.0
-        return float(np.percentile(np.asarray(self._floor), 10))
+        return float(np.median(np.asarray(self._floor)))
 
     # ------------------------------------------------------------------ input
 
