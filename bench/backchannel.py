@@ -43,7 +43,7 @@ from openrealtime.engines.turn.backchannel import BACKCHANNEL_PROMPT, Backchanne
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AUDIO = Path(
-    os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[3] / "shared" / "audio")
+    os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[2] / "shared" / "audio")
 )
 RATE = 16_000
 FRAME = 512

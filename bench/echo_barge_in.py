@@ -15,7 +15,10 @@ real recording. The microphone audio goes, 32 ms frame by frame as in a session,
 Echo-only trials count any ``speech_started`` as a false barge-in. Talker trials mix a real
 utterance from /work/shared/audio into the same microphone at the echo's level (from 1.2 s
 into the answer, or from 0.4 s: before the echo path is learnt) and measure the delay from
-its annotated speech onset to the first (gated) ``speech_started``. CPU per second of audio
+its annotated speech onset to the first (gated) ``speech_started``. ``talker-no-echo`` trials
+are a client with its own echo cancellation (a browser, a headset): nothing of the answer comes
+back, and a caller at the level the echo would have had starts 0.1-0.9 s into the session's
+first answer, before the canceller can know that no echo is coming. CPU per second of audio
 is the canceller's process time.
 
 Echo reduction: the adaptive filter's level reduction (median over a playback run's frames
@@ -62,7 +65,7 @@ from openrealtime.engines.vad.silero import SileroVAD
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 AUDIO = Path(
-    os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[3] / "shared" / "audio")
+    os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[2] / "shared" / "audio")
 )
 RATE = 16_000
 FRAME = 512
@@ -140,6 +143,7 @@ def run_trial(
     talker: np.ndarray | None,
     talker_at_ms: float | None,
     seed: int,
+    echo_path: bool = True,
 ) -> Trial:
     """Play ``answers24`` one after the other (1 s apart) into one session's microphone."""
     gap = RATE
@@ -157,7 +161,7 @@ def run_trial(
         played[begin : begin + far16.size] = far16
     ir = room_impulse_response(RATE, rt60_s=float(np.random.default_rng(seed).uniform(0.2, 0.45)), seed=seed)
     echo = echo_of(played, RATE, delay_ms=trial.delay_ms, level_db=-6.0, ir=ir)
-    mic = echo + room_tone(total, seed)
+    mic = (echo if echo_path else np.zeros_like(echo)) + room_tone(total, seed)
     echo_level = rms_db(echo)
     if talker is not None and talker_at_ms is not None:
         mic = mix_at(mic, talker, int(talker_at_ms * RATE / 1000), echo_level)
@@ -298,6 +302,11 @@ def main() -> None:
         trial = Trial("talker-warm", i, delay, name, warm_at + TALKERS[name][0])
         trials.append(run_trial(vad, [previous, answer], trial, settings, clip, warm_at, seed=100 + i))
         print(f"trial {i}: delay {delay:.0f} ms, lag found {trials[-1].lag_ms}, erl {trials[-1].erl_db} dB")
+        early_at = PLAY_AT_MS + 100.0 + 800.0 * i / max(args.trials - 1, 1)
+        trial = Trial("talker-no-echo", i, delay, name, early_at + TALKERS[name][0])
+        trials.append(
+            run_trial(vad, [answer], trial, settings, clip, early_at, seed=100 + i, echo_path=False)
+        )
 
     echo_trials = [t for t in trials if t.kind == "echo"]
     summary: dict[str, Any] = {}
@@ -317,6 +326,7 @@ def main() -> None:
             "echo_only_false_barge_ins": f"{false_starts}/{len(echo_trials)}",
             "talker_warm": stats([t for t in trials if t.kind == "talker-warm"]),
             "talker_cold": stats([t for t in trials if t.kind == "talker-cold"]),
+            "talker_no_echo": stats([t for t in trials if t.kind == "talker-no-echo"]),
         }
     offline = [r for t in echo_trials for r in t.reduction_db]
     reduction: dict[str, Any] = {
@@ -328,7 +338,9 @@ def main() -> None:
     if args.live:
         reduction["live"] = live([(label, path) for label, path in sources], args.live)
     cpu = sum(t.aec_cpu_s for t in trials) / sum(t.audio_s for t in trials)
-    lag_errors = [abs(t.lag_ms - t.delay_ms) for t in trials if t.lag_ms is not None]
+    with_echo = [t for t in trials if t.kind != "talker-no-echo"]
+    lag_errors = [abs(t.lag_ms - t.delay_ms) for t in with_echo if t.lag_ms is not None]
+    false_lags = sum(1 for t in trials if t.kind == "talker-no-echo" and t.lag_ms is not None)
     report = {
         "benchmark": "bench/echo_barge_in.py",
         "command": f"python bench/echo_barge_in.py --trials {args.trials} --noise-reduction {args.noise_reduction}",
@@ -341,7 +353,8 @@ def main() -> None:
             "microphone": "room tone of a real recording (librivox-0880) under the echo",
             "talker": (
                 "a real utterance from /work/shared/audio at the echo's level, starting 0.4-0.7 s into "
-                "the session's first answer (cold: echo path not yet learnt) or its second (warm)"
+                "the session's first answer (cold: echo path not yet learnt) or its second (warm); "
+                "no-echo: a client that cancels its own echo, the talker 0.1-0.9 s into the first answer"
             ),
             "vad": "Silero + server_vad segmenter (threshold 0.5, min speech 80 ms), 32 ms frames",
             "noise_reduction": args.noise_reduction,
@@ -349,7 +362,8 @@ def main() -> None:
         },
         "summary": summary,
         "echo_path": {
-            "lag_found": f"{len(lag_errors)}/{len(trials)}",
+            "lag_found": f"{len(lag_errors)}/{len(with_echo)}",
+            "lag_found_without_echo": f"{false_lags}/{len(trials) - len(with_echo)}",
             "lag_error_ms_max": round(max(lag_errors), 1) if lag_errors else None,
         },
         "aec_cpu_ms_per_audio_s": round(1000 * cpu, 2),

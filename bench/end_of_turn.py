@@ -64,7 +64,7 @@ from openrealtime.engines.turn.end_of_turn import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AUDIO = Path(
-    os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[3] / "shared" / "audio")
+    os.environ.get("OPENREALTIME_SHARED_AUDIO", Path(__file__).resolve().parents[2] / "shared" / "audio")
 )
 RATE = 16_000
 FRAME = 512
