@@ -87,3 +87,14 @@ def test_frames_on_both_sides_of_a_pause_are_cleaned_as_two_runs() -> None:
     assert [f.start_ms for f in cleaned] == [32.0 * i for i in range(8)]
     after = cleaned[4:]
     assert all(np.array_equal(a.samples, b.samples) for a, b in zip(after, frames(0.0, 8)[4:], strict=True))
+
+
+def test_pauses_long_past_are_forgotten() -> None:
+    guard = EchoGuard()
+    now = 0.0
+    for second in range(200):  # a push-to-talk caller: 1 s of audio, then 2 s of silence
+        now += 1000.0
+        guard.heard_until(second * 1000.0 + 1000.0, now_ms=now)
+        now += 2000.0
+    assert len(guard.offsets) <= 62
+    assert guard.at(199_500.0) == 199_500.0 + 199 * 2000.0

@@ -51,6 +51,8 @@ loudspeaker, plus how late a busy server sees the caller's audio it places answe
 PAUSE_MS = 1000.0
 """A gap in the caller's stream (wall time beyond the audio it brought) longer than this is
 the client not sending, not network jitter or a busy moment of the server."""
+KEEP_OFFSETS_MS = 60_000.0
+"""Pauses further back than this on the input clock are forgotten (their audio is long done)."""
 _warned = False
 
 
@@ -65,7 +67,7 @@ class EchoGuard:
         self.clock_ms = 0.0
         """The input clock's present position: the end of the caller audio received so far."""
         self.play_end_ms = 0.0
-        """Where the output placed so far ends on the input clock."""
+        """Where the output placed so far ends on the guard's clock (:meth:`at`)."""
         self.played_any = False
         self.offsets: list[tuple[float, float]] = [(0.0, 0.0)]
         """``(input_ms, offset_ms)``: from input time ``input_ms`` on, the guard's clock runs
@@ -91,6 +93,8 @@ class EchoGuard:
                 offset = self.offsets[-1][1] + pause
                 log.debug("input paused for %.0f ms before %.0f ms", pause, self.clock_ms)
                 self.offsets.append((self.clock_ms, offset))
+                while len(self.offsets) > 1 and self.offsets[1][0] < self.clock_ms - KEEP_OFFSETS_MS:
+                    self.offsets.pop(0)  # audio that old is never cleaned again
         if now_ms is not None:
             self.arrived_at_ms = now_ms
         self.clock_ms = max(self.clock_ms, end_ms)
