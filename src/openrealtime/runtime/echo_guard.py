@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import replace
+from itertools import groupby
 
 import numpy as np
 
@@ -102,11 +103,10 @@ class EchoGuard:
     def at(self, input_ms: float, end: bool = False) -> float:
         """Input time ``input_ms`` on the guard's clock (``end``: the end of audio before it,
         which a pause right there does not move)."""
-        offset = 0.0
-        for since, value in self.offsets:
+        for since, offset in reversed(self.offsets):  # few: pauses of the last minute
             if input_ms > since - 1e-6 and not (end and input_ms < since + 1e-6):
-                offset = value
-        return input_ms + offset
+                return input_ms + offset
+        return input_ms
 
     def present_ms(self, now_ms: float | None = None) -> float:
         """The client's present on the guard's clock: the end of the audio received, or
@@ -148,14 +148,9 @@ class EchoGuard:
 
     def clean(self, frames: list[AudioFrame]) -> list[AudioFrame]:
         """The frames with the echo of the output removed (unchanged before any output)."""
-        if len(self.offsets) > 1 and frames:
+        if len(self.offsets) > 1:
             # frames on both sides of a pause are two runs of audio on the guard's clock
-            runs: list[list[AudioFrame]] = [[frames[0]]]
-            for frame in frames[1:]:
-                shift = self.at(frame.start_ms) - frame.start_ms
-                if shift != self.at(runs[-1][-1].start_ms) - runs[-1][-1].start_ms:
-                    runs.append([])
-                runs[-1].append(frame)
+            runs = [list(run) for _, run in groupby(frames, key=lambda f: self.at(f.start_ms) - f.start_ms)]
             if len(runs) > 1:
                 return [f for run in runs for f in self._clean_run(run)]
         return self._clean_run(frames)
