@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import tempfile
 import wave
 from pathlib import Path
 
@@ -70,3 +72,18 @@ def transcripts() -> dict[str, str]:
     """Reference transcripts by clip name (without ``.wav``)."""
     data = json.loads((AUDIO_DIR / "transcripts.json").read_text())
     return {name.removesuffix(".wav"): text for name, text in data.items()}
+
+
+def espeak(text: str, rate: int = 24000) -> np.ndarray:
+    """A synthetic utterance (a backchannel: no package ships recorded ones), float at
+    ``rate``, trimmed to its sound. espeak-ng reads "mhm" as its letters: give a hum as
+    phonemes ("[[m:'hm:]]")."""
+    import soundfile  # type: ignore[import-untyped]
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "out.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), text], check=True)
+        data, source_rate = soundfile.read(str(path), dtype="float32")
+    audio = np.asarray(resample(np.asarray(data, dtype=np.float32), int(source_rate), rate), np.float32)
+    active = np.nonzero(np.abs(audio) > 0.01)[0]
+    return audio[active[0] : active[-1] + 1]

@@ -16,10 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +24,7 @@ import pytest
 
 from openrealtime.audio.resample import resample
 from tests.speakerphone import RATE, Speakerphone
-from tests.speech_audio import REFERENCE_EDGES, load_clip, room_tone
+from tests.speech_audio import REFERENCE_EDGES, espeak, load_clip, room_tone
 from tests.support import ServerProcess, run_server, validate_server_event
 from tests.voice_client import CallerRun, collect, stream_audio
 
@@ -203,19 +200,6 @@ async def test_a_finished_sentence_ends_the_turn_promptly(ws: Any, clip: str) ->
     # policy's budget is 2.6 s at most, about 0.5 s once the transcript reads finished; on a
     # loaded machine that transcript may come too late to count, so only the budget is sure.
     assert waited <= 2600 + 2 * 32, waited
-
-
-def espeak(text: str) -> np.ndarray:
-    """A synthetic backchannel (no package ships recorded ones), 24 kHz float, trimmed."""
-    import soundfile  # type: ignore[import-untyped]
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "out.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), text], check=True)
-        data, rate = soundfile.read(str(path), dtype="float32")
-    audio = np.asarray(resample(np.asarray(data, dtype=np.float32), int(rate), RATE), np.float32)
-    active = np.nonzero(np.abs(audio) > 0.01)[0]
-    return audio[active[0] : active[-1] + 1]
 
 
 # espeak-ng reads "mhm" as its letters ("em aitch em", which Whisper rightly writes as words):

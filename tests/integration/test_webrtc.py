@@ -9,14 +9,16 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
+from itertools import pairwise
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import websockets
 from openai import AsyncOpenAI, NotFoundError
 
-from tests.speech_audio import LEAD_MS, REFERENCE_EDGES, caller_audio
+from tests.speech_audio import LEAD_MS, REFERENCE_EDGES, caller_audio, espeak
 from tests.support import ServerProcess, validate_server_event
 from tests.webrtc_client import Caller
 
@@ -371,3 +373,93 @@ async def test_barge_in_and_client_clear_over_webrtc(voice_server: ServerProcess
     assert not caller.of("error") or all(
         e["error"]["code"] == "response_cancel_not_active" for e in caller.of("error")
     )
+
+
+SEMANTIC_STORYTELLER = {
+    **VOICE_SESSION,
+    "instructions": "You are a storyteller. Whatever the user says, answer with a story of four sentences.",
+    "audio": {
+        "input": {
+            "transcription": {"model": "whisper-1", "language": "en"},
+            "turn_detection": {"type": "semantic_vad"},  # interrupt_response: true by default
+        }
+    },
+}
+
+
+async def story_playing(caller: Caller, voice_server: ServerProcess) -> dict[str, Any]:
+    """Ask for the story; return its ``output_audio_buffer.started`` once 1.5 s of it was heard
+    (past the moment a client without an echo path is known to have none)."""
+    await caller.connect(voice_server, session=SEMANTIC_STORYTELLER)
+    await caller.until("session.created", timeout=60)
+    caller.mic.play(caller_audio("goforward"))
+    started = (await caller.until("output_audio_buffer.started", timeout=120))[-1]
+    while caller.audio_between(caller.time_of(started), 1e12) < 1.5:
+        await asyncio.sleep(0.05)
+    return started
+
+
+def last_sound_before(caller: Caller, end: float) -> float:
+    return max(h.at for h in caller.heard if h.at < end and h.rms > 100)
+
+
+@pytest.mark.slow
+async def test_under_semantic_vad_the_answer_falls_silent_at_the_callers_onset(
+    voice_server: ServerProcess, caller: Caller
+) -> None:
+    """The server plays the answer, so it can pause it the moment the caller's speech is
+    confirmed, while it still holds ``speech_started`` until the speech is known to be a bid
+    for the turn (a second of it here) rather than a backchannel."""
+    story = await story_playing(caller, voice_server)
+    name = "librivox-0880"
+    onset = caller.mic.play(caller_audio(name, seed=3), mark_at=(LEAD_MS + REFERENCE_EDGES[name][0]) * 24)
+    events = await caller.until("output_audio_buffer.cleared", timeout=60)
+    assert events[-1]["response_id"] == story["response_id"]
+    started = caller.of("input_audio_buffer.speech_started")[-1]
+    decided_at = caller.time_of(started)
+    silent_from = last_sound_before(caller, decided_at) + 0.02
+    quiet_ms = (silent_from - await onset) * 1000
+    held_ms = (decided_at - silent_from) * 1000
+    print(f"answer silent {quiet_ms:.0f} ms after the caller's onset, {held_ms:.0f} ms before speech_started")
+    assert quiet_ms <= 700
+    assert held_ms >= 300  # it fell silent well before the interruption was decided
+    truncated = (await caller.until("conversation.item.truncated", timeout=30))[-1]
+    while not (
+        done := [
+            e["response"] for e in caller.of("response.done") if e["response"]["id"] == story["response_id"]
+        ]
+    ):
+        await caller.until("response.done", timeout=30)
+    assert truncated["item_id"] == done[0]["output"][0]["id"]
+    kept_ms = await retrieve_audio_ms(caller, truncated["item_id"])
+    heard_ms = caller.audio_between(caller.time_of(story), silent_from) * 1000
+    assert heard_ms - 100 <= kept_ms  # what was heard before the pause is kept, no more than that
+    assert kept_ms <= (silent_from - caller.time_of(story)) * 1000 + 100
+
+
+@pytest.mark.slow
+async def test_a_backchannel_pauses_the_answer_and_it_plays_on(
+    voice_server: ServerProcess, caller: Caller
+) -> None:
+    story = await story_playing(caller, voice_server)
+    okay = (espeak("okay") * 8000).astype(np.int16)
+    lead = np.zeros(24 * 200, dtype=np.int16)
+    onset = caller.mic.play(
+        np.concatenate([lead, okay, np.zeros(24 * 500, dtype=np.int16)]), mark_at=len(lead)
+    )
+    heard_at = await onset
+    stopped = (await caller.until("output_audio_buffer.stopped", timeout=180))[-1]
+    assert stopped["response_id"] == story["response_id"]
+    assert len(caller.of("input_audio_buffer.speech_started")) == 1  # the question's only
+    done = [e["response"] for e in caller.of("response.done") if e["response"]["id"] == story["response_id"]]
+    assert done[0]["status"] == "completed" and not caller.of("output_audio_buffer.cleared")
+    # a silence opened soon after the onset, and the answer went on after it
+    loud = [h.at for h in caller.heard if h.at >= heard_at and h.rms > 100]
+    gaps = [(a, b) for a, b in pairwise(loud) if b - a >= 0.6]
+    assert gaps, "the answer never paused"
+    paused_at, resumed_at = gaps[0]
+    print(
+        f"paused {(paused_at - heard_at) * 1000:.0f} ms after the onset for {(resumed_at - paused_at) * 1000:.0f} ms"
+    )
+    assert paused_at - heard_at <= 0.7
+    assert caller.audio_between(resumed_at, caller.time_of(stopped) + 0.3) > 0.2

@@ -14,6 +14,7 @@ from openrealtime.audio.resample import downmix_to_float32, float32_to_int16, in
 from openrealtime.core.events import OutputAudio
 from openrealtime.protocol import server_events as se
 from openrealtime.runtime.playback import (
+    MAX_HOLD_FRAMES,
     MediaPlayback,
     PlaybackCleared,
     PlaybackStarted,
@@ -206,6 +207,64 @@ def test_a_held_start_can_be_cleared() -> None:
     channel.transmit()
     assert not playback.pull(channel).any()
     assert [type(e) for e in channel.sent] == [se.OutputAudioBufferStarted, se.OutputAudioBufferCleared]
+
+
+def ramp(ms: int) -> np.ndarray:
+    return np.arange(1, RATE * ms // 1000 + 1, dtype=np.int16)
+
+
+def test_a_hold_pauses_the_answer_and_a_release_plays_on_from_there() -> None:
+    published: list[se.ServerEvent] = []
+    playback = MediaPlayback(published.append, lambda: True)
+    released: list[np.ndarray] = []
+    playback.on_release = released.append
+    audio = ramp(100)
+    playback.audio(OutputAudio("resp_1", "item_1", 0, 0, audio, "audio/pcm"))
+    first = playback.pull()
+    playback.hold()
+    held = [playback.pull() for _ in range(20)]
+    assert not any(f.any() for f in held) and playback.playout.played_ms("item_1") == 20
+    playback.release()
+    assert len(released) == 1 and np.array_equal(released[0], audio[FRAME:])  # what plays on
+    rest = [playback.pull() for _ in range(4)]
+    assert np.array_equal(np.concatenate([first, *rest]), audio)  # nothing lost, nothing twice
+    assert [type(e) for e in published] == [se.OutputAudioBufferStarted]  # one answer, paused
+
+
+def test_an_answer_that_arrives_during_a_hold_starts_after_it() -> None:
+    published: list[se.ServerEvent] = []
+    playback = MediaPlayback(published.append, lambda: True)
+    playback.hold()
+    playback.audio(OutputAudio("resp_1", "item_1", 0, 0, tone(40), "audio/pcm"))
+    assert not playback.pull().any() and published == []
+    playback.release()
+    assert playback.pull().all() and [type(e) for e in published] == [se.OutputAudioBufferStarted]
+
+
+def test_a_hold_is_cleared_like_any_barge_in() -> None:
+    published: list[se.ServerEvent] = []
+    playback = MediaPlayback(published.append, lambda: True)
+    playback.audio(OutputAudio("resp_1", "item_1", 0, 0, tone(100), "audio/pcm"))
+    playback.pull()
+    playback.hold()
+    playback.pull()
+    cleared = playback.clear("turn_detected")
+    assert cleared is not None and cleared.played_ms == 20  # the held frames were not heard
+    playback.release()
+    assert not playback.pull().any()
+
+
+def test_a_hold_without_a_verdict_plays_on_by_itself() -> None:
+    playback = MediaPlayback(lambda event: None, lambda: True)
+    released: list[np.ndarray] = []
+    playback.on_release = released.append
+    playback.audio(OutputAudio("resp_1", "item_1", 0, 0, tone(100), "audio/pcm"))
+    playback.hold()
+    frames = [playback.pull() for _ in range(MAX_HOLD_FRAMES + 1)]
+    assert not any(f.any() for f in frames[:MAX_HOLD_FRAMES]) and frames[-1].all()
+    assert len(released) == 1 and not playback.holding
+    playback.release()  # the verdict, late: nothing more happens
+    assert len(released) == 1
 
 
 @settings(max_examples=60, deadline=None)

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from openrealtime.engines.turn.backchannel import BackchannelConfig, Verdict, classify, transcript_words
+from openrealtime.engines.turn.backchannel import (
+    BackchannelConfig,
+    Verdict,
+    classify,
+    transcript_words,
+    without_repeats,
+)
 from openrealtime.engines.turn.completeness import RuleCompleteness, TextCompleteness, normalise
 from openrealtime.engines.turn.end_of_turn import (
     EAGERNESS_BUDGETS,
@@ -140,12 +146,33 @@ def test_backchannels_do_not_interrupt() -> None:
     assert classify(250, speech_ended=True, transcript=None) is Verdict.UNDECIDED
 
 
+def test_repeats_and_decoding_loops_count_once() -> None:
+    loop = "Okay. Okay. Okay. Okay. Okay. Okay. Okay. Okay. Okay. Okay. Okay."
+    assert without_repeats(transcript_words(loop)) == ["okay"]
+    pairs = "Yeah. Right. Yeah. Right. Yeah. Right. Yeah. Yeah. Yeah. Yeah. Yeah."
+    assert without_repeats(transcript_words(pairs)) == ["yeah", "right"]
+    assert classify(500, speech_ended=True, transcript=loop) is Verdict.BACKCHANNEL
+    assert classify(500, speech_ended=True, transcript=pairs) is Verdict.BACKCHANNEL
+    assert classify(500, speech_ended=True, transcript="yeah yeah yeah") is Verdict.BACKCHANNEL
+    # a word of the turn's own, repeated or not, still interrupts; so do four different words
+    assert classify(500, speech_ended=True, transcript="no no no no") is Verdict.INTERRUPTION
+    assert classify(500, speech_ended=True, transcript="okay wait okay wait") is Verdict.INTERRUPTION
+    assert without_repeats(["okay", "so", "i", "see", "okay", "so"]) == [
+        "okay",
+        "so",
+        "i",
+        "see",
+        "okay",
+        "so",
+    ]
+
+
 def test_words_or_length_make_an_interruption() -> None:
     # a transcript is read once the speech ended: a pass over part of it is not its words
     assert classify(300, speech_ended=False, transcript="wait") is Verdict.UNDECIDED
     assert classify(300, speech_ended=True, transcript="wait") is Verdict.INTERRUPTION
     assert classify(400, speech_ended=True, transcript="five") is Verdict.INTERRUPTION
-    assert classify(600, speech_ended=True, transcript="yeah yeah okay sure") is Verdict.INTERRUPTION
+    assert classify(600, speech_ended=True, transcript="yeah okay sure right") is Verdict.INTERRUPTION
     assert classify(1000, speech_ended=False, transcript=None) is Verdict.INTERRUPTION
     assert classify(999, speech_ended=False, transcript="yeah") is Verdict.UNDECIDED
     config = BackchannelConfig(max_speech_ms=500)

@@ -6,7 +6,8 @@ answer for that is one of the most common complaints about voice agents. ``serve
 OpenAI's semantics (any speech interrupts). Under ``semantic_vad`` with ``interrupt_response``,
 speech the segmenter confirms while the answer can be heard (the runtime marks such frames,
 ``VadFrame.assistant_audible``) or is being generated is *held*: no ``speech_started``, no
-barge-in, but its transcription starts at once. Every frame asks
+barge-in (the runtime pauses an answer it plays itself, and starts the speech's streaming
+transcription only if it becomes a turn). Every frame asks
 :func:`~openrealtime.engines.turn.backchannel.classify`:
 
 * a second of speech is an **interruption**: ``speech_started`` is emitted with the onset it

@@ -124,6 +124,11 @@ class SessionCore:
         return self.state.closed
 
     @property
+    def holding_speech(self) -> bool:
+        """Speech heard during the answer awaits its verdict (backchannel or interruption)."""
+        return self.input.held is not None
+
+    @property
     def input_format(self) -> str:
         return self.state.session.audio.input.format.type
 

@@ -43,7 +43,7 @@ from ..engines.asr.language import LanguageDetection, LanguageTracker
 from ..engines.asr.streaming import StreamingTranscription, transcribe_in
 from ..engines.base import FloatAudio, Transcript, VADStream
 from ..engines.registry import EngineSet
-from ..engines.turn.backchannel import BACKCHANNEL_PROMPT
+from ..engines.turn.backchannel import BACKCHANNEL_PROMPT, says_only_backchannel
 from ..engines.turn.completeness import RuleCompleteness
 from ..engines.turn.prosody import end_probability, prosody_at_end
 from .echo_guard import EchoGuard
@@ -66,6 +66,11 @@ TEXT_POLL_SECONDS = 0.02
 
 KEEP_SECONDS = 120.0
 """How much 16 kHz caller audio is kept for the turn detector and transcription."""
+
+
+HELD_AUDIO_WAIT_SECONDS = 0.5
+"""How long the pass over held speech waits for the end of its span to arrive (it asks for
+~100 ms past the speech's end, which the client sends in real time)."""
 
 
 class AudioHistory:
@@ -112,6 +117,8 @@ class InputPipeline:
         self.turn_streams: dict[str, StreamingTranscription] = {}
         self.task: asyncio.Task[None] | None = None
         self.last_frame_end_ms = 0.0
+        self._awaited: list[tuple[float, asyncio.Future[None]]] = []
+        """Waiters for the caller's audio up to an input time (:meth:`_audio_until`)."""
         self.echo = EchoGuard()
         """The session's own voice, removed before the VAD and the transcriber hear the caller."""
         self.completeness = RuleCompleteness()
@@ -145,9 +152,7 @@ class InputPipeline:
             transcriber,
             partials=partials,
             language=self.caller_language.policy(),
-            # held speech is most often a backchannel: without the prompt Whisper spells "mhm"
-            # as whatever word it resembles
-            prompt=BACKCHANNEL_PROMPT if command.held and command.prompt is None else command.prompt,
+            prompt=command.prompt,
             busy=lambda: not self.scheduler.partials.allows(),
             executor=self.scheduler.asr.executor(PRIORITY_BACKGROUND),
         )
@@ -158,24 +163,58 @@ class InputPipeline:
 
     async def transcribe_held(self, command: TranscribeHeld) -> None:
         """One pass over exactly the held speech (with the backchannel prompt), reported
-        whatever it finds: the backchannel verdict waits for it (no words if it fails)."""
+        whatever it finds: the backchannel verdict waits for it (no words if it fails).
+
+        The prompt makes Whisper loop in the silence after a short word ("Okay. Okay. ...",
+        up to its token budget), which it would redo on the full 30 s window (~1.5 s more on
+        this kind of machine). The quick decode is kept when it says only backchannel words
+        (repeats count once); words that would stop the answer are confirmed by the pass with
+        its fallback first: cancelling an answer for a misheard "mhm" is the costly mistake.
+        """
         text = ""
         transcriber = self.engines.transcriber
+        await self._audio_until(command.end_ms)  # the span's last ~100 ms may be on its way
         audio = self.history.slice(command.start_ms, command.end_ms)
         if transcriber is not None and len(audio):
             policy = self.caller_language.policy()
+
+            def decode(fallback: bool) -> Transcript:
+                return transcribe_in(
+                    transcriber, audio, policy, prompt=BACKCHANNEL_PROMPT, fallback=fallback
+                )[0]
+
             try:
-                result, _, _ = await self.scheduler.asr.call(
-                    lambda: transcribe_in(transcriber, audio, policy, prompt=BACKCHANNEL_PROMPT),
-                    priority=PRIORITY_TURN,
-                )
-                text = result.text
+                text = (await self.scheduler.asr.call(lambda: decode(False), priority=PRIORITY_TURN)).text
+                if not says_only_backchannel(text):
+                    quick = text
+                    text = (await self.scheduler.asr.call(lambda: decode(True), priority=PRIORITY_TURN)).text
+                    log.debug("held speech %s: %r confirmed as %r", command.item_id, quick, text)
             except Exception:
                 log.exception("transcribing held speech failed")
         log.debug(
             "held speech %s (%.0f-%.0f ms): %r", command.item_id, command.start_ms, command.end_ms, text
         )
         self.report(HeldSpeechHeard(command.item_id, text, command.end_ms))
+
+    async def _audio_until(self, end_ms: float, limit_s: float = HELD_AUDIO_WAIT_SECONDS) -> None:
+        """Wait until the caller's audio up to input time ``end_ms`` is in the history (or
+        ``limit_s`` passed: a client that stopped sending)."""
+        if self.last_frame_end_ms >= end_ms:
+            return
+        arrived: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._awaited.append((end_ms, arrived))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(arrived), limit_s)
+
+    def _wake_awaited(self) -> None:
+        waiting = []
+        for end_ms, arrived in self._awaited:
+            if self.last_frame_end_ms >= end_ms:
+                if not arrived.done():
+                    arrived.set_result(None)
+            else:
+                waiting.append((end_ms, arrived))
+        self._awaited = waiting
 
     def on_committed(self, command: InputCommitted) -> None:
         if command.by_vad and self.streaming is not None:
@@ -302,6 +341,8 @@ class InputPipeline:
                 audio = np.concatenate([f.samples for f in frames])
                 self.history.add(frames[0].start_ms, audio)
                 self.last_frame_end_ms = frames[-1].end_ms
+                if self._awaited:
+                    self._wake_awaited()
                 if self.streaming is not None:
                     self._feed_streaming(audio)
                 if vad is None or not command.turn_detection:

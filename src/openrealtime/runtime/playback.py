@@ -9,6 +9,12 @@ dropped (barge-in, or the client's ``output_audio_buffer.clear``), into an ``Out
 result for the core, which stops the answer if it still runs and truncates it to the played
 position. This is the only copy of that logic; the transports only pace and send frames.
 
+Under ``semantic_vad`` the answer also *pauses* while speech of the caller awaits its verdict
+(core/backchannels.py): ``MediaPlayback.hold`` stops the frames at once, so the caller hears
+the assistant fall silent as soon as the VAD confirms their speech, not a second later when
+the speech is known to be a bid for the turn. A backchannel releases it and the answer goes
+on from the word it stopped at; an interruption clears it as any barge-in does.
+
 Nothing here does I/O or reads a clock.
 """
 
@@ -28,6 +34,9 @@ from ..protocol import server_events as se
 PcmAudio = npt.NDArray[np.int16]
 
 FRAME_MS = 20
+MAX_HOLD_FRAMES = 150
+"""A hold whose verdict has not come after this many frames (3 s) plays on: the answer is
+never left silent on a verdict that is late (a transcription pass on a very busy machine)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,11 @@ class Playout:
     def busy(self) -> bool:
         """A response is playing or has audio waiting to play."""
         return self.current is not None or any(segment.queued for segment in self._segments)
+
+    def queued_audio(self) -> PcmAudio:
+        """Everything queued, in the order it will play."""
+        chunks = [chunk for segment in self._segments for chunk in segment.chunks]
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
     def played_ms(self, item_id: str) -> int:
         return self._played.get(item_id, 0) * 1000 // self.rate
@@ -228,6 +242,24 @@ class MediaPlayback:
         """Whether speech of the caller interrupts the assistant (``interrupt_response``)."""
         self._announced = False
         """A response was reported started; its audio waits until the event is out."""
+        self.holding = False
+        """Frames are held back (silence goes out): the caller's speech awaits its verdict."""
+        self._held_frames = 0
+        self.on_release: Callable[[PcmAudio], None] | None = None
+        """Told the audio still queued when a hold ends (it plays from now on)."""
+
+    def hold(self) -> None:
+        """Pause the answer where it is (nothing queued is dropped)."""
+        self.holding = True
+        self._held_frames = 0
+
+    def release(self) -> None:
+        """Play on from where the answer was paused."""
+        if not self.holding:
+            return
+        self.holding = False
+        if self.on_release is not None:
+            self.on_release(self.playout.queued_audio())
 
     def audio(self, out: OutputAudio) -> None:
         self.playout.push(out.response_id, out.item_id, out.pcm)
@@ -242,6 +274,11 @@ class MediaPlayback:
         congestion window waits for the peer's acknowledgements), so audio pulled at once
         could reach the peer before the event that announces it.
         """
+        if self.holding:
+            self._held_frames += 1
+            if self._held_frames <= MAX_HOLD_FRAMES:
+                return np.zeros(self.playout.frame_samples, dtype=np.int16)
+            self.release()
         if events_out is None:
             frame, events = self.playout.pull()
         elif self._announced and not events_out():

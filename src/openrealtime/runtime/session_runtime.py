@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -143,6 +143,12 @@ class SessionRuntime:
         )
         self.responder = responder(self)
         self.listening = InputPipeline(engines, scheduler, self.report)
+        self._holding_speech = False
+        self._held_start: SpeechStarted | None = None
+        """Speech held during the answer: its transcription waits for the verdict."""
+        """The core holds speech heard during the answer (the media playout pauses for it)."""
+        if self.playback is not None:
+            self.playback.on_release = self._playing_on
         self.first_piece_words: int | None = FIRST_PIECE_WORDS
         self.speculative = False
         self.speculation = Speculation(
@@ -291,23 +297,53 @@ class SessionRuntime:
         for output in self.core.take_events():
             if isinstance(output, OutputAudio):
                 self.observers.output_audio(self.info, output)
-                self.listening.echo.played(output.pcm, time.monotonic() * 1000)
+                if self.playback is None or not self.playback.holding:  # else placed on release
+                    self.listening.echo.played(output.pcm, time.monotonic() * 1000)
                 if self.playback is not None:
                     self.playback.audio(output)
                 else:
                     self.client.send(output)
                 continue
             self._send(output)
-            if isinstance(output, se.InputAudioBufferSpeechStarted) and self._interrupts():
-                self.listening.echo.stopped(time.monotonic() * 1000)  # the client stops playing here
+            if isinstance(output, se.InputAudioBufferSpeechStarted):
+                self._transcribe_held_turn(output.item_id)
+                if self._interrupts():
+                    self.listening.echo.stopped(time.monotonic() * 1000)  # the client stops playing here
             if self.playback is not None and isinstance(output, se.ServerEvent):
                 found = self.playback.after_event(output)
                 if found is not None:
                     cleared.append(found)
         for command in self.core.take_commands():
             self._execute(command)
+        self._follow_held_speech()
         for result in cleared:
             self.report(result)
+
+    def _transcribe_held_turn(self, item_id: str) -> None:
+        """Held speech turned out to be a turn: its streaming transcription starts now, over
+        the audio since its onset. Held, it is not transcribed beyond the one pass that judges
+        it: partial passes then would only compete with that pass for the CPU."""
+        held, self._held_start = self._held_start, None
+        if held is not None and held.item_id == item_id:
+            self.listening.on_speech_started(replace(held, held=False))
+
+    def _follow_held_speech(self) -> None:
+        """On WebRTC and SIP the answer pauses while speech heard during it awaits its verdict
+        (``semantic_vad``): the caller hears it stop at their onset; a backchannel lets it
+        play on, an interruption clears it (playback.py)."""
+        holding = self.core.holding_speech
+        if self.playback is None or holding == self._holding_speech:
+            return
+        self._holding_speech = holding
+        if holding:
+            self.playback.hold()
+            self.listening.echo.stopped(time.monotonic() * 1000)  # nothing plays from here
+        else:
+            self.playback.release()
+
+    def _playing_on(self, queued: PcmAudio) -> None:
+        """A hold ended: what is queued plays from now (the echo guard places it there)."""
+        self.listening.echo.played(queued, time.monotonic() * 1000)
 
     def _send(self, output: ClientOutput) -> None:
         event = output.event if isinstance(output, RetrievedItem) else output
@@ -372,7 +408,15 @@ class SessionRuntime:
                 self.listening.on_append(command)
             case SpeechStarted():
                 self._cancel_idle_timer()
-                self.listening.on_speech_started(command)
+                if command.held:  # transcribed as a turn only once it is one (flush)
+                    self._held_start = command
+                    log.debug(
+                        "speech from %d ms held at input %.0f ms",
+                        command.audio_start_ms,
+                        self.listening.echo.clock_ms,
+                    )
+                else:
+                    self.listening.on_speech_started(command)
                 self.speculation.on_speech_started()
             case InputCommitted():
                 if command.by_vad:
@@ -387,7 +431,8 @@ class SessionRuntime:
                 self.listening.on_cleared()
                 self.speculation.on_cleared()
             case HeldSpeechDropped():
-                self.listening.on_cleared()  # a backchannel: its transcription is not needed
+                self._held_start = None  # a backchannel: it is not transcribed as a turn
+                self.listening.on_cleared()
                 self.speculation.on_cleared()
             case TranscribeHeld():
                 self._spawn(self.listening.transcribe_held(command), f"held:{command.item_id}")

@@ -638,14 +638,18 @@ def transcribe_in(
     prompt: str | None = None,
     prefix: str | None = None,
     cancel: CancelToken | None = None,
+    fallback: bool = True,
 ) -> tuple[Transcript, Sequence[TimedSegment], LanguageDetection | None]:
     """One transcription in a fixed language or under a session's language policy.
 
     Models that support a policy (Whisper) choose the language from a detection on this
     audio and return it; others get the policy's language without detection. The text is
-    never in a script foreign to the transcript's language.
+    never in a script foreign to the transcript's language. ``fallback=False`` asks a model
+    that can (Whisper) not to redo a degenerate short-window decode on its full window.
     """
     extra: dict[str, object] = {}
+    if not fallback and getattr(model, "supports_fallback_choice", False):
+        extra["fallback"] = False
     fixed = language
     if isinstance(language, LanguagePolicy):
         fixed = language.without_detection

@@ -133,6 +133,10 @@ class WhisperTranscriber:
     sample_rate: int = SAMPLE_RATE
     supports_prefix: bool = True
     supports_language_policy: bool = True
+    supports_fallback_choice: bool = True
+    """A call may say ``fallback=False``: keep a short window's decode even when it ran into
+    its token budget (a few words whose first ones are all that matter; the full window costs
+    about ten times as much)."""
 
     def __init__(
         self,
@@ -205,6 +209,7 @@ class WhisperTranscriber:
         cancel: CancelToken | None = None,
         prefix: str | None = None,
         policy: LanguagePolicy | None = None,
+        fallback: bool | None = None,
     ) -> Transcript:
         """Text of ``audio`` (16 kHz mono float32).
 
@@ -216,7 +221,13 @@ class WhisperTranscriber:
         decoder; a running CTranslate2 call can't stop).
         """
         return self.transcribe_segments(
-            audio, language=language, prompt=prompt, prefix=prefix, cancel=cancel, policy=policy
+            audio,
+            language=language,
+            prompt=prompt,
+            prefix=prefix,
+            cancel=cancel,
+            policy=policy,
+            fallback=fallback,
         ).transcript
 
     def transcribe_segments(
@@ -228,8 +239,10 @@ class WhisperTranscriber:
         prefix: str | None = None,
         cancel: CancelToken | None = None,
         policy: LanguagePolicy | None = None,
+        fallback: bool | None = None,
     ) -> SegmentedTranscript:
-        """Like :meth:`transcribe`, keeping Whisper's segment timestamps."""
+        """Like :meth:`transcribe`, keeping Whisper's segment timestamps (``fallback``: redo
+        a degenerate short-window decode on the full window; the instance's setting if None)."""
         samples = np.asarray(audio, dtype=np.float32).reshape(-1)
         duration = samples.size / SAMPLE_RATE
         if policy is not None:
@@ -250,7 +263,8 @@ class WhisperTranscriber:
         result, degenerate = self._decode_window(samples, window, language, prompt, prefix, cancel, policy)
         chosen = result.transcript.language
         foreign = wrong_script(result.transcript.text, chosen)
-        if (degenerate or foreign) and self.fallback and window < FULL_WINDOW_SECONDS:
+        allowed = self.fallback if fallback is None else fallback
+        if (degenerate or foreign) and allowed and window < FULL_WINDOW_SECONDS:
             with self._lock:
                 self.fallbacks += 1
             again, _ = self._decode_window(samples, FULL_WINDOW_SECONDS, chosen, prompt, prefix, cancel, None)

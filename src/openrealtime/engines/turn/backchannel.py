@@ -13,12 +13,13 @@ begins while the answer plays and asks :func:`classify` as the speech goes on:
    speech (one Whisper pass over the VAD's onset to its end, never a partial pass: those
    cover whatever audio had arrived when the pass started, half a word or the answer's echo
    after the speech, and so depend on how busy the machine is). A word outside
-   :data:`BACKCHANNEL_WORDS`, or more than ``max_words`` words, is an interruption ("wait",
-   "no", "what about ..."); only backchannel words, or no words at all (a cough, a laugh, a
-   breath), a backchannel.
-3. Otherwise (speech going on, or its transcript not yet in): not decided yet. The answer
-   plays on while the pass runs, however long it takes, so the verdict is the same on a busy
-   machine and on an idle one; only when it is given does an interruption stop the answer.
+   :data:`BACKCHANNEL_WORDS`, or more than ``max_words`` words (repeats counted once), is an
+   interruption ("wait", "no", "what about ..."); only backchannel words, or no words at all
+   (a cough, a laugh, a breath), a backchannel.
+3. Otherwise (speech going on, or its transcript not yet in): not decided yet, however long
+   the pass takes, so the verdict is the same on a busy machine and on an idle one; only when
+   it is given does an interruption stop the answer (where the server plays the answer, on
+   WebRTC and SIP, it is paused meanwhile: runtime/playback.py).
 
 A real interruption is recognised at the latest ``max_speech_ms`` after its onset, a short
 one when its pass is done (measured in ``bench/backchannel.py``). Pure and deterministic: no
@@ -37,7 +38,9 @@ __all__ = [
     "BackchannelConfig",
     "Verdict",
     "classify",
+    "says_only_backchannel",
     "transcript_words",
+    "without_repeats",
 ]
 
 BACKCHANNEL_PROMPT = "Mhm. Uh-huh. Okay. Yeah. Right. I see."
@@ -101,12 +104,27 @@ BACKCHANNEL_WORDS = frozenset(
 """Words a listener says without taking the turn ("all right", "I see", "got it", "thank
 you" are made of them)."""
 
+MAX_LOOP_WORDS = 3
+"""The longest phrase :func:`without_repeats` recognises as said over and over."""
+
 _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 
 
 def transcript_words(text: str) -> list[str]:
     """Lower-case words of a transcript ("Mm-hmm." -> ["mm-hmm"])."""
     return _WORD.findall(text.lower())
+
+
+def without_repeats(words: list[str]) -> list[str]:
+    """The words with repetition taken out: a word said again at once counts once, and a
+    phrase of up to :data:`MAX_LOOP_WORDS` words said over and over counts once ("okay okay
+    okay", "yeah right yeah right yeah"). Whisper, prompted with backchannels, loops like this
+    in the silence after a short word; a caller saying "yeah yeah yeah" means one "yeah"."""
+    once = [word for i, word in enumerate(words) if i == 0 or word != words[i - 1]]
+    for period in range(1, MAX_LOOP_WORDS + 1):
+        if len(once) > period and all(once[i] == once[i % period] for i in range(len(once))):
+            return once[:period]
+    return once
 
 
 class Verdict(enum.Enum):
@@ -143,7 +161,11 @@ def classify(
         return Verdict.INTERRUPTION
     if not speech_ended or transcript is None:
         return Verdict.UNDECIDED
-    words = transcript_words(transcript)
-    if len(words) > cfg.max_words or any(word not in BACKCHANNEL_WORDS for word in words):
-        return Verdict.INTERRUPTION
-    return Verdict.BACKCHANNEL
+    return Verdict.BACKCHANNEL if says_only_backchannel(transcript, cfg) else Verdict.INTERRUPTION
+
+
+def says_only_backchannel(transcript: str, config: BackchannelConfig | None = None) -> bool:
+    """Backchannel words only (or none), at most ``max_words`` of them, repeats counted once."""
+    words = without_repeats(transcript_words(transcript))
+    max_words = (config or BackchannelConfig()).max_words
+    return len(words) <= max_words and all(word in BACKCHANNEL_WORDS for word in words)
