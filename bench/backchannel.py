@@ -10,8 +10,7 @@ speech: every clip of /work/shared/audio, and single real words cut from them ("
 Each sound sits in a real recording's room tone and goes through Silero + the segmenter
 (speech ends after 300 ms of silence) and Whisper base on the speech (the session's pass over
 held speech; its time is measured), both as it was (a decode that ran into its token budget
-redone on the full window) and as it is (that decode kept when it says only backchannel words,
-confirmed by the full pass otherwise): :func:`classify` is asked at every
+redone on the full window) and as it is (that decode kept, its repeats counted once): :func:`classify` is asked at every
 frame while the sound goes on and when its transcript arrives. Reported: how each sound was
 decided, and how long after its onset, for both.
 
@@ -46,7 +45,6 @@ from openrealtime.engines.turn.backchannel import (
     BackchannelConfig,
     Verdict,
     classify,
-    says_only_backchannel,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -132,11 +130,11 @@ def sample_set() -> list[tuple[str, str, np.ndarray]]:
     return out
 
 
-MODES = ("full_window_fallback", "quick_then_confirm")
+MODES = {"full_window_fallback": True, "short_window": False}
 """How the pass over the short speech treats a decode that ran into its token budget (Whisper,
-prompted with backchannels, loops in the silence after a short word): always redone on the
-full 30 s window (before), or kept when it says only backchannel words (repeats counted once)
-and confirmed by the pass with its fallback otherwise (now, runtime/listening.py)."""
+prompted with backchannels, loops in the silence after a short word): redone on the full 30 s
+window (before), or kept, its repeats counted once by :func:`classify` (now,
+runtime/listening.py)."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -186,14 +184,9 @@ def main() -> None:
                         speech = audio[start : int((event.audio_end_ms + 150) * RATE / 1000)]
                         for mode in MODES:
                             started = time.perf_counter()
-                            quick = mode == "quick_then_confirm"
                             text = whisper.transcribe(
-                                speech, language="en", prompt=BACKCHANNEL_PROMPT, fallback=not quick
+                                speech, language="en", prompt=BACKCHANNEL_PROMPT, fallback=MODES[mode]
                             ).text.strip()
-                            if quick and not says_only_backchannel(text, config):
-                                text = whisper.transcribe(
-                                    speech, language="en", prompt=BACKCHANNEL_PROMPT
-                                ).text.strip()
                             pass_ms = 1000 * (time.perf_counter() - started)
                             verdict = classify(
                                 event.audio_end_ms - onset, speech_ended=True, transcript=text, config=config

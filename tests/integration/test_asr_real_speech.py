@@ -162,6 +162,28 @@ def test_a_sentence_repeated_into_the_last_moments_is_dropped(base: WhisperTrans
     assert result.transcript.text == "Thank you for calling. How can I help you today?"
 
 
+def test_a_call_can_keep_a_short_window_decode_that_ran_into_its_budget(base: WhisperTranscriber) -> None:
+    """Prompted with backchannels, Whisper loops on one short word in a short window ("Okay.
+    Okay. ..."): by default that decode is redone on the full window; ``fallback=False`` keeps it
+    (the held speech's pass, which counts the repeats once)."""
+    from openrealtime.engines.turn.backchannel import BACKCHANNEL_PROMPT, classify
+    from tests.speech_audio import espeak
+
+    word = espeak("okay", SR) * 0.25
+    audio = np.concatenate([np.zeros(SR // 10, np.float32), word, np.zeros(SR // 10, np.float32)])
+    before = base.fallbacks
+    started = time.perf_counter()
+    kept = base.transcribe(audio, language="en", prompt=BACKCHANNEL_PROMPT, fallback=False)
+    kept_seconds = time.perf_counter() - started
+    assert base.fallbacks == before and "okay" in kept.text.lower()
+    assert classify(500, speech_ended=True, transcript=kept.text).value == "backchannel"
+    started = time.perf_counter()
+    redone = base.transcribe(audio, language="en", prompt=BACKCHANNEL_PROMPT)
+    redone_seconds = time.perf_counter() - started
+    assert base.fallbacks == before + 1 and "okay" in redone.text.lower()
+    print(f"short window kept {kept_seconds:.2f} s, redone on the full window {redone_seconds:.2f} s")
+
+
 def test_prefix_prompt_cancel_and_model_path(
     base: WhisperTranscriber, corpus: list[tuple[str, str, FloatAudio]]
 ) -> None:

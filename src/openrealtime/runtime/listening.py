@@ -43,7 +43,7 @@ from ..engines.asr.language import LanguageDetection, LanguageTracker
 from ..engines.asr.streaming import StreamingTranscription, transcribe_in
 from ..engines.base import FloatAudio, Transcript, VADStream
 from ..engines.registry import EngineSet
-from ..engines.turn.backchannel import BACKCHANNEL_PROMPT, says_only_backchannel
+from ..engines.turn.backchannel import BACKCHANNEL_PROMPT
 from ..engines.turn.completeness import RuleCompleteness
 from ..engines.turn.prosody import end_probability, prosody_at_end
 from .echo_guard import EchoGuard
@@ -167,9 +167,9 @@ class InputPipeline:
 
         The prompt makes Whisper loop in the silence after a short word ("Okay. Okay. ...",
         up to its token budget), which it would redo on the full 30 s window (~1.5 s more on
-        this kind of machine). The quick decode is kept when it says only backchannel words
-        (repeats count once); words that would stop the answer are confirmed by the pass with
-        its fallback first: cancelling an answer for a misheard "mhm" is the costly mistake.
+        this kind of machine, and no better on short speech: bench/backchannel.py). The
+        short window's decode is kept; the verdict counts a repeated word or phrase once, and
+        a loop can only hide words, never turn an interruption into a backchannel.
         """
         text = ""
         transcriber = self.engines.transcriber
@@ -178,17 +178,11 @@ class InputPipeline:
         if transcriber is not None and len(audio):
             policy = self.caller_language.policy()
 
-            def decode(fallback: bool) -> Transcript:
-                return transcribe_in(
-                    transcriber, audio, policy, prompt=BACKCHANNEL_PROMPT, fallback=fallback
-                )[0]
+            def decode() -> Transcript:
+                return transcribe_in(transcriber, audio, policy, prompt=BACKCHANNEL_PROMPT, fallback=False)[0]
 
             try:
-                text = (await self.scheduler.asr.call(lambda: decode(False), priority=PRIORITY_TURN)).text
-                if not says_only_backchannel(text):
-                    quick = text
-                    text = (await self.scheduler.asr.call(lambda: decode(True), priority=PRIORITY_TURN)).text
-                    log.debug("held speech %s: %r confirmed as %r", command.item_id, quick, text)
+                text = (await self.scheduler.asr.call(decode, priority=PRIORITY_TURN)).text
             except Exception:
                 log.exception("transcribing held speech failed")
         log.debug(
