@@ -144,9 +144,9 @@ class SessionRuntime:
         self.responder = responder(self)
         self.listening = InputPipeline(engines, scheduler, self.report)
         self._holding_speech = False
+        """The core holds speech heard during the answer (the media playout pauses for it)."""
         self._held_start: SpeechStarted | None = None
         """Speech held during the answer: its transcription waits for the verdict."""
-        """The core holds speech heard during the answer (the media playout pauses for it)."""
         if self.playback is not None:
             self.playback.on_release = self._playing_on
         self.first_piece_words: int | None = FIRST_PIECE_WORDS
