@@ -76,13 +76,7 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 
 async def story_playing(caller: Caller, server: ServerProcess) -> dict[str, Any]:
-    await caller.connect(server, session=SESSION)
-    await caller.until("session.created", timeout=60)
-    caller.mic.play(caller_audio("goforward"))
-    started = (await caller.until("output_audio_buffer.started", timeout=120))[-1]
-    while caller.audio_between(caller.time_of(started), 1e12) < 1.5:
-        await asyncio.sleep(0.05)
-    return started
+    return await caller.answer_playing(server, SESSION, caller_audio("goforward"))
 
 
 async def interruption(server: ServerProcess, name: str) -> dict[str, Any]:

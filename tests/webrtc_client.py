@@ -180,6 +180,19 @@ class Caller:
                 Heard(time.monotonic(), frame.samples / frame.sample_rate, level, mono, frame.sample_rate)
             )
 
+    async def answer_playing(
+        self, server: ServerProcess, session: dict[str, Any], question: np.ndarray, seconds: float = 1.5
+    ) -> dict[str, Any]:
+        """Call with ``session``, say ``question`` (24 kHz pcm16) and return the answer's
+        ``output_audio_buffer.started`` once ``seconds`` of it were heard."""
+        await self.connect(server, session=session)
+        await self.until("session.created", timeout=60)
+        self.mic.play(question)
+        started = (await self.until("output_audio_buffer.started", timeout=120))[-1]
+        while self.audio_between(self.time_of(started), 1e12) < seconds:
+            await asyncio.sleep(0.05)
+        return started
+
     async def until(self, kind: str, timeout: float = 120.0) -> list[dict[str, Any]]:
         """Events up to and including the next one of type ``kind``."""
         out = []

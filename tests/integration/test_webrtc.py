@@ -388,15 +388,9 @@ SEMANTIC_STORYTELLER = {
 
 
 async def story_playing(caller: Caller, voice_server: ServerProcess) -> dict[str, Any]:
-    """Ask for the story; return its ``output_audio_buffer.started`` once 1.5 s of it was heard
-    (past the moment a client without an echo path is known to have none)."""
-    await caller.connect(voice_server, session=SEMANTIC_STORYTELLER)
-    await caller.until("session.created", timeout=60)
-    caller.mic.play(caller_audio("goforward"))
-    started = (await caller.until("output_audio_buffer.started", timeout=120))[-1]
-    while caller.audio_between(caller.time_of(started), 1e12) < 1.5:
-        await asyncio.sleep(0.05)
-    return started
+    """The story's ``output_audio_buffer.started``, once 1.5 s of it was heard (past the moment
+    a client without an echo path is known to have none)."""
+    return await caller.answer_playing(voice_server, SEMANTIC_STORYTELLER, caller_audio("goforward"))
 
 
 def last_sound_before(caller: Caller, end: float) -> float:

@@ -38,7 +38,6 @@ __all__ = [
     "BackchannelConfig",
     "Verdict",
     "classify",
-    "says_only_backchannel",
     "transcript_words",
     "without_repeats",
 ]
@@ -161,11 +160,7 @@ def classify(
         return Verdict.INTERRUPTION
     if not speech_ended or transcript is None:
         return Verdict.UNDECIDED
-    return Verdict.BACKCHANNEL if says_only_backchannel(transcript, cfg) else Verdict.INTERRUPTION
-
-
-def says_only_backchannel(transcript: str, config: BackchannelConfig | None = None) -> bool:
-    """Backchannel words only (or none), at most ``max_words`` of them, repeats counted once."""
     words = without_repeats(transcript_words(transcript))
-    max_words = (config or BackchannelConfig()).max_words
-    return len(words) <= max_words and all(word in BACKCHANNEL_WORDS for word in words)
+    if len(words) > cfg.max_words or any(word not in BACKCHANNEL_WORDS for word in words):
+        return Verdict.INTERRUPTION
+    return Verdict.BACKCHANNEL
