@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     """Start answering a turn on its partial transcript while the caller pauses, invisibly,
     and release it when the committed turn says the same (runtime/speculation.py); only for
     turns whose silence window leaves time for it."""
+    warm_while_speaking: Literal["auto", "always", "never"] = "auto"
+    """Evaluate the prompt on the LLM up to the caller's words as they are transcribed, so the
+    committed turn's response evaluates only its last words (with ``preemptive``). ``auto``:
+    only while a core is idle and the LLM has nothing else to do."""
 
     # language model
     llm: str = "qwen2.5-0.5b"

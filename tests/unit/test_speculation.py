@@ -198,18 +198,21 @@ class StubStreaming:
 
     def __init__(self) -> None:
         self.settled: str | None = None
-        self.text = ""  # the words agreed so far
+        self.latest: str | None = None  # the latest pass's words
 
     def settled_text(self) -> str | None:
         return self.settled
+
+    def latest_text(self) -> str | None:
+        return self.latest
 
     def cancel(self) -> None:
         self.settled = None
 
 
 class Harness:
-    def __init__(self, silence_ms: int = 2000) -> None:
-        self.llm = CountingLLM()
+    def __init__(self, silence_ms: int = 2000, llm: CountingLLM | None = None) -> None:
+        self.llm = llm or CountingLLM()
         engines = EngineSet(llm=self.llm)  # type: ignore[arg-type]
         detection = {"type": "server_vad", "silence_duration_ms": silence_ms}
         session = RealtimeSession.model_validate(
@@ -356,5 +359,73 @@ async def test_a_turn_whose_silence_is_too_short_is_not_guessed(caplog: pytest.L
         timings = [r.getMessage() for r in caplog.records if "turn timings" in r.getMessage()]
         record = json.loads(timings[-1].split("turn timings ", 1)[1])
         assert record["speculation"] == "skipped" and record["speculation_window_ms"] == 300
+    finally:
+        await h.runtime.aclose()
+
+
+class WarmingLLM(CountingLLM):
+    """Also records the prompt prefixes it is asked to evaluate ahead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefills: list[ChatRequest] = []
+
+    def prefill(self, request: ChatRequest, cancel: CancelToken, **options: Any) -> int:
+        if any(m.role == "user" for m in request.messages):  # not the session's own prefill
+            self.prefills.append(request)
+        return 3
+
+
+async def until(condition: Any) -> None:
+    for _ in range(300):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met")
+
+
+async def test_the_callers_words_are_evaluated_as_heard_until_the_turns_response_starts() -> None:
+    llm = WarmingLLM()
+    h = Harness(silence_ms=300, llm=llm)  # too short to guess: warming only
+    speculation = h.runtime.speculation
+    speculation.warm = "always"
+    try:
+        speculation.on_speech_started()
+        h.streaming.latest = "what time"
+        await until(lambda: len(llm.prefills) == 1)
+        assert [m.content for m in llm.prefills[0].messages if m.role == "user"] == ["what time"]
+        # committed: the turn's item is in the conversation, its final pass still running
+        h.runtime.listening.turn_streams["item_turn1"] = h.streaming  # type: ignore[assignment]
+        item = {"id": "item_turn1", "type": "message", "role": "user", "content": [{"type": "input_audio"}]}
+        h.send({"type": "conversation.item.create", "item": item})
+        speculation.on_committed("item_turn1", by_vad=True)
+        h.streaming.latest = "what time is it"
+        await until(lambda: len(llm.prefills) == 2)
+        users = [m for m in llm.prefills[1].messages if m.role == "user"]
+        assert [m.content for m in users] == ["what time is it"]  # read up to the committed turn
+        h.send({"type": "response.create"})
+        await until(lambda: any(e["type"] == "response.done" for e in h.events))
+        h.streaming.latest = "what time is it now"
+        await asyncio.sleep(0.2)
+        assert len(llm.prefills) == 2  # nothing is warmed once the turn's response started
+        assert speculation.counts.warms == 2 and speculation.counts.warm_tokens == 6
+    finally:
+        await h.runtime.aclose()
+
+
+@pytest.mark.parametrize("mode", ["never", "auto"])
+async def test_no_warming_when_off_or_when_no_core_is_idle(mode: str) -> None:
+    llm = WarmingLLM()
+    h = Harness(silence_ms=300, llm=llm)
+    h.runtime.speculation.warm = mode  # type: ignore[assignment]
+    h.runtime.scheduler.spare_cores = lambda: 0.2  # type: ignore[assignment,method-assign]
+    try:
+        h.runtime.speculation.on_speech_started()
+        h.streaming.latest = "what time is it"
+        await asyncio.sleep(0.2)
+        assert not llm.prefills
+        h.runtime.scheduler.spare_cores = lambda: 2.0  # type: ignore[assignment,method-assign]
+        await asyncio.sleep(0.2)
+        assert len(llm.prefills) == (1 if mode == "auto" else 0)
     finally:
         await h.runtime.aclose()

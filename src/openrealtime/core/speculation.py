@@ -89,13 +89,19 @@ def guess_shape(core: SessionCore) -> GuessShape | None:
     )
 
 
-def guess_request(core: SessionCore, text: str) -> ChatRequest | None:
-    """The request a default response would send if the turn being spoken said ``text``."""
+def guess_request(core: SessionCore, text: str, *, turn_id: str | None = None) -> ChatRequest | None:
+    """The request a default response would send if the turn being spoken said ``text``;
+    ``turn_id``: that turn is already committed (an item whose transcript is not ready yet),
+    so the conversation is read up to it."""
     session = core.state.realtime
     if session is None or not text.strip():
         return None
+    before = core.state.conversation.items()
+    if turn_id is not None:
+        ids = [item.get("id") for item in before]
+        before = before[: ids.index(turn_id)] if turn_id in ids else before
     items = [
-        *core.state.conversation.items(),
+        *before,
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
     ]
     tools = [t.model_dump(mode="json") for t in session.tools]

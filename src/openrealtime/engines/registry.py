@@ -66,6 +66,8 @@ class EngineSet:
     """Prompt-evaluation threads the embedded LLM may use while no other engine is busy."""
     preemptive: bool = True
     """Answers may be started on partial transcripts (``preemptive``)."""
+    warm_while_speaking: Literal["auto", "always", "never"] = "auto"
+    """The caller's words are evaluated on the LLM as they are heard (``warm_while_speaking``)."""
     in_flight: dict[str, int] = field(default_factory=dict)
     """Requests each engine queue keeps running at once (default 1): a remote engine takes
     several (``ray_concurrency``); a batching LLM backend would too."""
@@ -348,6 +350,7 @@ def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
         llm_threads=settings.llm_threads,
         llm_batch_threads=settings.llm_batch_threads,
         preemptive=settings.preemptive,
+        warm_while_speaking=settings.warm_while_speaking,
         in_flight={kind: settings.ray_concurrency for kind in RAY_KINDS if kind in settings.ray_engines},
     )
     if speech:

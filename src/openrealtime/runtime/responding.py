@@ -82,6 +82,10 @@ class TurnTimings:
     first_audio_sent: float | None = None
     upstream_first_output: float | None = None
     """The first output of an upstream Realtime API (runtime/upstream/)."""
+    prompt_tokens: int | None = None
+    cached_prompt_tokens: int | None = None
+    """Of the first LLM request's prompt, the tokens found already evaluated (prefill, warm-up
+    while the caller spoke, the previous turn)."""
 
 
 class ResponseHost(Protocol):
@@ -261,6 +265,9 @@ class Cascade:
                     log.info("invalid tool call %s: %s", call.name, problem)
                     retry_note = f"The call to {call.name} had invalid arguments ({problem}). Call it again with valid arguments."
             elif isinstance(event, GenerationDone):
+                if timings is not None and timings.prompt_tokens is None and event.prompt_tokens:
+                    timings.prompt_tokens = event.prompt_tokens
+                    timings.cached_prompt_tokens = event.cached_prompt_tokens
                 totals[0] += event.prompt_tokens
                 totals[1] += event.cached_prompt_tokens
                 totals[2] += event.completion_tokens

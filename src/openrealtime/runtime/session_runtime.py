@@ -154,6 +154,7 @@ class SessionRuntime:
         self.speculation = Speculation(
             self,
             enabled=engines.preemptive and isinstance(self.responder, Cascade),
+            warm=engines.warm_while_speaking,
             on_outcome=lambda outcome, tokens, seconds: self.observers.speculation(
                 self.info, outcome, tokens, seconds
             ),
@@ -557,6 +558,8 @@ class SessionRuntime:
             "tts_first_chunk_ms": ms(timings.tts_first_chunk),
             "first_audio_sent_ms": ms(timings.first_audio_sent),
             "upstream_first_output_ms": ms(timings.upstream_first_output),
+            "prompt_tokens": timings.prompt_tokens,
+            "cached_prompt_tokens": timings.cached_prompt_tokens,
             "asr_queue_wait_ms": round(self.scheduler.asr.last_wait_s * 1000, 1),
             "llm_queue_wait_ms": round(self.scheduler.llm.last_wait_s * 1000, 1),
             **self.speculation.timing_fields(command.response_id),

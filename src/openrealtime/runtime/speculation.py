@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.commands import StartResponse
 from ..core.events import GenerationFinished, PromptRead, Result, TextGenerated
@@ -53,6 +53,7 @@ from .scheduler import PRIORITY_BACKGROUND, PRIORITY_PREFILL, PRIORITY_SPECULATI
 from .spare_cpu import WorkerThreads
 
 if TYPE_CHECKING:
+    from ..engines.asr.streaming import StreamingTranscription
     from .session_runtime import SessionRuntime
 
 log = logging.getLogger("openrealtime.speculation")
@@ -63,11 +64,16 @@ MIN_GUESS_WORDS = 1
 PASS_MS_BEFORE_MEASURED = 300.0
 """A transcription pass's duration until the ASR queue has timed one (whisper-base on one
 idle core of this 2-core EPYC: ~250 ms)."""
-MIN_WARM_WORDS = 2
-WARM_WHILE_SPEAKING = False
-"""Evaluate the prompt up to the words agreed while the caller speaks. Off: on 2 loaded
-cores (load ~8) the LLM work it adds competed with the transcription passes, and the final
-transcript came 1.3 s after the commit instead of 0.5 s (bench/results/preemptive/)."""
+MIN_WARM_WORDS = 1
+WARM_MIN_SPARE_CORES = 0.9
+"""Words spoken so far are evaluated ahead (``warm_while_speaking`` ``auto``) only while this
+much of the machine's CPU is idle and the LLM has nothing else to do: on 2 loaded cores
+(load ~8) that LLM work competed with the transcription passes, and the final transcript came
+1.3 s after the commit instead of 0.5 s (bench/results/preemptive/)."""
+WARM_CHUNK = 8
+"""Prompt tokens a warm-up evaluates between checks for a committed turn that needs the LLM
+(~190 ms on one core of this 2-core EPYC; 16 would be ~290 ms)."""
+WarmMode = Literal["auto", "always", "never"]
 
 
 @dataclass
@@ -85,8 +91,9 @@ class SpeculationCounts:
     wasted_seconds: float = 0.0
     prefills: int = 0
     prefill_tokens: int = 0
+    warms: int = 0
     warm_tokens: int = 0
-    """Prompt tokens evaluated ahead on the words agreed while the caller spoke."""
+    """Prompt tokens evaluated ahead on the words heard while the caller spoke."""
 
 
 class _GuessHost:
@@ -183,9 +190,11 @@ class Speculation:
         enabled: bool,
         responder: Callable[[_GuessHost], Responder] = Cascade,
         on_outcome: Callable[[str, int, float], None] | None = None,
+        warm: WarmMode = "auto",
     ) -> None:
         self.runtime = runtime
         self.enabled = enabled
+        self.warm = warm
         self.responder = responder
         self.on_outcome = on_outcome
         self.counts = SpeculationCounts()
@@ -195,12 +204,14 @@ class Speculation:
         self._pending: dict[str, _Guess] = {}  # committed item id → its guess
         self._watcher: asyncio.Task[None] | None = None
         self._skipping: dict[str, Any] | None = None  # why the turn being spoken is not guessed
+        self._guessing = False  # the turn being spoken may be guessed (its window allows)
+        self._committed: tuple[str, StreamingTranscription] | None = None  # warmed on after commit
         self._skipped: dict[str, dict[str, Any]] = {}  # committed item id → why
         self._prefill_key: str | None = None
         self._prefill: tuple[asyncio.Task[None], CancelToken] | None = None
         self._seq = 0
         self._warmed = ""
-        self._warming: asyncio.Future[int] | None = None
+        self._warming: tuple[asyncio.Future[int], CancelToken] | None = None
 
     # ------------------------------------------------------------------ prefill
 
@@ -283,17 +294,28 @@ class Speculation:
     def on_speech_started(self) -> None:
         self._discard_current("abandoned")
         self._warmed = ""
-        if not self.enabled or self._watcher is not None:
+        if not self.enabled:
             return
+        self._stop_watching()
         window, pass_ms = silence_window_ms(self.runtime.core), self.pass_ms()
-        if not worth_guessing(window, pass_ms):
-            self._skipping = {"speculation_window_ms": window, "speculation_pass_ms": round(pass_ms)}
-            return
-        self._skipping = None
-        self._watcher = asyncio.ensure_future(self._watch())
+        self._guessing = worth_guessing(window, pass_ms)
+        self._skipping = (
+            None
+            if self._guessing
+            else {"speculation_window_ms": window, "speculation_pass_ms": round(pass_ms)}
+        )
+        if self._guessing or self.warm != "never":
+            self._watcher = asyncio.ensure_future(self._watch())
 
     def on_committed(self, item_id: str, by_vad: bool) -> None:
-        self._stop_watching()
+        """The turn is committed. Warming goes on until its response starts (the final pass
+        runs meanwhile and the LLM would be idle); guessing stops."""
+        self._guessing = False
+        stream = self.runtime.listening.turn_streams.get(item_id) if by_vad else None
+        if stream is None:
+            self._stop_watching()
+        else:
+            self._committed = (item_id, stream)
         skipping, self._skipping = self._skipping, None
         if skipping is not None and by_vad:
             self._skipped[item_id] = skipping
@@ -303,6 +325,7 @@ class Speculation:
         guess, self._guess = self._guess, None
         if guess is None:
             return
+        self._stop_watching()  # the guess answers this turn: nothing to warm
         if by_vad:
             self._pending[item_id] = guess
         else:
@@ -314,62 +337,88 @@ class Speculation:
         self._discard_current("abandoned")
 
     def _stop_watching(self) -> None:
+        """Stop following the turn; a warm-up not yet done is given up (it would evaluate a
+        prompt the turn's response has moved past)."""
+        self._committed = None
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
+        if self._warming is not None:
+            self._warming[1].cancel()
+            self._warming = None
 
     async def _watch(self) -> None:
         try:
             while True:
                 await asyncio.sleep(WATCH_INTERVAL_S)
-                streaming = self.runtime.listening.streaming
-                text = streaming.settled_text() if streaming is not None else None
-                guess = self._guess
-                if text is None or len(text.split()) < MIN_GUESS_WORDS:
-                    if guess is not None and streaming is not None:
-                        self._discard_current("abandoned")  # the caller is speaking again
-                    if WARM_WHILE_SPEAKING and streaming is not None and self._guess is None:
-                        self._warm(streaming.text)
+                streaming = self._committed[1] if self._committed else self.runtime.listening.streaming
+                if streaming is None:
                     continue
-                words = normalise(text)
-                if guess is not None and guess.words == words and not guess.token.cancelled:
-                    continue
-                self._discard_current("abandoned")
-                self._start(text, words)
+                if self._guessing:
+                    self._follow(streaming.settled_text())
+                if self._guess is None:
+                    self._warm(streaming.latest_text())
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("speculation failed")
 
-    def _warm(self, words_so_far: str) -> None:
-        """While the caller speaks, evaluate the prompt up to the words agreed so far, so the
-        turn's request (guessed or final) evaluates only what follows them."""
+    def _follow(self, text: str | None) -> None:
+        """Guess the settled text; a caller who speaks on discards the guess."""
+        guess = self._guess
+        if text is None or len(text.split()) < MIN_GUESS_WORDS:
+            if guess is not None:
+                self._discard_current("abandoned")  # the caller is speaking again
+            return
+        words = normalise(text)
+        if guess is not None and guess.words == words and not guess.token.cancelled:
+            return
+        self._discard_current("abandoned")
+        self._start(text, words)
+
+    def _may_warm(self) -> bool:
+        """``auto``: only on CPU nothing else wants (see :data:`WARM_MIN_SPARE_CORES`)."""
+        if self.warm != "auto":
+            return self.warm == "always"
+        scheduler = self.runtime.scheduler
+        return scheduler.llm.idle and scheduler.spare_cores() >= WARM_MIN_SPARE_CORES
+
+    def _warm(self, words_so_far: str | None) -> None:
+        """While the caller speaks (and until the committed turn's response starts), evaluate
+        the prompt up to the words heard so far, so that response (guessed or final) evaluates
+        only what follows them: on this CPU a prompt token costs ~20 ms, and a turn's words
+        and template are 20-30 of them."""
         prefill = getattr(self.runtime.engines.llm, "prefill", None)
         if (
             prefill is None
+            or words_so_far is None
             or len(words_so_far.split()) < MIN_WARM_WORDS
             or words_so_far == self._warmed
-            or (self._warming is not None and not self._warming.done())
+            or (self._warming is not None and not self._warming[0].done())
+            or not self._may_warm()
         ):
             return
-        request = guess_request(self.runtime.core, words_so_far) if guess_shape(self.runtime.core) else None
+        core, turn = self.runtime.core, self._committed[0] if self._committed else None
+        request = guess_request(core, words_so_far, turn_id=turn) if guess_shape(core) else None
         if request is None:
             return
         self._warmed = words_so_far
         token = CancelToken()
-        self._warming = asyncio.ensure_future(
-            self.runtime.scheduler.llm.call(
-                lambda: prefill(request, token, keep=False),
-                priority=PRIORITY_SPECULATIVE,
-                cancel=token,
-                yielding=True,
-            )
+
+        def run() -> int:
+            evaluated: int = 0 if token.cancelled else prefill(request, token, keep=False, chunk=WARM_CHUNK)
+            return evaluated
+
+        future = asyncio.ensure_future(
+            self.runtime.scheduler.llm.call(run, priority=PRIORITY_SPECULATIVE, cancel=token, yielding=True)
         )
-        self._warming.add_done_callback(self._warmed_up)
+        future.add_done_callback(self._warmed_up)
+        self._warming = (future, token)
 
     def _warmed_up(self, task: asyncio.Future[int]) -> None:
         if not task.cancelled() and task.exception() is None:
             self.counts.warm_tokens += task.result()
+            self.counts.warms += 1
 
     def _start(self, text: str, words: str) -> None:
         core = self.runtime.core
@@ -402,6 +451,10 @@ class Speculation:
     ) -> bool:
         """Answer ``command`` with the guess made for its turn, if it asked the same; True
         when it did (the guess's work has then finished as that response)."""
+        if self._committed is not None:
+            self._stop_watching()  # the committed turn's warming ends as its response starts
+        elif self._warming is not None:
+            self._warming[1].cancel()
         last = command.context_item_ids[-1] if command.context_item_ids else None
         guess = self._pending.pop(last, None) if last is not None else None
         for other in list(self._pending.values()):

@@ -562,6 +562,7 @@ class LlamaCppModel:
         *,
         keep: bool = True,
         threads: Callable[[], int] | None = None,
+        chunk: int = _PREFILL_CHUNK,
     ) -> int:
         """Evaluate the prompt prefix ``request`` renders (its messages and tools, no
         generation prompt), so a later prompt that starts with it evaluates only the rest; the
@@ -569,8 +570,11 @@ class LlamaCppModel:
         snapshot (a session's instructions and tools, which every turn reuses); without it,
         it stays in the live cache only (a turn's words so far, soon outdated). ``threads``,
         asked before every chunk, says how many threads may evaluate it (the CPU's load
-        changes while a long prefix is evaluated)."""
+        changes while a long prefix is evaluated). ``chunk``: tokens evaluated between checks
+        of ``cancel`` (a turn that needs the engine waits for at most one chunk)."""
         with self._lock:
+            if cancel.cancelled:
+                return 0  # given up before it started: the live cache is left as it is
             tools = request.tools if self.supports_tools else ()
             ids = self._tokenize(self._render(request.messages, tools, generation_prompt=False))
             if self._add_bos and (not ids or ids[0] != self._bos):
@@ -584,14 +588,14 @@ class LlamaCppModel:
             cached, _ = self._prepare(prefix)
             used = 0
             try:
-                for offset in range(cached, len(prefix), _PREFILL_CHUNK):
+                for offset in range(cached, len(prefix), chunk):
                     if cancel.cancelled:
                         return offset - cached
                     wanted = threads() if threads is not None else 0
                     if wanted and wanted != used:
                         self._lc.llama_set_n_threads(self._llm.ctx, self.n_threads, wanted)
                         used = wanted
-                    self._eval(prefix[offset : offset + _PREFILL_CHUNK].tolist())
+                    self._eval(prefix[offset : offset + chunk].tolist())
             finally:
                 if used:
                     self._lc.llama_set_n_threads(self._llm.ctx, self.n_threads, self.n_threads)
