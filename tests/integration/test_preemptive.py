@@ -31,7 +31,8 @@ caller's pause even on a loaded machine (the pause itself lasts until the server
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with run_server(tmp_path_factory.mktemp("preemptive"), env={"OPENREALTIME_PREEMPTIVE": "true"}) as server:
+    env = {"OPENREALTIME_PREEMPTIVE": "true", "OPENREALTIME_WARM_WHILE_SPEAKING": "always"}
+    with run_server(tmp_path_factory.mktemp("preemptive"), env=env) as server:
         yield server
 
 
@@ -130,6 +131,29 @@ async def test_no_answer_audio_before_the_turns_speech_stopped(server: ServerPro
         assert stopped < order(run, "response.created") < order(run, "response.output_audio.delta")
         assert run.of("response.done")[0]["response"]["status"] == "completed"
     assert speculation_count(server, "hit") > hits_before  # a released guess was among them
+
+
+async def test_the_callers_words_are_evaluated_before_the_turn_is_answered(
+    server: ServerProcess, ws: Any
+) -> None:
+    """At the default 300 ms no turn is guessed, but the words each transcription pass heard
+    were evaluated on the LLM while the caller spoke (``always``: whatever the machine's load),
+    so the turn's request finds all but its last few tokens cached (without it: its ~14 words,
+    the chat template's ~10 tokens)."""
+    await update(ws, instructions=ECHO, output_modalities=["audio"], audio=vad(300))
+    clip = caller_audio("librivox-0890")  # 5.3 s: "unless to be rather cold hearted and ..."
+    run = CallerRun()
+    receiver = asyncio.create_task(collect(ws, run, "response.done", timeout=240))
+    await stream_audio(ws, clip)
+    await stream_audio(ws, room_tone_of(clip, 1500))
+    await asyncio.wait_for(receiver, 240)
+    done = run.of("response.done")[0]["response"]
+    assert done["status"] == "completed"
+    record = turn_timings(server)[done["id"]]
+    assert record["speculation"] == "skipped", record
+    evaluated_at_the_turn = record["prompt_tokens"] - record["cached_prompt_tokens"]
+    assert evaluated_at_the_turn <= 12, record
+    assert done["usage"]["input_token_details"]["cached_tokens"] >= done["usage"]["input_tokens"] - 12
 
 
 INSTRUCTIONS = " ".join(

@@ -412,13 +412,15 @@ class Speculation:
         future = asyncio.ensure_future(
             self.runtime.scheduler.llm.call(run, priority=PRIORITY_SPECULATIVE, cancel=token, yielding=True)
         )
-        future.add_done_callback(self._warmed_up)
+        future.add_done_callback(lambda task: self._warmed_up(task, token))
         self._warming = (future, token)
 
-    def _warmed_up(self, task: asyncio.Future[int]) -> None:
+    def _warmed_up(self, task: asyncio.Future[int], token: CancelToken) -> None:
         if not task.cancelled() and task.exception() is None:
             self.counts.warm_tokens += task.result()
             self.counts.warms += 1
+        if token.cancelled:
+            self._warmed = ""  # it gave the engine up (or never got it): the words are asked again
 
     def _start(self, text: str, words: str) -> None:
         core = self.runtime.core
