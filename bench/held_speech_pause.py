@@ -1,6 +1,6 @@
 """How soon a WebRTC caller hears the answer stop when they talk over it under ``semantic_vad``.
 
-The server plays the answer on WebRTC, so it pauses it at the VAD frame that holds the caller's
+The server plays the answer on WebRTC, so it pauses it from the VAD's first frame of the caller's
 speech, and either plays on (a backchannel) or clears it (an interruption, ``speech_started``
 after 1 s of speech or after the words of shorter speech). Each trial asks for a story, lets
 1.5 s of it play, then the caller (aiortc, no echo path: it plays nothing back) either talks

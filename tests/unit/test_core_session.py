@@ -1457,6 +1457,38 @@ def test_a_backchannel_interrupts_only_under_server_vad(h: Harness, detection: s
     assert speak_over_answer(h, [0.0] * 100) == []  # the turn is forgotten: nothing ends it
 
 
+@pytest.mark.parametrize("detection", ["semantic_vad", "server_vad"])
+def test_a_played_answer_pauses_from_the_first_frame_of_speech_that_would_be_held(
+    h: Harness, detection: str
+) -> None:
+    h.update(audio={"input": {"turn_detection": {"type": detection, "create_response": False}}})
+    speak_over_answer(h, [0.9])  # the VAD's first frame of speech: not yet an onset
+    assert h.core.input.held is None
+    assert h.core.holding_speech is (detection == "semantic_vad")
+    speak_over_answer(h, [0.0])  # a blip: the answer plays on
+    assert not h.core.holding_speech
+    speak_over_answer(h, [0.9] * 4)
+    if detection == "server_vad":  # any speech interrupts: never paused, never held
+        assert not h.core.holding_speech and h.core.input.held is None
+        return
+    assert h.core.holding_speech and h.core.input.held is not None  # held from the same onset
+    held = [c for c in h.take_commands() if isinstance(c, SpeechStartedCommand)]
+    assert len(held) == 1 and held[0].held
+
+
+def test_speech_whose_first_frame_was_heard_over_the_answer_is_held_after_the_pause(h: Harness) -> None:
+    """Once paused, the answer is no longer heard; the speech is still judged as held."""
+    h.update(audio={"input": {"turn_detection": {"type": "semantic_vad", "create_response": False}}})
+    speak_over_answer(h, [0.9])
+    assert h.core.holding_speech
+    start = h.core.input.total_ms
+    h.send("input_audio_buffer.append", audio=b64(pcm(FRAME_MS) * 3))
+    frames = tuple(VadFrame(0.9, start + i * FRAME_MS, start + (i + 1) * FRAME_MS, None) for i in range(3))
+    h.core.receive(SpeechProbabilities(frames))  # not audible any more: the answer paused
+    assert h.events() == []
+    assert h.core.input.held is not None
+
+
 def test_a_partial_transcript_does_not_decide_held_speech(h: Harness) -> None:
     h.update(audio={"input": {"turn_detection": {"type": "semantic_vad", "create_response": False}}})
     assert speak_over_answer(h, [0.9] * 8 + [0.0] * 4) == []

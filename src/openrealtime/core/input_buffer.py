@@ -63,6 +63,9 @@ class InputTurns:
         self.segmenter: turns.SpeechSegmenter | None = None
         self.held: backchannels.HeldSpeech | None = None
         """Speech heard while the answer plays, not yet known to be a bid for the turn."""
+        self._onset_held = False
+        """The VAD's possible onset (not yet ``min_speech_duration_ms`` long) came while speech
+        would be held (see :attr:`onset_held`)."""
         self.refusing_caller_audio = False
         """Caller audio is being dropped because the buffer is full (reported once)."""
         self.configure()
@@ -206,10 +209,13 @@ class InputTurns:
         if self.segmenter is None or self.state.closed:
             return
         for frame in result.frames:
+            candidate = self.segmenter.state is turns.SegmenterState.CANDIDATE
             for event in self.segmenter.process(
                 frame.probability, frame.start_ms, frame.end_ms, frame.level_db
             ):
-                self._segmented(event, audible=frame.assistant_audible)
+                self._segmented(event, audible=frame.assistant_audible or (candidate and self._onset_held))
+            if not candidate and self.segmenter.state is turns.SegmenterState.CANDIDATE:
+                self._onset_held = self._holds(frame.assistant_audible)
             self.last_frame_end_ms = frame.end_ms
             if self.held is not None:
                 self._judge_held()
@@ -240,6 +246,19 @@ class InputTurns:
         if held.stopped is None:
             segmenter.reset()
         self.state.command(HeldSpeechDropped(held.item_id))
+
+    @property
+    def onset_held(self) -> bool:
+        """Speech may be starting while an answer plays and would be held: a played answer
+        pauses from the VAD's first frame of speech rather than from its confirmed onset
+        (``min_speech_duration_ms`` later), and plays on if that frame was a blip."""
+        segmenter = self.segmenter
+        return (
+            self.held is None
+            and segmenter is not None
+            and segmenter.state is turns.SegmenterState.CANDIDATE
+            and self._onset_held
+        )
 
     def _holds(self, audible: bool) -> bool:
         """Speech now is held: semantic_vad, barge-in on, and an answer is heard or generated."""

@@ -125,8 +125,9 @@ class SessionCore:
 
     @property
     def holding_speech(self) -> bool:
-        """Speech heard during the answer awaits its verdict (backchannel or interruption)."""
-        return self.input.held is not None
+        """Speech heard during the answer awaits its verdict (backchannel or interruption), or
+        may be starting (the VAD's first frames of it)."""
+        return self.input.held is not None or self.input.onset_held
 
     @property
     def input_format(self) -> str:
