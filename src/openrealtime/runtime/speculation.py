@@ -20,6 +20,13 @@ punctuation and spacing of the caller's words, ``core/speculation.py``): the kep
 reported under the real response id and the rest follows live. Otherwise the guess is
 discarded and the responder answers the final transcript. Hits, misses and the compute
 discarded guesses spent go to the observers (``/metrics``) and the turn timings.
+
+**Warm-up while the caller speaks** (``warm_while_speaking``). Whether or not the turn is
+guessed, the prompt up to the words of the latest transcription pass is evaluated as each pass
+finishes (``LanguageModel.prefill``, live cache only, ``WARM_CHUNK`` tokens between checks), and
+on after the commit, over the committed turn's stream and the conversation before it, until the
+turn's response starts; that response then evaluates only its last few tokens. Under ``auto``
+only on CPU nothing else wants (``WARM_MIN_SPARE_CORES``).
 """
 
 from __future__ import annotations
