@@ -149,11 +149,13 @@ async def test_the_callers_words_are_evaluated_before_the_turn_is_answered(
     await asyncio.wait_for(receiver, 240)
     done = run.of("response.done")[0]["response"]
     assert done["status"] == "completed"
-    record = turn_timings(server)[done["id"]]
+    deadline = time.monotonic() + 30  # the record is logged once the response's work has ended
+    while (record := turn_timings(server).get(done["id"])) is None:
+        assert time.monotonic() < deadline, "no turn timings record for the response"
+        await asyncio.sleep(0.1)
     assert record["speculation"] == "skipped", record
     evaluated_at_the_turn = record["prompt_tokens"] - record["cached_prompt_tokens"]
     assert evaluated_at_the_turn <= 12, record
-    assert done["usage"]["input_token_details"]["cached_tokens"] >= done["usage"]["input_tokens"] - 12
 
 
 INSTRUCTIONS = " ".join(
