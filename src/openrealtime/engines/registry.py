@@ -32,6 +32,8 @@ log = logging.getLogger("openrealtime.engines")
 Kind = Literal["llm", "asr", "tts", "vad", "turn", "vision"]
 Backend = Literal["embedded", "remote", "ray"]
 PartialsMode = Literal["whisper", "pocketsphinx", "none"]
+WarmMode = Literal["auto", "always", "never"]
+"""When the caller's words are evaluated on the LLM as they are heard (``warm_while_speaking``)."""
 
 
 class VoiceResolver(Protocol):
@@ -66,7 +68,7 @@ class EngineSet:
     """Prompt-evaluation threads the embedded LLM may use while no other engine is busy."""
     preemptive: bool = True
     """Answers may be started on partial transcripts (``preemptive``)."""
-    warm_while_speaking: Literal["auto", "always", "never"] = "auto"
+    warm_while_speaking: WarmMode = "auto"
     """The caller's words are evaluated on the LLM as they are heard (``warm_while_speaking``)."""
     in_flight: dict[str, int] = field(default_factory=dict)
     """Requests each engine queue keeps running at once (default 1): a remote engine takes

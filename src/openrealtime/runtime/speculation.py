@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..core.commands import StartResponse
 from ..core.events import GenerationFinished, PromptRead, Result, TextGenerated
@@ -55,6 +55,7 @@ from ..core.speculation import (
     worth_guessing,
 )
 from ..engines.base import CancelToken, ChatRequest
+from ..engines.registry import WarmMode
 from .responding import Cascade, Responder, TurnTimings
 from .scheduler import PRIORITY_BACKGROUND, PRIORITY_PREFILL, PRIORITY_SPECULATIVE
 from .spare_cpu import WorkerThreads
@@ -80,7 +81,6 @@ much of the machine's CPU is idle and the LLM has nothing else to do: on 2 loade
 WARM_CHUNK = 8
 """Prompt tokens a warm-up evaluates between checks for a committed turn that needs the LLM
 (~190 ms on one core of this 2-core EPYC; 16 would be ~290 ms)."""
-WarmMode = Literal["auto", "always", "never"]
 
 
 @dataclass
