@@ -509,3 +509,64 @@ def test_settled_text_is_what_finish_would_return_until_speech_goes_on() -> None
     assert stream.settled_text() == " ".join(SCRIPT[:6])
     assert stream.finish().transcript.text == stream.text == " ".join(SCRIPT[:6])
     assert stream.settled_text() is None
+
+
+def noise(seconds: float, level: float = 0.008) -> FloatAudio:
+    """Background noise loud enough for the energy tracker to call it voice (above 6 % of the
+    speech's peak and the 0.004 floor)."""
+    signs = np.random.default_rng(7).choice([-1.0, 1.0], int(seconds * SR))
+    samples: FloatAudio = (level * signs).astype(np.float32)
+    return samples
+
+
+def feed_marked(stream: StreamingTranscription, audio: FloatAudio, voiced: bool) -> None:
+    """Feed in VAD frames (32 ms), each followed by the VAD's verdict, as the runtime does."""
+    step = 512
+    for start in range(0, audio.size, step):
+        stream.feed(audio[start : start + step])
+        stream.mark_speech(round(stream.audio_seconds * SR), voiced)
+
+
+def test_noise_after_speech_keeps_the_energy_tracker_from_the_pause() -> None:
+    stream = StreamingTranscription(FakeTranscriber(), interval_seconds=10.0, silence_seconds=0.15)
+    feed_in_chunks(stream, speech(2.0))
+    feed_in_chunks(stream, noise(1.0))
+    assert stream.passes == 0, "room tone above the energy threshold reads as speech"
+    assert stream.settled_text() is None
+
+
+def test_the_vad_marks_start_the_pass_at_the_pause_through_noise() -> None:
+    fake = FakeTranscriber()
+    stream = StreamingTranscription(fake, interval_seconds=10.0, silence_seconds=0.15)
+    feed_marked(stream, speech(2.0), voiced=True)
+    assert stream.passes == 0
+    feed_marked(stream, noise(0.12), voiced=False)
+    assert stream.passes == 0, "the pause is not 150 ms long yet"
+    feed_marked(stream, noise(0.06), voiced=False)
+    assert stream.passes == 1
+    assert len(fake.calls) == 1 and 2.15 <= float(fake.calls[0]["seconds"]) <= 2.2  # type: ignore[arg-type]
+    assert stream.settled_text() == " ".join(SCRIPT[:5])
+    feed_marked(stream, noise(0.6), voiced=False)
+    assert stream.passes == 1, "noise the VAD calls silence starts no pass"
+    final = stream.finish()
+    assert final.reused and len(fake.calls) == 1
+    assert final.transcript.text == " ".join(SCRIPT[:5])
+
+
+def test_in_a_quiet_room_the_pause_is_heard_before_the_vad_releases() -> None:
+    stream = StreamingTranscription(FakeTranscriber(), interval_seconds=10.0, silence_seconds=0.15)
+    feed_marked(stream, speech(2.0), voiced=True)
+    feed_marked(stream, silence(0.2), voiced=True)  # the VAD's release lags the last word
+    assert stream.passes == 1
+    assert stream.settled_text() == " ".join(SCRIPT[:5])
+    feed_marked(stream, silence(0.3), voiced=False)
+    assert stream.passes == 1
+    assert stream.finish().reused
+
+
+def test_marks_after_the_turn_ended_are_ignored() -> None:
+    stream = StreamingTranscription(FakeTranscriber(), interval_seconds=10.0, silence_seconds=0.15)
+    feed_marked(stream, speech(1.0), voiced=True)
+    stream.finish()
+    stream.mark_speech(SR * 2, voiced=False)  # a late VAD verdict racing the commit
+    assert stream.passes == 0

@@ -309,6 +309,8 @@ def run_benchmark(options: BenchOptions, console: Console | None = None) -> dict
             ]
             for mode, mode_levels in by_mode.items()
         },
+        # every turn of the other modes too (``levels`` holds the first mode's)
+        "levels_by_turn_detection": {mode: by_mode[mode] for mode in options.turn_detection[1:]},
     }
     _write(report, out_dir, f"{options.name}-{started}", options.name)
     _print_summary(console, report, out_dir / f"{options.name}-{started}", options.name)

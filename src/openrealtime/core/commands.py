@@ -70,6 +70,9 @@ class InputAppended:
     """Position of the first sample on the session's input clock."""
     turn_detection: bool = True
     """Turn detection is on: score the audio with the VAD and report ``SpeechProbabilities``."""
+    silence_below: float = 0.35
+    """With turn detection, a frame scoring below this is silence to the turn (the segmenter's
+    negative threshold): the streaming transcription's pass at the pause starts from it."""
 
 
 @dataclass(frozen=True)

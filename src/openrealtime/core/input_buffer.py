@@ -109,8 +109,11 @@ class InputTurns:
         start_ms = self.total_ms
         self.buffer.extend(pcm_bytes(pcm))
         self.total_ms += len(pcm) * 2 / PCM_BYTES_PER_MS
+        segmenter = self.segmenter
         self.state.command(
-            InputAppended(pcm=pcm, start_ms=start_ms, turn_detection=self.segmenter is not None)
+            InputAppended(pcm=pcm, start_ms=start_ms, turn_detection=segmenter is not None)
+            if segmenter is None
+            else InputAppended(pcm=pcm, start_ms=start_ms, silence_below=segmenter.config.neg_threshold)
         )
 
     def append(self, pcm: PcmAudio) -> None:

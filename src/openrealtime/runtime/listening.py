@@ -115,6 +115,9 @@ class InputPipeline:
         self.streaming: StreamingTranscription | None = None
         self.streaming_start_ms = 0.0
         self.turn_streams: dict[str, StreamingTranscription] = {}
+        self.reused_pass: dict[str, bool] = {}
+        """Per committed item: its final transcript was the pass at the pause (no pass after the
+        commit), for the turn timings."""
         self.task: asyncio.Task[None] | None = None
         self.last_frame_end_ms = 0.0
         self._awaited: list[tuple[float, asyncio.Future[None]]] = []
@@ -293,6 +296,7 @@ class InputPipeline:
         if streaming is not None:
             # not on the ASR queue: finish may wait for a pass that queue is running
             final = await asyncio.to_thread(streaming.finish)
+            self.reused_pass[command.item_id] = final.reused
             self._observe(final.detection)
             deltas = streaming.deltas if final.deltas_match else [final.transcript.text]
             return final.transcript, seconds, [d for d in deltas if d]
@@ -346,23 +350,35 @@ class InputPipeline:
                 probabilities = await self.scheduler.vad_batches(vad).score(
                     self.vad_stream, [f.samples for f in frames]
                 )
-                scored = zip(probabilities, frames, strict=True)
+                gated = [self.echo.gate(p, f.end_ms) for p, f in zip(probabilities, frames, strict=True)]
                 self.report(
                     SpeechProbabilities(
                         tuple(
                             VadFrame(
-                                self.echo.gate(p, f.end_ms),
+                                p,
                                 f.start_ms,
                                 f.end_ms,
                                 f.level_db,
                                 assistant_audible=self.echo.audible(f.start_ms),
                             )
-                            for p, f in scored
+                            for p, f in zip(gated, frames, strict=True)
                         )
                     )
                 )
+                self._mark_speech(gated, frames, command.silence_below)
             except Exception:
                 log.exception("input audio processing failed")
+
+    def _mark_speech(self, gated: list[float], frames: list[AudioFrame], silence_below: float) -> None:
+        """Tell the turn's streaming transcription where the VAD heard speech (as the turn
+        detection judges it), so its pass at the pause starts at the pause."""
+        streaming = self.streaming  # after the report: a turn that just started has one
+        if streaming is None:
+            return
+        for probability, frame in zip(gated, frames, strict=True):
+            end = round((frame.end_ms - self.streaming_start_ms) * streaming.sample_rate / 1000)
+            if end > 0:
+                streaming.mark_speech(end, probability >= silence_below)
 
     def _frames(self, command: InputAppended) -> list[AudioFrame]:
         if self.framer is None:

@@ -548,10 +548,12 @@ class SessionRuntime:
             return None if at is None else round((at - base) * 1000, 1)
 
         ready = self.transcript_ready_at.get(user_items[-1]) if user_items else None
+        reused = self.listening.reused_pass.pop(user_items[-1], None) if user_items else None
         record = {
             "response_id": command.response_id,
             "from": "speech_stopped" if origin is not None else "response_created",
             "transcript_ready_ms": ms(ready),
+            "transcript_reused_pass": reused,
             "response_created_ms": ms(timings.created),
             "llm_first_token_ms": ms(timings.llm_first_token),
             "first_piece_ms": ms(timings.first_piece),

@@ -239,7 +239,9 @@ class StreamingTranscription:
         self._n = 0
         self._rms: list[float] = []
         self._peak = 0.0
-        self._voiced_end = 0  # sample just after the last voiced frame
+        self._voiced_end = 0  # sample just after the last voiced frame (energy tracker)
+        self._vad_voiced_end: int | None = None  # the same by the session's VAD, once it reports
+        self._vad_heard = 0  # audio up to this sample has been judged by the VAD
         self._cut = 0  # audio before this sample is final and no longer decoded
         self._cut_words = 0  # committed words that belong to audio before the cut
         self._committed: list[str] = []  # every word sent as a delta, in order
@@ -300,6 +302,36 @@ class StreamingTranscription:
             if (index + 1) * _FRAME <= self._voiced_end:
                 break
 
+    def mark_speech(self, end: int, voiced: bool) -> None:
+        """The session's VAD judged the turn's audio up to sample ``end``: its last frame
+        held speech (``voiced``) or not. A pause either tracker hears starts the pass at the
+        pause: the energy tracker hears one first in a quiet room (the VAD releases ~100 ms
+        after the last word), the VAD in noise (room tone above 6 % of the turn's peak kept
+        the energy tracker "voiced" for seconds after the last word, so that pass started
+        late or was not the final)."""
+        with self._lock:
+            if self._finished:
+                return
+            if self._vad_voiced_end is None:  # the speech before the VAD's first mark
+                self._vad_voiced_end = self._voiced_end
+            self._vad_heard = max(self._vad_heard, min(end, self._n))
+            if voiced:
+                self._vad_voiced_end = max(self._vad_voiced_end, min(end, self._n))
+        self._maybe_pass()
+
+    def _speech_end(self) -> int:
+        """The sample just after the last speech, by the tracker that heard it end first
+        (caller holds the lock)."""
+        if self._vad_voiced_end is None:
+            return self._voiced_end
+        return min(self._voiced_end, self._vad_voiced_end)
+
+    def _paused(self) -> bool:
+        """Either tracker has heard ``silence_seconds`` without speech (caller holds the lock)."""
+        if self._n - self._voiced_end >= self.silence:
+            return True
+        return self._vad_voiced_end is not None and self._vad_heard - self._vad_voiced_end >= self.silence
+
     def _maybe_pass(self) -> None:
         """Start passes: the final model's as soon as speech pauses, the periodic one when due.
 
@@ -313,19 +345,20 @@ class StreamingTranscription:
             if end - self._cut < self.min_pass:
                 return
             slot = self._final_slot
-            quiet_tail = end - self._voiced_end >= self.silence
-            if quiet_tail and self._voiced_end > self._last_end[slot]:
+            voiced_end = self._speech_end()
+            quiet_tail = self._paused()
+            if quiet_tail and voiced_end > self._last_end[slot]:
                 stale = self._inflight.get(slot)
                 if stale is None:
                     starts.append((slot, self._start(slot, end)))
-                elif stale.end < self._voiced_end:
+                elif stale.end < voiced_end:
                     # Speech has paused and this pass missed its end: stop it early (after
                     # its encoder) so the pass that may be the final starts sooner.
                     stale.cancel.cancel()
             periodic = (
                 self.partials is None
                 and "main" not in self._inflight
-                and self._voiced_end > self._last_end["main"]
+                and voiced_end > self._last_end["main"]
                 and end - self._last_end["main"] >= self.interval
             )
             if periodic and not (self.busy is not None and self.busy()):
@@ -499,7 +532,7 @@ class StreamingTranscription:
         all the voiced audio fed so far); ``(None, done)`` while such a pass runs (``done`` is
         set when it ends); ``(None, None)`` when none will come (too little audio for a pass)."""
         with self._lock:
-            until = min(self._voiced_end if covering is None else covering, self._n)
+            until = min(self._speech_end() if covering is None else covering, self._n)
             running = self._inflight.get(self._final_slot)
             last = self._last_pass
             if last is not None and last.end >= until and last.cut == self._cut:
@@ -529,7 +562,7 @@ class StreamingTranscription:
                 self._finished
                 or last is None
                 or last.cut != self._cut
-                or last.end < self._voiced_end
+                or last.end < self._speech_end()
                 or (self.partials is not None and self._cut != 0)
             ):
                 return None
@@ -569,7 +602,7 @@ class StreamingTranscription:
                 raise RuntimeError("finish() called twice or after cancel()")
             self._finished = True
             running = dict(self._inflight)
-            voiced_end = self._voiced_end
+            voiced_end = self._speech_end()
         for slot, inflight in running.items():
             # A pass that started before speech ended can't be the final: stop it (Whisper
             # stops between encoder and decoder) so the final decode doesn't queue behind it
@@ -588,7 +621,7 @@ class StreamingTranscription:
             covered = (
                 last is not None
                 and last.cut == cut
-                and last.end >= self._voiced_end
+                and last.end >= self._speech_end()
                 and (self.partials is None or cut == 0)
                 and (not self.final_prefix or last.words[: len(region)] == region)
             )
