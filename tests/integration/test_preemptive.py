@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -227,3 +228,68 @@ async def test_a_fresh_agent_sessions_prompt_is_ready_before_its_first_question(
     # everything but the question's own few tokens came from the prefilled cache
     assert cached >= usage["input_tokens"] - 40, (usage, record, round((first_output - asked_at) * 1000))
     assert cached >= 700, usage
+
+
+FIRST_AUDIO_LIMIT_S = 1.2
+"""The issue's bound: first answer audio after the end of the question's speech."""
+
+
+def llama_has_avx512() -> bool:
+    """The installed llama.cpp was built with AVX-512 (scripts/llama-cpu-flags.sh chose it)."""
+    import llama_cpp
+
+    return "AVX512 = 1" in llama_cpp.llama_print_system_info().decode()
+
+
+def spoken_question(server: ServerProcess, text: str) -> np.ndarray:
+    """``text`` as speech (the server's own TTS, 24 kHz pcm16), trimmed to its sound: no
+    package ships a recorded question for a shop, and an off-topic clip makes this agent's
+    model write a tool-call-like answer with nothing to say."""
+    response = httpx.post(
+        server.url + "/v1/audio/speech",
+        headers={"Authorization": f"Bearer {server.api_key}"},
+        json={"model": "gpt-4o-mini-tts", "voice": "alloy", "input": text, "response_format": "pcm"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    pcm = np.frombuffer(response.content, dtype="<i2")
+    sound = np.nonzero(np.abs(pcm.astype(np.int32)) > 300)[0]
+    return pcm[sound[0] : sound[-1] + 1]
+
+
+async def test_a_question_spoken_3_s_after_an_agent_sessions_update_is_answered_within_1_2_s(
+    server: ServerProcess, ws: Any
+) -> None:
+    """~500 tokens of instructions and four tools set by ``session.update``; 3 s later the
+    caller asks a question (server VAD, 300 ms): the prompt was evaluated meanwhile, so the
+    first answer audio comes within 1.2 s of the end of the caller's speech."""
+    # a question the model answers in words (one that reaches for a tool costs ~1 s more: README)
+    question = spoken_question(server, "What is your return policy?")
+    tone = caller_audio("cards-001")  # its room tone around the question
+    # a prompt this server has never seen: nothing of it is in any cache
+    session = {
+        "instructions": f"This is call {uuid.uuid4().hex[:8]}. {INSTRUCTIONS}",
+        "tools": TOOLS,
+        "output_modalities": ["audio"],
+        "audio": vad(300),
+    }
+    await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", **session}}))
+    await collect(ws, CallerRun(), "session.updated")
+    run = CallerRun()
+    receiver = asyncio.create_task(collect(ws, run, "response.done", timeout=240))
+    await stream_audio(ws, room_tone_of(tone, 3000))  # the caller speaks 3 s after the update
+    speech_ended_at = await stream_audio(ws, question)
+    await stream_audio(ws, room_tone_of(tone, 1500))
+    await asyncio.wait_for(receiver, 240)
+    done = run.of("response.done")[0]["response"]
+    first_audio = run.first_at("response.output_audio.delta")
+    record = turn_timings(server).get(done["id"])
+    assert done["status"] == "completed" and first_audio is not None, (done, record)
+    waited = first_audio - speech_ended_at
+    if not llama_has_avx512():
+        # ~880 prompt tokens in the ~5 s before the question ends need ~180 tokens/s: the
+        # AVX-512 build on a Zen 5 EPYC evaluates ~160 on one core, the AVX2 one ~100
+        # (README, Benchmarks); an AVX2-only EPYC measured ~55
+        pytest.skip(f"llama.cpp is built without AVX-512 here (first audio after {waited:.2f} s)")
+    assert waited <= FIRST_AUDIO_LIMIT_S, (round(waited * 1000), record)
+    assert done["usage"]["input_token_details"]["cached_tokens"] >= 700, done["usage"]
