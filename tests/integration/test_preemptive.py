@@ -264,7 +264,7 @@ async def test_a_question_spoken_3_s_after_an_agent_sessions_update_is_answered_
     caller asks a question (server VAD, 300 ms): the prompt was evaluated meanwhile, so the
     first answer audio comes within 1.2 s of the end of the caller's speech."""
     # a question the model answers in words (one that reaches for a tool costs ~1 s more: README)
-    question = spoken_question(server, "What is your return policy?")
+    question = spoken_question(server, "Are you open on public holidays?")
     tone = caller_audio("cards-001")  # its room tone around the question
     # a prompt this server has never seen: nothing of it is in any cache
     session = {
