@@ -156,9 +156,10 @@ def test_a_sentence_repeated_into_the_last_moments_is_dropped(base: WhisperTrans
         Path(__file__).parent / "audio" / "piper-joe-whisper-repeats-tail.flac", dtype="float32"
     )
     result = base.transcribe_segments(soxr.resample(audio, rate, SR).astype(np.float32), language="en")
-    assert [segment.text for segment in result.segments] == [
+    # one segment or two, by CPU (AVX-512 kernels split it at the full stop): no repeated words
+    assert " ".join(segment.text for segment in result.segments) == (
         "Thank you for calling. How can I help you today?"
-    ]
+    )
     assert result.transcript.text == "Thank you for calling. How can I help you today?"
 
 

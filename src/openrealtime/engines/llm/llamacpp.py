@@ -138,8 +138,9 @@ DEFAULT_TOOL_THRESHOLD = 0.05
 RESULT_GUIDANCE = "Answer the user's question from the function result above, in plain words."
 """System turn placed after a function result that ends the prompt."""
 NO_TOOL_GUIDANCE = "Now reply to the user yourself, in plain spoken words."
-"""System turn added when the model reached for a call that was dropped as implausible: the
-prompt still lists the tools, and without it the model tends to name the tool in words. It
+"""System turn added when the model reached for a call that was dropped as implausible, or
+that ``tool_choice: "none"`` does not allow: the prompt still lists the tools, and without it
+the model tends to name the tool in words or write JSON talk. It
 does not mention functions: a note saying none fits made the model say so ("there is no
 function that fits the last message")."""
 _MAX_LEAK_RETRIES = 4
@@ -636,11 +637,21 @@ class LlamaCppModel:
             yield from self._text(request, cancel, state, first_ban=None)
             return
         starts = self._call_starts()
-        if request.tool_choice == "none":
-            yield from self._text(request, cancel, state, first_ban=self._text_ban(), tools=tools)
-            return
         probs = self._probabilities()
         state.tool_probability = float(probs[starts].sum())
+        if request.tool_choice == "none":
+            # Words only, from a model that reached for a call (a call still pending, a tool
+            # that would fit): steered first, as after a dropped call, or it writes JSON talk
+            # or a stray name ("Here is a json response:", "Mozilla") for most seeds.
+            steer = (
+                state.tool_probability >= self.tool_threshold
+                and self.guard_leaks
+                and self.steer_dropped_calls
+            )
+            if steer and not self._steer_to_words(request, tools):
+                self._load(prompt)
+            yield from self._text(request, cancel, state, first_ban=self._text_ban(), tools=tools)
+            return
         auto = forced is None and request.tool_choice != "required"
         if auto and state.tool_probability < self.tool_threshold:
             yield from self._text(request, cancel, state, first_ban=self._text_ban(), tools=tools)
