@@ -157,7 +157,12 @@ async def test_the_clients_transcription_language_wins(server: ServerProcess, ws
     await update(ws, **voice_session(language="es"))
     run = await voice_turn(ws, spoken(SPANISH_SHORT, "es"))
     language, probability, words = heard(whisper, run)
-    assert language == "es", (language, probability, words, answer_transcript(run))
+    # the answer is short ("Ahora es mejor."): Whisper's pick among all its languages is then
+    # unsure (once Greek, 0.57); what matters is Spanish rather than English
+    pcm = np.frombuffer(output_audio(run), dtype="<i2")
+    _, _, ranked = whisper.detect_language(resample(int16_to_float32(pcm), formats.INTERNAL_RATE, 16000))
+    odds = dict(ranked)
+    assert odds.get("es", 0.0) > odds.get("en", 0.0), (language, probability, words, answer_transcript(run))
     assert voice_lines(server, run.of("response.done")[0]["response"]["id"])
 
 

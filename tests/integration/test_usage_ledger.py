@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 ADMIN = "sk-admin-" + os.urandom(6).hex()
 USER = "sk-user-" + os.urandom(6).hex()
 BUDGETED = "sk-budget-" + os.urandom(6).hex()
-BUDGET_USD = 0.0001  # one short text turn costs more than this
+BUDGET_USD = 0.00002  # one short text turn costs more: its question alone is ~8 new input tokens (32 µ$)
 
 
 @pytest.fixture(scope="module")
