@@ -524,7 +524,7 @@ def feed_marked(stream: StreamingTranscription, audio: FloatAudio, voiced: bool)
     step = 512
     for start in range(0, audio.size, step):
         stream.feed(audio[start : start + step])
-        stream.mark_speech([(round(stream.audio_seconds * SR), voiced)])
+        stream.mark_speech(round(stream.audio_seconds * SR), voiced)
 
 
 def test_noise_after_speech_keeps_the_energy_tracker_from_the_pause() -> None:
@@ -568,5 +568,5 @@ def test_marks_after_the_turn_ended_are_ignored() -> None:
     stream = StreamingTranscription(FakeTranscriber(), interval_seconds=10.0, silence_seconds=0.15)
     feed_marked(stream, speech(1.0), voiced=True)
     stream.finish()
-    stream.mark_speech([(SR * 2, False)])  # a late VAD verdict racing the commit
+    stream.mark_speech(SR * 2, voiced=False)  # a late VAD verdict racing the commit
     assert stream.passes == 0

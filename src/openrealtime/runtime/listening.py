@@ -375,10 +375,10 @@ class InputPipeline:
         streaming = self.streaming  # after the report: a turn that just started has one
         if streaming is None:
             return
-        ends = (round((f.end_ms - self.streaming_start_ms) * streaming.sample_rate / 1000) for f in frames)
-        streaming.mark_speech(
-            [(end, p >= silence_below) for end, p in zip(ends, gated, strict=True) if end > 0]
-        )
+        for probability, frame in zip(gated, frames, strict=True):
+            end = round((frame.end_ms - self.streaming_start_ms) * streaming.sample_rate / 1000)
+            if end > 0:
+                streaming.mark_speech(end, probability >= silence_below)
 
     def _frames(self, command: InputAppended) -> list[AudioFrame]:
         if self.framer is None:

@@ -302,22 +302,21 @@ class StreamingTranscription:
             if (index + 1) * _FRAME <= self._voiced_end:
                 break
 
-    def mark_speech(self, frames: Sequence[tuple[int, bool]]) -> None:
-        """The session's VAD judged the turn's audio: each ``(end, voiced)`` says whether the
-        frame ending at sample ``end`` held speech. A pause either tracker hears starts the
-        pass at the pause: the energy tracker hears one first in a quiet room (the VAD releases ~100 ms
+    def mark_speech(self, end: int, voiced: bool) -> None:
+        """The session's VAD judged the turn's audio up to sample ``end``: its last frame
+        held speech (``voiced``) or not. A pause either tracker hears starts the pass at the
+        pause: the energy tracker hears one first in a quiet room (the VAD releases ~100 ms
         after the last word), the VAD in noise (room tone above 6 % of the turn's peak kept
         the energy tracker "voiced" for seconds after the last word, so that pass started
         late or was not the final)."""
         with self._lock:
-            if self._finished or not frames:
+            if self._finished:
                 return
             if self._vad_voiced_end is None:  # the speech before the VAD's first mark
                 self._vad_voiced_end = self._voiced_end
-            for end, voiced in frames:
-                self._vad_heard = max(self._vad_heard, min(end, self._n))
-                if voiced:
-                    self._vad_voiced_end = max(self._vad_voiced_end, min(end, self._n))
+            self._vad_heard = max(self._vad_heard, min(end, self._n))
+            if voiced:
+                self._vad_voiced_end = max(self._vad_voiced_end, min(end, self._n))
         self._maybe_pass()
 
     def _speech_end(self) -> int:
