@@ -116,7 +116,9 @@ def bench(
     warm_up: Annotated[bool, typer.Option(help="One uncounted turn first.")] = True,
     compare: Annotated[
         str | None,
-        typer.Option(help="preemptive: run everything with preemptive generation on and off, side by side."),
+        typer.Option(
+            help="preemptive or batching: run everything with preemptive generation (or LLM batching) on and off, side by side."
+        ),
     ] = None,
     server_arg: Annotated[
         list[str] | None, typer.Option(help="Extra argument for the self-started `serve`.")

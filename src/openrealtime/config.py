@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     2 halves the cached first token for a single caller on 2 idle cores, but worsened p95
     with two callers at once (bench/voice_latency.py), so the default is 1."""
     llm_context: int = 8192
+    llm_parallel: int = Field(default=8, ge=1, le=64)
+    """Generations the embedded LLM runs at once, decoded together in one batch per step
+    (``engines/llm/batching.py``); 1 serves them one after another. With an ``llm_base_url``,
+    ``remote_concurrency`` says how many requests go to the endpoint at once."""
     llm_seed: int | None = None
     """Fixed sampling seed for the embedded LLM (equal prompts give equal answers); unset
     draws a fresh one per process."""
@@ -129,7 +133,8 @@ class Settings(BaseSettings):
     """Voice names mapped to the remote's voice ids, e.g. ``{"marin": "af_heart"}``; unmapped
     names are sent as they are."""
     remote_concurrency: int = Field(default=4, ge=1)
-    """Requests kept in flight per remote speech engine (its scheduler's workers)."""
+    """Requests kept in flight per remote engine, the LLM endpoint's included (its scheduler's
+    workers)."""
 
     # an upstream Realtime API answering the sessions' turns (runtime/upstream/)
     upstream_url: str | None = None

@@ -1,4 +1,4 @@
-"""``openrealtime bench --compare preemptive``: the same clips with a feature on and off.
+"""``openrealtime bench --compare preemptive|batching``: the same clips with a feature on and off.
 
 Each variant gets its own self-started server (the feature is a server setting) and the whole
 sweep; then the levels both reached are printed side by side with the on/off ratio of p50 and
@@ -27,6 +27,11 @@ COMPARISONS: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
         "preemptive generation",
         {"OPENREALTIME_PREEMPTIVE": "true"},
         {"OPENREALTIME_PREEMPTIVE": "false"},
+    ),
+    "batching": (
+        "LLM continuous batching",
+        {"OPENREALTIME_LLM_PARALLEL": "8"},
+        {"OPENREALTIME_LLM_PARALLEL": "1"},
     ),
 }
 """name → (what it is, server settings for on, for off)."""

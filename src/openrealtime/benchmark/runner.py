@@ -72,7 +72,7 @@ class BenchOptions:
     server_env: dict[str, str] = field(default_factory=dict)
     """Settings for the self-started server's environment."""
     compare: str | None = None
-    """``preemptive``: run everything twice, on a server with preemptive generation on and
+    """``preemptive`` or ``batching``: run everything twice, on a server with the feature on and
     one with it off, and print both side by side (``compare.py``)."""
 
 

@@ -96,10 +96,12 @@ def embedded_llm(
     threads: int = 1,
     batch_threads: int | None = None,
     context: int = 8192,
+    parallel: int = 1,
     seed: int | None = None,
     model_dir: Path | None = None,
 ) -> LanguageModel:
-    """The embedded llama.cpp model (a profile name or a GGUF path)."""
+    """The embedded llama.cpp model (a profile name or a GGUF path); ``parallel`` generations
+    decode together."""
     from .llm.llamacpp import LlamaCppModel
 
     return LlamaCppModel(
@@ -107,6 +109,7 @@ def embedded_llm(
         n_threads=threads,
         n_threads_batch=batch_threads,
         n_ctx=context,
+        parallel=parallel,
         seed=seed,
         model_dir=model_dir,
     )
@@ -158,6 +161,7 @@ def _embedded_llm(settings: Settings) -> LanguageModel:
         threads=settings.llm_threads,
         batch_threads=settings.llm_threads,
         context=settings.llm_context,
+        parallel=settings.llm_parallel,
         seed=settings.llm_seed,
         model_dir=settings.model_dir,
     )
@@ -180,6 +184,7 @@ def _remote_llm(settings: Settings) -> LanguageModel:
         settings.llm_fallback,
         threads=settings.llm_threads,
         context=settings.llm_context,
+        parallel=settings.llm_parallel,
         seed=settings.llm_seed,
         model_dir=settings.model_dir,
     )
@@ -355,6 +360,13 @@ def build_engines(settings: Settings, *, speech: bool = True) -> EngineSet:
         warm_while_speaking=settings.warm_while_speaking,
         in_flight={kind: settings.ray_concurrency for kind in RAY_KINDS if kind in settings.ray_engines},
     )
+    # generations at once: the embedded model's batch, or requests kept in flight at an endpoint
+    # (llama-server's slots, vLLM's scheduler batch them there)
+    llm_backend = backend_for("llm", settings)
+    if llm_backend == "embedded":
+        engines.in_flight["llm"] = settings.llm_parallel
+    elif llm_backend == "remote":
+        engines.in_flight["llm"] = settings.remote_concurrency
     if speech:
         from .tts.voices import VoiceTable
 

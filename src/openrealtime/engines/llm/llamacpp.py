@@ -1,18 +1,23 @@
 """The embedded LLM: a GGUF model run in-process by llama.cpp (llama-cpp-python).
 
-One ``LlamaCppModel`` is shared by every session. llama.cpp has one KV cache per context, so
-generations are serialised: ``generate`` holds the engine lock from its first ``next()`` until
-the stream ends or is closed. Drain or ``close()`` every stream (the runtime does); a stream
-abandoned half-way keeps the lock until it is garbage collected.
+One ``LlamaCppModel`` is shared by every session. Its context holds ``parallel`` sequences
+(``batching.py``): up to that many generations run at once, and every decode step evaluates
+all of their pending tokens in one batch (continuous batching: a new prompt is evaluated in
+chunks between the running decodes). ``generate`` holds a sequence from its first ``next()``
+until the stream ends or is closed; with all of them held, it waits. Drain or ``close()`` every
+stream (the runtime does); a stream abandoned half-way keeps its sequence until it is garbage
+collected.
 
-Latency is dominated by prompt processing, so prompts are reused at two levels:
+Latency is dominated by prompt processing, so prompts are reused at three levels:
 
-* the live KV cache: a new prompt that shares a prefix with what was evaluated last (the same
-  session's next turn) only evaluates the new suffix;
+* the live KV cache: a new prompt that shares a prefix with what a sequence holds (the same
+  session's next turn lands on the sequence its last turn used) only evaluates the new suffix;
+* another sequence's cache: a prefix another generation evaluated (the same instructions and
+  tools) is shared cell by cell (``llama_memory_seq_cp``), not evaluated again;
 * a RAM cache of KV snapshots (llama.cpp sequence state, without the logits that
-  ``LlamaRAMCache`` would also copy): before the live cache is overwritten by a different
+  ``LlamaRAMCache`` would also copy): before a sequence's cache is overwritten by a different
   conversation, its state is saved keyed by its tokens; a later prompt that shares a longer
-  prefix with a snapshot than with the live cache restores it. A stable system prompt and tool
+  prefix with a snapshot than with any live cache restores it. A stable system prompt and tool
   list therefore stay warm across sessions.
 
 ``GenerationDone.cached_prompt_tokens`` is exactly the number of prompt tokens that were not
@@ -50,7 +55,6 @@ models asked for more tend to repeat the first.
 from __future__ import annotations
 
 import codecs
-import ctypes
 import json
 import math
 import threading
@@ -76,6 +80,7 @@ from openrealtime.engines.base import (
     ToolCallDelta,
     ToolSpec,
 )
+from openrealtime.engines.llm.batching import BatchedContext, LlmSequence, sample
 from openrealtime.engines.llm.leaks import SAFE_ANSWER, Leak, LeakGuard
 from openrealtime.engines.llm.tool_calling import (
     TOOL_CALL_CLOSE,
@@ -264,6 +269,9 @@ class LlamaCppModel:
     cached prompt prefix intact. ``seed`` fixes sampling (each generation starts
     from the same seed, so equal prompts give equal answers); None draws a fresh one.
     ``guard_leaks`` (default on) keeps scaffolding out of text answers (see the module doc).
+    ``parallel`` generations decode together (see the module doc); their caches share
+    ``kv_tokens`` cells (default: ``n_ctx`` each, at most 16384 in all unless ``n_ctx`` is larger),
+    each sequence up to ``n_ctx``.
     """
 
     def __init__(
@@ -274,6 +282,8 @@ class LlamaCppModel:
         n_threads_batch: int | None = None,
         n_ctx: int = 8192,
         n_batch: int = 256,
+        parallel: int = 1,
+        kv_tokens: int | None = None,
         seed: int | None = None,
         model_dir: Path | None = None,
         ram_cache_bytes: int = 256 << 20,
@@ -289,7 +299,8 @@ class LlamaCppModel:
         guard_leaks: bool = True,
         verbose: bool = False,
     ) -> None:
-        from llama_cpp import Llama
+        import llama_cpp
+        from llama_cpp import _internals
 
         profile = PROFILES.get(str(model))
         if profile is not None:
@@ -322,38 +333,49 @@ class LlamaCppModel:
         """How often answers were steered to words, had a leak taken back, or fell back."""
         self._preamble: str | None = None
         self._sampling = (top_k, top_p, min_p)
-        self._llm = Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
+        from llama_cpp._logger import set_verbose
+
+        set_verbose(verbose)
+        llama_cpp.llama_backend_init()
+        self._model: Any = _internals.LlamaModel(
+            path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=verbose
+        )
+        self.parallel = max(1, parallel)
+        # every sequence may grow to n_ctx; together they share at most 16384 cells (or 2 * n_ctx)
+        # unless told: idle sequences' caches are freed when a step needs their cells
+        total = kv_tokens or (
+            n_ctx if self.parallel == 1 else min(n_ctx * self.parallel, max(2 * n_ctx, 16384))
+        )
+        self._batch = BatchedContext(
+            self._model,
+            n_ctx=total,
+            n_seq=self.parallel,
             n_batch=n_batch,
-            n_ubatch=n_batch,
             n_threads=n_threads,
             n_threads_batch=n_threads_batch or n_threads,
-            seed=seed if seed is not None else 0xFFFFFFFF,
-            logits_all=False,
+            prompt_chunk=_PROMPT_CHUNK,
             verbose=verbose,
         )
-        self.n_ctx: int = int(self._llm.n_ctx())
-        self._n_vocab: int = int(self._llm.n_vocab())
-        self._vocab: Any = self._llm._model.vocab
-        self._lock = threading.Lock()
+        self.n_ctx: int = min(n_ctx, self._batch.n_ctx)
+        self._n_vocab: int = int(self._model.n_vocab())
+        self._vocab: Any = self._model.vocab
+        self._metadata: dict[str, str] = self._model.metadata()
         self._cache = _StateCache(ram_cache_bytes)
+        self._cache_lock = threading.Lock()
         self.last_generation: GenerationStats | None = None
         self._call_start_ids: npt.NDArray[np.intp] | None = None
         self._text_ban_ids: npt.NDArray[np.intp] | None = None
         self._syntax_ids: npt.NDArray[np.intp] | None = None
 
-        import llama_cpp
-
         self._lc: Any = llama_cpp
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
-        self._bos: int = int(self._llm.token_bos())
-        source = chat_template or self._llm.metadata.get("tokenizer.chat_template")
+        self._bos: int = int(self._model.token_bos())
+        source = chat_template or self._metadata.get("tokenizer.chat_template")
         if not source:
             raise ValueError(f"{path} has no chat template; pass chat_template=")
         self._template = _sandboxed_template(source)
         self._bos_text = self._token_text(self._bos)
-        self._eos_text = self._token_text(int(self._llm.token_eos()))
+        self._eos_text = self._token_text(int(self._model.token_eos()))
         self._tool_open = self._single_token(TOOL_CALL_OPEN)
         template_has_tools = "tools" in source
         can_call = template_has_tools and self._tool_open is not None
@@ -367,10 +389,10 @@ class LlamaCppModel:
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
-        return bytes(self._llm.detokenize([token], special=True)).decode("utf-8", "replace")
+        return bytes(self._model.detokenize([token], special=True)).decode("utf-8", "replace")
 
     def _tokenize(self, text: str, *, special: bool = True) -> list[int]:
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=special))
 
     def _single_token(self, text: str) -> int | None:
         ids = self._tokenize(text)
@@ -379,8 +401,13 @@ class LlamaCppModel:
     def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
         """Change decode / prompt-evaluation threads between generations (the scheduler gives
         prompt evaluation more threads when no other engine needs the CPU)."""
-        with self._lock:
-            self._lc.llama_set_n_threads(self._llm.ctx, n_threads, n_threads_batch)
+        self._batch.set_threads(n_threads, n_threads_batch)
+
+    def batch_stats(self) -> dict[str, int]:
+        """Decode steps so far: all, those that evaluated several sequences, failed ones, and
+        how often the whole cache was cleared after a failure."""
+        b = self._batch
+        return {"steps": b.steps, "batched": b.batched_steps, "failed": b.failed_steps, "resets": b.resets}
 
     def count_tokens(self, text: str) -> int:
         """Exact count in this model's tokenizer (special-token text counted as plain text)."""
@@ -427,55 +454,44 @@ class LlamaCppModel:
 
     # ------------------------------------------------------------------ KV cache
 
-    def _memory(self) -> Any:
-        return self._lc.llama_get_memory(self._llm.ctx)
+    def _snapshot(self, seq: LlmSequence) -> None:
+        tokens = np.asarray(seq.tokens, dtype=np.intc)
+        with self._cache_lock:
+            if len(tokens) == 0 or self._cache.covers(tokens):
+                return
+        state = seq.save_state()
+        if state is not None:
+            with self._cache_lock:
+                self._cache.put(tokens, state)
 
-    def _snapshot(self) -> None:
-        n = int(self._llm.n_tokens)
-        tokens = np.array(self._llm.input_ids[:n], dtype=np.intc)
-        if n == 0 or self._cache.covers(tokens):
-            return
-        size = int(self._lc.llama_state_seq_get_size(self._llm.ctx, 0))
-        buf = (ctypes.c_uint8 * size)()
-        written = int(self._lc.llama_state_seq_get_data(self._llm.ctx, buf, size, 0))
-        if written > 0:
-            self._cache.put(tokens, ctypes.string_at(buf, written))
-
-    def _restore(self, tokens: Tokens, state: bytes) -> bool:
-        self._lc.llama_memory_clear(self._memory(), True)
-        src = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        if int(self._lc.llama_state_seq_set_data(self._llm.ctx, src, len(state), 0)) == 0:
-            self._llm.n_tokens = 0
-            return False
-        self._llm.input_ids[: len(tokens)] = tokens
-        self._llm.n_tokens = len(tokens)
-        return True
-
-    def _prepare(self, prompt: Tokens) -> tuple[int, Literal["none", "live", "ram"]]:
-        """Bring the longest reusable prefix of ``prompt`` into the KV cache; return its length."""
-        llm = self._llm
-        live = _common_prefix(np.asarray(llm.input_ids[: llm.n_tokens], dtype=np.intc), prompt)
+    def _prepare(self, seq: LlmSequence, prompt: Tokens) -> tuple[int, Literal["none", "live", "ram"]]:
+        """Bring the longest reusable prefix of ``prompt`` into ``seq``'s cache: its own cache,
+        another sequence's (shared cells) or a RAM snapshot. Return the prefix's length."""
+        live = _common_prefix(np.asarray(seq.tokens, dtype=np.intc), prompt)
         source: Literal["none", "live", "ram"] = "live" if live else "none"
-        best = self._cache.best(prompt)
-        if best is not None and best[2] >= live + _RESTORE_MIN_GAIN:
-            if llm.n_tokens - live >= _SNAPSHOT_MIN_TOKENS:
-                self._snapshot()
-            if self._restore(best[0], best[1]):
+        other, shared = self._batch.longest_shared(prompt, exclude=seq)
+        with self._cache_lock:
+            best = self._cache.best(prompt)
+        if other is not None and shared >= live + _RESTORE_MIN_GAIN and shared >= (best[2] if best else 0):
+            if seq.n_tokens - live >= _SNAPSHOT_MIN_TOKENS:
+                self._snapshot(seq)
+            live = seq.share_from(other, prompt, len(prompt) - 1)
+            source = "live" if live else "none"
+        elif best is not None and best[2] >= live + _RESTORE_MIN_GAIN:
+            if seq.n_tokens - live >= _SNAPSHOT_MIN_TOKENS:
+                self._snapshot(seq)
+            if seq.load_state(best[0], best[1]):
                 live, source = best[2], "ram"
             else:
                 live, source = 0, "none"
-        elif llm.n_tokens - live >= _SNAPSHOT_MIN_TOKENS:
-            self._snapshot()
+        elif seq.n_tokens - live >= _SNAPSHOT_MIN_TOKENS:
+            self._snapshot(seq)
         reuse = min(live, len(prompt) - 1)
         if reuse <= 0:
-            self._lc.llama_memory_clear(self._memory(), True)
-            llm.n_tokens = 0
+            seq.clear()
             return 0, "none"
-        if not self._lc.llama_memory_seq_rm(self._memory(), 0, reuse, -1):
-            self._lc.llama_memory_clear(self._memory(), True)
-            llm.n_tokens = 0
+        if not seq.truncate(reuse):
             return 0, "none"
-        llm.n_tokens = reuse
         return reuse, source
 
     # ------------------------------------------------------------------ sampling
@@ -492,7 +508,7 @@ class LlamaCppModel:
         if bias:
             sampler.add_logit_bias(self._n_vocab, bias)
         if grammar is not None:
-            sampler.add_grammar(self._llm._model, LlamaGrammar.from_string(grammar, verbose=False))
+            sampler.add_grammar(self._model, LlamaGrammar.from_string(grammar, verbose=False))
         if temperature <= 0:
             sampler.add_greedy()
         else:
@@ -504,10 +520,10 @@ class LlamaCppModel:
             sampler.add_dist(self.seed if self.seed is not None else 0xFFFFFFFF)
         return sampler
 
-    def _probabilities(self) -> npt.NDArray[np.float64]:
-        logits = np.ctypeslib.as_array(
-            self._lc.llama_get_logits_ith(self._llm.ctx, -1), shape=(self._n_vocab,)
-        )
+    def _probabilities(self, seq: LlmSequence) -> npt.NDArray[np.float64]:
+        logits = seq.logits
+        if logits is None:
+            raise RuntimeError("no logits: nothing was evaluated")
         p: npt.NDArray[np.float64] = np.exp(logits.astype(np.float64) - float(logits.max()))
         p /= p.sum()
         return p
@@ -539,9 +555,9 @@ class LlamaCppModel:
         assert self._text_ban_ids is not None
         return self._text_ban_ids
 
-    def _call_intent(self) -> float:
+    def _call_intent(self, seq: LlmSequence) -> float:
         """Probability that the answer's first token starts a tool call."""
-        return float(self._probabilities()[self._call_starts()].sum())
+        return float(self._probabilities(seq)[self._call_starts()].sum())
 
     def _is_end(self, token: int) -> bool:
         return bool(
@@ -549,12 +565,20 @@ class LlamaCppModel:
             or self._lc.llama_vocab_is_control(self._vocab, token)
         )
 
-    def _eval(self, tokens: Sequence[int]) -> bool:
-        """Evaluate ``tokens``; False (nothing done) when they would overflow the context."""
-        if self._llm.n_tokens + len(tokens) > self.n_ctx:
+    def _eval(self, seq: LlmSequence, tokens: Sequence[int]) -> bool:
+        """Evaluate ``tokens``; False (nothing done) when they would overflow the context.
+
+        Raises ``DecodeFailed`` when the step failed (the response fails; see batching.py)."""
+        if seq.n_tokens + len(tokens) > self.n_ctx:
             return False
-        self._llm.eval(list(tokens))
+        seq.eval(tokens)
         return True
+
+    def _sample(self, sampler: Any, seq: LlmSequence) -> int:
+        logits = seq.logits
+        if logits is None:
+            raise RuntimeError("no logits: nothing was evaluated")
+        return sample(sampler, logits)
 
     def prefill(
         self,
@@ -573,20 +597,25 @@ class LlamaCppModel:
         asked before every chunk, says how many threads may evaluate it (the CPU's load
         changes while a long prefix is evaluated). ``chunk``: tokens evaluated between checks
         of ``cancel`` (a turn that needs the engine waits for at most one chunk)."""
-        with self._lock:
-            if cancel.cancelled:
-                return 0  # given up before it started: the live cache is left as it is
-            tools = request.tools if self.supports_tools else ()
-            ids = self._tokenize(self._render(request.messages, tools, generation_prompt=False))
-            if self._add_bos and (not ids or ids[0] != self._bos):
-                ids.insert(0, self._bos)
-            prefix = np.asarray(ids, dtype=np.intc)
-            if len(prefix) < 2 or len(prefix) + 256 > self.n_ctx or self._cache.covers(prefix):
-                return 0
-            live = np.asarray(self._llm.input_ids[: self._llm.n_tokens], dtype=np.intc)
-            if _common_prefix(live, prefix) >= len(prefix):
-                return 0  # the live cache holds it already
-            cached, _ = self._prepare(prefix)
+        if cancel.cancelled:
+            return 0  # given up before it started: the caches are left as they are
+        tools = request.tools if self.supports_tools else ()
+        ids = self._tokenize(self._render(request.messages, tools, generation_prompt=False))
+        if self._add_bos and (not ids or ids[0] != self._bos):
+            ids.insert(0, self._bos)
+        prefix = np.asarray(ids, dtype=np.intc)
+        with self._cache_lock:
+            covered = self._cache.covers(prefix)
+        if len(prefix) < 2 or len(prefix) + 256 > self.n_ctx or covered:
+            return 0
+        if self._batch.longest_shared(prefix)[1] >= len(prefix):
+            return 0  # a sequence's cache holds it already
+        seq = self._acquire(prefix, cancel)
+        if seq is None:
+            return 0
+        seq.background = True
+        try:
+            cached, _ = self._prepare(seq, prefix)
             used = 0
             try:
                 for offset in range(cached, len(prefix), chunk):
@@ -594,50 +623,76 @@ class LlamaCppModel:
                         return offset - cached
                     wanted = threads() if threads is not None else 0
                     if wanted and wanted != used:
-                        self._lc.llama_set_n_threads(self._llm.ctx, self.n_threads, wanted)
+                        self._batch.set_threads(self.n_threads, wanted)
                         used = wanted
-                    self._eval(prefix[offset : offset + chunk].tolist())
+                    self._eval(seq, prefix[offset : offset + chunk].tolist())
             finally:
                 if used:
-                    self._lc.llama_set_n_threads(self._llm.ctx, self.n_threads, self.n_threads)
+                    self._batch.set_threads(self.n_threads, self.n_threads)
             if keep:
-                self._snapshot()
+                self._snapshot(seq)
             return len(prefix) - cached
+        finally:
+            self._batch.release(seq)
+
+    def _acquire(self, prompt: Tokens, cancel: CancelToken) -> LlmSequence | None:
+        """A sequence for ``prompt`` (waiting while all are busy); None once ``cancel`` is set."""
+        while True:
+            seq = self._batch.acquire(prompt, timeout=0.05)
+            if seq is not None or cancel.cancelled:
+                return seq
 
     # ------------------------------------------------------------------ generation
 
     def generate(self, request: ChatRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
         """Stream text or complete tool calls; ends with exactly one ``GenerationDone``.
 
-        Serialised under the engine lock for the stream's whole life (see the module doc).
+        Holds one of the ``parallel`` sequences for the stream's whole life (see the module
+        doc); with all of them held, it waits for one.
         """
-        with self._lock:
-            yield from self._generate(request, cancel)
-
-    def _generate(self, request: ChatRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
         started = time.perf_counter()
         tools = request.tools if self.supports_tools else ()
-        forced = forced_tool_name(request.tool_choice, tools) if tools else None
         reserve = min(request.max_output_tokens or 256, 1024)
         prompt = self._prompt(request, tools, reserve)
         if prompt is None:
             yield GenerationDone("length", prompt_tokens=0, cached_prompt_tokens=0, completion_tokens=0)
             return
-        cached, source = self._prepare(prompt)
+        seq = self._acquire(prompt, cancel)
+        if seq is None:
+            yield GenerationDone(
+                "cancelled", prompt_tokens=len(prompt), cached_prompt_tokens=0, completion_tokens=0
+            )
+            return
+        try:
+            yield from self._generate(seq, request, tools, prompt, cancel, started)
+        finally:
+            self._batch.release(seq)
+
+    def _generate(
+        self,
+        seq: LlmSequence,
+        request: ChatRequest,
+        tools: Sequence[ToolSpec],
+        prompt: Tokens,
+        cancel: CancelToken,
+        started: float,
+    ) -> Iterator[LLMEvent]:
+        forced = forced_tool_name(request.tool_choice, tools) if tools else None
+        cached, source = self._prepare(seq, prompt)
         state = _Run(prompt_tokens=len(prompt), cached=cached, source=source, started=started)
 
         for offset in range(cached, len(prompt), _PROMPT_CHUNK):
             if cancel.cancelled:
                 yield state.done("cancelled", self)
                 return
-            self._eval(prompt[offset : offset + _PROMPT_CHUNK].tolist())
+            self._eval(seq, prompt[offset : offset + _PROMPT_CHUNK].tolist())
         state.prompt_done = time.perf_counter()
 
         if not tools:
-            yield from self._text(request, cancel, state, first_ban=None)
+            yield from self._text(seq, request, cancel, state, first_ban=None)
             return
         starts = self._call_starts()
-        probs = self._probabilities()
+        probs = self._probabilities(seq)
         state.tool_probability = float(probs[starts].sum())
         if request.tool_choice == "none":
             # Words only, from a model that reached for a call (a call still pending, a tool
@@ -648,34 +703,37 @@ class LlamaCppModel:
                 and self.guard_leaks
                 and self.steer_dropped_calls
             )
-            if steer and not self._steer_to_words(request, tools):
-                self._load(prompt)
-            yield from self._text(request, cancel, state, first_ban=self._text_ban(), tools=tools)
+            if steer and not self._steer_to_words(seq, request, tools):
+                self._load(seq, prompt)
+            yield from self._text(seq, request, cancel, state, first_ban=self._text_ban(), tools=tools)
             return
         auto = forced is None and request.tool_choice != "required"
         if auto and state.tool_probability < self.tool_threshold:
-            yield from self._text(request, cancel, state, first_ban=self._text_ban(), tools=tools)
+            yield from self._text(seq, request, cancel, state, first_ban=self._text_ban(), tools=tools)
             return
         called = yield from self._tool_calls(
-            request, tools, forced, cancel, state, _Plausibility.of(request) if auto else None
+            seq, request, tools, forced, cancel, state, _Plausibility.of(request) if auto else None
         )
         if not called:
             # The model reached for a tool with made-up arguments: answer in words instead.
             state.completion = 0
-            self._rewind(prompt)
-            if self.guard_leaks and self.steer_dropped_calls and not self._steer_to_words(request, tools):
-                self._load(prompt)
-            yield from self._text(request, cancel, state, first_ban=self._text_ban(), tools=tools)
+            self._rewind(seq, prompt)
+            if (
+                self.guard_leaks
+                and self.steer_dropped_calls
+                and not self._steer_to_words(seq, request, tools)
+            ):
+                self._load(seq, prompt)
+            yield from self._text(seq, request, cancel, state, first_ban=self._text_ban(), tools=tools)
 
-    def _rewind(self, prompt: Tokens) -> None:
+    def _rewind(self, seq: LlmSequence, prompt: Tokens) -> None:
         """Drop everything after the prompt and recompute the prompt's last logits."""
-        keep = len(prompt) - 1
-        self._lc.llama_memory_seq_rm(self._memory(), 0, keep, -1)
-        self._llm.n_tokens = keep
-        self._eval([int(prompt[-1])])
+        seq.truncate(len(prompt) - 1)
+        self._eval(seq, [int(prompt[-1])])
 
     def _text(
         self,
+        seq: LlmSequence,
         request: ChatRequest,
         cancel: CancelToken,
         state: _Run,
@@ -725,12 +783,12 @@ class LlamaCppModel:
                 )
             else:
                 chosen = first_sampler if length == 0 else sampler
-            token = int(chosen.sample(self._llm._ctx, -1))
+            token = self._sample(chosen, seq)
             end = self._is_end(token)
             if not end:
                 state.completion += 1
                 length += 1
-            text = "" if end else decoder.decode(bytes(self._llm.detokenize([token])))
+            text = "" if end else decoder.decode(bytes(self._model.detokenize([token])))
             if guard is None:
                 if end:
                     break
@@ -756,7 +814,7 @@ class LlamaCppModel:
                     held.clear()
                     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
                     out_of_budget = limit is not None and state.completion >= limit
-                    if retries > _MAX_LEAK_RETRIES or out_of_budget or not self._take_back(evaluated):
+                    if retries > _MAX_LEAK_RETRIES or out_of_budget or not self._take_back(seq, evaluated):
                         self.leak_stats["fallback"] += 1
                         if not guard.emitted.strip():
                             state.first_token(False)
@@ -777,7 +835,7 @@ class LlamaCppModel:
             if limit is not None and state.completion >= limit:
                 finish = "length"
                 break
-            if not self._eval([token]):
+            if not self._eval(seq, [token]):
                 finish = "length"
                 break
         if guard is not None and finish == "length":
@@ -794,17 +852,17 @@ class LlamaCppModel:
             yield TextDelta(tail)
         yield state.done(finish, self)
 
-    def _take_back(self, count: int) -> bool:
+    def _take_back(self, seq: LlmSequence, count: int) -> bool:
         """Remove the last ``count`` evaluated tokens and recompute the logits before them."""
         if count <= 0:
             return True
-        keep = int(self._llm.n_tokens) - count - 1
+        keep = seq.n_tokens - count - 1
         if keep < 0:
             return False
-        last = int(self._llm.input_ids[keep])
-        self._lc.llama_memory_seq_rm(self._memory(), 0, keep, -1)
-        self._llm.n_tokens = keep
-        return self._eval([last])
+        last = seq.tokens[keep]
+        if not seq.truncate(keep):
+            return False
+        return self._eval(seq, [last])
 
     def _leak_guard(self, request: ChatRequest, tools: Sequence[ToolSpec]) -> LeakGuard:
         """A guard against this request's scaffolding: its system text, its tools, the template."""
@@ -829,28 +887,29 @@ class LlamaCppModel:
             self._preamble = "\n".join(line for line in str(rendered).splitlines() if "zz" not in line)
         return self._preamble
 
-    def _load(self, prompt: Tokens) -> bool:
+    def _load(self, seq: LlmSequence, prompt: Tokens) -> bool:
         """Make the KV cache hold exactly ``prompt`` (reusing what it shares with it)."""
-        cached, _ = self._prepare(prompt)
+        cached, _ = self._prepare(seq, prompt)
         for offset in range(cached, len(prompt), _PROMPT_CHUNK):
-            if not self._eval(prompt[offset : offset + _PROMPT_CHUNK].tolist()):
+            if not self._eval(seq, prompt[offset : offset + _PROMPT_CHUNK].tolist()):
                 return False
         return True
 
-    def _steer_to_words(self, request: ChatRequest, tools: Sequence[ToolSpec]) -> bool:
+    def _steer_to_words(self, seq: LlmSequence, request: ChatRequest, tools: Sequence[ToolSpec]) -> bool:
         """After the model reached for a call that was dropped: add a short system note that no
         function fits, so the words that follow answer the user instead of naming the tool.
         Only the note is evaluated (the prompt before it is still in the KV cache)."""
         messages = (*request.messages, ChatMessage("system", NO_TOOL_GUIDANCE))
         reserve = min(request.max_output_tokens or 256, 1024)
         prompt = self._prompt(replace(request, messages=messages), tools, reserve)
-        if prompt is None or not self._load(prompt):
+        if prompt is None or not self._load(seq, prompt):
             return False
         self.leak_stats["steered"] += 1
         return True
 
     def _tool_calls(
         self,
+        seq: LlmSequence,
         request: ChatRequest,
         tools: Sequence[ToolSpec],
         forced: str | None,
@@ -869,28 +928,27 @@ class LlamaCppModel:
         calls: list[ToolCall] = []
         finish: FinishReason = "tool_calls"
         starts = self._call_starts()
-        probs = self._probabilities()
+        probs = self._probabilities(seq)
         while True:
-            mark = int(self._llm.n_tokens)
+            mark = seq.n_tokens
             tagged = self._tool_open is not None and probs[self._tool_open] * 2 >= probs[starts].sum()
             opener = (f"{TOOL_CALL_OPEN}\n" if tagged else "") + '{"name": "'
             name = forced
             if name is None:
-                name = self._free_name(opener, tools, cancel)
-                self._lc.llama_memory_seq_rm(self._memory(), 0, mark, -1)
-                self._llm.n_tokens = mark
+                name = self._free_name(seq, opener, tools, cancel)
+                seq.truncate(mark)
                 if name is None:
                     if not calls and not cancel.cancelled:
                         return False
                     break
             tool = next(t for t in tools if t.name == name)
             head = self._tokenize(f'{opener}{name}", "arguments": ')
-            if not self._eval(head):
+            if not self._eval(seq, head):
                 finish = "length"
                 break
             state.completion += len(head)
             arguments, pending, finish = self._grammar_json(
-                tool_call_gbnf([tool], arguments_only=True), limit, cancel, state
+                seq, tool_call_gbnf([tool], arguments_only=True), limit, cancel, state
             )
             if pending is None:
                 break
@@ -909,9 +967,9 @@ class LlamaCppModel:
             if forced is not None or len(calls) >= self.max_tool_calls or cancel.cancelled:
                 break
             closer = "}" + (f"\n{TOOL_CALL_CLOSE}" if tagged else "") + "\n"
-            if not self._eval([pending, *self._tokenize(closer)]):
+            if not self._eval(seq, [pending, *self._tokenize(closer)]):
                 break
-            probs = self._probabilities()
+            probs = self._probabilities(seq)
             if probs[starts].sum() < max(self.tool_threshold, 0.5):
                 break
         if cancel.cancelled:
@@ -923,27 +981,29 @@ class LlamaCppModel:
         yield state.done(finish, self)
         return True
 
-    def _free_name(self, opener: str, tools: Sequence[ToolSpec], cancel: CancelToken) -> str | None:
+    def _free_name(
+        self, seq: LlmSequence, opener: str, tools: Sequence[ToolSpec], cancel: CancelToken
+    ) -> str | None:
         """Let the model name the function unconstrained, then snap to the closest tool."""
-        if not self._eval(self._tokenize(opener)):
+        if not self._eval(seq, self._tokenize(opener)):
             return None
         sampler = self._sampler(temperature=0.0)
         name = ""
         for _ in range(_MAX_NAME_TOKENS):
             if cancel.cancelled:
                 return None
-            token = int(sampler.sample(self._llm._ctx, -1))
+            token = self._sample(sampler, seq)
             if self._is_end(token):
                 break
             name += self._token_text(token)
             if '"' in name:
                 break
-            if not self._eval([token]):
+            if not self._eval(seq, [token]):
                 break
         return closest_tool_name(name.split('"', 1)[0].strip(), tools)
 
     def _grammar_json(
-        self, grammar: str, limit: int | None, cancel: CancelToken, state: _Run
+        self, seq: LlmSequence, grammar: str, limit: int | None, cancel: CancelToken, state: _Run
     ) -> tuple[str, int | None, FinishReason]:
         """Write one JSON value under ``grammar``; return it and its last, unevaluated token."""
         sampler = self._sampler(temperature=0.0, grammar=grammar)
@@ -952,11 +1012,11 @@ class LlamaCppModel:
         while True:
             if cancel.cancelled:
                 return body, None, "cancelled"
-            token = int(sampler.sample(self._llm._ctx, -1))
+            token = self._sample(sampler, seq)
             if self._is_end(token):
                 return body, None, "stop"
             state.completion += 1
-            body += decoder.decode(bytes(self._llm.detokenize([token])))
+            body += decoder.decode(bytes(self._model.detokenize([token])))
             if body.rstrip().endswith("}"):
                 try:
                     json.loads(body)
@@ -965,13 +1025,13 @@ class LlamaCppModel:
                     pass
             if limit is not None and state.completion >= limit:
                 return body, None, "length"
-            if not self._eval([token]):
+            if not self._eval(seq, [token]):
                 return body, None, "length"
 
     def close(self) -> None:
         """Free the model (the engine is unusable afterwards)."""
-        with self._lock:
-            self._llm.close()
+        self._batch.close()
+        self._model.close()
 
 
 @dataclass(frozen=True)

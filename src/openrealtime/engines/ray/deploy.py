@@ -26,6 +26,7 @@ def engine_options(settings: Settings, resources: dict[str, ReplicaResources]) -
         llm=settings.llm,
         llm_threads=settings.llm_threads,
         llm_context=settings.llm_context,
+        llm_parallel=settings.llm_parallel,
         llm_seed=settings.llm_seed,
         asr=settings.asr,
         asr_threads=settings.asr_threads,

@@ -70,6 +70,7 @@ class EngineOptions:
     llm: str = "qwen2.5-0.5b"
     llm_threads: int = 1
     llm_context: int = 8192
+    llm_parallel: int = 8
     llm_seed: int | None = None
     asr: str = "whisper-base"
     asr_threads: int = 1
@@ -133,8 +134,9 @@ async def _stream_from_thread(produce: Callable[[CancelToken], Iterator[Any]]) -
 
 
 class LLMDeployment:
-    """The embedded llama.cpp model; one generation at a time per replica (llama.cpp holds a
-    lock), so ``target_ongoing_requests`` near 1 scales out as soon as callers queue."""
+    """The embedded llama.cpp model; up to ``llm_parallel`` generations per replica decode
+    together (``engines/llm/batching.py``), more wait for a free sequence. A replica that dies
+    fails only the generations it had in flight; Serve starts another."""
 
     def __init__(self, options: EngineOptions) -> None:
         from openrealtime.engines.llm.llamacpp import LlamaCppModel
@@ -145,6 +147,7 @@ class LLMDeployment:
             threads=options.llm_threads,
             batch_threads=options.llm_threads,
             context=options.llm_context,
+            parallel=options.llm_parallel,
             seed=options.llm_seed,
             model_dir=_model_dir(options),
         )
