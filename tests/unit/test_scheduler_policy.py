@@ -173,3 +173,34 @@ async def test_a_failing_batch_fails_its_requests_and_the_next_batch_runs() -> N
     done = await asyncio.gather(first, second, return_exceptions=True)
     assert isinstance(done[0], RuntimeError)
     assert done[1] == [1.0]
+
+
+async def test_text_work_never_holds_the_worker_kept_for_voice_turns() -> None:
+    """With several workers (a batching LLM), text responses take all but ``turn_only`` of
+    them: a voice turn queued behind them starts at once instead of after one of them."""
+    queue = EngineQueue("llm", workers=3, turn_only=1)
+    release = threading.Event()
+    running: list[str] = []
+    lock = threading.Lock()
+
+    def hold(name: str) -> None:
+        with lock:
+            running.append(name)
+        release.wait(10)
+
+    texts = [
+        asyncio.ensure_future(queue.call(lambda i=i: hold(f"text{i}"), priority=PRIORITY_TEXT))
+        for i in range(3)
+    ]
+    deadline = time.monotonic() + 5
+    while len(running) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.1)  # the third text job would have started by now if it could
+    assert sorted(running) == ["text0", "text1"]
+    turn_started = threading.Event()
+    turn = asyncio.ensure_future(queue.call(turn_started.set, priority=PRIORITY_TURN))
+    await asyncio.wait_for(turn, 2)
+    assert turn_started.is_set() and "text2" not in running
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*texts), 5)
+    assert sorted(running) == ["text0", "text1", "text2"]

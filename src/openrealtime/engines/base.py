@@ -97,6 +97,9 @@ class ChatRequest:
     verbatim: Mapping[str, str] = field(default_factory=dict)
     """Exact texts of the context's function results by marker id (core/verbatim.py): the
     model writes a marker, the caller hears these words."""
+    priority: int = 0
+    """How soon the answer is needed, lower first (the scheduler's classes: 0 a caller is
+    listening, 5 a text-only response, 20 a guess): a batching engine serves lower first."""
 
 
 @dataclass(frozen=True)

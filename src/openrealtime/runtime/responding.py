@@ -49,7 +49,7 @@ from ..engines.registry import EngineSet
 from ..engines.tts.chunker import ClauseChunker
 from ..safety import Moderation
 from .moderating import ScreenedClauses, ScreenedText
-from .scheduler import PRIORITY_SPECULATIVE, Scheduler
+from .scheduler import PRIORITY_SPECULATIVE, Scheduler, current_priority
 
 log = logging.getLogger("openrealtime.runtime")
 
@@ -201,12 +201,14 @@ class Cascade:
         """The LLM's stream; a failure before its first event becomes ``EngineUnavailable``
         (the turn can still be answered with an apology), a later one propagates."""
         produced = False
+        placement = _placement(self.host)
+        request = replace(request, priority=placement.get("priority", current_priority()))
         try:
             async for event in self.host.scheduler.llm.stream(
                 lambda: self._start_llm(request, token),
                 cancel=token,
                 stall_timeout=ENGINE_STALL_S,
-                **_placement(self.host),
+                **placement,
             ):
                 produced = True
                 yield event

@@ -99,8 +99,15 @@ class YieldingWork:
 class EngineQueue:
     """A named priority queue with ``workers`` threads in front of one engine."""
 
-    def __init__(self, name: str, workers: int = 1, yielding: YieldingWork | None = None) -> None:
+    def __init__(
+        self, name: str, workers: int = 1, yielding: YieldingWork | None = None, *, turn_only: int = 0
+    ) -> None:
         self.name = name
+        self.turn_only = min(max(0, turn_only), max(1, workers) - 1)
+        """Workers only voice turns may take: with several workers (a batching LLM), text and
+        background jobs never hold all of them, so a caller's turn starts at once."""
+        self._others_running = 0
+        self._others_lock = threading.Condition()
         self._queue: queue.PriorityQueue[_Job] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._threads = [
@@ -126,6 +133,16 @@ class EngineQueue:
     def _work(self) -> None:
         while True:
             job = self._queue.get()
+            other = job.priority > PRIORITY_TURN and self.turn_only > 0
+            if other:
+                with self._others_lock:
+                    if self._others_running >= len(self._threads) - self.turn_only:
+                        # every worker it may take is busy: back in the queue (same place)
+                        self._queue.put(job)
+                        self._queue.task_done()
+                        self._others_lock.wait(0.05)
+                        continue
+                    self._others_running += 1
             with self._count_lock:
                 self._waiting[job.priority] -= 1
             if job.cancel is not None and job.cancel.cancelled:
@@ -139,6 +156,10 @@ class EngineQueue:
             try:
                 job.run()
             finally:
+                if other:
+                    with self._others_lock:
+                        self._others_running -= 1
+                        self._others_lock.notify_all()
                 self.running -= 1
                 ran = time.monotonic() - started
                 mean = self.mean_run_s.get(job.priority)
@@ -195,6 +216,9 @@ class EngineQueue:
         with self._count_lock:
             self._waiting[priority] += 1
         self._queue.put(_Job(priority, next(self._seq), run, cancel, time.monotonic(), yields))
+        if self.turn_only and priority <= PRIORITY_TURN:
+            with self._others_lock:  # a worker holding back other work takes this one now
+                self._others_lock.notify_all()
 
     async def call(
         self,
@@ -434,7 +458,8 @@ class Scheduler:
         partial_share: float = 0.5,
     ) -> None:
         speculative = YieldingWork()
-        self.llm = EngineQueue("llm", llm_workers, speculative)
+        # a batching LLM keeps one worker for voice turns (see EngineQueue.turn_only)
+        self.llm = EngineQueue("llm", llm_workers, speculative, turn_only=1)
         self.asr = EngineQueue("asr", asr_workers, speculative)
         self.tts = EngineQueue("tts", tts_workers, speculative)
         self.vad = EngineQueue("vad", vad_workers)

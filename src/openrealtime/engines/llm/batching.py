@@ -43,7 +43,8 @@ LEAD_TOKENS = 24
 MAX_SIT_OUT_SECONDS = 0.25
 """Longest an answer that is ahead waits for steps while others start."""
 MAX_BACKGROUND_WAIT_SECONDS = 1.0
-"""Longest background work (a prompt prefill) waits for steps while answers decode."""
+"""Longest less urgent work (a text response beside a caller's turn, a prefill) waits for
+steps while more urgent answers decode."""
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 
@@ -78,6 +79,8 @@ class LlmSequence:
         self.broken = False
         self.background = False
         """Work that only makes later answers faster (a prefill): served after every answer."""
+        self.rank = 0
+        """How soon its answer is needed, lower first (``ChatRequest.priority``)."""
         self.decoded = 0
         """Single tokens evaluated since the sequence was acquired (the answer's length so far)."""
         """The cache was reset under this sequence's generation: it can only fail now."""
@@ -278,6 +281,7 @@ class BatchedContext:
             best.last_used = time.monotonic()
             best.decoded = 0
             best.background = False
+            best.rank = 0
             return best
 
     def release(self, sequence: LlmSequence) -> None:
@@ -413,26 +417,29 @@ class BatchedContext:
 
     def _urgent(self, work: dict[int, _Request]) -> dict[int, _Request]:
         """The requests this step serves. On a CPU a step costs about as much per sequence as
-        alone, so every sequence in it slows the others: while an answer is starting (its
-        prompt, its first ``LEAD_TOKENS`` tokens, which its first spoken clause waits for),
-        answers already ``LEAD_TOKENS`` ahead — seconds of speech their listener has not heard
-        yet — sit out, unless they have waited ``MAX_SIT_OUT_SECONDS``."""
+        alone, so every sequence in it slows the others. So only the most urgent class of
+        work present is served (``LlmSequence.rank``: a caller's turn before a text response;
+        background work such as a prefill last), and within it, while an answer is starting
+        (its prompt, its first ``LEAD_TOKENS`` tokens, which its first spoken clause waits
+        for), answers already ``LEAD_TOKENS`` ahead (seconds of speech their listener has not
+        heard yet) sit out. Whatever sits out is served anyway once it has waited
+        ``MAX_SIT_OUT_SECONDS`` (an answer that is ahead) or ``MAX_BACKGROUND_WAIT_SECONDS``
+        (a lower class)."""
         now = time.monotonic()
         foreground = {k: r for k, r in work.items() if not self.sequences[k].background}
-        if foreground:  # background work (a prefill) only fills steps no answer needs
-            work = {
-                **foreground,
-                **{k: r for k, r in work.items() if now - r.queued >= MAX_BACKGROUND_WAIT_SECONDS},
-            }
-        starting = {
-            k: r
-            for k, r in foreground.items()
-            if self.sequences[k].decoded < LEAD_TOKENS or len(r.tokens) > 1
-        }
-        if not starting or len(starting) == len(foreground):
+        if not foreground:
             return work
-        overdue = {k: r for k, r in work.items() if now - r.queued >= MAX_SIT_OUT_SECONDS}
-        return {**starting, **overdue}
+        top = min(self.sequences[k].rank for k in foreground)
+        first = {k: r for k, r in foreground.items() if self.sequences[k].rank == top}
+        starting = {
+            k: r for k, r in first.items() if self.sequences[k].decoded < LEAD_TOKENS or len(r.tokens) > 1
+        }
+        serve = dict(starting or first)
+        for k, r in work.items():
+            limit = MAX_SIT_OUT_SECONDS if k in first else MAX_BACKGROUND_WAIT_SECONDS
+            if k not in serve and now - r.queued >= limit:
+                serve[k] = r
+        return serve
 
     def _cheapest(self, work: dict[int, _Request]) -> dict[int, _Request]:
         """All of ``work`` when a batched step pays (a prompt chunk is in it, or at least

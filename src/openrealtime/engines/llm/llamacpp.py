@@ -635,12 +635,16 @@ class LlamaCppModel:
         finally:
             self._batch.release(seq)
 
-    def _acquire(self, prompt: Tokens, cancel: CancelToken) -> LlmSequence | None:
-        """A sequence for ``prompt`` (waiting while all are busy); None once ``cancel`` is set."""
+    def _acquire(self, prompt: Tokens, cancel: CancelToken, rank: int = 0) -> LlmSequence | None:
+        """A sequence for ``prompt`` (waiting while all are busy); None once ``cancel`` is set.
+        ``rank``: how soon the answer is needed (``ChatRequest.priority``), lower first."""
         while True:
             seq = self._batch.acquire(prompt, timeout=0.05)
-            if seq is not None or cancel.cancelled:
+            if seq is not None:
+                seq.rank = rank
                 return seq
+            if cancel.cancelled:
+                return None
 
     # ------------------------------------------------------------------ generation
 
@@ -657,7 +661,7 @@ class LlamaCppModel:
         if prompt is None:
             yield GenerationDone("length", prompt_tokens=0, cached_prompt_tokens=0, completion_tokens=0)
             return
-        seq = self._acquire(prompt, cancel)
+        seq = self._acquire(prompt, cancel, request.priority)
         if seq is None:
             yield GenerationDone(
                 "cancelled", prompt_tokens=len(prompt), cached_prompt_tokens=0, completion_tokens=0
