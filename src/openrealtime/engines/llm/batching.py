@@ -42,6 +42,8 @@ LEAD_TOKENS = 24
 """Tokens after which an answer is ahead of its listener (~6 s of speech at ~4 tokens/s)."""
 MAX_SIT_OUT_SECONDS = 0.25
 """Longest an answer that is ahead waits for steps while others start."""
+SHARED_STEP_TOKENS = 64
+"""Most tokens one step evaluates while several sequences are held (half of it per prompt)."""
 MAX_BACKGROUND_WAIT_SECONDS = 1.0
 """Longest less urgent work (a text response beside a caller's turn, a prefill) waits for
 steps while more urgent answers decode."""
@@ -347,22 +349,31 @@ class BatchedContext:
                         break
                     self._cond.wait(left)
                 work = dict(self._pending)
-            self._step(work)
+            if not self._step(work):
+                with self._cond:  # everything waiting defers to a more urgent generation
+                    self._cond.wait(GATHER_SECONDS)
 
-    def _step(self, work: dict[int, _Request]) -> None:
+    def _step(self, work: dict[int, _Request]) -> bool:
         """Evaluate one batch: every single-token request, then prompt chunks while they fit;
         answers well ahead of their listener sit out while a new one starts (``_urgent``), and
         fewer than ``min_batch`` decoding sequences take one step each (``_cheapest``)."""
+        chosen = self._urgent(work)
+        if not chosen:
+            return False
         order = sorted(
-            self._cheapest(self._urgent(work)).items(),
+            self._cheapest(chosen).items(),
             key=lambda item: (len(item[1].tokens) > 1, item[1].queued),
         )
         parts: list[tuple[LlmSequence, _Request, list[int], bool]] = []
-        budget = self.n_batch
+        # a step blocks every sequence until it ends: while others wait, prompts go in smaller
+        # pieces (a step of 64 prompt tokens takes ~0.4 s on one 2-core EPYC thread)
+        alone = len(self.sequences) - len(self._free) <= 1
+        budget = self.n_batch if alone else SHARED_STEP_TOKENS
+        piece = self.prompt_chunk if alone else SHARED_STEP_TOKENS // 2
         for seq_id, request in order:
             if budget <= 0:
                 break
-            take = min(len(request.tokens), budget, self.prompt_chunk if len(request.tokens) > 1 else 1)
+            take = min(len(request.tokens), budget, piece if len(request.tokens) > 1 else 1)
             parts.append(
                 (self.sequences[seq_id], request, request.tokens[:take], take == len(request.tokens))
             )
@@ -403,7 +414,7 @@ class BatchedContext:
                     request.error = failure
                     request.done.set()
                 self._last_step = set()
-            return
+            return True
         self.steps += 1
         if len(parts) > 1:
             self.batched_steps += 1
@@ -414,6 +425,7 @@ class BatchedContext:
                     if pending is request:
                         del self._pending[seq_id]
                 request.done.set()
+        return True
 
     def _urgent(self, work: dict[int, _Request]) -> dict[int, _Request]:
         """The requests this step serves. On a CPU a step costs about as much per sequence as
@@ -422,14 +434,17 @@ class BatchedContext:
         background work such as a prefill last), and within it, while an answer is starting
         (its prompt, its first ``LEAD_TOKENS`` tokens, which its first spoken clause waits
         for), answers already ``LEAD_TOKENS`` ahead (seconds of speech their listener has not
-        heard yet) sit out. Whatever sits out is served anyway once it has waited
-        ``MAX_SIT_OUT_SECONDS`` (an answer that is ahead) or ``MAX_BACKGROUND_WAIT_SECONDS``
-        (a lower class)."""
+        heard yet) sit out. The class counts while its generation holds a sequence, asking or
+        not (between two of its steps it samples). Whatever sits out is served anyway once it
+        has waited ``MAX_SIT_OUT_SECONDS`` (an answer that is ahead) or
+        ``MAX_BACKGROUND_WAIT_SECONDS`` (a lower class); the result may be empty (wait)."""
         now = time.monotonic()
+        with self._cond:
+            held = [s for s in self.sequences if s not in self._free and not s.background]
         foreground = {k: r for k, r in work.items() if not self.sequences[k].background}
-        if not foreground:
+        if not held and not foreground:
             return work
-        top = min(self.sequences[k].rank for k in foreground)
+        top = min([s.rank for s in held] + [self.sequences[k].rank for k in foreground])
         first = {k: r for k, r in foreground.items() if self.sequences[k].rank == top}
         starting = {
             k: r for k, r in first.items() if self.sequences[k].decoded < LEAD_TOKENS or len(r.tokens) > 1
@@ -442,12 +457,21 @@ class BatchedContext:
         return serve
 
     def _cheapest(self, work: dict[int, _Request]) -> dict[int, _Request]:
-        """All of ``work`` when a batched step pays (a prompt chunk is in it, or at least
-        ``min_batch`` sequences decode), else the one decoding sequence that is most urgent: an
-        answer still starting before one that is ahead, then the longest waiting."""
-        if len(work) >= self.min_batch or any(len(r.tokens) > 1 for r in work.values()):
+        """All of ``work`` when a batched step pays (the most urgent class has a prompt chunk
+        in it, or at least ``min_batch`` sequences decode), else the one decoding sequence that
+        is most urgent: the most urgent class, an answer still starting before one that is
+        ahead, then the longest waiting."""
+
+        def urgency(k: int) -> tuple[float, bool, float]:
+            sequence = self.sequences[k]
+            rank = math.inf if sequence.background else float(sequence.rank)
+            return (rank, sequence.decoded >= LEAD_TOKENS, work[k].queued)
+
+        top = min(urgency(k)[0] for k in work)
+        prompt = any(len(r.tokens) > 1 for k, r in work.items() if urgency(k)[0] == top)
+        if prompt or len(work) >= self.min_batch:
             return work
-        first = min(work, key=lambda k: (self.sequences[k].decoded >= LEAD_TOKENS, work[k].queued))
+        first = min(work, key=urgency)
         return {first: work[first]}
 
     def _decode(self, parts: list[tuple[LlmSequence, _Request, list[int], bool]]) -> int:
