@@ -5,11 +5,14 @@ Every generation (and every prompt prefill) holds a ``Sequence``: a llama.cpp se
 shared context whose KV cache is unified (any sequence may use any cell, so a prefix one
 sequence evaluated can be shared with another by ``llama_memory_seq_cp`` without copying).
 A generation's thread asks its sequence to evaluate tokens and blocks; one stepper thread
-gathers what every sequence has asked for into one batch — the single token of each decoding
-sequence first, then a chunk of each waiting prompt — runs one decode and hands each sequence
+puts what the sequences have asked for into one batch (the single token of each decoding
+sequence first, then a chunk of each waiting prompt), runs one decode and hands each sequence
 the logits of its last token. So a new caller's prompt no longer waits for another caller's
-whole answer (it is interleaved with the running decodes), and on a CPU, where one step's time
-is mostly reading the weights, N sequences decode for far less than N single steps.
+whole answer (it is interleaved with the running decodes). Which requests a step takes is a
+policy (``_urgent``, ``_cheapest``): the most urgent class of work, an answer that is starting
+before answers already ahead of their listener, and several decodes in one step only where
+that was measured cheaper than a step each (``_calibrate``: on a 2-core CPU it is not, below
+about six sequences).
 
 The stepper gives the sequences that took part in the last step a few milliseconds to ask
 again before it decodes (each samples its next token in between), so decoding sequences stay
