@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BatchedContext", "DecodeFailed", "LlmSequence", "sample"]
+__all__ = ["BatchedContext", "DecodeFailed", "LlmSequence", "common_prefix", "sample"]
 
 TokenIds = Tokens[int] | npt.NDArray[np.intc]
 
@@ -153,7 +153,7 @@ class LlmSequence:
         ``other`` holds, sharing its cells; the number of tokens now held (checked under the
         lock: ``other``'s generation may have moved on since it was chosen)."""
         with self.context.lock:
-            count = min(_prefix(other.tokens, prompt), limit)
+            count = min(common_prefix(other.tokens, prompt), limit)
             memory = self.context.memory
             self.context.lc.llama_memory_seq_rm(memory, self.seq_id, -1, -1)
             self.tokens = []
@@ -278,8 +278,8 @@ class BatchedContext:
                     return None
                 self._cond.wait(left)
             wanted: TokenIds = () if prompt is None else prompt
-            best = max(self._free, key=lambda s: (_prefix(s.tokens, wanted), -s.last_used))
-            if not _prefix(best.tokens, wanted):
+            best = max(self._free, key=lambda s: (common_prefix(s.tokens, wanted), -s.last_used))
+            if not common_prefix(best.tokens, wanted):
                 # nothing shared: take an empty one, else the least recently used
                 best = min(self._free, key=lambda s: (bool(s.tokens), s.last_used))
             self._free.remove(best)
@@ -308,7 +308,7 @@ class BatchedContext:
             for sequence in self.sequences:
                 if sequence is exclude:
                     continue
-                n = _prefix(sequence.tokens, prompt)
+                n = common_prefix(sequence.tokens, prompt)
                 if n > length:
                     best, length = sequence, n
         return best, length
@@ -544,7 +544,8 @@ def sample(sampler: Any, logits: npt.NDArray[np.float32]) -> int:
     return token
 
 
-def _prefix(a: TokenIds, b: TokenIds) -> int:
+def common_prefix(a: TokenIds, b: TokenIds) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
     n = min(len(a), len(b))
     if n == 0:
         return 0

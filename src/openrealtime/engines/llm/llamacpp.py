@@ -80,7 +80,7 @@ from openrealtime.engines.base import (
     ToolCallDelta,
     ToolSpec,
 )
-from openrealtime.engines.llm.batching import BatchedContext, LlmSequence, sample
+from openrealtime.engines.llm.batching import BatchedContext, LlmSequence, common_prefix, sample
 from openrealtime.engines.llm.leaks import SAFE_ANSWER, Leak, LeakGuard
 from openrealtime.engines.llm.tool_calling import (
     TOOL_CALL_CLOSE,
@@ -183,14 +183,6 @@ class GenerationStats:
 # --------------------------------------------------------------------------- helpers
 
 
-def _common_prefix(a: Tokens, b: Tokens) -> int:
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    diff = np.flatnonzero(a[:n] != b[:n])
-    return int(diff[0]) if diff.size else n
-
-
 class _StateCache:
     """LRU of llama.cpp sequence-state snapshots keyed by the tokens they contain."""
 
@@ -208,7 +200,7 @@ class _StateCache:
     def best(self, tokens: Tokens) -> tuple[Tokens, bytes, int] | None:
         found: tuple[bytes, int] | None = None
         for key, (keyed, _) in self._entries.items():
-            length = _common_prefix(keyed, tokens)
+            length = common_prefix(keyed, tokens)
             if length > 0 and (found is None or length > found[1]):
                 found = (key, length)
         if found is None:
@@ -220,7 +212,7 @@ class _StateCache:
     def covers(self, tokens: Tokens) -> bool:
         """Whether a snapshot already holds all of ``tokens``."""
         return any(
-            len(keyed) >= len(tokens) and _common_prefix(keyed, tokens) == len(tokens)
+            len(keyed) >= len(tokens) and common_prefix(keyed, tokens) == len(tokens)
             for keyed, _ in self._entries.values()
         )
 
@@ -229,7 +221,7 @@ class _StateCache:
             return
         # A snapshot whose tokens are a prefix of the new one can never be the better match.
         for key in [
-            k for k, (keyed, _) in self._entries.items() if _common_prefix(keyed, tokens) == len(keyed)
+            k for k, (keyed, _) in self._entries.items() if common_prefix(keyed, tokens) == len(keyed)
         ]:
             del self._entries[key]
         self._entries[tokens.tobytes()] = (tokens.copy(), state)
@@ -467,7 +459,7 @@ class LlamaCppModel:
     def _prepare(self, seq: LlmSequence, prompt: Tokens) -> tuple[int, Literal["none", "live", "ram"]]:
         """Bring the longest reusable prefix of ``prompt`` into ``seq``'s cache: its own cache,
         another sequence's (shared cells) or a RAM snapshot. Return the prefix's length."""
-        live = _common_prefix(np.asarray(seq.tokens, dtype=np.intc), prompt)
+        live = common_prefix(np.asarray(seq.tokens, dtype=np.intc), prompt)
         source: Literal["none", "live", "ram"] = "live" if live else "none"
         other, shared = self._batch.longest_shared(prompt, exclude=seq)
         with self._cache_lock:
