@@ -454,6 +454,13 @@ def evaluate(data: dict[str, Any]) -> dict[str, Any]:
                 }
             )
         curves[f"combined-{source}"] = rows
+    rows = []
+    for floor_ms in range(600, 1401, 100):  # auto's shape: a floor no evidence goes under
+        policy = EndOfTurnPolicy(budget=SilenceBudget(min_ms=floor_ms, max_ms=2600, shape=2.0))
+        rows.append(
+            {"param": floor_ms, **score(points, lambda p, pol=policy: decide_combined(p, pol, "rules"))}
+        )
+    curves["combined-rules-floor"] = rows
     operating = {}
     for eagerness, budget in EAGERNESS_BUDGETS.items():
         policy = EndOfTurnPolicy(eagerness)
@@ -507,6 +514,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         "smart-turn": ("smart-turn alone (today)", "#c44"),
         "combined-rules": ("combined: smart-turn + prosody + text rules", "#27a"),
         "combined-llm": ("combined: smart-turn + prosody + Qwen 0.5B EOU", "#3a6"),
+        "combined-rules-floor": ("combined, text rules, floor F (max 2.6 s, shape 2)", "#a5c"),
     }
     for name, rows in report["curves"].items():
         label, color = styles[name]

@@ -17,6 +17,7 @@ from openrealtime.engines.turn.backchannel import (
 from openrealtime.engines.turn.completeness import RuleCompleteness, TextCompleteness, normalise
 from openrealtime.engines.turn.end_of_turn import (
     EAGERNESS_BUDGETS,
+    Eagerness,
     EndOfTurnPolicy,
     EvidenceWeights,
     SilenceBudget,
@@ -69,7 +70,7 @@ def test_a_clear_end_is_quick_and_a_clear_pause_is_patient() -> None:
     done = TurnEvidence(smart_turn=0.95, text=0.85, prosody=0.7)
     unsure = TurnEvidence(smart_turn=0.5, text=0.45)
     midway = TurnEvidence(smart_turn=0.1, text=0.08, prosody=0.4)
-    assert policy.required_silence_ms(done) <= 600
+    assert policy.required_silence_ms(done) <= 1050
     assert (
         policy.required_silence_ms(done)
         < policy.required_silence_ms(unsure)
@@ -78,6 +79,18 @@ def test_a_clear_end_is_quick_and_a_clear_pause_is_patient() -> None:
     assert policy.required_silence_ms(midway) > 900  # a 0.9 s mid-sentence pause does not end the turn
     assert not policy.should_end(900, midway)
     assert policy.should_end(policy.budget.max_ms, midway)
+
+
+@pytest.mark.parametrize("eagerness", ["auto", "medium", "low"])
+def test_no_evidence_ends_a_turn_inside_a_pause_under_a_second(eagerness: Eagerness) -> None:
+    """A mid-sentence pause can read as finished ("He was not." with smart-turn sure): below
+    ``high`` no certainty may end the turn within 0.9 s of silence, with a frame to spare."""
+    policy = EndOfTurnPolicy(eagerness)
+    sure = TurnEvidence(smart_turn=0.99, text=0.99, prosody=0.99)
+    assert policy.probability(sure) > 0.95
+    assert not policy.should_end(900 + 64, sure)
+    assert policy.should_end(policy.budget.max_ms, sure)
+    assert EndOfTurnPolicy("high").should_end(400, sure)  # high stays eager
 
 
 def test_the_transcript_is_awaited_up_to_a_limit() -> None:

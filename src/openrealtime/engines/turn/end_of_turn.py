@@ -123,12 +123,20 @@ class SilenceBudget:
 
 
 EAGERNESS_BUDGETS: dict[Eagerness, SilenceBudget] = {
-    "low": SilenceBudget(min_ms=500, max_ms=5000, shape=1.0),
-    "medium": SilenceBudget(min_ms=300, max_ms=2600, shape=1.0),
-    "auto": SilenceBudget(min_ms=300, max_ms=2600, shape=1.0),
+    "low": SilenceBudget(min_ms=1500, max_ms=5000, shape=2.0),
+    "medium": SilenceBudget(min_ms=1000, max_ms=2600, shape=2.0),
+    "auto": SilenceBudget(min_ms=1000, max_ms=2600, shape=2.0),
     "high": SilenceBudget(min_ms=200, max_ms=1400, shape=1.0),
 }
-"""Eagerness → budget; chosen on bench/end_of_turn.py's curve (README, Turn-taking)."""
+"""Eagerness → budget; chosen on bench/end_of_turn.py's curve (README, Turn-taking).
+
+``auto``, ``medium`` and ``low`` never end a turn inside a pause shorter than a second,
+whatever the evidence: a pause in the middle of a sentence often reads as finished (Whisper
+writes a full stop after "He was not" or "Unless to be rather cold" when the clip stops
+there; smart-turn is sure of both), so no level of certainty from this evidence may cut one.
+Above that floor the budget grows with uncertainty (``shape`` 2: a clear end waits little
+more than the floor). ``high`` keeps a 200 ms floor: it answers sooner and may cut such a
+pause."""
 
 
 class EndOfTurnPolicy:
