@@ -1,6 +1,7 @@
 """Engines on Ray Serve: a real local Ray cluster on loopback, the engines deployed with
 ``openrealtime engines up``, the real server calling them through the Ray adapters; a real
-voice turn, then an LLM replica killed while it streams."""
+voice turn, then an LLM replica that batches two sessions' answers (``LLM_PARALLEL`` 2) killed
+while both stream."""
 
 from __future__ import annotations
 
@@ -82,7 +83,12 @@ def ray_address(ray_env: dict[str, str]) -> Iterator[str]:
 def ray_server(
     ray_address: str, ray_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    env = {"OPENREALTIME_RAY_APP": APP, "OPENREALTIME_LLM_SEED": "7", **ray_env}
+    env = {
+        "OPENREALTIME_RAY_APP": APP,
+        "OPENREALTIME_LLM_SEED": "7",
+        "OPENREALTIME_LLM_PARALLEL": "2",  # the replica batches two generations
+        **ray_env,
+    }
     up = subprocess.run(
         [
             *(sys.executable, "-m", "openrealtime.cli", "engines", "up", "--address", ray_address),
@@ -224,33 +230,65 @@ async def test_a_voice_turn_runs_on_the_ray_engines(ray_server: ServerProcess, w
     assert done["usage"]["output_token_details"]["audio_tokens"] > 0
 
 
-async def test_a_killed_llm_replica_fails_that_response_and_is_replaced(
-    ws: Any, ray_driver: RayDriver
+async def test_a_killed_batching_replica_fails_only_the_responses_in_flight_and_is_replaced(
+    ray_server: ServerProcess, ws: Any, ray_driver: RayDriver
 ) -> None:
-    await update(ws, output_modalities=["text"])
-    [replica] = ray_driver.replicas()
-    item = {
-        "type": "message",
-        "role": "user",
-        "content": [{"type": "input_text", "text": "Count from 1 to 300, one number per line."}],
-    }
-    await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
-    await ws.send(json.dumps({"type": "response.create", "response": {"max_output_tokens": 1500}}))
-    run = CallerRun()
-    await collect(ws, run, "response.output_text.delta", timeout=120)
-    assert ray_driver.kill_the_replica() == replica  # while tokens stream
-    await collect(ws, run, "response.done", timeout=120)
-    done = run.of("response.done")[0]["response"]
-    assert done["status"] == "failed", done
-    assert done["status_details"]["error"]["code"] == "engine_error", done
-    assert "Ray" in done["status_details"]["error"]["message"], done
+    """Two sessions' answers decode together in one replica; killing it fails both with
+    ``engine_error``, a third session with nothing in flight is untouched, Serve starts a new
+    replica and all three sessions are answered by it."""
+    url = ray_server.ws_url + "/v1/realtime?model=gpt-realtime"
+    headers = {"Authorization": f"Bearer {ray_server.api_key}"}
+    async with (
+        websockets.connect(url, additional_headers=headers, max_size=None) as second,
+        websockets.connect(url, additional_headers=headers, max_size=None) as idle,
+    ):
+        sessions = [ws, second, idle]
+        for socket in sessions:
+            if socket is not ws:
+                assert validate_server_event(await socket.recv())["type"] == "session.created"
+            await update(socket, output_modalities=["text"])
+        [replica] = ray_driver.replicas()
+        counting = [ws, second]
+        for socket in counting:
+            item = {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Count from 1 to 300, one number per line."}],
+            }
+            await socket.send(json.dumps({"type": "conversation.item.create", "item": item}))
+            await socket.send(
+                json.dumps({"type": "response.create", "response": {"max_output_tokens": 1500}})
+            )
+        runs = [CallerRun(), CallerRun()]
+        await asyncio.gather(
+            *(
+                collect(socket, run, "response.output_text.delta", timeout=120)
+                for socket, run in zip(counting, runs, strict=True)
+            )
+        )
+        assert ray_driver.kill_the_replica() == replica  # while both answers stream
+        await asyncio.gather(
+            *(
+                collect(socket, run, "response.done", timeout=120)
+                for socket, run in zip(counting, runs, strict=True)
+            )
+        )
+        for run in runs:
+            done = run.of("response.done")[0]["response"]
+            assert done["status"] == "failed", done
+            assert done["status_details"]["error"]["code"] == "engine_error", done
+            assert "Ray" in done["status_details"]["error"]["message"], done
+            assert not run.of("error"), run.of("error")  # the session goes on
 
-    deadline = time.monotonic() + 180  # Serve starts a replacement replica (it loads the model)
-    while not (ray_driver.replicas() - {replica}):
-        assert time.monotonic() < deadline, "Serve did not replace the killed replica"
-        await asyncio.sleep(0.5)
-    after = await text_turn(ws, "Say hello.", max_tokens=30)
-    response = after.of("response.done")[0]["response"]
-    assert response["status"] in ("completed", "incomplete"), response
-    answer = "".join(e["delta"] for e in after.of("response.output_text.delta"))
-    assert answer.strip()
+        deadline = time.monotonic() + 180  # Serve starts a replacement replica (it loads the model)
+        while not (ray_driver.replicas() - {replica}):
+            assert time.monotonic() < deadline, "Serve did not replace the killed replica"
+            await asyncio.sleep(0.5)
+        answers = await asyncio.gather(
+            *(text_turn(socket, "Say hello.", max_tokens=30) for socket in sessions)
+        )
+        for after in answers:
+            response = after.of("response.done")[0]["response"]
+            assert response["status"] in ("completed", "incomplete"), response
+            answer = "".join(e["delta"] for e in after.of("response.output_text.delta"))
+            assert answer.strip()
