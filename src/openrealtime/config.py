@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     2 halves the cached first token for a single caller on 2 idle cores, but worsened p95
     with two callers at once (bench/voice_latency.py), so the default is 1."""
     llm_context: int = 8192
-    llm_parallel: int = Field(default=1, ge=1, le=64)
+    llm_parallel: int = Field(default=8, ge=1, le=64)
     """Generations the embedded LLM runs at once, decoded together in one batch per step
     (``engines/llm/batching.py``); 1 serves them one after another. With an ``llm_base_url``,
     ``remote_concurrency`` says how many requests go to the endpoint at once."""

@@ -50,6 +50,13 @@ SHARED_STEP_TOKENS = 64
 MAX_BACKGROUND_WAIT_SECONDS = 1.0
 """Longest less urgent work (a text response beside a caller's turn, a prefill) waits for
 steps while more urgent answers decode."""
+LOWER_CLASS_PIECE_TOKENS = 8
+"""Most prompt tokens a step takes from a response less urgent than the rest of the step (a
+text response beside a caller's turn)."""
+MAX_WAIT_BESIDE_A_START_SECONDS = 2.5
+"""Longest a less urgent response (not a prefill) waits while a more urgent answer is starting
+(its prompt, its first ``LEAD_TOKENS`` tokens): the caller hears nothing until that start is
+done."""
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 
@@ -373,10 +380,15 @@ class BatchedContext:
         alone = len(self.sequences) - len(self._free) <= 1
         budget = self.n_batch if alone else SHARED_STEP_TOKENS
         piece = self.prompt_chunk if alone else SHARED_STEP_TOKENS // 2
+        top = min(self._rank(k) for k, _ in order)
         for seq_id, request in order:
             if budget <= 0:
                 break
-            take = min(len(request.tokens), budget, piece if len(request.tokens) > 1 else 1)
+            # work let in beside a more urgent one only after waiting (``_urgent``) goes in
+            # small pieces, so that it delays the urgent one by little
+            lower = self._rank(seq_id) > top and not self.sequences[seq_id].background
+            size = LOWER_CLASS_PIECE_TOKENS if lower else piece
+            take = min(len(request.tokens), budget, size if len(request.tokens) > 1 else 1)
             parts.append(
                 (self.sequences[seq_id], request, request.tokens[:take], take == len(request.tokens))
             )
@@ -440,7 +452,8 @@ class BatchedContext:
         heard yet) sit out. The class counts while its generation holds a sequence, asking or
         not (between two of its steps it samples). Whatever sits out is served anyway once it
         has waited ``MAX_SIT_OUT_SECONDS`` (an answer that is ahead) or
-        ``MAX_BACKGROUND_WAIT_SECONDS`` (a lower class); the result may be empty (wait)."""
+        ``MAX_BACKGROUND_WAIT_SECONDS`` (a lower class; ``MAX_WAIT_BESIDE_A_START_SECONDS``
+        while an answer of the top class is starting); the result may be empty (wait)."""
         now = time.monotonic()
         with self._cond:
             held = [s for s in self.sequences if s not in self._free and not s.background]
@@ -452,12 +465,25 @@ class BatchedContext:
         starting = {
             k: r for k, r in first.items() if self.sequences[k].decoded < LEAD_TOKENS or len(r.tokens) > 1
         }
+        # a held answer of the top class that has not decoded its first tokens yet (it may be
+        # sampling between two steps, so it is not always in ``work``)
+        top_starting = any(s.rank == top and s.decoded < LEAD_TOKENS for s in held)
+        lower_limit = MAX_WAIT_BESIDE_A_START_SECONDS if top_starting else MAX_BACKGROUND_WAIT_SECONDS
         serve = dict(starting or first)
         for k, r in work.items():
-            limit = MAX_SIT_OUT_SECONDS if k in first else MAX_BACKGROUND_WAIT_SECONDS
+            if k in first:
+                limit = MAX_SIT_OUT_SECONDS
+            elif self.sequences[k].background:  # a prefill readies a later turn: not held longer
+                limit = MAX_BACKGROUND_WAIT_SECONDS
+            else:
+                limit = lower_limit
             if k not in serve and now - r.queued >= limit:
                 serve[k] = r
         return serve
+
+    def _rank(self, seq_id: int) -> float:
+        sequence = self.sequences[seq_id]
+        return math.inf if sequence.background else float(sequence.rank)
 
     def _cheapest(self, work: dict[int, _Request]) -> dict[int, _Request]:
         """All of ``work`` when a batched step pays (the most urgent class has a prompt chunk
@@ -466,9 +492,7 @@ class BatchedContext:
         ahead, then the longest waiting."""
 
         def urgency(k: int) -> tuple[float, bool, float]:
-            sequence = self.sequences[k]
-            rank = math.inf if sequence.background else float(sequence.rank)
-            return (rank, sequence.decoded >= LEAD_TOKENS, work[k].queued)
+            return (self._rank(k), self.sequences[k].decoded >= LEAD_TOKENS, work[k].queued)
 
         top = min(urgency(k)[0] for k in work)
         prompt = any(len(r.tokens) > 1 for k, r in work.items() if urgency(k)[0] == top)
