@@ -3,10 +3,10 @@
 One ``LlamaCppModel`` is shared by every session. Its context holds ``parallel`` sequences
 (``batching.py``): up to that many generations run at once, each step evaluating the pending
 tokens of those its policy picks in one batch (continuous batching: a new prompt is evaluated
-in chunks between the running decodes; the more urgent class first). ``generate`` holds a sequence from its first ``next()``
-until the stream ends or is closed; with all of them held, it waits. Drain or ``close()`` every
-stream (the runtime does); a stream abandoned half-way keeps its sequence until it is garbage
-collected.
+in chunks between the running decodes; the more urgent class first). ``generate`` holds a
+sequence from its first ``next()`` until the stream ends or is closed; with all of them held,
+it waits. Drain or ``close()`` every stream (the runtime does); a stream abandoned half-way
+keeps its sequence until it is garbage collected.
 
 Latency is dominated by prompt processing, so prompts are reused at three levels:
 

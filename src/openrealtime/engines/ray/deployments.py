@@ -70,7 +70,7 @@ class EngineOptions:
     llm: str = "qwen2.5-0.5b"
     llm_threads: int = 1
     llm_context: int = 8192
-    llm_parallel: int = 1
+    llm_parallel: int = 8
     llm_seed: int | None = None
     asr: str = "whisper-base"
     asr_threads: int = 1
