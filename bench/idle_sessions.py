@@ -1,10 +1,11 @@
 """The cost of connected idle sessions on the real server, per transport.
 
-    python bench/idle_sessions.py --websocket 50 --webrtc 50 --sip 50 --window 20
+    python bench/idle_sessions.py --websocket 50 --webrtc 50 --webrtc-noise 50 --sip 50 --window 20
 
 For each transport: the server's CPU with no session over the window, then N sessions that
-stay connected and quiet (WebSocket: nothing sent; WebRTC: aiortc callers sending silence;
-SIP: baresip callers sending quiet room noise), the server's RSS growth and its process CPU
+stay connected and quiet (WebSocket: nothing sent; WebRTC: aiortc callers sending digital
+silence, a muted microphone; WebRTC with noise: aiortc callers sending quiet room noise, an
+open microphone; SIP: baresip callers sending quiet room noise), the server's RSS growth and its process CPU
 time (from ``/proc``) over the same window. Prints per-session MB and share of a core and
 writes ``bench/results/idle_sessions.json``.
 """
@@ -27,6 +28,7 @@ from tests.e2e.test_sip_call import WEBHOOK_SECRET  # noqa: E402
 from tests.idle_sessions import (  # noqa: E402
     measure,
     sip_sessions_factory,
+    webrtc_noise_sessions_factory,
     webrtc_sessions,
     websocket_sessions,
 )
@@ -44,6 +46,7 @@ async def run(
     plan = [
         ("websocket", websocket_sessions, args.websocket),
         ("webrtc", webrtc_sessions, args.webrtc),
+        ("webrtc-noise", webrtc_noise_sessions_factory(args.window * 2 + 60), args.webrtc_noise),
         ("sip", sip_sessions_factory(hook_port, sip_port, tmp, args.window * 2 + 60), args.sip),
     ]
     for transport, sessions, count in plan:
@@ -64,11 +67,12 @@ def main() -> None:
     )
     parser.add_argument("--websocket", type=int, default=50)
     parser.add_argument("--webrtc", type=int, default=50)
+    parser.add_argument("--webrtc-noise", type=int, default=50)
     parser.add_argument("--sip", type=int, default=50)
     parser.add_argument("--window", type=float, default=20.0, help="CPU measuring window, s")
     args = parser.parse_args()
     hook_port, sip_port = free_port(), free_port()
-    total = args.websocket + args.webrtc + args.sip + 10
+    total = args.websocket + args.webrtc + args.webrtc_noise + args.sip + 10
     env = {
         "OPENREALTIME_MAX_SESSIONS_PER_KEY": str(total),
         "OPENREALTIME_MAX_SESSIONS": str(total),

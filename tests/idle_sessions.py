@@ -108,12 +108,34 @@ async def websocket_sessions(server: ServerProcess, count: int) -> AsyncIterator
 
 @contextlib.asynccontextmanager
 async def webrtc_sessions(server: ServerProcess, count: int) -> AsyncIterator[None]:
-    """``count`` aiortc callers whose microphones send silence (Opus, 50 packets/s)."""
-    from tests.webrtc_client import Caller
+    """``count`` aiortc callers whose microphones send digital silence (a muted microphone;
+    Opus, 50 packets/s)."""
+    async with _webrtc_callers(server, count, noise_seconds=0.0):
+        yield
+
+
+def webrtc_noise_sessions_factory(seconds: float) -> IdleSessions:
+    """Idle aiortc callers with an open microphone: quiet room noise (the SIP callers' level,
+    about -60 dBFS) for ``seconds``, Opus at 50 packets/s."""
+
+    @contextlib.asynccontextmanager
+    async def webrtc_noise_sessions(server: ServerProcess, count: int) -> AsyncIterator[None]:
+        async with _webrtc_callers(server, count, noise_seconds=seconds):
+            yield
+
+    return webrtc_noise_sessions
+
+
+@contextlib.asynccontextmanager
+async def _webrtc_callers(server: ServerProcess, count: int, *, noise_seconds: float) -> AsyncIterator[None]:
+    from tests.webrtc_client import RATE, Caller
 
     callers = [Caller() for _ in range(count)]
     try:
-        for caller in callers:
+        for index, caller in enumerate(callers):
+            if noise_seconds > 0:
+                rng = np.random.default_rng(index + 1)
+                caller.mic.play(rng.normal(0, 30, int(RATE * noise_seconds)).astype(np.int16))
             await caller.connect(server, session={"type": "realtime", "model": "gpt-realtime"})
             await caller.until("session.created", 60)
         yield

@@ -270,6 +270,18 @@ async def test_voice_turn_over_webrtc(voice_server: ServerProcess, caller: Calle
     print(f"webrtc {codec} voice-to-voice {latency_ms:.0f} ms, answer {answer_ms:.0f} ms")
     assert 0 < latency_ms < 10_000
 
+    # once the answer is over and silence has settled, Opus goes out as DTX (one packet every
+    # 400 ms, each bringing one frame out of aiortc's jitter buffer); G.711 keeps every 20 ms
+    await asyncio.sleep(1.0)  # the answer's tail, the encoder settling, the DTX hangover
+    window_from = time.monotonic()
+    await asyncio.sleep(2.0)
+    packets = len([h for h in caller.heard if window_from <= h.at < window_from + 2.0])
+    print(f"webrtc {codec}: {packets} packets in 2 s of silence")
+    if codec == "audio/opus":
+        assert 2 <= packets <= 10
+    else:
+        assert packets >= 80
+
 
 @pytest.mark.slow
 async def test_answer_audio_never_overtakes_its_started_event(
@@ -330,7 +342,10 @@ async def test_barge_in_and_client_clear_over_webrtc(voice_server: ServerProcess
     while caller.audio_between(playing_from, 1e12) < 1.0:  # let a second of the answer play
         await asyncio.sleep(0.05)
 
-    caller.mic.play(caller_audio("cards-001"))  # the caller talks over the answer
+    # the caller talks over the answer at once (200 ms of room tone before the words, not the
+    # usual second: on a fast machine the whole story can be generated before a later barge-in,
+    # and a response already done is truncated, not cancelled)
+    caller.mic.play(caller_audio("cards-001")[(LEAD_MS - 200) * 24 :])
     events = await caller.until("output_audio_buffer.cleared", timeout=60)
     cleared = events[-1]
     assert cleared["response_id"] == first["response_id"]
@@ -447,13 +462,14 @@ async def test_a_backchannel_pauses_the_answer_and_it_plays_on(
     assert len(caller.of("input_audio_buffer.speech_started")) == 1  # the question's only
     done = [e["response"] for e in caller.of("response.done") if e["response"]["id"] == story["response_id"]]
     assert done[0]["status"] == "completed" and not caller.of("output_audio_buffer.cleared")
-    # a silence opened soon after the onset, and the answer went on after it
+    # a silence opened soon after the onset, and the answer went on after it; the pause lasts
+    # until the backchannel is judged (0.7-0.95 s here), longer than the story's own pauses
     loud = [h.at for h in caller.heard if h.at >= heard_at and h.rms > 100]
-    gaps = [(a, b) for a, b in pairwise(loud) if b - a >= 0.6]
+    gaps = [(a, b) for a, b in pairwise(loud) if b - a >= 0.45]
     assert gaps, "the answer never paused"
     paused_at, resumed_at = gaps[0]
     print(
         f"paused {(paused_at - heard_at) * 1000:.0f} ms after the onset for {(resumed_at - paused_at) * 1000:.0f} ms"
     )
-    assert paused_at - heard_at <= 0.7
+    assert paused_at - heard_at <= 0.7, gaps
     assert caller.audio_between(resumed_at, caller.time_of(stopped) + 0.3) > 0.2

@@ -323,3 +323,28 @@ def test_frame_levels_follow_loudness() -> None:
     assert all(f.level_db > -20 for f in loud[2:])
     framer.reset(origin_ms=5000.0)
     assert framer.next_frame_start_ms == 5000.0
+
+
+class EveryChunkFramer(AudioFramer):
+    SETTLED_SILENCE_S = float("inf")  # never settled: soxr resamples every chunk
+
+
+def test_framer_silence_fast_path_gives_the_frames_of_resampling_everything() -> None:
+    """A muted microphone's digital silence skips soxr once settled; the frames (their
+    samples, times and levels) are those of resampling every chunk."""
+    rng = np.random.default_rng(11)
+    chunks: list[np.ndarray] = []
+    for burst in range(8):
+        chunks += [
+            (rng.standard_normal(480) * 3000).astype(np.int16) for _ in range(int(rng.integers(1, 20)))
+        ]
+        chunks += [np.zeros(480 * (1 + burst % 3), dtype=np.int16)] * int(rng.integers(1, 40))
+    fast, full = AudioFramer(24000, 16000, 512), EveryChunkFramer(24000, 16000, 512)
+    fast_frames = [f for c in chunks for f in fast.push(c)] + fast.flush()
+    full_frames = [f for c in chunks for f in full.push(c)] + full.flush()
+    assert [f.start_ms for f in fast_frames] == [f.start_ms for f in full_frames]
+    a = np.concatenate([f.samples for f in fast_frames])
+    b = np.concatenate([f.samples for f in full_frames])
+    assert np.abs(a - b).max() < 1e-4  # float rounding of soxr's block phase, not signal
+    assert np.allclose([f.level_db for f in fast_frames], [f.level_db for f in full_frames], atol=0.5)
+    assert fast._silent_samples > 0 and not np.any(a[-5000:])  # the run ended in settled silence

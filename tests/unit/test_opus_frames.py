@@ -78,3 +78,29 @@ def test_settled_silence_skips_the_encoder_and_sounds_the_same() -> None:
 def test_frames_must_be_20_ms() -> None:
     with pytest.raises(ValueError):
         OpusFrameEncoder().encode(np.zeros(480, np.int16))
+
+
+# ---------------------------------------------------------------- decoding at 24 kHz
+
+
+def test_the_callers_opus_decodes_straight_to_24_khz_mono() -> None:
+    encoder, decoder = OpusFrameEncoder(), opus.OpusFrameDecoder(24000)
+    t = np.arange(RATE) / RATE
+    tone = (6000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    pieces = [
+        decoder.decode(encoder.encode(tone[i : i + FRAME_SAMPLES])) for i in range(0, RATE, FRAME_SAMPLES)
+    ]
+    assert all(len(piece) == 480 and piece.dtype == np.int16 for piece in pieces)
+    heard = np.concatenate(pieces)[2400:].astype(np.float64)  # past the codec's start
+    spectrum = np.abs(np.fft.rfft(heard * np.hanning(len(heard))))
+    peak_hz = np.argmax(spectrum) * 24000 / len(heard)
+    assert abs(peak_hz - 440) < 5
+    assert 3500 < np.sqrt(np.mean(heard**2)) < 5000  # the tone's level (6000 / sqrt 2)
+
+
+def test_a_corrupt_opus_packet_is_an_error_and_decoding_goes_on() -> None:
+    encoder, decoder = OpusFrameEncoder(), opus.OpusFrameDecoder(24000)
+    for corrupt in (bytes([0x03]), bytes([0x03, 0x00]), bytes([0xFF, 0xFF, 0xFF])):
+        with pytest.raises(ValueError):
+            decoder.decode(corrupt)
+    assert len(decoder.decode(encoder.encode(np.zeros(FRAME_SAMPLES, np.int16)))) == 480

@@ -211,7 +211,14 @@ class AudioFramer:
     stamped with its position on the input clock (``start_ms`` of the first frame is
     ``origin_ms``; frames are contiguous) and its level. Deterministic and I/O free: the
     caller runs the model on each frame.
+
+    Digital silence (a muted microphone) skips the resampler once ``SETTLED_SILENCE_S`` of it
+    has gone in: the resampler then holds only zeros, so a silent chunk gives exactly its
+    length of zeros at ``out_rate``, and the zeros it still holds follow when sound returns.
+    The frames are the same, sample for sample.
     """
+
+    SETTLED_SILENCE_S = 0.2
 
     def __init__(
         self,
@@ -232,6 +239,8 @@ class AudioFramer:
         self._pending = np.zeros(0, dtype=np.float32)
         self._frames_out = 0
         self._last_sample = 0.0
+        self._silent_samples = 0
+        """Input samples of digital silence in a row."""
 
     @property
     def frame_ms(self) -> float:
@@ -244,6 +253,13 @@ class AudioFramer:
 
     def push(self, pcm: PcmAudio) -> list[AudioFrame]:
         """Feed int16 input audio; return every whole frame now available."""
+        if pcm.any():
+            self._silent_samples = 0
+        else:
+            settled = self._silent_samples >= self.SETTLED_SILENCE_S * self.in_rate
+            self._silent_samples += len(pcm)
+            if settled and (len(pcm) * self.out_rate) % self.in_rate == 0:
+                return self._cut(np.zeros(len(pcm) * self.out_rate // self.in_rate, dtype=np.float32))
         return self._cut(self._resampler.process(int16_to_float32(pcm)))
 
     def flush(self) -> list[AudioFrame]:
@@ -263,6 +279,7 @@ class AudioFramer:
         self._origin_ms = origin_ms
         self._frames_out = 0
         self._last_sample = 0.0
+        self._silent_samples = 0
 
     def _frame(self, samples: FloatAudio) -> AudioFrame:
         start = self.next_frame_start_ms

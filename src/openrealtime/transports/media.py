@@ -185,15 +185,25 @@ class RateConverter:
 
 class InboundAudio:
     """Caller audio from a media transport (any rate, mono or interleaved channels) → 24 kHz
-    mono PCM, continuous across packets; empty while the resampler holds the audio back."""
+    mono PCM, continuous across packets; empty while the resampler holds the audio back.
+
+    Digital silence (a muted microphone) is not resampled once the resampler holds nothing
+    else (``SETTLE_FRAMES`` silent packets): each silent packet gives its length of zeros at
+    24 kHz. What the resampler still holds is zeros and comes out when sound returns, so the
+    stream is the same, sample for sample; only how it is cut into pieces differs."""
+
+    SETTLE_FRAMES = 10
 
     def __init__(self) -> None:
         self._rate = 0
         self._resampler: StreamingResampler | None = None
+        self._quiet_frames = 0
+        self._zeros = _EMPTY
 
     def convert(self, samples: PcmAudio, rate: int, channels: int) -> PcmAudio:
         if rate != self._rate:
             self._rate = rate
+            self._quiet_frames = 0
             self._resampler = (
                 StreamingResampler(
                     rate, formats.INTERNAL_RATE, np.float32, _quality(rate, formats.INTERNAL_RATE)
@@ -205,8 +215,21 @@ class InboundAudio:
             if channels <= 1:
                 return np.asarray(samples, dtype=np.int16)
             return float32_to_int16(downmix_to_float32(samples, channels))
+        if samples.any():
+            self._quiet_frames = 0
+        else:
+            frames = len(samples) // max(1, channels)
+            if self._quiet_frames >= self.SETTLE_FRAMES and (frames * formats.INTERNAL_RATE) % rate == 0:
+                return self._silence(frames * formats.INTERNAL_RATE // rate)
+            self._quiet_frames += 1
         out = self._resampler.process(downmix_to_float32(samples, channels))
         return float32_to_int16(out) if len(out) else _EMPTY
+
+    def _silence(self, length: int) -> PcmAudio:
+        if len(self._zeros) != length:
+            self._zeros = np.zeros(length, dtype=np.int16)
+            self._zeros.flags.writeable = False
+        return self._zeros
 
 
 class PayloadEncoder:
@@ -222,6 +245,12 @@ class PayloadEncoder:
         self._opus = OpusFrameEncoder() if name == "opus" else None
         self._g711 = alaw_encode if name == "pcma" else ulaw_encode
         self._silent_payload = bytes(self._g711(silence))
+
+    @property
+    def settled_silence(self) -> bool:
+        """The last Opus frame was settled silence: a packet the receiver may do without
+        (Opus DTX). G.711 has no such notion here and always says False."""
+        return self._opus is not None and self._opus.settled
 
     def encode(self, frame: PcmAudio) -> bytes:
         if self._opus is not None:

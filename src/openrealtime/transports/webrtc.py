@@ -40,6 +40,7 @@ from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, Packet
 
 from ..audio import formats
+from ..audio.opus import OpusFrameDecoder
 from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.port import ClientOutput, SessionClient
 from ..runtime.session_runtime import SessionRuntime
@@ -102,10 +103,23 @@ def peer_configuration() -> RTCConfiguration:
 # ---------------------------------------------------------------- media tracks
 
 
+DTX_KEEPALIVE_FRAMES = 20
+"""While Opus silence is settled, one packet in this many is sent (400 ms, libopus's DTX)."""
+DTX_HANGOVER_FRAMES = 10
+"""Settled silent packets sent in full before that (200 ms, libopus's DTX hangover)."""
+
+
 class PlayoutTrack(MediaStreamTrack):
     """The assistant's voice: one 20 ms packet per ``recv`` at real-time pace, silence when
     nothing is queued. The track encodes it itself (``PayloadEncoder``), so aiortc only packs
-    it: no encoder thread hop per packet, and settled silence costs no encoding at all."""
+    it: no encoder thread hop per packet, and settled silence costs no encoding at all.
+
+    Once Opus silence has settled and ``DTX_HANGOVER_FRAMES`` more of it have gone out (which
+    also flushes the sound's tail out of a receiver's jitter buffer), the track sends only one
+    packet every ``DTX_KEEPALIVE_FRAMES``, as Opus's discontinuous transmission does: the frames keep
+    being pulled at real-time pace (playback's clock), the RTP timestamps jump over the frames
+    not sent and the sequence numbers stay contiguous, which receivers take as DTX (comfort
+    silence, not loss). An idle call so sends 2.5 packets a second instead of 50."""
 
     kind = "audio"
 
@@ -115,6 +129,10 @@ class PlayoutTrack(MediaStreamTrack):
         self.pacer = FramePacer(clock)
         self.use_codec("audio/opus")
         self._pts = 0
+        self._settled = 0
+        self._unsent = 0
+        self.skipped = 0
+        """Frames of settled silence not sent (DTX)."""
 
     def use_codec(self, mime_type: str) -> None:
         """Send in the negotiated codec, at its own rate."""
@@ -125,17 +143,26 @@ class PlayoutTrack(MediaStreamTrack):
         self._time_base = fractions.Fraction(1, self.rate)
 
     async def recv(self) -> Packet[Any]:
-        if self.readyState != "live":
-            raise MediaStreamError
-        delay = self.pacer.next_delay()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        out = self._converter.convert(self.pull())
-        packet = Packet(self._encoder.encode(out))
-        packet.pts = self._pts
-        packet.time_base = self._time_base
-        self._pts += len(out)
-        return packet
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            delay = self.pacer.next_delay()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            out = self._converter.convert(self.pull())
+            payload = self._encoder.encode(out)
+            pts = self._pts
+            self._pts += len(out)
+            self._settled = self._settled + 1 if self._encoder.settled_silence else 0
+            if self._settled > DTX_HANGOVER_FRAMES and self._unsent < DTX_KEEPALIVE_FRAMES - 1:
+                self._unsent += 1
+                self.skipped += 1
+                continue
+            self._unsent = 0
+            packet = Packet(payload)
+            packet.pts = pts
+            packet.time_base = self._time_base
+            return packet
 
 
 def _lower_receive_delay(receiver: RTCRtpReceiver) -> None:
@@ -153,43 +180,113 @@ class _MonoOpusDecoder(OpusDecoder):
         self.codec.layout = "mono"
 
 
+class _PcmDecoder:
+    """A decoder giving ``(samples, rate, channels)`` pieces for one RTP frame: libopus
+    straight to the session's 24 kHz mono when it loads (``audio/opus.py``), else aiortc's
+    decoders through PyAV (Opus at 48 kHz mono, G.711 at 8 kHz)."""
+
+    def __init__(self, codec: RTCRtpCodecParameters) -> None:
+        opus = codec.mimeType.lower() == "audio/opus"
+        self._opus = (
+            OpusFrameDecoder(formats.INTERNAL_RATE) if opus and OpusFrameDecoder.available() else None
+        )
+        self._frames: Decoder | None = None
+        if self._opus is None:
+            self._frames = _MonoOpusDecoder() if opus else get_decoder(codec)
+
+    def decode(self, encoded: JitterFrame) -> list[tuple[PcmAudio, int, int]]:
+        """Raises ``ValueError`` or ``av.FFmpegError`` for a frame that does not decode."""
+        if self._opus is not None:
+            return [(self._opus.decode(encoded.data), self._opus.rate, 1)]
+        assert self._frames is not None
+        pieces = []
+        for frame in self._frames.decode(encoded):
+            if isinstance(frame, AudioFrame):
+                samples, channels = frame_samples(frame)
+                pieces.append((samples, frame.sample_rate, channels))
+        return pieces
+
+
 class _InlineDecoding:
     """Takes the place of an audio receiver's decoder queue: each complete frame is decoded on
-    the event loop (tens of microseconds for 20 ms of Opus) and handed to the track, instead of
-    crossing to aiortc's decoder thread and back (two thread hand-offs and a task per packet).
-    Opus is decoded straight to mono: libopus mixes the channels, and the session is mono. The
-    end of the stream still goes through the thread, which then ends the track as before."""
+    the event loop (tens of microseconds for 20 ms of Opus) and its samples handed straight to
+    ``deliver``, instead of crossing to aiortc's decoder thread and back and then waking a
+    reader task (two thread hand-offs and two task steps per packet). Opus is decoded straight
+    to the session's 24 kHz mono (``_PcmDecoder``).
 
-    def __init__(self, receiver: RTCRtpReceiver, thread_queue: queue.Queue[Any]) -> None:
+    A microphone that sends digital silence (muted, or a quiet line gated to zero) sends the
+    same packet over and over. Once that packet has decoded to zeros ``SETTLE_FRAMES`` times
+    in a row, the decoder's state no longer changes with it, so it is delivered as those
+    zeros without decoding; any other packet is decoded as before. The end of the stream
+    still goes through the thread, which then ends the track as before."""
+
+    SETTLE_FRAMES = 5
+
+    def __init__(
+        self,
+        receiver: RTCRtpReceiver,
+        thread_queue: queue.Queue[Any],
+        deliver: Callable[[PcmAudio, int, int], None],
+    ) -> None:
         self.receiver = receiver
         self.thread_queue = thread_queue
+        self.deliver = deliver
         self._codec_name = ""
-        self._decoder: Decoder | None = None
+        self._decoder: _PcmDecoder | None = None
+        self._silent_payload = b""
+        self._silence: tuple[PcmAudio, int] | None = None
+        self._same_silence = 0
+        self.skipped = 0
+        """Packets of settled digital silence delivered without decoding."""
 
     def put(self, task: tuple[RTCRtpCodecParameters, JitterFrame] | None) -> None:
-        track = self.receiver._track
-        if task is None or track is None:
+        if task is None or self.receiver._track is None:
             self.thread_queue.put(task)
             return
         codec, encoded = task
         if codec.name != self._codec_name or self._decoder is None:
-            mono = codec.mimeType.lower() == "audio/opus"
-            self._decoder = _MonoOpusDecoder() if mono else get_decoder(codec)
+            self._decoder = _PcmDecoder(codec)
             self._codec_name = codec.name
+            self._silent_payload, self._silence, self._same_silence = b"", None, 0
+        payload = encoded.data
+        if (
+            self._silence is not None
+            and self._same_silence >= self.SETTLE_FRAMES
+            and payload == self._silent_payload
+        ):
+            self.skipped += 1
+            self.deliver(self._silence[0], self._silence[1], 1)
+            return
         try:
-            frames = self._decoder.decode(encoded)
-        except av.FFmpegError:
+            pieces = self._decoder.decode(encoded)
+        except (ValueError, av.FFmpegError):
             log.debug("undecodable %s frame", codec.name, exc_info=True)
             return
-        for frame in frames:
-            track._queue.put_nowait(frame)
+        for samples, rate, channels in pieces:
+            self._note_silence(payload, samples, rate, channels, len(pieces))
+            self.deliver(samples, rate, channels)
+
+    def _note_silence(self, payload: bytes, samples: PcmAudio, rate: int, channels: int, count: int) -> None:
+        if count != 1 or channels != 1 or samples.any():
+            self._same_silence = 0
+            return
+        if (
+            payload == self._silent_payload
+            and self._silence is not None
+            and len(self._silence[0]) == len(samples)
+        ):
+            self._same_silence += 1
+            return
+        zeros = np.zeros(len(samples), dtype=np.int16)
+        zeros.flags.writeable = False
+        self._silent_payload, self._silence, self._same_silence = payload, (zeros, rate), 1
 
 
-def _decode_inline(receiver: RTCRtpReceiver) -> None:
+def _decode_inline(receiver: RTCRtpReceiver, deliver: Callable[[PcmAudio, int, int], None]) -> None:
     attribute = "_RTCRtpReceiver__decoder_queue"
     original = getattr(receiver, attribute, None)
     if isinstance(original, queue.Queue):
-        setattr(receiver, attribute, _InlineDecoding(receiver, original))
+        setattr(receiver, attribute, _InlineDecoding(receiver, original, deliver))
 
 
 def frame_samples(frame: AudioFrame) -> tuple[PcmAudio, int]:
@@ -301,7 +398,7 @@ class WebRTCCall:
             if audio:
                 pc.addTrack(self.track)
                 _lower_receive_delay(audio[0].receiver)
-                _decode_inline(audio[0].receiver)
+                _decode_inline(audio[0].receiver, self._caller_audio)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         codecs = getattr(audio[0], "_codecs", []) if audio else []
@@ -359,7 +456,14 @@ class WebRTCCall:
         if track.kind == "audio":
             self.session.spawn(self._read_audio(track), "webrtc-audio-in")
 
+    def _caller_audio(self, samples: PcmAudio, rate: int, channels: int) -> None:
+        """Decoded caller audio (``_InlineDecoding``)."""
+        if not self.closed:
+            self.session.caller_audio(samples, rate, channels)
+
     async def _read_audio(self, track: MediaStreamTrack) -> None:
+        """Frames that reach the track itself (when inline decoding could not be set up), and
+        the track's end."""
         while not self.closed:
             try:
                 frame = await track.recv()
