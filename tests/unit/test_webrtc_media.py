@@ -79,3 +79,35 @@ def test_repeated_silent_packets_are_not_decoded_and_the_audio_is_the_same() -> 
     assert np.array_equal(fast, full)
     assert len(fast) == len(frames) * 480  # straight to 24 kHz
     assert webrtc.OpusFrameDecoder.available()
+
+
+async def test_caller_packets_are_decoded_as_they_arrive_and_late_ones_dropped() -> None:
+    from aiortc import RTCRtpReceiver
+    from aiortc.rtp import RtpPacket
+
+    class Transport:  # what the receiver reads of its DTLS transport before it starts
+        state = "new"
+
+    receiver = RTCRtpReceiver("audio", Transport())  # type: ignore[arg-type]
+    receiver._RTCRtpReceiver__codecs = {111: OPUS}  # type: ignore[attr-defined]
+    receiver._track = object()  # type: ignore[assignment]
+    delivered: list[int] = []
+    webrtc._decode_inline(receiver, lambda samples, rate, channels: delivered.append(len(samples)))
+    encoder = OpusFrameEncoder()
+    t = np.arange(960) / 48000
+    payload = encoder.encode((3000 * np.sin(2 * np.pi * 300 * t)).astype(np.int16))
+
+    async def arrive(sequence: int) -> None:
+        packet = RtpPacket(payload_type=111, sequence_number=sequence, timestamp=sequence * 960, ssrc=7)
+        packet.payload = payload
+        await receiver._handle_rtp_packet(packet, arrival_time_ms=0)
+
+    await arrive(65535)
+    assert delivered == [480]  # at once: no wait for the next packet to end the frame
+    await arrive(0)  # the sequence number wraps
+    await arrive(2)
+    await arrive(1)  # after 2: too late, dropped
+    await arrive(2)  # a duplicate
+    assert delivered == [480, 480, 480]
+    stats = receiver._RTCRtpReceiver__remote_streams[7]  # type: ignore[attr-defined]
+    assert stats.packets_received == 5  # RTCP receiver reports still count every packet

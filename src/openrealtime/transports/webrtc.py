@@ -37,6 +37,9 @@ from aiortc.codecs.base import Decoder
 from aiortc.codecs.opus import OpusDecoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add
 from av import AudioFrame, Packet
 
 from ..audio import formats
@@ -286,7 +289,45 @@ def _decode_inline(receiver: RTCRtpReceiver, deliver: Callable[[PcmAudio, int, i
     attribute = "_RTCRtpReceiver__decoder_queue"
     original = getattr(receiver, attribute, None)
     if isinstance(original, queue.Queue):
-        setattr(receiver, attribute, _InlineDecoding(receiver, original, deliver))
+        decoding = _InlineDecoding(receiver, original, deliver)
+        setattr(receiver, attribute, decoding)
+        _receive_directly(receiver, decoding)
+
+
+def _receive_directly(receiver: RTCRtpReceiver, decoding: _InlineDecoding) -> None:
+    """Audio packets of a known codec go straight to the decoder as they arrive.
+
+    An audio RTP packet is a whole frame, so the jitter buffer only ever held each packet
+    until the next one arrived (20 ms, to see that the frame had ended); the server listens
+    and plays nothing of the caller back, so it needs no buffer to play out from. The
+    statistics aiortc keeps for its RTCP receiver reports are kept as before; a packet that
+    arrives after a later one (reordered or duplicated) is dropped, as the buffer would have
+    dropped it once past. Anything else (an unknown payload type, RTX, a stopped receiver)
+    takes aiortc's own path."""
+    handle = receiver._handle_rtp_packet
+    codecs: dict[int, RTCRtpCodecParameters] | None = getattr(receiver, "_RTCRtpReceiver__codecs", None)
+    streams: dict[int, StreamStatistics] | None = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
+    if codecs is None or streams is None:
+        return
+    newest: dict[int, int] = {}
+
+    async def handle_directly(packet: RtpPacket, arrival_time_ms: int) -> None:
+        codec = codecs.get(packet.payload_type)
+        if codec is None or not receiver._enabled or codec.mimeType.lower() not in CODEC_RATES:
+            await handle(packet, arrival_time_ms)
+            return
+        stats = streams.get(packet.ssrc)
+        if stats is None:
+            stats = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stats.add(packet)
+        last = newest.get(packet.ssrc)
+        if last is not None and not 0 < uint16_add(packet.sequence_number, -last) < 0x8000:
+            return  # older than a packet already decoded
+        newest[packet.ssrc] = packet.sequence_number
+        if packet.payload:
+            decoding.put((codec, JitterFrame(packet.payload, packet.timestamp)))
+
+    receiver._handle_rtp_packet = handle_directly  # type: ignore[method-assign]
 
 
 def frame_samples(frame: AudioFrame) -> tuple[PcmAudio, int]:
