@@ -119,10 +119,10 @@ class PlayoutTrack(MediaStreamTrack):
 
     Once Opus silence has settled and ``DTX_HANGOVER_FRAMES`` more of it have gone out (which
     also flushes the sound's tail out of a receiver's jitter buffer), the track sends only one
-    packet every ``DTX_KEEPALIVE_FRAMES``, as Opus's discontinuous transmission does: the frames keep
-    being pulled at real-time pace (playback's clock), the RTP timestamps jump over the frames
-    not sent and the sequence numbers stay contiguous, which receivers take as DTX (comfort
-    silence, not loss). An idle call so sends 2.5 packets a second instead of 50."""
+    packet every ``DTX_KEEPALIVE_FRAMES``, as Opus's discontinuous transmission does: the
+    frames keep being pulled at real-time pace (playback's clock), the RTP timestamps jump
+    over the frames not sent and the sequence numbers stay contiguous, which receivers take
+    as DTX (comfort silence, not loss). An idle call so sends 2.5 packets a second, not 50."""
 
     kind = "audio"
 
