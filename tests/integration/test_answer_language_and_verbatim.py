@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -116,7 +117,11 @@ def heard(whisper: Any, run: CallerRun) -> tuple[str, float, str]:
 
 
 def voice_lines(server: ServerProcess, response_id: str) -> list[str]:
-    return [line for line in server.log().splitlines() if f"response {response_id} speaks" in line]
+    """The server's log lines naming the voice that spoke the response, also when the answer
+    is a guess made while the caller spoke (logged under the guess's id, then released)."""
+    log = server.log()
+    names = {response_id, *re.findall(rf"response {response_id} answers with (guess_\d+)", log)}
+    return [line for line in log.splitlines() if any(f"response {name} speaks" in line for name in names)]
 
 
 async def test_a_spanish_caller_is_answered_in_spanish_by_a_spanish_voice(

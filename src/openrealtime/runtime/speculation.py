@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -65,6 +66,8 @@ if TYPE_CHECKING:
     from .session_runtime import SessionRuntime
 
 log = logging.getLogger("openrealtime.speculation")
+_GUESS_NUMBERS = itertools.count(1)
+"""Guesses are numbered across the server, so a log line names one guess of one session."""
 
 WATCH_INTERVAL_S = 0.02
 """How often the turn being spoken is checked for a settled transcript."""
@@ -216,7 +219,6 @@ class Speculation:
         self._skipped: dict[str, dict[str, Any]] = {}  # committed item id → why
         self._prefill_key: str | None = None
         self._prefill: tuple[asyncio.Task[None], CancelToken] | None = None
-        self._seq = 0
         self._warmed = ""
         self._warming: tuple[asyncio.Future[int], CancelToken] | None = None
 
@@ -435,8 +437,7 @@ class Speculation:
         request = guess_request(core, text) if shape is not None else None
         if shape is None or request is None or not words:
             return
-        self._seq += 1
-        guess_id = f"guess_{self._seq}"
+        guess_id = f"guess_{next(_GUESS_NUMBERS)}"
         host = _GuessHost(self.runtime, guess_id, request)
         token = CancelToken()
         command = StartResponse(
@@ -501,6 +502,11 @@ class Speculation:
         self.outcomes[command.response_id] = {"speculation": "hit", "speculation_head_start_ms": head_start}
         if self.on_outcome is not None:
             self.on_outcome("hit", 0, 0.0)
+        log.info(
+            "response %s answers with %s, made while the caller spoke",
+            command.response_id,
+            guess.host.guess_id,
+        )
         guess.host.release(command.response_id)
         with contextlib.suppress(asyncio.CancelledError):
             await guess.task
