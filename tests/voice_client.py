@@ -66,6 +66,18 @@ async def collect(ws: Any, run: CallerRun, until: str, timeout: float = 120.0) -
             return
 
 
+async def listen_to_the_end(run: CallerRun) -> None:
+    """Wait until a client playing the answer in real time from its first audio delta would
+    have finished: a caller who lets the answer end before speaking again."""
+    first = run.first_at("response.output_audio.delta")
+    if first is None:
+        return
+    seconds = len(output_audio(run)) / 2 / 24000
+    delay = first + seconds - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
 def output_audio(run: CallerRun, response_id: str | None = None) -> bytes:
     return b"".join(
         base64.b64decode(e["delta"])

@@ -25,7 +25,7 @@ from openrealtime.benchmark.telephone import espeak_speech, load_whisper
 from openrealtime.engines.asr.wer import wer
 from tests.speech_audio import caller_audio
 from tests.support import ServerProcess, run_server
-from tests.voice_client import CallerRun, collect, output_audio, stream_audio
+from tests.voice_client import CallerRun, collect, listen_to_the_end, output_audio, stream_audio
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -146,13 +146,15 @@ async def test_a_spanish_caller_is_answered_in_spanish_by_a_spanish_voice(
 
 
 async def test_the_answer_follows_a_switch_in_the_middle_of_a_conversation(ws: Any, whisper: Any) -> None:
-    """English (real speech), then Spanish, then English again, in one session."""
+    """English (real speech), then Spanish, then English again, in one session; the caller
+    lets each answer end before speaking again."""
     await update(ws, **voice_session())
     languages = []
     for pcm in (caller_audio("librivox-0870"), spoken(SPANISH, "es"), caller_audio("librivox-0890")):
         run = await voice_turn(ws, pcm)
         language, probability, words = heard(whisper, run)
         languages.append((language, round(probability, 2), words, answer_transcript(run)))
+        await listen_to_the_end(run)
     assert [entry[0] for entry in languages] == ["en", "es", "en"], languages
 
 

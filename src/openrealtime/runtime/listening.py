@@ -297,6 +297,7 @@ class InputPipeline:
             # not on the ASR queue: finish may wait for a pass that queue is running
             final = await asyncio.to_thread(streaming.finish)
             self.reused_pass[command.item_id] = final.reused
+            _log_final(command.item_id, final.transcript, final.detection, reused=final.reused)
             self._observe(final.detection)
             deltas = streaming.deltas if final.deltas_match else [final.transcript.text]
             return final.transcript, seconds, [d for d in deltas if d]
@@ -307,6 +308,7 @@ class InputPipeline:
             lambda: transcribe_in(transcriber, audio16, policy, prompt=command.prompt),
             priority=PRIORITY_TURN,
         )
+        _log_final(command.item_id, result, detection, reused=False)
         self._observe(detection)
         return result, seconds, [result.text.strip()] if result.text.strip() else []
 
@@ -421,3 +423,22 @@ def usage_for(seconds: float, text_tokens: int) -> dict[str, Any]:
         "total_tokens": audio_tokens + text_tokens,
         "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
     }
+
+
+def _log_final(
+    item_id: str, transcript: Transcript, detection: LanguageDetection | None, *, reused: bool
+) -> None:
+    """What a final transcript was decoded in and why (no words: transcripts are the caller's)."""
+    if detection is None:
+        heard = "no detection"
+    else:
+        heard = f"detected {detection.language} p={detection.probability:.2f} on {detection.speech_seconds:.1f} s of speech"
+    log.info(
+        "transcript of %s: %.1f s of audio, %d words in %s (%s)%s",
+        item_id,
+        transcript.input_audio_seconds,
+        len(transcript.text.split()),
+        transcript.language,
+        heard,
+        ", the pass at the pause" if reused else "",
+    )
