@@ -1,11 +1,14 @@
 """The cost of connected idle sessions on the real server, per transport.
 
-    python bench/idle_sessions.py --websocket 50 --webrtc 50 --webrtc-noise 50 --sip 50 --window 20
+    python bench/idle_sessions.py --websocket 50 --webrtc 50 --webrtc-noise 50 --webrtc-dtx 50 \
+        --sip 50 --window 20
 
 For each transport: the server's CPU with no session over the window, then N sessions that
 stay connected and quiet (WebSocket: nothing sent; WebRTC: aiortc callers sending digital
 silence, a muted microphone; WebRTC with noise: aiortc callers sending quiet room noise, an
-open microphone; SIP: baresip callers sending quiet room noise), the server's RSS growth and its process CPU
+open microphone; WebRTC with DTX: a muted microphone sent as a browser sends it when the
+answer asks for Opus DTX, a packet every 400 ms; SIP: baresip callers sending quiet room
+noise), the server's RSS growth and its process CPU
 time (from ``/proc``) over the same window. Prints per-session MB and share of a core and
 writes ``bench/results/idle_sessions.json``.
 """
@@ -28,6 +31,7 @@ from tests.e2e.test_sip_call import WEBHOOK_SECRET  # noqa: E402
 from tests.idle_sessions import (  # noqa: E402
     measure,
     sip_sessions_factory,
+    webrtc_dtx_sessions,
     webrtc_noise_sessions_factory,
     webrtc_sessions,
     websocket_sessions,
@@ -47,6 +51,7 @@ async def run(
         ("websocket", websocket_sessions, args.websocket),
         ("webrtc", webrtc_sessions, args.webrtc),
         ("webrtc-noise", webrtc_noise_sessions_factory(args.window * 2 + 60), args.webrtc_noise),
+        ("webrtc-dtx", webrtc_dtx_sessions, args.webrtc_dtx),
         ("sip", sip_sessions_factory(hook_port, sip_port, tmp, args.window * 2 + 60), args.sip),
     ]
     for transport, sessions, count in plan:
@@ -68,11 +73,12 @@ def main() -> None:
     parser.add_argument("--websocket", type=int, default=50)
     parser.add_argument("--webrtc", type=int, default=50)
     parser.add_argument("--webrtc-noise", type=int, default=50)
+    parser.add_argument("--webrtc-dtx", type=int, default=50)
     parser.add_argument("--sip", type=int, default=50)
     parser.add_argument("--window", type=float, default=20.0, help="CPU measuring window, s")
     args = parser.parse_args()
     hook_port, sip_port = free_port(), free_port()
-    total = args.websocket + args.webrtc + args.webrtc_noise + args.sip + 10
+    total = args.websocket + args.webrtc + args.webrtc_noise + args.webrtc_dtx + args.sip + 10
     env = {
         "OPENREALTIME_MAX_SESSIONS_PER_KEY": str(total),
         "OPENREALTIME_MAX_SESSIONS": str(total),

@@ -114,6 +114,14 @@ async def webrtc_sessions(server: ServerProcess, count: int) -> AsyncIterator[No
         yield
 
 
+@contextlib.asynccontextmanager
+async def webrtc_dtx_sessions(server: ServerProcess, count: int) -> AsyncIterator[None]:
+    """Muted microphones sent as a browser sends them when the answer asks for Opus DTX
+    (libopus with DTX: a packet every 400 ms once the microphone gives digital silence)."""
+    async with _webrtc_callers(server, count, noise_seconds=0.0, dtx=True):
+        yield
+
+
 def webrtc_noise_sessions_factory(seconds: float) -> IdleSessions:
     """Idle aiortc callers with an open microphone: quiet room noise (the SIP callers' level,
     about -60 dBFS) for ``seconds``, Opus at 50 packets/s."""
@@ -127,10 +135,12 @@ def webrtc_noise_sessions_factory(seconds: float) -> IdleSessions:
 
 
 @contextlib.asynccontextmanager
-async def _webrtc_callers(server: ServerProcess, count: int, *, noise_seconds: float) -> AsyncIterator[None]:
+async def _webrtc_callers(
+    server: ServerProcess, count: int, *, noise_seconds: float, dtx: bool = False
+) -> AsyncIterator[None]:
     from tests.webrtc_client import RATE, Caller
 
-    callers = [Caller() for _ in range(count)]
+    callers = [Caller(dtx=dtx) for _ in range(count)]
     try:
         for index, caller in enumerate(callers):
             if noise_seconds > 0:
@@ -138,6 +148,7 @@ async def _webrtc_callers(server: ServerProcess, count: int, *, noise_seconds: f
                 caller.mic.play(rng.normal(0, 30, int(RATE * noise_seconds)).astype(np.int16))
             await caller.connect(server, session={"type": "realtime", "model": "gpt-realtime"})
             await caller.until("session.created", 60)
+            assert not dtx or caller.encoder is not None, "the answer did not ask for Opus DTX"
         yield
     finally:
         await asyncio.gather(*(caller.close() for caller in callers), return_exceptions=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fractions
 import json
 import time
@@ -16,8 +17,11 @@ from typing import Any
 import httpx
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.codecs.base import Encoder
 from aiortc.mediastreams import MediaStreamError
-from av import AudioFrame
+from av import AudioFrame, AudioResampler
+from av.frame import Frame
+from av.packet import Packet
 
 from openrealtime.transports.media import FramePacer
 from openrealtime.transports.webrtc import frame_samples, ice_addresses, peer_configuration
@@ -75,6 +79,79 @@ class Microphone(MediaStreamTrack):
         return frame
 
 
+class BrowserOpusEncoder(Encoder):
+    """Opus as a browser sends it when the answer asks for ``usedtx=1``: libopus at 48 kHz
+    mono, 32 kb/s, VoIP, with DTX; a frame libopus marks as DTX (two bytes or fewer) is not
+    sent, so while the microphone hears nothing a packet leaves every 400 ms and the RTP
+    timestamps jump (WebRTC's rule for Opus DTX)."""
+
+    FRAME = 960
+    DTX_BYTES = 2
+
+    def __init__(self) -> None:
+        from openrealtime.audio.opus import _libopus
+
+        lib = _libopus()
+        assert lib is not None, "libopus is needed for a DTX caller"
+        lib.opus_encoder_create.restype = ctypes.c_void_p
+        lib.opus_encoder_create.argtypes = [
+            ctypes.c_int32,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_int),
+        ]
+        lib.opus_encode.restype = ctypes.c_int32
+        lib.opus_encode.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_int16),
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int32,
+        ]
+        lib.opus_encoder_destroy.argtypes = [ctypes.c_void_p]
+        error = ctypes.c_int(0)
+        self._lib = lib
+        self._state = lib.opus_encoder_create(48000, 1, 2048, ctypes.byref(error))  # OPUS_APPLICATION_VOIP
+        assert error.value == 0 and self._state
+        assert (
+            lib.opus_encoder_ctl(ctypes.c_void_p(self._state), ctypes.c_int(4002), ctypes.c_int(32000)) == 0
+        )
+        assert lib.opus_encoder_ctl(ctypes.c_void_p(self._state), ctypes.c_int(4016), ctypes.c_int(1)) == 0
+        self._resampler = AudioResampler(format="s16", layout="mono", rate=48000, frame_size=self.FRAME)
+        self._out = ctypes.create_string_buffer(4000)
+        self._timestamp = 0
+        self.sent = 0
+        self.suppressed = 0
+
+    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        assert isinstance(frame, AudioFrame)
+        payloads: list[bytes] = []
+        first: int | None = None
+        for piece in self._resampler.resample(frame):
+            pcm = np.ascontiguousarray(piece.to_ndarray().reshape(-1), dtype=np.int16)
+            size = self._lib.opus_encode(
+                self._state, pcm.ctypes.data_as(ctypes.POINTER(ctypes.c_int16)), self.FRAME, self._out, 4000
+            )
+            assert size > 0, size
+            timestamp, self._timestamp = self._timestamp, self._timestamp + self.FRAME
+            if size <= self.DTX_BYTES:
+                self.suppressed += 1
+                continue
+            self.sent += 1
+            if first is None:
+                first = timestamp
+            payloads.append(self._out.raw[:size])
+        return payloads, first if first is not None else self._timestamp
+
+    def pack(self, packet: Packet) -> tuple[list[bytes], int]:
+        raise NotImplementedError
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None):
+            self._lib.opus_encoder_destroy(self._state)
+            self._state = None
+
+
 @dataclass
 class Heard:
     """One frame of received audio: arrival (monotonic s), duration (s) and RMS level."""
@@ -101,6 +178,9 @@ class Caller:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     validate: Callable[[str | bytes], dict[str, Any]] = validate_server_event
     """How each data-channel message is checked (the beta shape's union for beta calls)."""
+    dtx: bool = False
+    """Send Opus DTX, as a browser does, when the server's answer asks for it (``usedtx=1``)."""
+    encoder: BrowserOpusEncoder | None = None
 
     async def connect(
         self,
@@ -143,6 +223,7 @@ class Caller:
         self.channel = self.pc.createDataChannel(label)
         self.channel.on("message", self._on_message)
         transceiver = self.pc.addTransceiver(self.mic, direction="sendrecv")
+        self.sender = transceiver.sender
         if codec is not None:
             caps = RTCRtpSender.getCapabilities("audio")
             transceiver.setCodecPreferences([c for c in caps.codecs if c.mimeType.lower() == codec])
@@ -155,6 +236,9 @@ class Caller:
         """Apply the server's answer; the call id is the last segment of ``Location``."""
         self.call_id = location.rsplit("/", 1)[-1]
         assert location.endswith(f"/realtime/calls/{self.call_id}") and self.call_id.startswith("rtc_")
+        if self.dtx and "usedtx=1" in answer:
+            self.encoder = BrowserOpusEncoder()
+            self.sender._RTCRtpSender__encoder = self.encoder  # used from the first frame on
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         return self.call_id
 

@@ -1114,6 +1114,19 @@ def test_vad_turn_order_and_auto_response(h: Harness) -> None:
     assert events[0]["audio_start_ms"] == max(800 + 160 - 300, committed_ms)
 
 
+def test_the_core_says_while_it_hears_speech_and_times_the_pause_after_it(h: Harness) -> None:
+    """What a media transport asks before filling a gap of its caller's stream in real time."""
+    assert not h.core.hearing_speech
+    h.speak([0.0] * 3)
+    assert not h.core.hearing_speech
+    assert types(h.speak([0.9] * 6)) == ["input_audio_buffer.speech_started"]
+    assert h.core.hearing_speech
+    h.speak([0.0] * 3)  # a pause being timed
+    assert h.core.hearing_speech
+    assert "input_audio_buffer.speech_stopped" in types(h.speak([0.0] * 20))
+    assert not h.core.hearing_speech
+
+
 def test_vad_barge_in_cancels_the_active_response(h: Harness) -> None:
     rid = h.create_response()
     h.core.receive(TextGenerated(rid, "A long answer"))

@@ -104,3 +104,61 @@ def test_sender_report_shape() -> None:
     report = sender_report(0xABCDEF01, 1234, 50, 8000, now=1_700_000_000.5)
     assert len(report) == 28 and report[1] == 200
     assert struct.unpack("!I", report[4:8])[0] == 0xABCDEF01
+
+
+@pytest.mark.parametrize("hearing", [True, False])
+async def test_time_the_callers_stream_skips_reaches_the_session_as_silence(hearing: bool) -> None:
+    """A phone's silence suppression: after quiet frames the packets stop, and the next one's
+    timestamp jumps. The skipped time is given as zeros: on the media clock's ticks while the
+    session times a pause, else when the next packet arrives; either way the session hears the
+    caller's whole timeline."""
+    import asyncio
+    import socket
+
+    import numpy as np
+
+    from openrealtime.audio.g711 import ulaw_encode
+    from openrealtime.transports.sip.rtp import RtpSession
+
+    heard: list[np.ndarray] = []
+    session = RtpSession(
+        "127.0.0.1",
+        on_audio=lambda pcm: heard.append(pcm.copy()),
+        on_dtmf=lambda _d: None,
+        pull=lambda: np.zeros(480, dtype=np.int16),
+        in_real_time=lambda: hearing,
+    )
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    session.configure(("127.0.0.1", peer.getsockname()[1]), "PCMU", 0, None)
+    await session.start()
+    loop = asyncio.get_running_loop()
+
+    async def send(sequence: int, timestamp: int, pcm: np.ndarray) -> None:
+        data = RtpPacket(0, sequence, timestamp, 0x77, bytes(ulaw_encode(pcm))).serialize()
+        await loop.sock_sendto(peer, data, ("127.0.0.1", session.local_port))
+
+    def samples() -> int:
+        return sum(len(chunk) for chunk in heard)
+
+    try:
+        tone = (8000 * np.sin(np.arange(160) * 2 * np.pi * 440 / 8000)).astype(np.int16)
+        for index in range(10):  # five frames of sound, five quiet ones
+            await send(100 + index, 1000 + index * 160, tone if index < 5 else np.zeros(160, np.int16))
+        async with asyncio.timeout(5):
+            while samples() < 10 * 160 + (5 * 160 if hearing else 0):
+                await asyncio.sleep(0.01)
+        if not hearing:
+            await asyncio.sleep(0.2)  # ticks of the media clock go by
+        before = samples()
+        await send(110, 1000 + 10 * 160 + 4000, tone)  # 500 ms after the last frame's end
+        async with asyncio.timeout(5):
+            while samples() < 11 * 160 + 4000:
+                await asyncio.sleep(0.01)
+        assert samples() == 11 * 160 + 4000  # the whole timeline, nothing twice
+        arrival = samples() - before - 160
+        assert (arrival < 4000) if hearing else (arrival == 4000)
+        assert session.gaps.filled == 4000
+    finally:
+        await session.close()
+        peer.close()

@@ -1,8 +1,10 @@
 """The WebRTC call's media path without a network: the playout track stops sending settled
-silence (Opus DTX) and the caller's repeated silent packets are not decoded again."""
+silence (Opus DTX), the caller's repeated silent packets are not decoded again, and the time a
+caller's DTX stream skips reaches the session as silence."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import queue
 from typing import Any
@@ -13,6 +15,7 @@ from aiortc.jitterbuffer import JitterFrame
 
 from openrealtime.audio.opus import OpusFrameEncoder
 from openrealtime.transports import webrtc
+from openrealtime.transports.media import StreamGaps
 from openrealtime.transports.webrtc import (
     DTX_HANGOVER_FRAMES,
     DTX_KEEPALIVE_FRAMES,
@@ -63,10 +66,11 @@ def decoded_stream(packets: list[bytes], settle: int) -> tuple[np.ndarray, int]:
     )  # type: ignore[arg-type]
     for index, packet in enumerate(packets):
         decoding.put((OPUS, JitterFrame(packet, index * 960)))
+    decoding.stop()
     return np.concatenate(pieces), decoding.skipped
 
 
-def test_repeated_silent_packets_are_not_decoded_and_the_audio_is_the_same() -> None:
+async def test_repeated_silent_packets_are_not_decoded_and_the_audio_is_the_same() -> None:
     encoder = OpusFrameEncoder()
     frames = [np.zeros(960, np.int16)] * 60
     t = np.arange(960 * 30) / 48000
@@ -105,9 +109,115 @@ async def test_caller_packets_are_decoded_as_they_arrive_and_late_ones_dropped()
     await arrive(65535)
     assert delivered == [480]  # at once: no wait for the next packet to end the frame
     await arrive(0)  # the sequence number wraps
-    await arrive(2)
+    await arrive(2)  # 1 is missing: silence stands for its 20 ms, then 2
     await arrive(1)  # after 2: too late, dropped
     await arrive(2)  # a duplicate
-    assert delivered == [480, 480, 480]
+    assert delivered == [480, 480, 480, 480]
     stats = receiver._RTCRtpReceiver__remote_streams[7]  # type: ignore[attr-defined]
     assert stats.packets_received == 5  # RTCP receiver reports still count every packet
+
+
+def browser_dtx_stream(frames: list[np.ndarray]) -> list[tuple[int, bytes]]:
+    """(RTP timestamp, payload) of the packets a browser sends for 20 ms frames at 24 kHz
+    with DTX on (``tests/webrtc_client.py``)."""
+    import fractions
+
+    from av import AudioFrame
+
+    from tests.webrtc_client import BrowserOpusEncoder
+
+    encoder = BrowserOpusEncoder()
+    packets = []
+    for index, pcm in enumerate([*frames, np.zeros(480, np.int16)]):  # one more: the resampler's delay
+        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 24000, index * 480, fractions.Fraction(1, 24000)
+        payloads, timestamp = encoder.encode(frame)
+        packets.extend((timestamp, payload) for payload in payloads)
+    return packets
+
+
+async def test_a_dtx_stream_reaches_the_session_as_its_whole_timeline() -> None:
+    """Speech, 3 s of quiet (a packet every 400 ms), speech: what is delivered is as long as
+    what was said, the speech where it was said, the skipped time as zeros."""
+    frames = tone(25) + [np.zeros(480, np.int16)] * 150 + tone(25)
+    packets = browser_dtx_stream(frames)
+    assert len(packets) < 80  # of 200 frames: DTX really skipped time
+
+    class Receiver:
+        _track = object()
+
+    pieces: list[np.ndarray] = []
+    decoding = _InlineDecoding(
+        Receiver(), queue.Queue(), lambda samples, rate, channels: pieces.append(samples.copy())
+    )  # type: ignore[arg-type]
+    for timestamp, payload in packets:
+        decoding.put((OPUS, JitterFrame(payload, timestamp)))
+    decoding.stop()
+    heard = np.concatenate(pieces)
+    first = packets[0][0] // 2  # the stream starts at its first packet (24 kHz samples)
+    assert len(heard) == packets[-1][0] // 2 + 480 - first
+    loud = np.flatnonzero(np.abs(heard) > 1000)
+    second_tone = 175 * 480 - first
+    assert loud[0] < 2 * 480 and abs(int(loud[loud > 30 * 480][0]) - second_tone) < 2 * 480
+
+
+def test_stream_gaps_fill_skipped_time_on_arrival_and_in_real_time() -> None:
+    frame = 960
+    gaps = StreamGaps(48000, lag_ms=40)
+    assert gaps.arrived(1000, frame, 0.0, quiet=False) == 0
+    assert gaps.arrived(1000 + frame, frame, 0.02, quiet=False) == 0
+    # a lost packet: its time is filled when the next one arrives
+    assert gaps.arrived(1000 + 3 * frame, frame, 0.06, quiet=True) == frame
+    # quiet, then nothing: filled in real time up to lag_ms ago, in whole frames
+    assert gaps.due(0.07) == 0  # not yet late
+    assert gaps.due(0.06 + 0.04 + 0.05) == 2 * frame
+    assert gaps.due(0.06 + 0.04 + 0.05) == 0  # already given
+    # the DTX packet arrives 400 ms after the last: only what was not filled yet
+    filled = gaps.filled
+    assert gaps.arrived(1000 + 4 * frame + 20 * frame, frame, 0.46, quiet=True) == 20 * frame - 2 * frame
+    assert gaps.filled == filled + 18 * frame
+    # a packet for time already filled is still given whole: the clock runs ahead, nothing is lost
+    assert gaps.due(0.46 + 0.04 + 0.11) == 5 * frame
+    position = gaps.position
+    assert gaps.arrived(1000 + 26 * frame, frame, 0.61, quiet=True) == 0
+    assert gaps.position == (position + frame) & 0xFFFFFFFF  # type: ignore[operator]
+    # after a frame with sound a missing packet is jitter or loss, not DTX: nothing in real time
+    gaps.arrived(1000 + 27 * frame, frame, 0.62, quiet=False)
+    assert gaps.due(1.0) == 0
+    # a pause longer than MAX_GAP_FILL_MS (a track stopped): not filled, the clock starts again
+    assert gaps.arrived(1000 + 500 * frame, frame, 10.0, quiet=False) == 0
+    # timestamps wrap at 2**32
+    wrapping = StreamGaps(48000)
+    wrapping.arrived(0xFFFFFFFF - frame + 1, frame, 0.0, quiet=True)
+    assert wrapping.arrived(frame, frame, 0.04, quiet=True) == frame
+
+
+async def test_silence_is_given_in_real_time_only_while_the_session_times_a_pause() -> None:
+    class Receiver:
+        _track = object()
+
+    now = [0.0]
+    hearing = [False]
+    delivered: list[int] = []
+    decoding = _InlineDecoding(
+        Receiver(),  # type: ignore[arg-type]
+        queue.Queue(),
+        lambda samples, rate, channels: delivered.append(len(samples)),
+        in_real_time=lambda: hearing[0],
+        clock=lambda: now[0],
+    )
+    quiet = OpusFrameEncoder()
+    payloads = [quiet.encode(np.zeros(960, np.int16)) for _ in range(3)]
+    decoding.put((OPUS, JitterFrame(payloads[0], 0)))
+    now[0] = 0.02
+    decoding.put((OPUS, JitterFrame(payloads[1], 960)))
+    now[0] = 0.02 + 0.04 + 0.2  # no packet since: 200 ms of the caller's time went by
+    await asyncio.sleep(0.2)
+    assert sum(delivered) == 2 * 480  # idle: the gap waits for the next packet
+    hearing[0] = True  # the session now times a pause
+    deadline = asyncio.get_running_loop().time() + 5
+    while sum(delivered) < 3 * 480 + 480 * 9 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert sum(delivered) == 2 * 480 + 10 * 480  # two frames, then 10 frames of silence
+    decoding.stop()
+    assert decoding._timer is None

@@ -60,6 +60,7 @@ from .items import Items
 from .mcp import Mcp, check_session_tools
 from .responses import Response, Responses
 from .state import IdSource, Limits, ResponsePhase, SessionState
+from .turns import SegmenterState
 
 __all__ = ["Limits", "SessionCore"]
 
@@ -128,6 +129,13 @@ class SessionCore:
         """Speech heard during the answer awaits its verdict (backchannel or interruption), or
         may be starting (the VAD's first frames of it)."""
         return self.input.held is not None or self.input.onset_held
+
+    @property
+    def hearing_speech(self) -> bool:
+        """The VAD is following speech or timing the pause after it: the input's time counts
+        now (a media transport fills gaps in its caller's stream in real time)."""
+        segmenter = self.input.segmenter
+        return segmenter is not None and segmenter.state is not SegmenterState.IDLE
 
     @property
     def input_format(self) -> str:

@@ -39,6 +39,13 @@ class SessionPort(Protocol):
     def busy(self) -> bool:
         """A response is being generated."""
 
+    @property
+    def input_in_real_time(self) -> bool:
+        """The caller's time counts now: the VAD follows speech or times the pause after it,
+        or an answer plays (its echo is placed on the input clock). A media transport then
+        gives the time its stream skips (DTX, silence suppression) as silence as it passes,
+        not only when the next packet arrives."""
+
     def start(self) -> None:
         """Begin the session (``session.created``)."""
 

@@ -180,6 +180,10 @@ class SessionRuntime:
         return self.core.input_format
 
     @property
+    def input_in_real_time(self) -> bool:
+        return self.core.hearing_speech or (self.playback is not None and self.playback.playout.busy)
+
+    @property
     def busy(self) -> bool:
         """A response is being generated for this session."""
         return bool(self._responses)

@@ -51,6 +51,11 @@ class CallSession:
     def input_format(self) -> str:
         return self.port.input_format if self.port is not None else "audio/pcm"
 
+    @property
+    def input_in_real_time(self) -> bool:
+        """The caller's time counts now (``SessionPort.input_in_real_time``)."""
+        return self.accepting and self.port is not None and self.port.input_in_real_time
+
     # ------------------------------------------------------------------ SessionClient
 
     def send(self, output: ClientOutput) -> None:

@@ -232,6 +232,92 @@ class InboundAudio:
         return self._zeros
 
 
+MAX_GAP_FILL_MS = 1000
+"""A gap longer than this found when the next packet arrives is the stream paused (a track
+removed, a call on hold), not quiet: it is not filled then (the echo guard sees a pause)."""
+QUIET_PEAK = 1000
+"""A frame whose peak stays below this (about -30 dBFS) may be followed by DTX: the sender only
+stops sending once its own voice detection has heard no speech for a while."""
+
+
+def _signed32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - 0x100000000 if value >= 0x80000000 else value
+
+
+class StreamGaps:
+    """Keeps the session's input clock on the caller's media clock where the stream skips time.
+
+    A caller that uses Opus DTX (browsers do when the answer's SDP says ``usedtx=1``) sends a
+    packet every 400 ms while quiet instead of every 20 ms, and the RTP timestamp of the next
+    packet jumps; a lost packet or a phone's silence suppression skips time the same way. The
+    session counts time by the audio it is given (the VAD's silence before ``speech_stopped``,
+    the echo guard's placement of answers), so each skipped stretch is given as silence:
+
+    * :meth:`arrived`: the silence due before a frame (the skipped RTP time), given when the
+      frame arrives;
+    * :meth:`due`: the silence due *now*, while the stream has gone quiet and no packet has
+      come for ``lag_ms`` beyond the next frame's time: a turn's end must not wait for the next
+      DTX packet (transports ask only while the caller's time counts,
+      ``SessionPort.input_in_real_time``, so an idle DTX call is not woken every 20 ms). A
+      packet that arrives for time already filled is still given whole (nothing the caller
+      said is dropped): the input clock then runs that much ahead until the next gap.
+
+    Times are in RTP units of ``clock_rate`` (timestamps wrap at 2**32); sans-I/O, the caller
+    passes its clock.
+    """
+
+    def __init__(self, clock_rate: int, *, lag_ms: float = 40.0) -> None:
+        self.clock_rate = clock_rate
+        self.lag_s = lag_ms / 1000
+        self.frame = clock_rate * FRAME_MS // 1000
+        self.max_gap = clock_rate * MAX_GAP_FILL_MS // 1000
+        self.position: int | None = None
+        """RTP time up to which audio or silence went to the session."""
+        self._last_end = 0
+        self._last_arrival = 0.0
+        self.quiet = False
+        """The last frame was quiet: a gap after it may be DTX."""
+        self.filled = 0
+        """RTP units of silence given in all (for tests and logs)."""
+
+    def arrived(self, timestamp: int, duration: int, now: float, *, quiet: bool) -> int:
+        """A frame of ``duration`` RTP units at ``timestamp`` arrived at ``now`` (seconds):
+        the RTP units of silence to give before it."""
+        fill = 0
+        if self.position is None:
+            self.position = timestamp
+        gap = _signed32(timestamp - self.position)
+        if 0 < gap <= self.max_gap:
+            fill = gap
+        elif gap > self.max_gap or gap < -self.max_gap:
+            self.position = timestamp  # a pause, or a new timeline: start again from here
+        self.position = (self.position + fill + duration) & 0xFFFFFFFF
+        self._last_end = (timestamp + duration) & 0xFFFFFFFF
+        self._last_arrival = now
+        self.quiet = quiet
+        self.filled += fill
+        return fill
+
+    def due(self, now: float) -> int:
+        """RTP units of silence to give now (whole frames; 0 while packets keep coming or after
+        a frame with sound). Asked for while the caller's time counts, it goes on however long
+        the stream stays away: a phone's silence suppression may send nothing until the next
+        word, and the turn's end must not wait for it."""
+        if self.position is None or not self.quiet:
+            return 0
+        elapsed = now - self._last_arrival - self.lag_s
+        if elapsed <= 0:
+            return 0
+        expected = (self._last_end + int(elapsed * self.clock_rate)) & 0xFFFFFFFF
+        fill = _signed32(expected - self.position) // self.frame * self.frame
+        if fill <= 0:
+            return 0
+        self.position = (self.position + fill) & 0xFFFFFFFF
+        self.filled += fill
+        return fill
+
+
 class PayloadEncoder:
     """Frames at the codec's rate → RTP payloads: G.711 (``PCMU``/``PCMA``) or Opus.
 

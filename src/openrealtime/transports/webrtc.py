@@ -1,7 +1,9 @@
 """The WebRTC transport (aiortc): one peer connection per call.
 
 Caller audio arrives as RTP (Opus, or G.711 when the client forces it) and goes to the
-session as 24 kHz PCM; the assistant's voice leaves as RTP at real-time pace, pulled frame by
+session as 24 kHz PCM; the answer asks a browser for Opus DTX (a packet every 400 ms while its
+microphone hears nothing), and the time its stream skips reaches the session as silence; the
+assistant's voice leaves as RTP at real-time pace, pulled frame by
 frame from the session's playback (runtime/playback.py, which also reports
 ``output_audio_buffer.*`` and truncates interrupted answers), so no
 ``response.output_audio.delta`` goes to the client. JSON events flow over the ``oai-events``
@@ -48,10 +50,15 @@ from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.port import ClientOutput, SessionClient
 from ..runtime.session_runtime import SessionRuntime
 from .calls import CallSession, EventSink
-from .media import FramePacer, PayloadEncoder, PcmAudio, RateConverter
+from .media import FRAME_MS, QUIET_PEAK, FramePacer, PayloadEncoder, PcmAudio, RateConverter, StreamGaps
 from .wire import EventWire, Frame
 
 log = logging.getLogger("openrealtime.webrtc")
+
+FRAME_S = FRAME_MS / 1000
+IDLE_LOOK_S = 0.1
+"""While a quiet caller's stream pauses (DTX) and the session is not timing a pause, how often
+it is asked whether it has started to (the VAD may get there after the last packet)."""
 
 EVENTS_CHANNEL = "oai-events"
 EVENTS_CHANNELS = frozenset({EVENTS_CHANNEL, "realtime-channel"})
@@ -220,8 +227,12 @@ class _InlineDecoding:
     A microphone that sends digital silence (muted, or a quiet line gated to zero) sends the
     same packet over and over. Once that packet has decoded to zeros ``SETTLE_FRAMES`` times
     in a row, the decoder's state no longer changes with it, so it is delivered as those
-    zeros without decoding; any other packet is decoded as before. The end of the stream
-    still goes through the thread, which then ends the track as before."""
+    zeros without decoding; any other packet is decoded as before.
+
+    Time the stream skips (Opus DTX, a lost packet) is delivered as silence (``StreamGaps``):
+    before the next frame when it arrives, and in real time after quiet frames while
+    ``in_real_time`` says the caller's time counts (``SessionPort.input_in_real_time``), so a
+    turn's end does not wait for the next DTX packet. The end of the stream still goes through the thread, which then ends the track as before."""
 
     SETTLE_FRAMES = 5
 
@@ -230,12 +241,22 @@ class _InlineDecoding:
         receiver: RTCRtpReceiver,
         thread_queue: queue.Queue[Any],
         deliver: Callable[[PcmAudio, int, int], None],
+        in_real_time: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.receiver = receiver
         self.thread_queue = thread_queue
         self.deliver = deliver
+        self.in_real_time = in_real_time
+        self.clock = clock
         self._codec_name = ""
         self._decoder: _PcmDecoder | None = None
+        self._gaps: StreamGaps | None = None
+        self._rate = 0
+        """The rate of the decoded samples (silence for gaps is delivered at it)."""
+        self._zeros = np.zeros(0, dtype=np.int16)
+        self._timer: asyncio.TimerHandle | None = None
+        self._stopped = False
         self._silent_payload = b""
         self._silence: tuple[PcmAudio, int] | None = None
         self._same_silence = 0
@@ -249,6 +270,7 @@ class _InlineDecoding:
         codec, encoded = task
         if codec.name != self._codec_name or self._decoder is None:
             self._decoder = _PcmDecoder(codec)
+            self._gaps = StreamGaps(codec.clockRate)
             self._codec_name = codec.name
             self._silent_payload, self._silence, self._same_silence = b"", None, 0
         payload = encoded.data
@@ -258,16 +280,86 @@ class _InlineDecoding:
             and payload == self._silent_payload
         ):
             self.skipped += 1
-            self.deliver(self._silence[0], self._silence[1], 1)
+            self._frame(encoded.timestamp, [(self._silence[0], self._silence[1], 1)], quiet=True)
             return
         try:
             pieces = self._decoder.decode(encoded)
         except (ValueError, av.FFmpegError):
             log.debug("undecodable %s frame", codec.name, exc_info=True)
             return
+        if not pieces:
+            return
+        quiet = True
         for samples, rate, channels in pieces:
             self._note_silence(payload, samples, rate, channels, len(pieces))
-            self.deliver(samples, rate, channels)
+            quiet = quiet and (not len(samples) or int(np.abs(samples).max()) < QUIET_PEAK)
+        self._frame(encoded.timestamp, pieces, quiet=quiet)
+
+    def stop(self) -> None:
+        """The call ended: no more silence in real time."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @property
+    def skipped_seconds(self) -> float:
+        """Time the caller's stream skipped (DTX, lost packets), given to the session as silence."""
+        gaps = self._gaps
+        return gaps.filled / gaps.clock_rate if gaps is not None else 0.0
+
+    def _frame(self, timestamp: int, pieces: list[tuple[PcmAudio, int, int]], *, quiet: bool) -> None:
+        """Deliver a decoded frame, after the silence for any time the stream skipped."""
+        gaps = self._gaps
+        assert gaps is not None
+        rate = pieces[0][1]
+        self._rate = rate
+        frames = sum(len(samples) // max(1, channels) for samples, _, channels in pieces)
+        skipped = gaps.arrived(timestamp, frames * gaps.clock_rate // rate, self.clock(), quiet=quiet)
+        if skipped:
+            self._deliver_silence(skipped)
+        for samples, piece_rate, channels in pieces:
+            self.deliver(samples, piece_rate, channels)
+        self._arm(quiet)
+
+    def _arm(self, quiet: bool) -> None:
+        """After a quiet frame, look for a gap once the next frame is ``lag_s`` late (a timer
+        that fires only when no packet came meanwhile); after sound, not at all."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if quiet and not self._stopped:
+            gaps = self._gaps
+            assert gaps is not None
+            self._timer = asyncio.get_running_loop().call_later(FRAME_S + gaps.lag_s, self._fill_now)
+
+    def _fill_now(self) -> None:
+        """While the stream is quiet: silence in real time, every frame, as long as the input's
+        time counts; otherwise only a look every ``IDLE_LOOK_S`` whether it has started to (an
+        idle call is not given silence between its DTX packets, which bring it when they
+        arrive)."""
+        self._timer = None
+        gaps = self._gaps
+        if self._stopped or gaps is None or self.receiver._track is None or not gaps.quiet:
+            return
+        delay = IDLE_LOOK_S
+        if self.in_real_time():
+            due = gaps.due(self.clock())
+            if due:
+                self._deliver_silence(due)
+            delay = FRAME_S
+        self._timer = asyncio.get_running_loop().call_later(delay, self._fill_now)
+
+    def _deliver_silence(self, rtp_units: int) -> None:
+        gaps = self._gaps
+        assert gaps is not None
+        length = rtp_units * self._rate // gaps.clock_rate
+        if length <= 0:
+            return
+        if len(self._zeros) != length:
+            self._zeros = np.zeros(length, dtype=np.int16)
+            self._zeros.flags.writeable = False
+        self.deliver(self._zeros, self._rate, 1)
 
     def _note_silence(self, payload: bytes, samples: PcmAudio, rate: int, channels: int, count: int) -> None:
         if count != 1 or channels != 1 or samples.any():
@@ -285,13 +377,28 @@ class _InlineDecoding:
         self._silent_payload, self._silence, self._same_silence = payload, (zeros, rate), 1
 
 
-def _decode_inline(receiver: RTCRtpReceiver, deliver: Callable[[PcmAudio, int, int], None]) -> None:
+def _decode_inline(
+    receiver: RTCRtpReceiver,
+    deliver: Callable[[PcmAudio, int, int], None],
+    in_real_time: Callable[[], bool] = lambda: False,
+) -> _InlineDecoding | None:
     attribute = "_RTCRtpReceiver__decoder_queue"
     original = getattr(receiver, attribute, None)
-    if isinstance(original, queue.Queue):
-        decoding = _InlineDecoding(receiver, original, deliver)
-        setattr(receiver, attribute, decoding)
-        _receive_directly(receiver, decoding)
+    if not isinstance(original, queue.Queue):
+        return None
+    decoding = _InlineDecoding(receiver, original, deliver, in_real_time)
+    setattr(receiver, attribute, decoding)
+    _receive_directly(receiver, decoding)
+    return decoding
+
+
+def _ask_for_dtx(transceiver: Any) -> None:
+    """``usedtx=1`` on Opus in the answer: a browser then sends a packet every 400 ms while its
+    microphone hears nothing instead of one every 20 ms (RFC 7587; Chrome and Firefox honour
+    it). The gaps are filled with silence on arrival (``StreamGaps``)."""
+    for codec in getattr(transceiver, "_codecs", []):
+        if codec.mimeType.lower() == "audio/opus":
+            codec.parameters["usedtx"] = 1
 
 
 def _receive_directly(receiver: RTCRtpReceiver, decoding: _InlineDecoding) -> None:
@@ -414,6 +521,7 @@ class WebRTCCall:
         self.ended = asyncio.Event()
         self._channel_wire = EventWire(lambda: self.session.input_format, shape=shape)
         self._has_data_channel = False
+        self._decoding: _InlineDecoding | None = None
 
     @property
     def started(self) -> bool:
@@ -439,7 +547,10 @@ class WebRTCCall:
             if audio:
                 pc.addTrack(self.track)
                 _lower_receive_delay(audio[0].receiver)
-                _decode_inline(audio[0].receiver, self._caller_audio)
+                self._decoding = _decode_inline(
+                    audio[0].receiver, self._caller_audio, lambda: self.session.input_in_real_time
+                )
+                _ask_for_dtx(audio[0])
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         codecs = getattr(audio[0], "_codecs", []) if audio else []
@@ -534,6 +645,13 @@ class WebRTCCall:
                 await self.session.end_session()
         finally:
             self.track.stop()
+            if self._decoding is not None:
+                self._decoding.stop()
+                log.info(
+                    "call %s: the caller's stream skipped %.1f s (DTX, loss), heard as silence",
+                    self.call_id,
+                    self._decoding.skipped_seconds,
+                )
             with contextlib.suppress(Exception):
                 await self.pc.close()
             await self.session.close_sinks()

@@ -103,6 +103,7 @@ class SipCall:
                 pull=self.session.pull,
                 on_media_timeout=lambda: self._spawn(self.close(), "sip-media-timeout"),
                 media_timeout_s=MEDIA_TIMEOUT_S if receiving else float("inf"),
+                in_real_time=lambda: self.session.input_in_real_time,
             )
             rtp.configure(
                 (chosen.remote_address, chosen.remote_port),

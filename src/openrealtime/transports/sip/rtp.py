@@ -25,7 +25,7 @@ import numpy as np
 
 from ...audio import formats
 from ...audio.g711 import alaw_decode, ulaw_decode
-from ..media import MediaClock, PayloadEncoder, PcmAudio, RateConverter
+from ..media import QUIET_PEAK, MediaClock, PayloadEncoder, PcmAudio, RateConverter, StreamGaps
 from .srtp import SdesKeys, SrtpError, SrtpSession
 
 log = logging.getLogger("openrealtime.sip.rtp")
@@ -222,6 +222,7 @@ class RtpSession:
         jitter_depth: int = 3,
         on_media_timeout: Callable[[], None] = lambda: None,
         media_timeout_s: float = MEDIA_TIMEOUT_S,
+        in_real_time: Callable[[], bool] = lambda: False,
     ) -> None:
         self.host = host
         self.on_audio = on_audio
@@ -232,6 +233,11 @@ class RtpSession:
         self.media_timeout_s = media_timeout_s
         self._last_packet = time.monotonic()
         self.jitter = JitterBuffer(jitter_depth)
+        self.gaps = StreamGaps(8000)
+        """Time the caller's stream skips (a lost packet, a phone's silence suppression) is given
+        as silence: when the next packet arrives, and on the media clock's ticks after quiet
+        audio while the caller's time counts (``in_real_time``)."""
+        self.in_real_time = in_real_time
         self.dtmf = DtmfDecoder()
         self.ssrc = secrets.randbits(32)
         self._rtp_sock, self._rtcp_sock = _bind_pair(host)
@@ -297,9 +303,16 @@ class RtpSession:
             return
         self.jitter.push(packet)
         decode = _decoder(self.codec)
+        now = time.monotonic()
         for due in self.jitter.pop():
-            pcm = decode(due.payload) if due is not None else np.zeros(FRAME_SAMPLES, np.int16)
-            self.on_audio(np.asarray(pcm, dtype=np.int16))
+            if due is None:
+                continue  # lost: the next packet's timestamp brings its time as silence
+            pcm = np.asarray(decode(due.payload), dtype=np.int16)
+            quiet = not len(pcm) or int(np.abs(pcm).max()) < QUIET_PEAK
+            skipped = self.gaps.arrived(due.timestamp, len(pcm), now, quiet=quiet)
+            if skipped:
+                self.on_audio(np.zeros(skipped, np.int16))
+            self.on_audio(pcm)
 
     def _sender(self) -> Callable[[], None]:
         """Sends the next 20 ms packet on each tick of the shared media clock."""
@@ -309,6 +322,10 @@ class RtpSession:
 
         def send() -> None:
             nonlocal first
+            if self.gaps.quiet and self.in_real_time():
+                skipped = self.gaps.due(time.monotonic())
+                if skipped:
+                    self.on_audio(np.zeros(skipped, np.int16))
             payload = encoder.encode(converter.convert(self.pull()))
             self._timestamp = (self._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
             self._sequence = (self._sequence + 1) & 0xFFFF
