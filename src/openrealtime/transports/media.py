@@ -240,6 +240,11 @@ QUIET_PEAK = 1000
 stops sending once its own voice detection has heard no speech for a while."""
 
 
+def quiet(pcm: PcmAudio) -> bool:
+    """Whether a decoded frame's peak stays below ``QUIET_PEAK`` (``StreamGaps``' ``quiet``)."""
+    return not len(pcm) or max(int(pcm.max()), -int(pcm.min())) < QUIET_PEAK
+
+
 def _signed32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - 0x100000000 if value >= 0x80000000 else value

@@ -50,7 +50,7 @@ from ..protocol.shape import GA_SHAPE, EventShape
 from ..runtime.port import ClientOutput, SessionClient
 from ..runtime.session_runtime import SessionRuntime
 from .calls import CallSession, EventSink
-from .media import FRAME_MS, QUIET_PEAK, FramePacer, PayloadEncoder, PcmAudio, RateConverter, StreamGaps
+from .media import FRAME_MS, FramePacer, PayloadEncoder, PcmAudio, RateConverter, StreamGaps, quiet
 from .wire import EventWire, Frame
 
 log = logging.getLogger("openrealtime.webrtc")
@@ -289,11 +289,9 @@ class _InlineDecoding:
             return
         if not pieces:
             return
-        quiet = True
         for samples, rate, channels in pieces:
             self._note_silence(payload, samples, rate, channels, len(pieces))
-            quiet = quiet and (not len(samples) or int(np.abs(samples).max()) < QUIET_PEAK)
-        self._frame(encoded.timestamp, pieces, quiet=quiet)
+        self._frame(encoded.timestamp, pieces, quiet=all(quiet(samples) for samples, _, _ in pieces))
 
     def stop(self) -> None:
         """The call ended: no more silence in real time."""

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...audio import formats
 from ...audio.g711 import alaw_decode, ulaw_decode
-from ..media import QUIET_PEAK, MediaClock, PayloadEncoder, PcmAudio, RateConverter, StreamGaps
+from ..media import MediaClock, PayloadEncoder, PcmAudio, RateConverter, StreamGaps, quiet
 from .srtp import SdesKeys, SrtpError, SrtpSession
 
 log = logging.getLogger("openrealtime.sip.rtp")
@@ -308,8 +308,7 @@ class RtpSession:
             if due is None:
                 continue  # lost: the next packet's timestamp brings its time as silence
             pcm = np.asarray(decode(due.payload), dtype=np.int16)
-            quiet = not len(pcm) or int(np.abs(pcm).max()) < QUIET_PEAK
-            skipped = self.gaps.arrived(due.timestamp, len(pcm), now, quiet=quiet)
+            skipped = self.gaps.arrived(due.timestamp, len(pcm), now, quiet=quiet(pcm))
             if skipped:
                 self.on_audio(np.zeros(skipped, np.int16))
             self.on_audio(pcm)
