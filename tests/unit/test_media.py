@@ -209,6 +209,30 @@ def test_a_held_start_can_be_cleared() -> None:
     assert [type(e) for e in channel.sent] == [se.OutputAudioBufferStarted, se.OutputAudioBufferCleared]
 
 
+def test_idle_only_while_pulling_would_give_silence_and_change_nothing() -> None:
+    """A media track may stop pulling while the playback is idle: it is told when audio is
+    queued or a hold begins, and not idle until the answer has stopped."""
+    channel = EventsOut()
+    playback = MediaPlayback(channel.publish, lambda: True)
+    woken: list[int] = []
+    playback.on_queued = lambda: woken.append(1)
+    assert playback.idle and not playback.pull(channel).any()
+    playback.audio(OutputAudio("resp_1", "item_1", 0, 0, tone(40), "audio/pcm"))
+    assert woken == [1] and not playback.idle
+    playback.pull(channel)  # started, waiting for its event to leave
+    channel.transmit()
+    assert not playback.idle
+    assert all(playback.pull(channel).any() for _ in range(2))
+    assert not playback.idle  # played out, but the response has not finished
+    playback.finish("resp_1")
+    playback.pull(channel)
+    assert playback.idle and [type(e) for e in channel.held] == [se.OutputAudioBufferStopped]
+    playback.hold()
+    assert woken == [1, 1] and not playback.idle
+    playback.release()
+    assert playback.idle
+
+
 def ramp(ms: int) -> np.ndarray:
     return np.arange(1, RATE * ms // 1000 + 1, dtype=np.int16)
 

@@ -53,6 +53,37 @@ async def test_settled_silence_goes_out_as_a_packet_every_400_ms_and_sound_in_ev
     assert track.skipped > 300 and len(sent) < 120  # of 450 frames pulled
 
 
+async def test_an_idle_track_sleeps_between_keepalives_and_wakes_for_queued_audio() -> None:
+    """Nothing to play: the frames between keepalives are not pulled, yet the packets carry
+    the same timestamps as when each frame was; queued audio wakes the track at once."""
+    loop = asyncio.get_running_loop()
+    queued: list[np.ndarray] = []
+    pulls = 0
+
+    def pull() -> np.ndarray:
+        nonlocal pulls
+        pulls += 1
+        return queued.pop(0) if queued else np.zeros(480, np.int16)
+
+    track = PlayoutTrack(pull, loop.time, idle=lambda: not queued)
+    sent: list[int] = []
+    while track.dozed < 2 * (DTX_KEEPALIVE_FRAMES - 1):
+        sent.append(int((await track.recv()).pts) // 960)
+    assert np.diff(sent[-3:]).tolist() == [DTX_KEEPALIVE_FRAMES] * 2
+    assert pulls <= sent[-1] + 1 - track.dozed  # the dozed frames were never pulled
+
+    next_packet = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.1)  # well inside the DTX gap
+    assert not next_packet.done()
+    queued.extend(tone(3))
+    track.wake()
+    frame = int((await next_packet).pts) // 960
+    assert sent[-1] < frame < sent[-1] + DTX_KEEPALIVE_FRAMES  # woken, not the keepalive
+    # the frames slept through still count: the timestamp is the frame's place in real time
+    assert abs(frame * 0.02 - (loop.time() - track.pacer.due_at(0))) < 0.1
+    track.stop()
+
+
 def decoded_stream(packets: list[bytes], settle: int) -> tuple[np.ndarray, int]:
     class Receiver:
         _track = object()

@@ -119,6 +119,11 @@ class Playout:
         """A response is playing or has audio waiting to play."""
         return self.current is not None or any(segment.queued for segment in self._segments)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing is queued or playing: ``pull`` gives silence and changes nothing."""
+        return self.current is None and not self._segments
+
     def queued_audio(self) -> PcmAudio:
         """Everything queued, in the order it will play."""
         chunks = [chunk for segment in self._segments for chunk in segment.chunks]
@@ -247,11 +252,20 @@ class MediaPlayback:
         self._held_frames = 0
         self.on_release: Callable[[PcmAudio], None] | None = None
         """Told the audio still queued when a hold ends (it plays from now on)."""
+        self.on_queued: Callable[[], None] | None = None
+        """Told when audio is queued or a hold begins: a transport that stopped pulling frames
+        while ``idle`` pulls again."""
+
+    @property
+    def idle(self) -> bool:
+        """``pull`` gives silence and changes nothing until ``on_queued`` is told otherwise."""
+        return not self.holding and not self._announced and self.playout.idle
 
     def hold(self) -> None:
         """Pause the answer where it is (nothing queued is dropped)."""
         self.holding = True
         self._held_frames = 0
+        self._queued()
 
     def release(self) -> None:
         """Play on from where the answer was paused."""
@@ -263,6 +277,11 @@ class MediaPlayback:
 
     def audio(self, out: OutputAudio) -> None:
         self.playout.push(out.response_id, out.item_id, out.pcm)
+        self._queued()
+
+    def _queued(self) -> None:
+        if self.on_queued is not None:
+            self.on_queued()
 
     def pull(self, events_out: Callable[[], bool] | None = None) -> PcmAudio:
         """The next frame to send (silence when nothing is queued).

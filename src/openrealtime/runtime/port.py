@@ -66,6 +66,14 @@ class SessionPort(Protocol):
         transport whose events travel apart from its audio passes ``events_out`` (every event
         sent so far has left): a response's audio then waits for its ``output_audio_buffer.started``."""
 
+    @property
+    def playout_idle(self) -> bool:
+        """Nothing waits to play: ``playout_frame`` would give silence and change nothing, so
+        a media transport may stop pulling frames until the ``notify_playout`` callback."""
+
+    def notify_playout(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever audio to play is queued (or a hold begins)."""
+
     def fail(self, error: RealtimeError) -> None:
         """A transport-level problem, reported as an ``error`` event."""
 

@@ -263,6 +263,14 @@ class SessionRuntime:
             return np.zeros(FRAME_MS * 24, dtype=np.int16)
         return self.playback.pull(events_out)
 
+    @property
+    def playout_idle(self) -> bool:
+        return self.playback is None or self.playback.idle
+
+    def notify_playout(self, wake: Callable[[], None]) -> None:
+        if self.playback is not None:
+            self.playback.on_queued = wake
+
     def fail(self, error: RealtimeError) -> None:
         """Report a transport-level problem as an ``error`` event (closing when it is fatal)."""
         self.core.reject(error)

@@ -44,6 +44,8 @@ class CallSession:
         self.events_out: Callable[[], bool] | None = None
         """Whether every event sent so far has left for the peer, where events travel apart
         from the audio (WebRTC's data channel): a response's audio waits for its started event."""
+        self.wake_playout: Callable[[], None] | None = None
+        """Told when the session queues audio to play (the media track may be asleep)."""
         self._inbound = InboundAudio()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -55,6 +57,11 @@ class CallSession:
     def input_in_real_time(self) -> bool:
         """The caller's time counts now (``SessionPort.input_in_real_time``)."""
         return self.accepting and self.port is not None and self.port.input_in_real_time
+
+    @property
+    def playout_idle(self) -> bool:
+        """Nothing waits to play (``SessionPort.playout_idle``)."""
+        return self.port is None or self.port.playout_idle
 
     # ------------------------------------------------------------------ SessionClient
 
@@ -71,7 +78,12 @@ class CallSession:
         """Start the session (``session.created``) and let frames and audio in."""
         if self.port is not None and not self.accepting:
             self.accepting = True
+            self.port.notify_playout(self._playout_queued)
             self.port.start()
+
+    def _playout_queued(self) -> None:
+        if self.wake_playout is not None:
+            self.wake_playout()
 
     def receive_frame(self, frame: Frame, wire: EventWire) -> None:
         """A client event from the data channel or a sideband socket."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import weakref
 from collections.abc import Callable
@@ -59,6 +60,17 @@ class FramePacer:
             due = now
         self.frames += 1
         return max(0.0, due - now)
+
+    def due_at(self, frame: int) -> float:
+        """When frame number ``frame`` (from the first, 0) is due on the clock."""
+        origin = self._origin if self._origin is not None else self.clock()
+        return origin + frame * self.frame_s
+
+    def frames_due(self) -> int:
+        """Frames whose time has come that ``next_delay`` has not handed out yet."""
+        if self._origin is None:
+            return 0
+        return max(0, math.floor((self.clock() - self._origin) / self.frame_s) + 1 - self.frames)
 
 
 class MediaClock:

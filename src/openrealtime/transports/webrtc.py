@@ -129,20 +129,36 @@ class PlayoutTrack(MediaStreamTrack):
     packet every ``DTX_KEEPALIVE_FRAMES``, as Opus's discontinuous transmission does: the
     frames keep being pulled at real-time pace (playback's clock), the RTP timestamps jump
     over the frames not sent and the sequence numbers stay contiguous, which receivers take
-    as DTX (comfort silence, not loss). An idle call so sends 2.5 packets a second, not 50."""
+    as DTX (comfort silence, not loss). An idle call so sends 2.5 packets a second, not 50.
+
+    While the track sends DTX and ``idle`` says nothing waits to play (pulling would give
+    silence and change nothing), it does not pull the frames between keepalives at all: it
+    sleeps until the next keepalive is due or until ``wake`` (audio was queued) and counts
+    the frames whose time passed meanwhile as not sent. The first frame of an answer leaves
+    at the same frame boundary as when every frame was pulled, and an idle call's sender
+    wakes 2.5 times a second instead of 50."""
 
     kind = "audio"
 
-    def __init__(self, pull: Callable[[], PcmAudio], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        pull: Callable[[], PcmAudio],
+        clock: Callable[[], float] = time.monotonic,
+        idle: Callable[[], bool] = lambda: False,
+    ) -> None:
         super().__init__()
         self.pull = pull
+        self.idle = idle
         self.pacer = FramePacer(clock)
         self.use_codec("audio/opus")
         self._pts = 0
         self._settled = 0
         self._unsent = 0
+        self._wakeup: asyncio.Future[None] | None = None
         self.skipped = 0
         """Frames of settled silence not sent (DTX)."""
+        self.dozed = 0
+        """Of those, frames not even pulled (nothing waited to play)."""
 
     def use_codec(self, mime_type: str) -> None:
         """Send in the negotiated codec, at its own rate."""
@@ -151,11 +167,24 @@ class PlayoutTrack(MediaStreamTrack):
         self._converter = RateConverter(formats.INTERNAL_RATE, self.rate)
         self._encoder = PayloadEncoder(mime, self._converter.silence)
         self._time_base = fractions.Fraction(1, self.rate)
+        self._frame_length = self.rate * FRAME_MS // 1000
+
+    def wake(self) -> None:
+        """Audio to play was queued: stop sleeping through the DTX gap."""
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
     async def recv(self) -> Packet[Any]:
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
+            if (
+                self._settled > DTX_HANGOVER_FRAMES
+                and self._unsent < DTX_KEEPALIVE_FRAMES - 1
+                and self.idle()
+            ):
+                await self._doze()
+                continue
             delay = self.pacer.next_delay()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -173,6 +202,27 @@ class PlayoutTrack(MediaStreamTrack):
             packet.pts = pts
             packet.time_base = self._time_base
             return packet
+
+    async def _doze(self) -> None:
+        """Sleep until the next keepalive is due or ``wake``; the frames whose time came
+        meanwhile are silence not sent."""
+        ahead = DTX_KEEPALIVE_FRAMES - 1 - self._unsent
+        wait = self.pacer.due_at(self.pacer.frames + ahead) - self.pacer.clock()
+        if wait > 0:
+            loop = asyncio.get_running_loop()
+            self._wakeup = loop.create_future()
+            timer = loop.call_later(wait, self.wake)
+            try:
+                await self._wakeup
+            finally:
+                timer.cancel()
+                self._wakeup = None
+        passed = min(ahead, self.pacer.frames_due())
+        self.pacer.frames += passed
+        self._pts += passed * self._frame_length
+        self._unsent += passed
+        self.skipped += passed
+        self.dozed += passed
 
 
 def _lower_receive_delay(receiver: RTCRtpReceiver) -> None:
@@ -513,7 +563,8 @@ class WebRTCCall:
         self.session.port = self.runtime
         self.on_ended = on_ended
         self.ice_hosts = ice_hosts
-        self.track = PlayoutTrack(self.session.pull, clock)
+        self.track = PlayoutTrack(self.session.pull, clock, idle=lambda: self.session.playout_idle)
+        self.session.wake_playout = self.track.wake
         self.channel: RTCDataChannel | None = None
         self.closed = False
         self.ended = asyncio.Event()
