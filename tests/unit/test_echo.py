@@ -131,6 +131,33 @@ def test_a_caller_who_keeps_talking_opens_the_gate_before_the_filter_converges()
     assert first - 1500 <= 400
 
 
+def test_the_echo_heard_before_the_path_is_found_sets_its_level_at_once() -> None:
+    """The first answer's echo heard while the lag was still sought is measured when it is
+    found: the return loss is the echo's (here -12 dB), not the 0 dB assumed without
+    evidence, so a caller at the echo's level is not held to a playback-loud one."""
+    far = babble(3.0, 21)
+    echo = echo_of(far, RATE, delay_ms=110, level_db=-12.0, ir=room_impulse_response(RATE, 0.3, 22))
+    noise = (np.random.default_rng(23).standard_normal(RATE + far.size) * 3e-4).astype(np.float32)
+    mic = np.concatenate((np.zeros(RATE, np.float32), echo)) + noise
+    canceller = EchoCanceller(RATE, EchoSettings.for_noise_reduction("near_field"))
+    canceller.play(far, RATE, at_ms=1000.0)
+    end = 0
+    while canceller.delay_ms is None and end + 512 <= mic.size:
+        canceller.process(mic[end : end + 512], end * 1000 / RATE)
+        end += 512
+    assert canceller.delay_ms == pytest.approx(110, abs=1.0)
+    assert end <= 2 * RATE  # within the first second of the answer
+    assert canceller.echo_return_loss_db < -8.0
+    run_from = end
+    opened = []
+    while run_from + 512 <= mic.size:
+        canceller.process(mic[run_from : run_from + 512], run_from * 1000 / RATE)
+        run_from += 512
+        if canceller.gate(0.9, run_from * 1000 / RATE) > 0:
+            opened.append(run_from)
+    assert opened == []  # the echo alone still never passes for a caller
+
+
 def test_no_echo_path_leaves_the_gate_open() -> None:
     """A client with its own echo cancellation sends no echo of the answer: the caller's voice
     must not be held against an echo that never comes."""

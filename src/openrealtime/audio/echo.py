@@ -17,8 +17,10 @@ what it sent, so it can cancel that echo before the VAD and the transcriber hear
   implemented here.
 * **Level.** The echo return loss (echo level minus playback level) is estimated per frame
   while the far end plays, as the median of recent ratios (double talk, a minority of frames,
-  does not move it much); until 0.5 s of them are seen it is assumed to be 0 dB (echo as
-  loud as playback).
+  does not move it much); until 320 ms of them are seen it is assumed to be 0 dB (echo as
+  loud as playback). The second of input heard before the lag was found counts as well, so
+  a caller who talks over the first answer soon after the path is found is weighed against
+  the echo's real level, not that assumption.
 * **Lags ruled out.** Until the lag is found, every lag ``0 .. max_delay_ms`` could carry echo.
   For each lag (in frames) the input's power while the playback at that lag was loud is
   compared with that playback's power: input ``quiet_return_loss_db`` below it (digital
@@ -102,6 +104,9 @@ take whole syllables off the caller: the talker gate still decides on the filter
 CANDIDATE_ESTIMATES = 4
 """Estimates a lag candidate waits for a second one to agree before it is dropped (while one
 waits, estimates that find nothing do not count towards :data:`PATHLESS_ESTIMATES`)."""
+
+MIN_RETURN_LOSS_FRAMES = 20
+"""Frames of echo (320 ms) the echo return loss needs before it replaces the 0 dB assumed."""
 
 # speex_echo.h / speex_preprocess.h request codes
 _ECHO_SET_SAMPLING_RATE = 24
@@ -449,7 +454,7 @@ class EchoCanceller:
     @property
     def echo_return_loss_db(self) -> float:
         """Echo level relative to playback (0 until measured: echo as loud as playback)."""
-        if len(self._ratios) < 30:
+        if len(self._ratios) < MIN_RETURN_LOSS_FRAMES:
             return 0.0
         return float(np.percentile(np.asarray(self._ratios), 50))
 
@@ -719,10 +724,16 @@ class EchoCanceller:
             return False
         return start - self._lag >= run.start + run.shift - self._run_search - self._tail
 
-    def _learn_path(self, end: int, samples: int) -> None:
+    def _learn_path(self, end: int, samples: int, *, measure: bool = False) -> None:
         """Run the last ``samples`` of input before the frame ending at ``end`` through the
         filter with the playback where it now sits, so the filter goes on from a path learnt
-        on audio already heard instead of learning it from the next frames."""
+        on audio already heard instead of learning it from the next frames.
+
+        With ``measure`` (the path was just found) the first pass also measures that audio as
+        the frames that follow will be (:meth:`_measure_heard`), so a caller who talks over
+        the first answer is weighed against the echo as it is, not against the 0 dB return
+        loss assumed before anything is measured. Double talk in that audio only raises the
+        return loss and lowers the reduction: the gate errs strict."""
         assert self._lag is not None
         n = self.frame_samples
         usable = min(samples, self._near.size - n) // n * n
@@ -730,10 +741,31 @@ class EchoCanceller:
             return
         history = self._near[self._near.size - n - usable : self._near.size - n]
         first = end - n - usable
-        for _ in range(LEARN_PASSES):
+        for learn in range(LEARN_PASSES):
             for i in range(0, usable, n):
                 at = first + i - self._lag + self._lead
-                self._speex.process(_to_int16(history[i : i + n]), _to_int16(self._far_slice(at, at + n)))
+                near = history[i : i + n]
+                linear, _ = self._speex.process(_to_int16(near), _to_int16(self._far_slice(at, at + n)))
+                if measure and learn == 0:
+                    self._measure_heard(first + i, near, linear)
+        if measure:
+            self._update_cancellation()
+
+    def _measure_heard(self, start: int, near: FloatAudio, linear: npt.NDArray[np.int16]) -> None:
+        """Count a frame of audio heard before the path was found as a frame after it is: its
+        echo return loss, and the reduction of the filter's first pass over it (each frame
+        filtered before the filter learns from it, as it will be from now on)."""
+        assert self._lag is not None
+        n = self.frame_samples
+        far_db = self._window_level(
+            self._far_slice(start - self._lag - self._tail, start + n - self._lag + self._lead)
+        )
+        if far_db < self.settings.far_active_db:
+            return
+        near_db = level_db(near)
+        self._ratios.append(near_db - far_db)
+        if near_db > self._floor_gate():
+            self._reductions.append(near_db - level_db(linear.astype(np.float32) / 32768.0))
 
     def _update_run_offset(self, end: int) -> None:
         """Once ``run_heard_ms`` of the current run's echo has come back, find where it really
@@ -788,11 +820,11 @@ class EchoCanceller:
             self.resets += 1
         first = self._lag is None
         self._lag = lag
-        if first:
-            self._learn_path(self._near_end, self._window)
         # the echo's level does not depend on its lag: the return loss is kept
         self._reductions.clear()
         self._held_cancellation = 0.0
+        if first:
+            self._learn_path(self._near_end, self._window, measure=True)
 
     def _trim(self) -> None:
         drop = (self._near_end - self._keep) - self._far_origin
