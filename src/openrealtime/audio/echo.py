@@ -107,6 +107,8 @@ waits, estimates that find nothing do not count towards :data:`PATHLESS_ESTIMATE
 
 MIN_RETURN_LOSS_FRAMES = 20
 """Frames of echo (320 ms) the echo return loss needs before it replaces the 0 dB assumed."""
+SETTLED_RETURN_LOSS_FRAMES = 60
+"""Frames measured after the lag was found (about 1 s) before the return loss is the median."""
 
 # speex_echo.h / speex_preprocess.h request codes
 _ECHO_SET_SAMPLING_RATE = 24
@@ -414,6 +416,7 @@ class EchoCanceller:
         self._candidate: int | None = None
         self._since_estimate = 0
         self._ratios: deque[float] = deque(maxlen=200)
+        self._live_ratios = 0
         self._reductions: deque[float] = deque(maxlen=round(s.cancellation_window_ms / s.frame_ms))
         self._held_cancellation = 0.0
         """The best cancellation seen since the filter last started over, less a slow decay:
@@ -453,10 +456,17 @@ class EchoCanceller:
 
     @property
     def echo_return_loss_db(self) -> float:
-        """Echo level relative to playback (0 until measured: echo as loud as playback)."""
+        """Echo level relative to playback (0 until measured: echo as loud as playback).
+
+        The median of the recent frames' ratios; its 60th percentile until
+        ``SETTLED_RETURN_LOSS_FRAMES`` have been measured after the lag was found: the first
+        estimate rests mostly on the audio heard before, and erring loud there keeps an echo
+        peak of the first answer from passing for a caller (``bench/echo_barge_in.py``: fewer
+        false barge-ins and earlier callers than the median alone)."""
         if len(self._ratios) < MIN_RETURN_LOSS_FRAMES:
             return 0.0
-        return float(np.percentile(np.asarray(self._ratios), 50))
+        early = self._live_ratios < SETTLED_RETURN_LOSS_FRAMES
+        return float(np.percentile(np.asarray(self._ratios), 60 if early else 50))
 
     @property
     def cancellation_db(self) -> float:
@@ -608,6 +618,7 @@ class EchoCanceller:
         talker = linear_db > predicted - allowed and linear_db > self._floor_gate()
         if self._lag is not None and not unsure:  # else ratios would mix in pre-echo frames
             self._ratios.append(near_db - far_db)
+            self._live_ratios += 1
             if near_db > self._floor_gate():  # echo well above the noise: cancellation shows
                 self._reductions.append(near_db - linear_db)
                 self._run.append(near_db - linear_db)
