@@ -408,9 +408,11 @@ async def test_barge_in_and_client_clear_over_webrtc(voice_server: ServerProcess
     )
 
 
+STORY_TOKENS = 150
 SEMANTIC_STORYTELLER = {
     **VOICE_SESSION,
     "instructions": "You are a storyteller. Whatever the user says, answer with a story of four sentences.",
+    "max_output_tokens": STORY_TOKENS,  # a small model does not always stop after four
     "audio": {
         "input": {
             "transcription": {"model": "whisper-1", "language": "en"},
@@ -479,7 +481,10 @@ async def test_a_backchannel_pauses_the_answer_and_it_plays_on(
     assert stopped["response_id"] == story["response_id"]
     assert len(caller.of("input_audio_buffer.speech_started")) == 1  # the question's only
     done = [e["response"] for e in caller.of("response.done") if e["response"]["id"] == story["response_id"]]
-    assert done[0]["status"] == "completed" and not caller.of("output_audio_buffer.cleared")
+    played_to_its_end = done[0]["status"] == "completed" or (
+        done[0]["status"] == "incomplete" and done[0]["status_details"]["reason"] == "max_output_tokens"
+    )
+    assert played_to_its_end and not caller.of("output_audio_buffer.cleared")
     # a silence opened soon after the onset, and the answer went on after it; the pause lasts
     # until the backchannel is judged (0.7-0.95 s here), longer than the story's own pauses
     loud = [h.at for h in caller.heard if h.at >= heard_at and h.rms > 100]

@@ -148,6 +148,31 @@ async def test_caller_packets_are_decoded_as_they_arrive_and_late_ones_dropped()
     assert stats.packets_received == 5  # RTCP receiver reports still count every packet
 
 
+async def test_aiortcs_decoder_thread_waits_on_the_inline_decoding_and_ends_the_track() -> None:
+    """The receiver's decoder thread still starts; it reads what goes through the thread (only
+    the end of the stream) and then ends the caller's track, as aiortc's own path does."""
+    import threading
+
+    from aiortc import RTCRtpReceiver
+    from aiortc.rtcrtpreceiver import decoder_worker
+
+    class Transport:
+        state = "new"
+
+    receiver = RTCRtpReceiver("audio", Transport())  # type: ignore[arg-type]
+    receiver._track = object()  # type: ignore[assignment]
+    decoding = webrtc._decode_inline(receiver, lambda samples, rate, channels: None)
+    assert decoding is not None
+    ended: asyncio.Queue[object] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    thread = threading.Thread(target=decoder_worker, args=(loop, decoding, ended, threading.Event()))
+    thread.start()
+    decoding.put(None)  # the receiver stops
+    assert await asyncio.wait_for(ended.get(), 5) is None
+    await asyncio.to_thread(thread.join, 5)
+    assert not thread.is_alive()
+
+
 def browser_dtx_stream(frames: list[np.ndarray]) -> list[tuple[int, bytes]]:
     """(RTP timestamp, payload) of the packets a browser sends for 20 ms frames at 24 kHz
     with DTX on (``tests/webrtc_client.py``)."""

@@ -138,13 +138,14 @@ class Cascade:
 
     async def respond(self, command: StartResponse, token: CancelToken) -> None:
         host, rid = self.host, command.response_id
+        speech: _SpeechOut | _TextOut | None = None
         try:
             await host.context_ready(command)
             request = host.chat_request(rid)
             if request is None or token.cancelled:
                 return
             language = request.language or command.language
-            speech: _SpeechOut | _TextOut = (
+            speech = (
                 _SpeechOut(host, command, token, language)
                 if command.modality == "audio"
                 else _TextOut(host, rid)
@@ -178,6 +179,9 @@ class Cascade:
         except Exception as exc:
             log.exception("response %s failed", rid)
             host.report(GenerationFailed(rid, "engine_error", f"The response could not be generated: {exc}"))
+        finally:
+            if isinstance(speech, _SpeechOut):
+                speech.close()
 
     async def _apologise(self, command: StartResponse, token: CancelToken) -> None:
         """Answer a turn the language model could not: a short apology, spoken when the
@@ -314,8 +318,11 @@ def _placement(host: ResponseHost) -> dict[str, Any]:
 async def speak_text(host: ResponseHost, command: StartResponse, token: CancelToken, text: str) -> None:
     """Speak a fixed text as the response's audio (an apology, a refusal)."""
     speech = _SpeechOut(host, command, token, command.language)
-    await speech.feed(text)
-    await speech.finish()
+    try:
+        await speech.feed(text)
+        await speech.finish()
+    finally:
+        speech.close()
 
 
 def _call_problem(tools: dict[str, ToolSpec], name: str, arguments: str) -> str | None:
@@ -387,6 +394,13 @@ class _SpeechOut:
             self.pieces.put_nowait(None)
             worker, self.worker = self.worker, None
             await worker
+
+    def close(self) -> None:
+        """The response ended without ``finish`` (cancelled, failed): stop speaking. The
+        speaking task waits for pieces nobody will give, and only this object holds it."""
+        worker, self.worker = self.worker, None
+        if worker is not None and not worker.done():
+            worker.cancel()
 
     async def _speak_all(self) -> None:
         while True:

@@ -313,6 +313,10 @@ class _InlineDecoding:
         self.skipped = 0
         """Packets of settled digital silence delivered without decoding."""
 
+    def get(self) -> Any:
+        """Where aiortc's decoder thread waits: it is given only the end of the stream."""
+        return self.thread_queue.get()
+
     def put(self, task: tuple[RTCRtpCodecParameters, JitterFrame] | None) -> None:
         if task is None or self.receiver._track is None:
             self.thread_queue.put(task)
