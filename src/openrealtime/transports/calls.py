@@ -59,6 +59,13 @@ class CallSession:
         return self.accepting and self.port is not None and self.port.input_in_real_time
 
     @property
+    def idle(self) -> bool:
+        """The session started and is idle: it hears no speech, plays nothing and is not
+        answering (a media transport may then hand quiet input over in bigger pieces)."""
+        port = self.port
+        return self.accepting and port is not None and not port.input_in_real_time and not port.busy
+
+    @property
     def playout_idle(self) -> bool:
         """Nothing waits to play (``SessionPort.playout_idle``)."""
         return self.port is None or self.port.playout_idle

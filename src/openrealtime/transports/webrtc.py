@@ -282,9 +282,17 @@ class _InlineDecoding:
     Time the stream skips (Opus DTX, a lost packet) is delivered as silence (``StreamGaps``):
     before the next frame when it arrives, and in real time after quiet frames while
     ``in_real_time`` says the caller's time counts (``SessionPort.input_in_real_time``), so a
-    turn's end does not wait for the next DTX packet. The end of the stream still goes through the thread, which then ends the track as before."""
+    turn's end does not wait for the next DTX packet. The end of the stream still goes through the thread, which then ends the track as before.
+
+    Quiet frames (no speech onset can be in them) are handed over ``HOLD_FRAMES`` at a time
+    while ``idle`` says the session is idle (nothing heard, played or being answered): one pass
+    of the session's per-chunk work (input buffer, VAD framing and its thread hop) per 60 ms
+    instead of per packet. A frame with sound, the session leaving idle, a gap, the look timer
+    or the call's end hands over what is held first, so nothing is lost or reordered; and no
+    answer is placed on an input clock that lags by what is held."""
 
     SETTLE_FRAMES = 5
+    HOLD_FRAMES = 3
 
     def __init__(
         self,
@@ -293,11 +301,13 @@ class _InlineDecoding:
         deliver: Callable[[PcmAudio, int, int], None],
         in_real_time: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
+        idle: Callable[[], bool] = lambda: False,
     ) -> None:
         self.receiver = receiver
         self.thread_queue = thread_queue
         self.deliver = deliver
         self.in_real_time = in_real_time
+        self.idle = idle
         self.clock = clock
         self._codec_name = ""
         self._decoder: _PcmDecoder | None = None
@@ -310,6 +320,8 @@ class _InlineDecoding:
         self._silent_payload = b""
         self._silence: tuple[PcmAudio, int] | None = None
         self._same_silence = 0
+        self._held: list[tuple[PcmAudio, int, int]] = []
+        """Quiet frames not yet handed over (``HOLD_FRAMES``)."""
         self.skipped = 0
         """Packets of settled digital silence delivered without decoding."""
 
@@ -348,7 +360,8 @@ class _InlineDecoding:
         self._frame(encoded.timestamp, pieces, quiet=all(quiet(samples) for samples, _, _ in pieces))
 
     def stop(self) -> None:
-        """The call ended: no more silence in real time."""
+        """The call ended: what is held is handed over; no more silence in real time."""
+        self._release()
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
@@ -370,9 +383,24 @@ class _InlineDecoding:
         skipped = gaps.arrived(timestamp, frames * gaps.clock_rate // rate, self.clock(), quiet=quiet)
         if skipped:
             self._deliver_silence(skipped)
-        for samples, piece_rate, channels in pieces:
-            self.deliver(samples, piece_rate, channels)
+        if quiet and len(self._held) + len(pieces) < self.HOLD_FRAMES and self.idle():
+            self._held.extend(pieces)
+        else:
+            self._held.extend(pieces)
+            self._release()
         self._arm(quiet)
+
+    def _release(self) -> None:
+        """Hand over the held frames, joined where they share a rate and layout."""
+        held, self._held = self._held, []
+        while held:
+            _, rate, channels = held[0]
+            run = 1
+            while run < len(held) and held[run][1:] == (rate, channels):
+                run += 1
+            chunk = held[0][0] if run == 1 else np.concatenate([samples for samples, _, _ in held[:run]])
+            self.deliver(chunk, rate, channels)
+            held = held[run:]
 
     def _arm(self, quiet: bool) -> None:
         """After a quiet frame, look for a gap once the next frame is ``lag_s`` late (a timer
@@ -391,6 +419,7 @@ class _InlineDecoding:
         idle call is not given silence between its DTX packets, which bring it when they
         arrive)."""
         self._timer = None
+        self._release()
         gaps = self._gaps
         if self._stopped or gaps is None or self.receiver._track is None or not gaps.quiet:
             return
@@ -411,6 +440,7 @@ class _InlineDecoding:
         if len(self._zeros) != length:
             self._zeros = np.zeros(length, dtype=np.int16)
             self._zeros.flags.writeable = False
+        self._release()
         self.deliver(self._zeros, self._rate, 1)
 
     def _note_silence(self, payload: bytes, samples: PcmAudio, rate: int, channels: int, count: int) -> None:
@@ -433,12 +463,13 @@ def _decode_inline(
     receiver: RTCRtpReceiver,
     deliver: Callable[[PcmAudio, int, int], None],
     in_real_time: Callable[[], bool] = lambda: False,
+    idle: Callable[[], bool] = lambda: False,
 ) -> _InlineDecoding | None:
     attribute = "_RTCRtpReceiver__decoder_queue"
     original = getattr(receiver, attribute, None)
     if not isinstance(original, queue.Queue):
         return None
-    decoding = _InlineDecoding(receiver, original, deliver, in_real_time)
+    decoding = _InlineDecoding(receiver, original, deliver, in_real_time, idle=idle)
     setattr(receiver, attribute, decoding)
     _receive_directly(receiver, decoding)
     return decoding
@@ -601,7 +632,10 @@ class WebRTCCall:
                 pc.addTrack(self.track)
                 _lower_receive_delay(audio[0].receiver)
                 self._decoding = _decode_inline(
-                    audio[0].receiver, self._caller_audio, lambda: self.session.input_in_real_time
+                    audio[0].receiver,
+                    self._caller_audio,
+                    lambda: self.session.input_in_real_time,
+                    idle=lambda: self.session.idle,
                 )
                 _ask_for_dtx(audio[0])
             answer = await pc.createAnswer()
