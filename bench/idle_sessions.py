@@ -7,8 +7,9 @@ For each transport: the server's CPU with no session over the window, then N ses
 stay connected and quiet (WebSocket: nothing sent; WebRTC: aiortc callers sending digital
 silence, a muted microphone; WebRTC with noise: aiortc callers sending quiet room noise, an
 open microphone; WebRTC with DTX: a muted microphone sent as a browser sends it when the
-answer asks for Opus DTX, a packet every 400 ms; SIP: baresip callers sending quiet room
-noise), the server's RSS growth and its process CPU
+answer asks for Opus DTX, a packet every 400 ms; WebRTC browser noise: an open microphone at
+a browser's Opus settings, 32 kb/s mono with DTX asked, which room noise keeps out of DTX;
+SIP: baresip callers sending quiet room noise), the server's RSS growth and its process CPU
 time (from ``/proc``) over the same window. Prints per-session MB and share of a core and
 writes ``bench/results/idle_sessions.json``.
 """
@@ -31,6 +32,7 @@ from tests.e2e.test_sip_call import WEBHOOK_SECRET  # noqa: E402
 from tests.idle_sessions import (  # noqa: E402
     measure,
     sip_sessions_factory,
+    webrtc_browser_noise_sessions_factory,
     webrtc_dtx_sessions,
     webrtc_noise_sessions_factory,
     webrtc_sessions,
@@ -52,6 +54,11 @@ async def run(
         ("webrtc", webrtc_sessions, args.webrtc),
         ("webrtc-noise", webrtc_noise_sessions_factory(args.window * 2 + 60), args.webrtc_noise),
         ("webrtc-dtx", webrtc_dtx_sessions, args.webrtc_dtx),
+        (
+            "webrtc-browser-noise",
+            webrtc_browser_noise_sessions_factory(args.window * 2 + 60),
+            args.webrtc_browser_noise,
+        ),
         ("sip", sip_sessions_factory(hook_port, sip_port, tmp, args.window * 2 + 60), args.sip),
     ]
     for transport, sessions, count in plan:
@@ -74,11 +81,25 @@ def main() -> None:
     parser.add_argument("--webrtc", type=int, default=50)
     parser.add_argument("--webrtc-noise", type=int, default=50)
     parser.add_argument("--webrtc-dtx", type=int, default=50)
+    parser.add_argument(
+        "--webrtc-browser-noise",
+        type=int,
+        default=0,
+        help="callers with an open microphone at a browser's Opus settings (32 kb/s mono, DTX asked)",
+    )
     parser.add_argument("--sip", type=int, default=50)
     parser.add_argument("--window", type=float, default=20.0, help="CPU measuring window, s")
     args = parser.parse_args()
     hook_port, sip_port = free_port(), free_port()
-    total = args.websocket + args.webrtc + args.webrtc_noise + args.webrtc_dtx + args.sip + 10
+    total = (
+        args.websocket
+        + args.webrtc
+        + args.webrtc_noise
+        + args.webrtc_dtx
+        + args.webrtc_browser_noise
+        + args.sip
+        + 10
+    )
     env = {
         "OPENREALTIME_MAX_SESSIONS_PER_KEY": str(total),
         "OPENREALTIME_MAX_SESSIONS": str(total),

@@ -122,6 +122,19 @@ async def webrtc_dtx_sessions(server: ServerProcess, count: int) -> AsyncIterato
         yield
 
 
+def webrtc_browser_noise_sessions_factory(seconds: float) -> IdleSessions:
+    """Open microphones sent as a browser sends them (libopus at 48 kHz mono, 32 kb/s, VoIP,
+    DTX asked for): the room noise keeps libopus out of DTX, so 50 packets/s, as with
+    ``webrtc_noise_sessions_factory`` but at a browser's bit rate instead of aiortc's."""
+
+    @contextlib.asynccontextmanager
+    async def webrtc_browser_noise_sessions(server: ServerProcess, count: int) -> AsyncIterator[None]:
+        async with _webrtc_callers(server, count, noise_seconds=seconds, dtx=True):
+            yield
+
+    return webrtc_browser_noise_sessions
+
+
 def webrtc_noise_sessions_factory(seconds: float) -> IdleSessions:
     """Idle aiortc callers with an open microphone: quiet room noise (the SIP callers' level,
     about -60 dBFS) for ``seconds``, Opus at 50 packets/s."""

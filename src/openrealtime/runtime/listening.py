@@ -64,6 +64,11 @@ TEXT_LATE_SECONDS = 3.0
 """How much longer a late transcript of a pause still counts."""
 TEXT_POLL_SECONDS = 0.02
 
+DIGITAL_SILENCE_DB = -100.0
+"""A frame below this power carries less than one 16-bit step: digital silence (a muted
+microphone, the time a DTX stream skips). No speech can be in it, so the VAD is not asked about
+such frames while the last frame it scored was silence to the turn; they score 0."""
+
 KEEP_SECONDS = 120.0
 """How much 16 kHz caller audio is kept for the turn detector and transcription."""
 
@@ -130,6 +135,8 @@ class InputPipeline:
         """The caller's language: the client's ``transcription.language`` or the tracked one."""
         self.reported_language: str | None = None
         """The language the core was last told (``CallerLanguageChanged``)."""
+        self.vad_heard_silence = True
+        """The last frame the VAD scored was silence to the turn (``DIGITAL_SILENCE_DB``)."""
 
     # ------------------------------------------------------------------ commands
 
@@ -214,6 +221,7 @@ class InputPipeline:
         self._awaited = waiting
 
     def on_committed(self, command: InputCommitted) -> None:
+        self.echo.turn_over()
         if command.by_vad and self.streaming is not None:
             self.turn_streams[command.item_id] = self.streaming
             self.streaming = None
@@ -221,6 +229,7 @@ class InputPipeline:
             self._drop_streaming()
 
     def on_cleared(self) -> None:
+        self.echo.turn_over()
         self._drop_streaming()
 
     def _drop_streaming(self) -> None:
@@ -347,11 +356,15 @@ class InputPipeline:
                     self._feed_streaming(audio)
                 if vad is None or not command.turn_detection:
                     continue
-                if self.vad_stream is None:
-                    self.vad_stream = vad.new_stream()
-                probabilities = await self.scheduler.vad_batches(vad).score(
-                    self.vad_stream, [f.samples for f in frames]
-                )
+                if self.vad_heard_silence and all(f.level_db < DIGITAL_SILENCE_DB for f in frames):
+                    probabilities = [0.0] * len(frames)
+                else:
+                    if self.vad_stream is None:
+                        self.vad_stream = vad.new_stream()
+                    probabilities = await self.scheduler.vad_batches(vad).score(
+                        self.vad_stream, [f.samples for f in frames]
+                    )
+                    self.vad_heard_silence = probabilities[-1] < command.silence_below
                 gated = [self.echo.gate(p, f.end_ms) for p, f in zip(probabilities, frames, strict=True)]
                 self.report(
                     SpeechProbabilities(
