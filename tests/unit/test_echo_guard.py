@@ -98,3 +98,22 @@ def test_pauses_long_past_are_forgotten() -> None:
         now += 2000.0
     assert len(guard.offsets) <= 62
     assert guard.at(199_500.0) == 199_500.0 + 199 * 2000.0
+
+
+def test_a_caller_who_barged_in_keeps_the_turn_through_the_echo_of_what_played() -> None:
+    """The answer's echo still arrives for up to the longest lag after a barge-in cut it: the
+    gate, which keeps echo from starting a turn, does not gate the caller's own turn to silence
+    meanwhile (a soft caller over a loud answer whose path is not known yet), and gates onsets
+    again once that turn is committed."""
+    guard = EchoGuard()
+    guard.heard_until(1000.0)
+    guard.played((np.sin(np.arange(24 * 2000) / 7.0) * 16000).astype(np.int16))
+    guard.clean(frames(1000.0, 16))  # a soft caller (-40 dBFS) over the answer
+    assert guard.gate(0.9, 1512.0) == 0.0  # not yet told from the answer's echo
+    guard.heard_until(1512.0)
+    guard.barged_in()
+    assert guard.play_end_ms == 1512.0 and guard.audible(1600.0)  # its echo may still come
+    guard.clean(frames(1512.0, 4))
+    assert guard.gate(0.9, 1640.0) == 0.9
+    guard.turn_over()
+    assert guard.gate(0.9, 1640.0) == 0.0

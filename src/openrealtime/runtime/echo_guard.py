@@ -75,6 +75,8 @@ class EchoGuard:
         ``offset_ms`` ahead of the input clock (the pauses before it)."""
         self.arrived_at_ms: float | None = None
         """Wall time (ms) the last caller audio arrived."""
+        self.caller_holds_turn = False
+        """The caller barged in and their turn goes on (:meth:`barged_in`): the gate is open."""
 
     def configure(self, mode: NoiseReduction) -> None:
         """Follow ``audio.input.noise_reduction``; a change starts a fresh canceller."""
@@ -173,9 +175,25 @@ class EchoGuard:
             out.append(AudioFrame(samples, frame.start_ms, frame.end_ms, _level_db(samples)))
         return out
 
+    def barged_in(self, now_ms: float | None = None) -> None:
+        """The caller's speech started a turn over the output, which the client stops playing
+        (:meth:`stopped`). Until :meth:`turn_over`, the turn is the caller's: the gate keeps
+        echo from *starting* a turn, and the echo still arriving of what played before the
+        cut (up to the longest lag and the room's tail) must not gate the caller's own words
+        to silence and end their turn in the middle (a client that plays nothing back never
+        rules a lag out while the caller talks, and a caller quieter than the answer fails the
+        level check in their softer syllables)."""
+        self.stopped(now_ms)
+        self.caller_holds_turn = True
+
+    def turn_over(self) -> None:
+        """The caller's turn was committed or cleared: onsets are gated again."""
+        self.caller_holds_turn = False
+
     def gate(self, probability: float, end_ms: float) -> float:
-        """The frame's speech probability, or 0 while only the session's own voice is heard."""
-        if self.canceller is None:
+        """The frame's speech probability, or 0 while only the session's own voice is heard
+        (unchanged while a caller who barged in holds the turn)."""
+        if self.canceller is None or self.caller_holds_turn:
             return probability
         return self.canceller.gate(probability, self.at(end_ms, end=True))
 

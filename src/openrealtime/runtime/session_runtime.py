@@ -321,7 +321,7 @@ class SessionRuntime:
             if isinstance(output, se.InputAudioBufferSpeechStarted):
                 self._transcribe_held_turn(output.item_id)
                 if self._interrupts():
-                    self.listening.echo.stopped(time.monotonic() * 1000)  # the client stops playing here
+                    self.listening.echo.barged_in(time.monotonic() * 1000)  # the client stops playing here
             if self.playback is not None and isinstance(output, se.ServerEvent):
                 found = self.playback.after_event(output)
                 if found is not None:
