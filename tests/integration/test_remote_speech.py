@@ -84,6 +84,9 @@ async def spoken_turn(connection: Any, clip: str) -> tuple[str, dict[str, Any], 
         )
         await asyncio.sleep(0.04)
     await asyncio.wait_for(listener, 180)
+    # a client plays the answer before its caller speaks again (the server places the next
+    # words after it): the answer's audio is 48 bytes per ms
+    await asyncio.sleep(len(audio) / 48_000)
     return transcript, done, bytes(audio)
 
 

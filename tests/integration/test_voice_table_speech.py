@@ -158,6 +158,9 @@ CODE_MISSES_ALLOWED = 4
 "Voices"): 46-49 exact, median 48.5 (97 %; the issue's target is 95 %). Piper samples
 its noise afresh on every call, so single runs spread; the bound is the measured floor, below
 which a change has made codes harder to hear."""
+NUMBER_MISSES_ALLOWED = 2
+"""Of the 20 order and phone numbers: 0 or 1 in most runs, 2 in one (a digit of a repeated
+pair dropped by Whisper, "six six zero" heard as "assets 6600")."""
 
 
 def test_fifty_codes_are_read_back_exactly(server_table: VoiceTable, transcriber: object) -> None:
@@ -172,7 +175,7 @@ def test_fifty_codes_are_read_back_exactly(server_table: VoiceTable, transcriber
         if canonical(code) not in canonical(heard):
             misses.append((code, heard))
     numbers = [m for m in misses if not re.search(r"[A-Z]", m[0])]
-    assert len(numbers) <= 1, numbers  # 20 order and phone numbers
+    assert len(numbers) <= NUMBER_MISSES_ALLOWED, numbers
     assert len(misses) <= CODE_MISSES_ALLOWED, misses
 
 
