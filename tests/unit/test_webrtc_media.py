@@ -249,8 +249,8 @@ def test_stream_gaps_fill_skipped_time_on_arrival_and_in_real_time() -> None:
 
 
 async def test_quiet_frames_are_handed_over_together_while_nothing_counts() -> None:
-    """Room tone while nothing is heard or played goes to the session three frames at a time;
-    sound, or the caller's time counting, hands over what is held at once, in order."""
+    """Room tone while nothing is heard or played goes to the session ``HOLD_FRAMES`` frames
+    at a time; sound, or the caller's time counting, hands over what is held at once, in order."""
 
     class Receiver:
         _track = object()
@@ -265,19 +265,21 @@ async def test_quiet_frames_are_handed_over_together_while_nothing_counts() -> N
     )
     encoder = OpusFrameEncoder()
     rng = np.random.default_rng(5)
-    room = [rng.normal(0, 30, 960).astype(np.int16) for _ in range(7)]
+    hold = _InlineDecoding.HOLD_FRAMES
+    room = [rng.normal(0, 30, 960).astype(np.int16) for _ in range(hold + 4)]
     loud = (8000 * np.sin(np.arange(960) / 7)).astype(np.int16)
-    frames = [*room[:4], loud, *room[4:6], room[6]]
+    frames = [*room[: hold + 1], loud, *room[hold + 1 : hold + 3], room[hold + 3]]
     for index, pcm in enumerate(frames):
-        if index == 6:
+        if index == hold + 3:
             counting[0] = True  # an answer starts playing: every frame at once
         decoding.put((OPUS, JitterFrame(encoder.encode(pcm), index * 960)))
-    assert [len(chunk) for chunk in chunks] == [3 * 480, 2 * 480, 480, 480, 480]
+    assert [len(chunk) for chunk in chunks] == [hold * 480, 2 * 480, 480, 480, 480]
     decoding.stop()
     assert sum(len(chunk) for chunk in chunks) == len(frames) * 480  # nothing lost
     heard = np.concatenate(chunks)
-    assert np.abs(heard[4 * 480 : 5 * 480].astype(np.int32)).max() > 3000  # the sound in its place
-    assert np.abs(heard[: 4 * 480].astype(np.int32)).max() < 1000
+    loud_at = (hold + 1) * 480
+    assert np.abs(heard[loud_at : loud_at + 480].astype(np.int32)).max() > 3000  # the sound in its place
+    assert np.abs(heard[:loud_at].astype(np.int32)).max() < 1000
 
 
 async def test_silence_is_given_in_real_time_only_while_the_session_times_a_pause() -> None:

@@ -286,13 +286,13 @@ class _InlineDecoding:
 
     Quiet frames (no speech onset can be in them) are handed over ``HOLD_FRAMES`` at a time
     while ``idle`` says the session is idle (nothing heard, played or being answered): one pass
-    of the session's per-chunk work (input buffer, VAD framing and its thread hop) per 60 ms
+    of the session's per-chunk work (input buffer, VAD framing and its thread hop) per 100 ms
     instead of per packet. A frame with sound, the session leaving idle, a gap, the look timer
     or the call's end hands over what is held first, so nothing is lost or reordered; and no
     answer is placed on an input clock that lags by what is held."""
 
     SETTLE_FRAMES = 5
-    HOLD_FRAMES = 3
+    HOLD_FRAMES = 5
 
     def __init__(
         self,
