@@ -68,6 +68,10 @@ DIGITAL_SILENCE_DB = -100.0
 """A frame below this power carries less than one 16-bit step: digital silence (a muted
 microphone, the time a DTX stream skips). No speech can be in it, so the VAD is not asked about
 such frames while the last frame it scored was silence to the turn; they score 0."""
+SILENCE_CONTEXT_FRAMES = 8
+"""When sound follows frames of digital silence the VAD was not asked about, up to this many
+frames of zeros go to it first (its state then is as after a long silence: it is recurrent,
+and where it places the onset, so what a turn's audio holds, depends on what it heard)."""
 
 KEEP_SECONDS = 120.0
 """How much 16 kHz caller audio is kept for the turn detector and transcription."""
@@ -137,6 +141,8 @@ class InputPipeline:
         """The language the core was last told (``CallerLanguageChanged``)."""
         self.vad_heard_silence = True
         """The last frame the VAD scored was silence to the turn (``DIGITAL_SILENCE_DB``)."""
+        self.unscored_silence = 0
+        """Frames of digital silence since the VAD last scored (``SILENCE_CONTEXT_FRAMES``)."""
 
     # ------------------------------------------------------------------ commands
 
@@ -358,12 +364,16 @@ class InputPipeline:
                     continue
                 if self.vad_heard_silence and all(f.level_db < DIGITAL_SILENCE_DB for f in frames):
                     probabilities = [0.0] * len(frames)
+                    self.unscored_silence = min(SILENCE_CONTEXT_FRAMES, self.unscored_silence + len(frames))
                 else:
                     if self.vad_stream is None:
                         self.vad_stream = vad.new_stream()
-                    probabilities = await self.scheduler.vad_batches(vad).score(
-                        self.vad_stream, [f.samples for f in frames]
+                    context = [np.zeros_like(frames[0].samples)] * self.unscored_silence
+                    scored = await self.scheduler.vad_batches(vad).score(
+                        self.vad_stream, [*context, *(f.samples for f in frames)]
                     )
+                    probabilities = scored[len(context) :]
+                    self.unscored_silence = 0
                     self.vad_heard_silence = probabilities[-1] < command.silence_below
                 gated = [self.echo.gate(p, f.end_ms) for p, f in zip(probabilities, frames, strict=True)]
                 self.report(
